@@ -1,0 +1,234 @@
+//! The host as an application: one runtime, one store, the services, and the operations the
+//! CLI, the demo and the tests run for a tenant. Each operation gets a fresh instance.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use crate::bindings::connector::{ReindexSummary, SignedUrl, StreamSummary, SyncSummary};
+use crate::bindings::manifest_types::{ConnectorManifest, FieldType};
+use crate::bindings::types::{ConnectorError, User};
+use crate::http::HttpSettings;
+use crate::policy::NetPolicy;
+use crate::runtime::{InvokeError, Runtime, SandboxConfig};
+use crate::store::{RecordStore, StoreError, StoredCredentials};
+use crate::tenant::{InvocationStats, Observer, Services, TenantContext};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+    #[error("{}", describe(.0))]
+    Connector(ConnectorError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+pub fn describe(e: &ConnectorError) -> String {
+    match e {
+        ConnectorError::AuthRequired(m) => format!("authorization required: {m}"),
+        ConnectorError::RateLimited(r) => format!("rate limited ({}); retry after {} ms", r.reason, r.retry_after_ms),
+        ConnectorError::NotFound(m) => format!("not found: {m}"),
+        ConnectorError::InvalidConfig(m) => format!("invalid configuration: {m}"),
+        ConnectorError::Transient(m) => format!("temporary failure: {m}"),
+        ConnectorError::Integrity(m) => format!("integrity check failed: {m}"),
+        ConnectorError::Internal(m) => format!("internal error: {m}"),
+    }
+}
+
+/// What an operation returned, and what the host measured of it.
+#[derive(Debug)]
+pub struct Outcome<T> {
+    pub value: T,
+    pub stats: InvocationStats,
+    pub peak_memory: usize,
+    pub elapsed: Duration,
+}
+
+pub struct ConnectorHost {
+    runtime: Arc<Runtime>,
+    services: Arc<Services>,
+    manifest: ConnectorManifest,
+}
+
+impl ConnectorHost {
+    /// A host for the embedded Dropbox connector over the database at `db`; `api_url` points
+    /// every Dropbox host at another server (an emulator) instead of the real service.
+    pub fn open(db: &Path, api_url: Option<&str>, sandbox: SandboxConfig) -> Result<ConnectorHost, HostError> {
+        let runtime = Runtime::dropbox(sandbox).map_err(|e| HostError::Setup(format!("loading the component: {e:#}")))?;
+        let store = RecordStore::open(db)?;
+        ConnectorHost::new(Arc::new(runtime), Arc::new(store), api_url, HttpSettings::default())
+    }
+
+    pub fn new(
+        runtime: Arc<Runtime>,
+        store: Arc<RecordStore>,
+        api_url: Option<&str>,
+        http: HttpSettings,
+    ) -> Result<ConnectorHost, HostError> {
+        // The manifest comes from the component itself, in a sandbox with no network.
+        let bootstrap_policy = NetPolicy::new(Vec::<String>::new(), None).map_err(|e| HostError::Setup(e.to_string()))?;
+        let bootstrap = Services::new(store.clone(), bootstrap_policy, http.clone(), "");
+        let manifest = runtime.instantiate(TenantContext::new("-", bootstrap))?.manifest()?;
+        let policy =
+            NetPolicy::new(manifest.allowed_hosts.clone(), api_url).map_err(|e| HostError::Setup(e.to_string()))?;
+        let services = Services::new(store, policy, http, &manifest.oauth.token_url);
+        Ok(ConnectorHost { runtime, services, manifest })
+    }
+
+    pub fn manifest(&self) -> &ConnectorManifest {
+        &self.manifest
+    }
+
+    pub fn store(&self) -> &Arc<RecordStore> {
+        &self.services.store
+    }
+
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Store an access token (and optionally a refresh token) for the tenant.
+    pub fn connect(&self, tenant: &str, creds: StoredCredentials) -> Result<(), HostError> {
+        self.services.store.put_credentials(tenant, &creds)?;
+        Ok(())
+    }
+
+    /// The tenant's context: its validated settings, and nothing else of any other tenant.
+    pub fn context(&self, tenant: &str) -> Result<TenantContext, HostError> {
+        self.services.store.ensure_tenant(tenant)?;
+        let settings = self.services.store.settings(tenant)?;
+        for (key, value) in &settings {
+            validate_setting(&self.manifest, key, value).map_err(HostError::Setup)?;
+        }
+        Ok(TenantContext::new(tenant, self.services.clone()).with_settings(settings))
+    }
+
+    /// Set a tenant's setting after checking it against the manifest's field.
+    pub fn set_setting(&self, tenant: &str, key: &str, value: &str) -> Result<(), HostError> {
+        validate_setting(&self.manifest, key, value).map_err(HostError::Setup)?;
+        self.services.store.set_setting(tenant, key, value)?;
+        Ok(())
+    }
+
+    fn invoke<T>(
+        &self,
+        ctx: TenantContext,
+        call: impl FnOnce(&mut crate::runtime::Instance) -> Result<Result<T, ConnectorError>, InvokeError>,
+    ) -> Result<Outcome<T>, HostError> {
+        let started = Instant::now();
+        let mut instance = self.runtime.instantiate(ctx)?;
+        let result = call(&mut instance);
+        let (_ctx, stats, peak_memory) = instance.into_parts();
+        let value = result?.map_err(HostError::Connector)?;
+        Ok(Outcome { value, stats, peak_memory, elapsed: started.elapsed() })
+    }
+
+    /// One sync (full or incremental). The result is also recorded for `status`.
+    pub fn sync(&self, tenant: &str, observer: Option<Observer>, stop: Option<Arc<AtomicBool>>) -> Result<Outcome<SyncSummary>, HostError> {
+        let mut ctx = self.context(tenant)?;
+        if let Some(o) = observer {
+            ctx = ctx.with_observer(o);
+        }
+        if let Some(s) = stop {
+            ctx = ctx.with_stop(s);
+        }
+        let outcome = self.invoke(ctx, |i| i.run_sync());
+        let note = match &outcome {
+            Ok(o) => format!(
+                "ok: {} pages, {} entries, {} created, {} content, {} metadata, {} deleted{}",
+                o.value.pages,
+                o.value.entries,
+                o.value.created,
+                o.value.content_updates,
+                o.value.metadata_updates,
+                o.value.deletions,
+                if o.value.interrupted { " (interrupted)" } else { "" }
+            ),
+            Err(e) => format!("failed: {e}"),
+        };
+        self.services.store.record_sync_result(tenant, &note)?;
+        outcome
+    }
+
+    pub fn test_connection(&self, tenant: &str) -> Result<Outcome<User>, HostError> {
+        self.invoke(self.context(tenant)?, |i| i.test_connection())
+    }
+
+    pub fn signed_url(&self, tenant: &str, id: &str) -> Result<Outcome<SignedUrl>, HostError> {
+        self.invoke(self.context(tenant)?, |i| i.get_signed_url(id))
+    }
+
+    pub fn stream(&self, tenant: &str, id: &str, sink: Box<dyn Write + Send>) -> Result<Outcome<StreamSummary>, HostError> {
+        self.invoke(self.context(tenant)?.with_sink(sink), |i| i.stream_record(id))
+    }
+
+    pub fn reindex(&self, tenant: &str, ids: &[String]) -> Result<Outcome<ReindexSummary>, HostError> {
+        self.invoke(self.context(tenant)?, |i| i.reindex_records(ids))
+    }
+
+    /// Resolve a record given by id or by path (case-insensitively, as Dropbox does).
+    pub fn resolve_record(&self, tenant: &str, id_or_path: &str) -> Result<String, HostError> {
+        if id_or_path.starts_with("id:") {
+            return Ok(id_or_path.to_string());
+        }
+        let lower = id_or_path.to_lowercase();
+        match self.services.store.find_by_paths(tenant, &[lower])?.into_iter().flatten().next() {
+            Some(r) => Ok(r.external_id),
+            None => Err(HostError::Connector(ConnectorError::NotFound(format!("no record at {id_or_path}")))),
+        }
+    }
+}
+
+/// Check a setting against the manifest's field of that key.
+pub fn validate_setting(manifest: &ConnectorManifest, key: &str, value: &str) -> Result<(), String> {
+    let Some(field) = manifest.config_fields.iter().find(|f| f.key == key) else {
+        let known: Vec<&str> = manifest.config_fields.iter().map(|f| f.key.as_str()).collect();
+        return Err(format!("unknown setting '{key}'; known settings: {}", known.join(", ")));
+    };
+    let value = value.trim();
+    match &field.field_type {
+        FieldType::Integer(bounds) => {
+            let n: i64 = value.parse().map_err(|_| format!("{key}: '{value}' is not a whole number"))?;
+            if n < bounds.min || n > bounds.max {
+                return Err(format!("{key}: {n} is out of bounds [{}, {}]", bounds.min, bounds.max));
+            }
+        }
+        FieldType::Boolean => {
+            if value != "true" && value != "false" {
+                return Err(format!("{key}: '{value}' is not true or false"));
+            }
+        }
+        FieldType::Choice(choices) => {
+            if !choices.iter().any(|c| c == value) {
+                return Err(format!("{key}: '{value}' is not one of {}", choices.join(", ")));
+            }
+        }
+        FieldType::Date => {
+            if !value.is_empty() && !is_date(value) {
+                return Err(format!("{key}: '{value}' is not a date (YYYY-MM-DD)"));
+            }
+        }
+        FieldType::Text | FieldType::TextList => {}
+    }
+    Ok(())
+}
+
+fn is_date(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    if parts.len() != 3 || parts[0].len() != 4 || parts[1].len() != 2 || parts[2].len() != 2 {
+        return false;
+    }
+    let (Ok(_y), Ok(m), Ok(d)) = (parts[0].parse::<u32>(), parts[1].parse::<u32>(), parts[2].parse::<u32>()) else {
+        return false;
+    };
+    (1..=12).contains(&m) && (1..=31).contains(&d)
+}

@@ -1,0 +1,507 @@
+//! The `host-test` command line: the demo, syncing a tenant, reading records and events,
+//! reading content, running the emulator, and inspecting the component and its sandbox.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use crate::app::ConnectorHost;
+use crate::bindings::manifest_types::{ConnectorManifest, FieldType};
+use crate::emulator::{Content, Emulator, EmulatorConfig};
+use crate::runtime::{Runtime, SandboxConfig};
+use crate::store::{RecordStore, StoredCredentials, record_json};
+use crate::tenant::{GuestSignal, Observer};
+
+#[derive(Parser)]
+#[command(name = "host-test", version, about = "Runs the Dropbox connector component in a sandboxed wasmtime host")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Target {
+    /// The SQLite database (created if missing, readable by its owner only).
+    #[arg(long, default_value = "host-test.db")]
+    db: PathBuf,
+    /// The tenant to act for.
+    #[arg(long, default_value = "default")]
+    tenant: String,
+    /// Send every Dropbox request to this base URL instead (an emulator or another test server).
+    #[arg(long)]
+    api_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The offline demo: emulator, full sync, changes, incremental sync, report.
+    Demo {
+        /// Number of sample files.
+        #[arg(long, default_value_t = 300)]
+        files: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Where to write the database (default: a new file under the system's temp dir).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+    /// Print the component's manifest as JSON.
+    Manifest,
+    /// Show the component's imports and exports and the sandbox limits in force.
+    Inspect,
+    /// Run the Dropbox API emulator until stopped (first line: base URL; second: access token).
+    Emulator {
+        #[arg(long, default_value = "127.0.0.1:8765")]
+        listen: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 1000)]
+        files: usize,
+    },
+    /// Store an access token for a tenant (a token from the Dropbox App Console).
+    Connect {
+        #[command(flatten)]
+        target: Target,
+        /// The access token; DROPBOX_ACCESS_TOKEN when absent.
+        #[arg(long)]
+        access_token: Option<String>,
+    },
+    /// One sync of the tenant: full when no cursor is stored, incremental otherwise.
+    Sync {
+        #[command(flatten)]
+        target: Target,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// The tenant's current records, one JSON object per line.
+    Records {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The ordered event stream (all tenants unless --tenant is given).
+    Events {
+        #[arg(long, default_value = "host-test.db")]
+        db: PathBuf,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connected account, last sync, cursor, re-authentication state.
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Read or change the tenant's settings (validated against the manifest).
+    Config {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Write a record's content to standard output or a file, verified against its hash.
+    Cat {
+        #[command(flatten)]
+        target: Target,
+        /// A Dropbox id (id:...) or a path.
+        record: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print a temporary (4-hour) URL for a record's content.
+    Url {
+        #[command(flatten)]
+        target: Target,
+        record: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    Set { key: String, value: String },
+    Get { key: String },
+    List,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo { files, seed, db } => demo(files, seed, db),
+        Command::Manifest => {
+            let host = bare_host()?;
+            println!("{}", serde_json::to_string_pretty(&manifest_json(host.manifest()))?);
+            Ok(())
+        }
+        Command::Inspect => inspect(),
+        Command::Emulator { listen, seed, files } => run_emulator(&listen, seed, files),
+        Command::Connect { target, access_token } => {
+            let token = access_token
+                .or_else(|| std::env::var("DROPBOX_ACCESS_TOKEN").ok())
+                .context("give --access-token or set DROPBOX_ACCESS_TOKEN")?;
+            let host = open(&target)?;
+            host.connect(&target.tenant, StoredCredentials { access_token: token, ..Default::default() })?;
+            let account = host.test_connection(&target.tenant)?.value;
+            println!("connected tenant {} to {} ({})", target.tenant, account.email, account.external_id);
+            Ok(())
+        }
+        Command::Sync { target, quiet } => {
+            let host = open(&target)?;
+            if let Ok(token) = std::env::var("DROPBOX_ACCESS_TOKEN") {
+                host.connect(&target.tenant, StoredCredentials { access_token: token, ..Default::default() })?;
+            }
+            let outcome = host.sync(&target.tenant, if quiet { None } else { Some(progress_bar()) }, None);
+            if !quiet {
+                eprintln!();
+            }
+            let outcome = outcome.with_context(|| format!("sync of tenant {} failed", target.tenant))?;
+            let s = &outcome.value;
+            println!(
+                "{:?} sync of {}: {} pages, {} entries, {} created, {} content updates, {} metadata updates, {} deleted, {} API calls, {:.2}s{}",
+                s.kind,
+                target.tenant,
+                s.pages,
+                s.entries,
+                s.created,
+                s.content_updates,
+                s.metadata_updates,
+                s.deletions,
+                s.api_calls,
+                outcome.elapsed.as_secs_f64(),
+                if s.interrupted { " (interrupted; the next sync resumes)" } else { "" }
+            );
+            Ok(())
+        }
+        Command::Records { target, json: _ } => {
+            let store = RecordStore::open(&target.db)?;
+            let mut out = std::io::stdout().lock();
+            for r in store.records(&target.tenant)? {
+                writeln!(out, "{}", record_json(&r))?;
+            }
+            Ok(())
+        }
+        Command::Events { db, tenant, since, json: _ } => {
+            let store = RecordStore::open(&db)?;
+            let mut out = std::io::stdout().lock();
+            for e in store.events(tenant.as_deref(), since)? {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"seq": e.seq, "tenant": e.tenant, "batch": e.batch, "kind": e.kind, "id": e.external_id, "path_lower": e.path_lower, "record": e.record})
+                )?;
+            }
+            Ok(())
+        }
+        Command::Status { target } => {
+            let store = RecordStore::open(&target.db)?;
+            let status = store.status(&target.tenant)?;
+            let creds = store.credentials(&target.tenant)?;
+            let cursor = status.sync_points.iter().any(|(k, _)| k == "dropbox.cursor");
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "tenant": status.tenant,
+                    "account": status.owner.as_ref().map(|o| json!({"email": o.email, "account_id": o.external_id, "name": o.display_name})),
+                    "connected": creds.is_some(),
+                    "token_expires_at": creds.as_ref().and_then(|c| c.expires_at),
+                    "needs_reauthentication": status.needs_reauth,
+                    "last_sync_at": status.last_sync_at,
+                    "last_sync_result": status.last_sync_result,
+                    "records": status.records,
+                    "cursor_present": cursor,
+                }))?
+            );
+            Ok(())
+        }
+        Command::Config { target, action } => {
+            let host = open(&target)?;
+            match action {
+                ConfigAction::Set { key, value } => {
+                    host.set_setting(&target.tenant, &key, &value)?;
+                    println!("{key} = {value}");
+                }
+                ConfigAction::Get { key } => {
+                    let settings = host.store().settings(&target.tenant)?;
+                    let field = host.manifest().config_fields.iter().find(|f| f.key == key);
+                    let Some(field) = field else { bail!("unknown setting '{key}'") };
+                    let value = settings.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone());
+                    println!("{}", value.or(field.default_value.clone()).unwrap_or_default());
+                }
+                ConfigAction::List => {
+                    let settings = host.store().settings(&target.tenant)?;
+                    for field in &host.manifest().config_fields {
+                        let value = settings.iter().find(|(k, _)| *k == field.key).map(|(_, v)| v.clone());
+                        let shown = value.clone().or(field.default_value.clone()).unwrap_or_default();
+                        println!("{} = {}{}", field.key, shown, if value.is_none() { " (default)" } else { "" });
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Cat { target, record, out } => {
+            let host = open(&target)?;
+            let id = host.resolve_record(&target.tenant, &record)?;
+            let sink: Box<dyn Write + Send> = match &out {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+                )),
+                None => Box::new(std::io::stdout()),
+            };
+            let outcome = host.stream(&target.tenant, &id, sink);
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(e) => {
+                    if let Some(path) = &out {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    return Err(e.into());
+                }
+            };
+            let s = &outcome.value;
+            eprintln!(
+                "{} bytes, content hash {}, {}",
+                s.size,
+                s.content_hash.as_deref().unwrap_or("-"),
+                if s.verified { "verified" } else { "not verified (no published hash)" }
+            );
+            Ok(())
+        }
+        Command::Url { target, record } => {
+            let host = open(&target)?;
+            let id = host.resolve_record(&target.tenant, &record)?;
+            println!("{}", host.signed_url(&target.tenant, &id)?.value.url);
+            Ok(())
+        }
+    }
+}
+
+fn open(target: &Target) -> Result<ConnectorHost> {
+    Ok(ConnectorHost::open(&target.db, target.api_url.as_deref(), SandboxConfig::default())?)
+}
+
+/// A host over an in-memory store: for commands that only ask the component about itself.
+fn bare_host() -> Result<ConnectorHost> {
+    let runtime = Arc::new(Runtime::dropbox(SandboxConfig::default())?);
+    let store = Arc::new(RecordStore::open_in_memory()?);
+    Ok(ConnectorHost::new(runtime, store, None, Default::default())?)
+}
+
+pub fn manifest_json(m: &ConnectorManifest) -> serde_json::Value {
+    json!({
+        "name": m.name,
+        "display_name": m.display_name,
+        "version": m.version,
+        "app_group": m.app_group,
+        "description": m.description,
+        "oauth": {
+            "authorize_url": m.oauth.authorize_url,
+            "token_url": m.oauth.token_url,
+            "revoke_url": m.oauth.revoke_url,
+            "scopes": m.oauth.scopes,
+            "extra_authorize_params": m.oauth.extra_authorize_params.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
+            "pkce_required": m.oauth.pkce_required,
+            "redirect_path": m.oauth.redirect_path,
+        },
+        "allowed_hosts": m.allowed_hosts,
+        "config_fields": m.config_fields.iter().map(|f| {
+            let (ty, extra) = match &f.field_type {
+                FieldType::Integer(b) => ("integer", json!({"min": b.min, "max": b.max})),
+                FieldType::Boolean => ("boolean", json!({})),
+                FieldType::Text => ("text", json!({})),
+                FieldType::Choice(c) => ("choice", json!({"choices": c})),
+                FieldType::TextList => ("text_list", json!({})),
+                FieldType::Date => ("date", json!({})),
+            };
+            json!({"key": f.key, "label": f.label, "description": f.description, "type": ty, "bounds": extra, "default": f.default_value})
+        }).collect::<Vec<_>>(),
+    })
+}
+
+fn inspect() -> Result<()> {
+    let config = SandboxConfig::default();
+    let runtime = Runtime::dropbox(config.clone())?;
+    let (imports, exports) = runtime.component_interfaces();
+    let host = bare_host()?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "component": {"path": env!("DROPBOX_CONNECTOR_WASM_PATH"), "bytes": runtime.component_size()},
+            "imports": imports,
+            "exports": exports,
+            "sandbox": {
+                "memory_limit_bytes": config.memory_limit,
+                "max_compute_between_host_calls_ms": config.max_compute_between_calls.as_millis() as u64,
+                "pooling_allocator": config.pooling,
+                "wasi": "no preopened directories, no environment, no arguments, no sockets, no stdio",
+                "http": {
+                    "allowed_hosts": host.manifest().allowed_hosts,
+                    "redirects_followed": false,
+                    "max_response_body_bytes": crate::http::HttpSettings::default().max_body_bytes,
+                    "connect_timeout_secs": crate::http::HttpSettings::default().connect_timeout.as_secs(),
+                    "read_timeout_secs": crate::http::HttpSettings::default().read_timeout.as_secs(),
+                },
+                "tenant_isolation": "the tenant is fixed by the host for each instance; the guest cannot name one",
+            }
+        }))?
+    );
+    Ok(())
+}
+
+fn run_emulator(listen: &str, seed: u64, files: usize) -> Result<()> {
+    let addr = listen.parse().with_context(|| format!("--listen {listen} is not an address like 127.0.0.1:8765"))?;
+    let emulator = Emulator::start(EmulatorConfig { listen: Some(addr), seed, files, ..Default::default() })?;
+    println!("{}", emulator.base_url());
+    println!("{}", emulator.access_token());
+    std::io::stdout().flush()?;
+    loop {
+        std::thread::park();
+    }
+}
+
+/// A one-line progress display on standard error.
+fn progress_bar() -> Observer {
+    let started = Instant::now();
+    Box::new(move |signal| match signal {
+        GuestSignal::Progress { phase, pages, entries, total } => {
+            let rate = *entries as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            let total = total.map(|t| format!("/{t}")).unwrap_or_default();
+            eprint!("\r{phase}: {pages} pages, {entries}{total} entries, {rate:.0} entries/s   ");
+        }
+        GuestSignal::Log { level, message } if level == "warn" || level == "error" => {
+            eprintln!("\r{level}: {message}");
+        }
+        GuestSignal::Log { .. } => {}
+    })
+}
+
+fn demo(files: usize, seed: u64, db: Option<PathBuf>) -> Result<()> {
+    let db = db.unwrap_or_else(|| std::env::temp_dir().join(format!("dropbox-demo-{}.db", std::process::id())));
+    if db.exists() {
+        std::fs::remove_file(&db).with_context(|| format!("cannot replace {}", db.display()))?;
+    }
+    println!("Starting the Dropbox emulator with a sample account of {files} files (seed {seed})...");
+    let emulator = Emulator::start(EmulatorConfig { seed, files, ..Default::default() })?;
+    let host = ConnectorHost::open(&db, Some(&emulator.base_url()), SandboxConfig::default())?;
+    let tenant = "demo";
+    host.connect(tenant, StoredCredentials { access_token: emulator.access_token(), ..Default::default() })?;
+
+    println!("\n1. Full sync");
+    let full = host.sync(tenant, Some(progress_bar()), None)?;
+    eprintln!();
+    report("full sync", &host, &full.value, full.elapsed, full.peak_memory, 0)?;
+    let after_full = host.store().last_event_seq()?;
+
+    println!("\n2. Changing the account");
+    let changes = change_account(&emulator)?;
+    for line in &changes {
+        println!("   - {line}");
+    }
+
+    println!("\n3. Incremental sync");
+    let incremental = host.sync(tenant, Some(progress_bar()), None)?;
+    eprintln!();
+    report("incremental sync", &host, &incremental.value, incremental.elapsed, incremental.peak_memory, after_full)?;
+
+    let truth = emulator.truth();
+    let records = host.store().records(tenant)?;
+    let same = truth.len() == records.len()
+        && truth.iter().all(|t| records.iter().any(|r| r.external_id == t.id && r.path_lower == t.path_lower));
+    println!(
+        "\nThe store holds {} records; the emulator's account has {} items; {}",
+        records.len(),
+        truth.len(),
+        if same { "they match." } else { "THEY DIFFER." }
+    );
+    println!("Database: {}", db.display());
+    println!("Look inside: host-test records --db {} --tenant {tenant} --json", db.display());
+    println!("             host-test events --db {} --json", db.display());
+    if !same {
+        bail!("the store does not match the account");
+    }
+    Ok(())
+}
+
+fn report(
+    label: &str,
+    host: &ConnectorHost,
+    s: &crate::bindings::connector::SyncSummary,
+    elapsed: std::time::Duration,
+    peak: usize,
+    since: i64,
+) -> Result<()> {
+    let events = host.store().events(None, since)?;
+    let count = |k: &str| events.iter().filter(|e| e.kind == k).count();
+    println!(
+        "   {label}: {} entries in {} pages, {:.3}s, {} API calls, guest memory peak {:.1} MiB",
+        s.entries,
+        s.pages,
+        elapsed.as_secs_f64(),
+        s.api_calls,
+        peak as f64 / (1024.0 * 1024.0)
+    );
+    println!(
+        "   events: {} new, {} content updates, {} metadata updates, {} content+metadata, {} deleted",
+        count("created"),
+        count("content"),
+        count("metadata"),
+        count("content_and_metadata"),
+        count("deleted")
+    );
+    Ok(())
+}
+
+/// Edit, rename, move a folder, delete a folder with descendants, add files.
+fn change_account(emulator: &Emulator) -> Result<Vec<String>> {
+    let truth = emulator.truth();
+    let mut lines = Vec::new();
+    let files: Vec<_> = truth.iter().filter(|t| t.kind == crate::emulator::Kind::File && t.is_downloadable).collect();
+    let folders: Vec<_> = truth.iter().filter(|t| t.kind == crate::emulator::Kind::Folder).collect();
+    if let Some(f) = files.first() {
+        emulator.modify_file(&f.path_display, Content::Bytes(b"edited by the demo\n".to_vec()))?;
+        lines.push(format!("edited {}", f.path_display));
+    }
+    if let Some(f) = files.get(1) {
+        let to = rename_target(&f.path_display, "renamed by demo");
+        emulator.move_path(&f.path_display, &to)?;
+        lines.push(format!("renamed {} -> {}", f.path_display, to));
+    }
+    // A folder with descendants to delete, and a different one to move.
+    let with_children = |path: &str| truth.iter().filter(|t| t.path_lower.starts_with(&format!("{path}/"))).count();
+    let mut candidates: Vec<_> = folders.iter().filter(|f| with_children(&f.path_lower) > 0).collect();
+    candidates.sort_by_key(|f| std::cmp::Reverse(with_children(&f.path_lower)));
+    if let Some(del) = candidates.iter().find(|f| f.path_lower.matches('/').count() >= 2) {
+        let n = with_children(&del.path_lower);
+        emulator.delete(&del.path_display)?;
+        lines.push(format!("deleted folder {} with {n} descendants", del.path_display));
+        if let Some(mv) = candidates.iter().find(|f| {
+            !f.path_lower.starts_with(&del.path_lower) && !del.path_lower.starts_with(&f.path_lower)
+        }) {
+            let to = format!("/Moved by demo {}", mv.name);
+            let n = with_children(&mv.path_lower);
+            emulator.move_path(&mv.path_display, &to)?;
+            lines.push(format!("moved folder {} ({n} descendants) -> {to}", mv.path_display));
+        }
+    }
+    for (i, name) in ["Notes 2026.md", "Résumé final.pdf", "Ideas 💡.txt"].iter().enumerate() {
+        let path = format!("/New from demo/{name}");
+        emulator.create_file(&path, Content::Bytes(format!("new file {i}\n").into_bytes()))?;
+        lines.push(format!("added {path}"));
+    }
+    Ok(lines)
+}
+
+fn rename_target(path: &str, suffix: &str) -> String {
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    match name.rsplit_once('.') {
+        Some((stem, ext)) => format!("{dir}/{stem} ({suffix}).{ext}"),
+        None => format!("{dir}/{name} ({suffix})"),
+    }
+}

@@ -1,0 +1,153 @@
+//! The tenant's OAuth credentials, held by the host only.
+//!
+//! The guest never sees a token: the `http` import attaches the current access token to
+//! authenticated requests, and the `credentials` import can only ask for a refresh. Refresh
+//! happens proactively shortly before expiry and on request after a 401
+//! `expired_access_token`; a refused refresh token (`invalid_grant`) marks the tenant as needing
+//! re-authentication and is never retried in a loop.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+
+use crate::http::HttpClient;
+use crate::policy::NetPolicy;
+use crate::store::{RecordStore, StoreError, StoredCredentials};
+
+/// Refresh this long before the token's expiry (the official SDKs use the same margin).
+pub const REFRESH_MARGIN_SECS: i64 = 300;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CredentialError {
+    #[error("no credentials are stored for tenant {0}; connect the account first")]
+    Missing(String),
+    #[error("re-authentication required: {0}")]
+    ReauthRequired(String),
+    #[error("token refresh failed: {0}")]
+    Transient(String),
+    #[error("credential storage failed: {0}")]
+    Storage(String),
+}
+
+impl From<StoreError> for CredentialError {
+    fn from(e: StoreError) -> Self {
+        CredentialError::Storage(e.to_string())
+    }
+}
+
+#[derive(Deserialize)]
+struct RefreshResponse {
+    access_token: String,
+    expires_in: Option<i64>,
+    refresh_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct OAuthErrorBody {
+    error: String,
+}
+
+pub struct CredentialManager {
+    store: Arc<RecordStore>,
+    token_url: String,
+    /// One refresh at a time per tenant: concurrent callers wait and reuse its result.
+    refresh_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl CredentialManager {
+    pub fn new(store: Arc<RecordStore>, token_url: String) -> CredentialManager {
+        CredentialManager { store, token_url, refresh_locks: Mutex::new(HashMap::new()) }
+    }
+
+    /// The access token to attach now, refreshed first when it is about to expire.
+    pub fn access_token(&self, tenant: &str, http: &HttpClient, policy: &NetPolicy) -> Result<String, CredentialError> {
+        let creds = self.store.credentials(tenant)?.ok_or_else(|| CredentialError::Missing(tenant.into()))?;
+        let expiring = creds.expires_at.is_some_and(|at| at - now() <= REFRESH_MARGIN_SECS);
+        if expiring && creds.refresh_token.is_some() {
+            match self.refresh(tenant, http, policy, Some(&creds.access_token)) {
+                Ok(token) => return Ok(token),
+                // A transient failure keeps the old token while it is still valid.
+                Err(CredentialError::Transient(_)) if creds.expires_at.is_some_and(|at| at > now()) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(creds.access_token)
+    }
+
+    /// Exchange the refresh token for a new access token. `seen_token` is the token the caller
+    /// found expired: when another thread already replaced it, that result is reused instead of
+    /// refreshing again.
+    pub fn refresh(
+        &self,
+        tenant: &str,
+        http: &HttpClient,
+        policy: &NetPolicy,
+        seen_token: Option<&str>,
+    ) -> Result<String, CredentialError> {
+        let lock = {
+            let mut locks = self.refresh_locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(tenant.to_string()).or_default().clone()
+        };
+        let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let creds = self.store.credentials(tenant)?.ok_or_else(|| CredentialError::Missing(tenant.into()))?;
+        if let Some(seen) = seen_token
+            && seen != creds.access_token
+        {
+            return Ok(creds.access_token);
+        }
+        let Some(refresh_token) = creds.refresh_token.clone() else {
+            self.store.set_needs_reauth(tenant, true)?;
+            return Err(CredentialError::ReauthRequired(
+                "the access token expired and no refresh token is stored".into(),
+            ));
+        };
+        let mut form = vec![("grant_type", "refresh_token".to_string()), ("refresh_token", refresh_token)];
+        if let Some(id) = &creds.client_id {
+            form.push(("client_id", id.clone()));
+        }
+        if let Some(secret) = &creds.client_secret {
+            form.push(("client_secret", secret.clone()));
+        }
+        let body = form_encode(&form);
+        let url = policy.rewrite(&self.token_url);
+        let response = http
+            .send(
+                "POST",
+                &url,
+                &[("Content-Type".into(), "application/x-www-form-urlencoded".into())],
+                body.into_bytes(),
+                None,
+            )
+            .map_err(|e| CredentialError::Transient(e.to_string()))?;
+        if response.status == 200 {
+            let parsed: RefreshResponse = serde_json::from_slice(&response.body)
+                .map_err(|e| CredentialError::Transient(format!("unreadable token response: {e}")))?;
+            let updated = StoredCredentials {
+                access_token: parsed.access_token.clone(),
+                refresh_token: parsed.refresh_token.or(creds.refresh_token),
+                expires_at: parsed.expires_in.map(|s| now() + s),
+                ..creds
+            };
+            self.store.put_credentials(tenant, &updated)?;
+            return Ok(parsed.access_token);
+        }
+        let error = serde_json::from_slice::<OAuthErrorBody>(&response.body).map(|b| b.error).unwrap_or_default();
+        if response.status == 400 && (error == "invalid_grant" || error == "invalid_client") {
+            self.store.set_needs_reauth(tenant, true)?;
+            return Err(CredentialError::ReauthRequired(format!("the token endpoint refused the refresh ({error})")));
+        }
+        Err(CredentialError::Transient(format!("token endpoint answered {} {}", response.status, error)))
+    }
+}
+
+pub fn form_encode(pairs: &[(&str, String)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str()))).finish()
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,81 @@
+//! `host`: logging, progress, the tenant's settings and the stop signal.
+
+use crate::bindings::host::{Host, Level, Progress};
+use crate::bindings::types::Setting;
+use crate::runtime::TenantState;
+use crate::tenant::GuestSignal;
+
+/// A guest log line longer than this is cut: the guest must not flood the host's logs.
+const MAX_LOG_LINE: usize = 4096;
+/// Lines kept per invocation for inspection (tests, status).
+const MAX_KEPT_LOGS: usize = 10_000;
+
+impl Host for TenantState {
+    fn log(&mut self, level: Level, message: String) {
+        self.stats.host_calls += 1;
+        self.touch();
+        let level = match level {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        };
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        let signal = GuestSignal::Log { level: level.to_string(), message: message.clone() };
+        if let Some(observer) = self.tenant.observer.as_mut() {
+            observer(&signal);
+        }
+        if self.stats.logs.len() < MAX_KEPT_LOGS {
+            self.stats.logs.push((level.to_string(), message));
+        }
+    }
+
+    fn report_progress(&mut self, progress: Progress) {
+        self.stats.host_calls += 1;
+        self.touch();
+        let signal = GuestSignal::Progress {
+            phase: progress.phase,
+            pages: progress.pages,
+            entries: progress.entries,
+            total: progress.total,
+        };
+        if let Some(observer) = self.tenant.observer.as_mut() {
+            observer(&signal);
+        }
+    }
+
+    fn config(&mut self) -> Vec<Setting> {
+        self.stats.host_calls += 1;
+        self.touch();
+        self.tenant.settings.iter().map(|(key, value)| Setting { key: key.clone(), value: value.clone() }).collect()
+    }
+
+    fn should_stop(&mut self) -> bool {
+        self.touch();
+        self.tenant.should_stop()
+    }
+
+    fn sleep(&mut self, milliseconds: u64) {
+        self.stats.host_calls += 1;
+        // Wake early when the host wants the operation to stop.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(milliseconds);
+        while !self.tenant.should_stop() {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            std::thread::sleep((deadline - now).min(std::time::Duration::from_millis(100)));
+        }
+        self.stats.sleep_time += std::time::Duration::from_millis(milliseconds);
+        self.touch();
+    }
+}

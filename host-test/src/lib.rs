@@ -1,0 +1,27 @@
+//! A wasmtime host for connector components, for tests, the demo and the command line.
+//!
+//! Layers, one job each:
+//! - `bindings`: the generated bindings of the WIT world (the only `bindgen!`);
+//! - `runtime`: engine, limits, instantiation: the sandbox's guarantees in one place;
+//! - `imports`: the host side of each imported interface;
+//! - `policy`: which destinations a guest may reach;
+//! - `http`: the transport (rustls, timeouts, body cap);
+//! - `credentials`: tokens held by the host, refresh;
+//! - `store`: the SQLite records store and event stream;
+//! - `tenant`: what an invocation runs on behalf of;
+//! - `app`: the operations for a tenant, over one runtime and one store;
+//! - `cli`: the `host-test` command;
+//! - `emulator`: the Dropbox API emulator (its own crate, re-exported).
+
+pub mod app;
+pub mod bindings;
+pub mod cli;
+pub mod credentials;
+pub mod http;
+mod imports;
+pub mod policy;
+pub mod runtime;
+pub mod store;
+pub mod tenant;
+
+pub use dropbox_emulator as emulator;

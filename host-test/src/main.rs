@@ -1,0 +1,9 @@
+use clap::Parser;
+
+fn main() {
+    let cli = host_test::cli::Cli::parse();
+    if let Err(e) = host_test::cli::run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,931 @@
+//! The embedded records store: one SQLite file holding every tenant's records, sync points,
+//! owner, credentials, settings and the ordered event stream a downstream indexer consumes.
+//!
+//! Every method takes the tenant explicitly; the sandbox passes the tenant it was created for,
+//! never a name the guest supplies. `apply` runs a whole batch and its sync point in one
+//! transaction, so a crash or an error leaves either all of it or none of it.
+//!
+//! Removal is two-phase: `remove-subtree`, `replace` and `mark-all-pending` only flag records as
+//! pending removal; an upsert of the same id clears the flag (a move keeps its identity even
+//! when Dropbox reports the deletion and the new location pages apart); `purge` deletes what is
+//! still flagged, with one `deleted` event per record, in a single statement however large the
+//! subtree.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde_json::{Value, json};
+
+use crate::bindings::records::{ApplySummary, Change, ChangeKind, StoredRecord, SyncPoint};
+use crate::bindings::types::{GroupKind, Permission, Record, RecordGroup, RecordKind, Role, User};
+
+const SCHEMA_VERSION: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("invalid batch: {0}")]
+    Invalid(String),
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("cannot open the database {path}: {message}")]
+    Open { path: String, message: String },
+    #[error("injected failure after {0} changes")]
+    Injected(usize),
+}
+
+/// One entry of the ordered event stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub seq: i64,
+    pub tenant: String,
+    pub batch: i64,
+    pub kind: String,
+    pub external_id: String,
+    pub path_lower: String,
+    pub record: Value,
+}
+
+/// What `host-test status` shows of a tenant.
+#[derive(Debug, Clone, Default)]
+pub struct TenantStatus {
+    pub tenant: String,
+    pub needs_reauth: bool,
+    pub last_sync_at: Option<i64>,
+    pub last_sync_result: Option<String>,
+    pub records: u64,
+    pub sync_points: Vec<(String, String)>,
+    pub owner: Option<User>,
+}
+
+/// Stored OAuth credentials of a tenant. Never leaves the host.
+#[derive(Clone, Default, PartialEq)]
+pub struct StoredCredentials {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub expires_at: Option<i64>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub account_id: Option<String>,
+}
+
+impl std::fmt::Debug for StoredCredentials {
+    // Secrets are never printed, even in debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredCredentials")
+            .field("access_token", &"<redacted>")
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "<redacted>"))
+            .field("expires_at", &self.expires_at)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
+            .field("account_id", &self.account_id)
+            .finish()
+    }
+}
+
+pub struct RecordStore {
+    conn: Mutex<Connection>,
+    /// Test hook: (apply calls to let through, change index to fail at), to prove atomicity.
+    fail_after: Mutex<Option<(usize, usize)>>,
+}
+
+const RECORD_COLUMNS: &str = "external_id, revision, name, path_display, path_lower, parent_external_id, kind, \
+     mime_type, size, content_hash, client_modified, server_modified, is_downloadable, export_format, \
+     web_url, is_shared, shared_url, pending_removal";
+
+impl RecordStore {
+    /// Open (creating and migrating) the database file. A new file is readable by its owner
+    /// only: it holds credentials.
+    pub fn open(path: &Path) -> Result<RecordStore, StoreError> {
+        let existed = path.exists();
+        if !existed {
+            create_private_file(path).map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::init(conn)
+    }
+
+    pub fn open_in_memory() -> Result<RecordStore, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<RecordStore, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&conn)?;
+        Ok(RecordStore { conn: Mutex::new(conn), fail_after: Mutex::new(None) })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a transaction half-applied (SQLite rolls
+        // back an unfinished transaction), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Test hook: let `calls` more `apply` calls through, then fail every later one at its
+    /// change number `at_change` (None: never fail).
+    pub fn inject_apply_failure(&self, plan: Option<(usize, usize)>) {
+        *self.fail_after.lock().unwrap_or_else(|p| p.into_inner()) = plan;
+    }
+
+    pub fn ensure_tenant(&self, tenant: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO tenants(name, created_at) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
+            params![tenant, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn tenants(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name FROM tenants ORDER BY name")?;
+        let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Apply a batch of changes and the sync point atomically.
+    pub fn apply(
+        &self,
+        tenant: &str,
+        changes: &[Change],
+        sync_point: Option<&SyncPoint>,
+    ) -> Result<ApplySummary, StoreError> {
+        let fail_after = {
+            let mut plan = self.fail_after.lock().unwrap_or_else(|p| p.into_inner());
+            match plan.as_mut() {
+                Some((0, at)) => Some(*at),
+                Some((calls, _)) => {
+                    *calls -= 1;
+                    None
+                }
+                None => None,
+            }
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let batch: i64 = tx.query_row("SELECT COALESCE(MAX(batch), 0) + 1 FROM events", [], |r| r.get(0))?;
+        let mut summary = ApplySummary { created: 0, content_updates: 0, metadata_updates: 0, deletions: 0 };
+        for (index, change) in changes.iter().enumerate() {
+            if fail_after == Some(index) {
+                return Err(StoreError::Injected(index));
+            }
+            apply_change(&tx, tenant, batch, change, &mut summary)?;
+        }
+        if fail_after.is_some() {
+            // The failure point lies past the last change: fail just before committing.
+            return Err(StoreError::Injected(changes.len()));
+        }
+        if let Some(point) = sync_point {
+            tx.execute(
+                "INSERT INTO sync_points(tenant, key, value, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(tenant, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                params![tenant, point.key, point.value, now()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(summary)
+    }
+
+    pub fn get_sync_point(&self, tenant: &str, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM sync_points WHERE tenant = ?1 AND key = ?2", params![tenant, key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    pub fn delete_sync_points(&self, tenant: &str) -> Result<(), StoreError> {
+        self.conn().execute("DELETE FROM sync_points WHERE tenant = ?1", params![tenant])?;
+        Ok(())
+    }
+
+    pub fn get_records(&self, tenant: &str, ids: &[String]) -> Result<Vec<StoredRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM records WHERE tenant = ?1 AND external_id = ?2"
+        ))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(found) = stmt.query_row(params![tenant, id], read_stored).optional()? {
+                out.push(found);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn find_by_paths(&self, tenant: &str, paths: &[String]) -> Result<Vec<Option<Record>>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM records WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0"
+        ))?;
+        let mut out = Vec::with_capacity(paths.len());
+        for path in paths {
+            out.push(stmt.query_row(params![tenant, path], read_stored).optional()?.map(|s| s.record));
+        }
+        Ok(out)
+    }
+
+    pub fn list_shared(&self, tenant: &str) -> Result<Vec<Record>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM records WHERE tenant = ?1 AND is_shared = 1 AND pending_removal = 0"
+        ))?;
+        let rows = stmt.query_map(params![tenant], read_stored)?;
+        Ok(rows.map(|r| r.map(|s| s.record)).collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The tenant's live records, ordered by path.
+    pub fn records(&self, tenant: &str) -> Result<Vec<Record>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {RECORD_COLUMNS} FROM records WHERE tenant = ?1 AND pending_removal = 0 ORDER BY path_lower"
+        ))?;
+        let rows = stmt.query_map(params![tenant], read_stored)?;
+        Ok(rows.map(|r| r.map(|s| s.record)).collect::<Result<Vec<_>, _>>()?)
+    }
+
+    pub fn record_count(&self, tenant: &str) -> Result<u64, StoreError> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM records WHERE tenant = ?1 AND pending_removal = 0",
+            params![tenant],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
+
+    pub fn put_owner(
+        &self,
+        tenant: &str,
+        owner: &User,
+        group: &RecordGroup,
+        permissions: &[Permission],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO users(tenant, external_id, email, display_name, is_owner) VALUES (?1, ?2, ?3, ?4, 1)
+             ON CONFLICT(tenant, external_id) DO UPDATE SET email = excluded.email, display_name = excluded.display_name, is_owner = 1",
+            params![tenant, owner.external_id, owner.email, owner.display_name],
+        )?;
+        tx.execute(
+            "INSERT INTO record_groups(tenant, external_id, name, kind) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(tenant, external_id) DO UPDATE SET name = excluded.name, kind = excluded.kind",
+            params![tenant, group.external_id, group.name, group_kind_str(group.kind)],
+        )?;
+        tx.execute(
+            "DELETE FROM permissions WHERE tenant = ?1 AND group_external_id = ?2",
+            params![tenant, group.external_id],
+        )?;
+        for p in permissions {
+            tx.execute(
+                "INSERT INTO permissions(tenant, group_external_id, principal_external_id, role) VALUES (?1, ?2, ?3, ?4)",
+                params![tenant, group.external_id, p.principal_external_id, role_str(p.role)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn owner(&self, tenant: &str) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT external_id, email, display_name FROM users WHERE tenant = ?1 AND is_owner = 1",
+                params![tenant],
+                |r| Ok(User { external_id: r.get(0)?, email: r.get(1)?, display_name: r.get(2)? }),
+            )
+            .optional()?)
+    }
+
+    pub fn record_groups(&self, tenant: &str) -> Result<Vec<(RecordGroup, Vec<Permission>)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT external_id, name, kind FROM record_groups WHERE tenant = ?1")?;
+        let groups = stmt
+            .query_map(params![tenant], |r| {
+                Ok(RecordGroup {
+                    external_id: r.get(0)?,
+                    name: r.get(1)?,
+                    kind: parse_group_kind(&r.get::<_, String>(2)?),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut perm_stmt = conn.prepare(
+            "SELECT principal_external_id, role FROM permissions WHERE tenant = ?1 AND group_external_id = ?2",
+        )?;
+        let mut out = Vec::new();
+        for g in groups {
+            let perms = perm_stmt
+                .query_map(params![tenant, g.external_id], |r| {
+                    Ok(Permission { principal_external_id: r.get(0)?, role: parse_role(&r.get::<_, String>(1)?) })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push((g, perms));
+        }
+        Ok(out)
+    }
+
+    /// Remove everything the tenant's connector stored; the event stream keeps its history.
+    pub fn clear(&self, tenant: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for table in ["records", "sync_points", "users", "record_groups", "permissions"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE tenant = ?1"), params![tenant])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn events(&self, tenant: Option<&str>, since: i64) -> Result<Vec<Event>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT seq, tenant, batch, kind, external_id, path_lower, record_json FROM events
+             WHERE seq > ?1 AND (?2 IS NULL OR tenant = ?2) ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![since, tenant], |r| {
+            let json: String = r.get(6)?;
+            Ok(Event {
+                seq: r.get(0)?,
+                tenant: r.get(1)?,
+                batch: r.get(2)?,
+                kind: r.get(3)?,
+                external_id: r.get(4)?,
+                path_lower: r.get(5)?,
+                record: serde_json::from_str(&json).unwrap_or(Value::Null),
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    pub fn last_event_seq(&self) -> Result<i64, StoreError> {
+        Ok(self.conn().query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
+    }
+
+    // ---- credentials (host only; never exposed to a guest) ----
+
+    pub fn put_credentials(&self, tenant: &str, creds: &StoredCredentials) -> Result<(), StoreError> {
+        self.ensure_tenant(tenant)?;
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO credentials(tenant, access_token, refresh_token, expires_at, client_id, client_secret, account_id, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT(tenant) DO UPDATE SET access_token = excluded.access_token, refresh_token = excluded.refresh_token,
+               expires_at = excluded.expires_at, client_id = excluded.client_id, client_secret = excluded.client_secret,
+               account_id = excluded.account_id, updated_at = excluded.updated_at",
+            params![
+                tenant,
+                creds.access_token,
+                creds.refresh_token,
+                creds.expires_at,
+                creds.client_id,
+                creds.client_secret,
+                creds.account_id,
+                now()
+            ],
+        )?;
+        conn.execute("UPDATE tenants SET needs_reauth = 0 WHERE name = ?1", params![tenant])?;
+        Ok(())
+    }
+
+    pub fn credentials(&self, tenant: &str) -> Result<Option<StoredCredentials>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT access_token, refresh_token, expires_at, client_id, client_secret, account_id FROM credentials WHERE tenant = ?1",
+                params![tenant],
+                |r| {
+                    Ok(StoredCredentials {
+                        access_token: r.get(0)?,
+                        refresh_token: r.get(1)?,
+                        expires_at: r.get(2)?,
+                        client_id: r.get(3)?,
+                        client_secret: r.get(4)?,
+                        account_id: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn delete_credentials(&self, tenant: &str) -> Result<(), StoreError> {
+        self.conn().execute("DELETE FROM credentials WHERE tenant = ?1", params![tenant])?;
+        Ok(())
+    }
+
+    pub fn set_needs_reauth(&self, tenant: &str, needs: bool) -> Result<(), StoreError> {
+        self.ensure_tenant(tenant)?;
+        self.conn().execute("UPDATE tenants SET needs_reauth = ?2 WHERE name = ?1", params![tenant, needs as i64])?;
+        Ok(())
+    }
+
+    pub fn record_sync_result(&self, tenant: &str, result: &str) -> Result<(), StoreError> {
+        self.ensure_tenant(tenant)?;
+        self.conn().execute(
+            "UPDATE tenants SET last_sync_at = ?2, last_sync_result = ?3 WHERE name = ?1",
+            params![tenant, now(), result],
+        )?;
+        Ok(())
+    }
+
+    pub fn status(&self, tenant: &str) -> Result<TenantStatus, StoreError> {
+        let (needs_reauth, last_sync_at, last_sync_result) = self
+            .conn()
+            .query_row(
+                "SELECT needs_reauth, last_sync_at, last_sync_result FROM tenants WHERE name = ?1",
+                params![tenant],
+                |r| Ok((r.get::<_, i64>(0)? != 0, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?
+            .unwrap_or((false, None, None));
+        let sync_points = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT key, value FROM sync_points WHERE tenant = ?1 ORDER BY key")?;
+            stmt.query_map(params![tenant], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?
+        };
+        Ok(TenantStatus {
+            tenant: tenant.to_string(),
+            needs_reauth,
+            last_sync_at,
+            last_sync_result,
+            records: self.record_count(tenant)?,
+            sync_points,
+            owner: self.owner(tenant)?,
+        })
+    }
+
+    // ---- per-tenant settings ----
+
+    pub fn settings(&self, tenant: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT key, value FROM settings WHERE tenant = ?1 ORDER BY key")?;
+        Ok(stmt.query_map(params![tenant], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    pub fn set_setting(&self, tenant: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        self.ensure_tenant(tenant)?;
+        self.conn().execute(
+            "INSERT INTO settings(tenant, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT(tenant, key) DO UPDATE SET value = excluded.value",
+            params![tenant, key, value],
+        )?;
+        Ok(())
+    }
+}
+
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map(|_| ())
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL);")?;
+    let version: Option<i64> = conn.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))?;
+    let version = version.unwrap_or(0);
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Invalid(format!(
+            "the database has schema version {version}, newer than this host ({SCHEMA_VERSION})"
+        )));
+    }
+    if version < 1 {
+        conn.execute_batch(
+            "BEGIN;
+            CREATE TABLE tenants(
+                name TEXT PRIMARY KEY, created_at INTEGER NOT NULL, needs_reauth INTEGER NOT NULL DEFAULT 0,
+                last_sync_at INTEGER, last_sync_result TEXT);
+            CREATE TABLE credentials(
+                tenant TEXT PRIMARY KEY, access_token TEXT NOT NULL, refresh_token TEXT, expires_at INTEGER,
+                client_id TEXT, client_secret TEXT, account_id TEXT, updated_at INTEGER NOT NULL);
+            CREATE TABLE settings(tenant TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY(tenant, key));
+            CREATE TABLE users(
+                tenant TEXT NOT NULL, external_id TEXT NOT NULL, email TEXT NOT NULL, display_name TEXT NOT NULL,
+                is_owner INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(tenant, external_id));
+            CREATE TABLE record_groups(
+                tenant TEXT NOT NULL, external_id TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
+                PRIMARY KEY(tenant, external_id));
+            CREATE TABLE permissions(
+                tenant TEXT NOT NULL, group_external_id TEXT NOT NULL, principal_external_id TEXT NOT NULL,
+                role TEXT NOT NULL, PRIMARY KEY(tenant, group_external_id, principal_external_id));
+            CREATE TABLE records(
+                tenant TEXT NOT NULL, external_id TEXT NOT NULL, revision TEXT, name TEXT NOT NULL,
+                path_display TEXT NOT NULL, path_lower TEXT NOT NULL, parent_external_id TEXT,
+                kind TEXT NOT NULL, mime_type TEXT NOT NULL, size INTEGER NOT NULL, content_hash TEXT,
+                client_modified TEXT, server_modified TEXT, is_downloadable INTEGER NOT NULL,
+                export_format TEXT, web_url TEXT, is_shared INTEGER NOT NULL, shared_url TEXT,
+                pending_removal INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY(tenant, external_id)) WITHOUT ROWID;
+            CREATE INDEX records_by_path ON records(tenant, path_lower);
+            CREATE INDEX records_by_parent ON records(tenant, parent_external_id);
+            CREATE INDEX records_pending ON records(tenant) WHERE pending_removal = 1;
+            CREATE INDEX records_shared ON records(tenant) WHERE is_shared = 1;
+            CREATE TABLE sync_points(
+                tenant TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, updated_at INTEGER NOT NULL,
+                PRIMARY KEY(tenant, key));
+            CREATE TABLE events(
+                seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, batch INTEGER NOT NULL,
+                kind TEXT NOT NULL, external_id TEXT NOT NULL, path_lower TEXT NOT NULL,
+                record_json TEXT NOT NULL, at INTEGER NOT NULL);
+            CREATE INDEX events_by_tenant ON events(tenant, seq);
+            INSERT INTO schema_version(version) VALUES (1);
+            COMMIT;",
+        )?;
+    }
+    Ok(())
+}
+
+fn apply_change(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    batch: i64,
+    change: &Change,
+    summary: &mut ApplySummary,
+) -> Result<(), StoreError> {
+    match change {
+        Change::Upsert(upsert) => {
+            let r = &upsert.record;
+            if r.external_id.is_empty() || r.path_lower.is_empty() {
+                return Err(StoreError::Invalid("a record needs an external id and a path".into()));
+            }
+            let occupant: Option<String> = tx
+                .prepare_cached(
+                    "SELECT external_id FROM records WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0 AND external_id <> ?3 LIMIT 1",
+                )?
+                .query_row(params![tenant, r.path_lower, r.external_id], |row| row.get(0))
+                .optional()?;
+            if let Some(other) = occupant {
+                return Err(StoreError::Conflict(format!(
+                    "{} is already held by {other}; replace it before storing {}",
+                    r.path_lower, r.external_id
+                )));
+            }
+            tx.prepare_cached(&format!(
+                "INSERT INTO records(tenant, {RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, 0)
+                 ON CONFLICT(tenant, external_id) DO UPDATE SET revision = excluded.revision, name = excluded.name,
+                   path_display = excluded.path_display, path_lower = excluded.path_lower,
+                   parent_external_id = excluded.parent_external_id, kind = excluded.kind, mime_type = excluded.mime_type,
+                   size = excluded.size, content_hash = excluded.content_hash, client_modified = excluded.client_modified,
+                   server_modified = excluded.server_modified, is_downloadable = excluded.is_downloadable,
+                   export_format = excluded.export_format, web_url = excluded.web_url, is_shared = excluded.is_shared,
+                   shared_url = excluded.shared_url, pending_removal = 0"
+            ))?
+            .execute(params![
+                tenant,
+                r.external_id,
+                r.revision,
+                r.name,
+                r.path_display,
+                r.path_lower,
+                r.parent_external_id,
+                kind_str(r.kind),
+                r.mime_type,
+                r.size as i64,
+                r.content_hash,
+                r.client_modified,
+                r.server_modified,
+                r.is_downloadable,
+                r.export_format,
+                r.web_url,
+                r.is_shared,
+                r.shared_url,
+            ])?;
+            let kind = match upsert.event {
+                ChangeKind::Created => {
+                    summary.created += 1;
+                    "created"
+                }
+                ChangeKind::Content => {
+                    summary.content_updates += 1;
+                    "content"
+                }
+                ChangeKind::Metadata => {
+                    summary.metadata_updates += 1;
+                    "metadata"
+                }
+                ChangeKind::ContentAndMetadata => {
+                    summary.content_updates += 1;
+                    summary.metadata_updates += 1;
+                    "content_and_metadata"
+                }
+                ChangeKind::Unchanged => return Ok(()),
+            };
+            insert_event(tx, tenant, batch, kind, &r.external_id, &r.path_lower, &record_json(r))?;
+        }
+        Change::Replace(rep) => {
+            let old: Option<(String, String)> = tx
+                .prepare_cached(
+                    "SELECT external_id, kind FROM records WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0 AND external_id <> ?3 LIMIT 1",
+                )?
+                .query_row(params![tenant, rep.path_lower, rep.new_external_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            let Some((old_id, _old_kind)) = old else { return Ok(()) };
+            if rep.keep_children {
+                tx.execute(
+                    "UPDATE records SET pending_removal = 1 WHERE tenant = ?1 AND external_id = ?2",
+                    params![tenant, old_id],
+                )?;
+                // The children now belong to the newcomer: a metadata change for each of them.
+                let children: Vec<StoredRecord> = {
+                    let mut stmt = tx.prepare_cached(&format!(
+                        "SELECT {RECORD_COLUMNS} FROM records WHERE tenant = ?1 AND parent_external_id = ?2 AND pending_removal = 0"
+                    ))?;
+                    stmt.query_map(params![tenant, old_id], read_stored)?.collect::<Result<Vec<_>, _>>()?
+                };
+                for mut child in children {
+                    child.record.parent_external_id = Some(rep.new_external_id.clone());
+                    tx.execute(
+                        "UPDATE records SET parent_external_id = ?3 WHERE tenant = ?1 AND external_id = ?2",
+                        params![tenant, child.record.external_id, rep.new_external_id],
+                    )?;
+                    summary.metadata_updates += 1;
+                    insert_event(
+                        tx,
+                        tenant,
+                        batch,
+                        "metadata",
+                        &child.record.external_id,
+                        &child.record.path_lower,
+                        &record_json(&child.record),
+                    )?;
+                }
+            } else {
+                mark_subtree(tx, tenant, &rep.path_lower)?;
+            }
+        }
+        Change::RemoveSubtree(path) => {
+            mark_subtree(tx, tenant, path)?;
+        }
+        Change::MarkAllPending => {
+            tx.execute("UPDATE records SET pending_removal = 1 WHERE tenant = ?1 AND pending_removal = 0", params![tenant])?;
+        }
+        Change::Purge => {
+            let at = now();
+            let removed = tx.execute(
+                "INSERT INTO events(tenant, batch, kind, external_id, path_lower, record_json, at)
+                 SELECT tenant, ?2, 'deleted', external_id, path_lower,
+                        json_object('id', external_id, 'path_lower', path_lower, 'kind', kind), ?3
+                 FROM records WHERE tenant = ?1 AND pending_removal = 1 ORDER BY path_lower DESC",
+                params![tenant, batch, at],
+            )?;
+            tx.execute("DELETE FROM records WHERE tenant = ?1 AND pending_removal = 1", params![tenant])?;
+            summary.deletions += removed as u64;
+        }
+    }
+    Ok(())
+}
+
+/// Flag the live record at `path` and every live descendant. Descendants are the paths that
+/// start with `path/`: the range [path + "/", path + "0") in byte order, since '0' follows '/'.
+fn mark_subtree(tx: &Transaction<'_>, tenant: &str, path: &str) -> Result<usize, StoreError> {
+    let lower = format!("{path}/");
+    let upper = format!("{path}0");
+    Ok(tx
+        .prepare_cached(
+            "UPDATE records SET pending_removal = 1 WHERE tenant = ?1 AND pending_removal = 0
+             AND (path_lower = ?2 OR (path_lower >= ?3 AND path_lower < ?4))",
+        )?
+        .execute(params![tenant, path, lower, upper])?)
+}
+
+fn insert_event(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    batch: i64,
+    kind: &str,
+    external_id: &str,
+    path_lower: &str,
+    record: &Value,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO events(tenant, batch, kind, external_id, path_lower, record_json, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![tenant, batch, kind, external_id, path_lower, record.to_string(), now()])?;
+    Ok(())
+}
+
+fn read_stored(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
+    let size: i64 = row.get(8)?;
+    Ok(StoredRecord {
+        record: Record {
+            external_id: row.get(0)?,
+            revision: row.get(1)?,
+            name: row.get(2)?,
+            path_display: row.get(3)?,
+            path_lower: row.get(4)?,
+            parent_external_id: row.get(5)?,
+            kind: if row.get::<_, String>(6)? == "folder" { RecordKind::Folder } else { RecordKind::File },
+            mime_type: row.get(7)?,
+            size: size.max(0) as u64,
+            content_hash: row.get(9)?,
+            client_modified: row.get(10)?,
+            server_modified: row.get(11)?,
+            is_downloadable: row.get(12)?,
+            export_format: row.get(13)?,
+            web_url: row.get(14)?,
+            is_shared: row.get(15)?,
+            shared_url: row.get(16)?,
+        },
+        pending_removal: row.get(17)?,
+    })
+}
+
+/// The record as the CLI and the event stream show it.
+pub fn record_json(r: &Record) -> Value {
+    json!({
+        "id": r.external_id,
+        "path_lower": r.path_lower,
+        "path_display": r.path_display,
+        "name": r.name,
+        "kind": kind_str(r.kind),
+        "rev": r.revision,
+        "size": r.size,
+        "content_hash": r.content_hash,
+        "parent_id": r.parent_external_id,
+        "server_modified": r.server_modified,
+        "client_modified": r.client_modified,
+        "mime_type": r.mime_type,
+        "web_url": r.web_url,
+        "is_shared": r.is_shared,
+        "shared_url": r.shared_url,
+        "is_downloadable": r.is_downloadable,
+        "export_format": r.export_format,
+    })
+}
+
+pub fn kind_str(kind: RecordKind) -> &'static str {
+    match kind {
+        RecordKind::File => "file",
+        RecordKind::Folder => "folder",
+    }
+}
+
+fn group_kind_str(kind: GroupKind) -> &'static str {
+    match kind {
+        GroupKind::Drive => "drive",
+        GroupKind::Folder => "folder",
+        GroupKind::Other => "other",
+    }
+}
+
+fn parse_group_kind(s: &str) -> GroupKind {
+    match s {
+        "drive" => GroupKind::Drive,
+        "folder" => GroupKind::Folder,
+        _ => GroupKind::Other,
+    }
+}
+
+pub fn role_str(role: Role) -> &'static str {
+    match role {
+        Role::Owner => "owner",
+        Role::Writer => "writer",
+        Role::Commenter => "commenter",
+        Role::Reader => "reader",
+    }
+}
+
+fn parse_role(s: &str) -> Role {
+    match s {
+        "owner" => Role::Owner,
+        "writer" => Role::Writer,
+        "commenter" => Role::Commenter,
+        _ => Role::Reader,
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::records::{Replacement, Upsert};
+
+    pub(crate) fn rec(id: &str, path: &str, kind: RecordKind) -> Record {
+        Record {
+            external_id: id.into(),
+            revision: None,
+            name: path.rsplit('/').next().unwrap_or_default().into(),
+            path_display: path.into(),
+            path_lower: path.to_lowercase(),
+            parent_external_id: None,
+            kind,
+            mime_type: "application/octet-stream".into(),
+            size: 1,
+            content_hash: None,
+            client_modified: None,
+            server_modified: None,
+            is_downloadable: true,
+            export_format: None,
+            web_url: None,
+            is_shared: false,
+            shared_url: None,
+        }
+    }
+
+    fn up(r: Record, event: ChangeKind) -> Change {
+        Change::Upsert(Upsert { record: r, event })
+    }
+
+    #[test]
+    fn batch_with_sync_point_is_all_or_nothing() {
+        let store = RecordStore::open_in_memory().unwrap();
+        store
+            .apply("t", &[up(rec("id:a", "/a", RecordKind::File), ChangeKind::Created)], Some(&SyncPoint { key: "c".into(), value: "1".into() }))
+            .unwrap();
+        store.inject_apply_failure(Some((0, 1)));
+        let err = store.apply(
+            "t",
+            &[up(rec("id:b", "/b", RecordKind::File), ChangeKind::Created), up(rec("id:c", "/c", RecordKind::File), ChangeKind::Created)],
+            Some(&SyncPoint { key: "c".into(), value: "2".into() }),
+        );
+        assert!(matches!(err, Err(StoreError::Injected(1))));
+        store.inject_apply_failure(None);
+        assert_eq!(store.records("t").unwrap().len(), 1);
+        assert_eq!(store.get_sync_point("t", "c").unwrap().as_deref(), Some("1"));
+        assert_eq!(store.events(None, 0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn subtree_removal_is_deferred_until_purge_and_an_upsert_restores() {
+        let store = RecordStore::open_in_memory().unwrap();
+        let changes = vec![
+            up(rec("id:d", "/d", RecordKind::Folder), ChangeKind::Created),
+            up(rec("id:x", "/d/x", RecordKind::File), ChangeKind::Created),
+            up(rec("id:y", "/d/y", RecordKind::File), ChangeKind::Created),
+            up(rec("id:z", "/d z", RecordKind::File), ChangeKind::Created),
+        ];
+        store.apply("t", &changes, None).unwrap();
+        store.apply("t", &[Change::RemoveSubtree("/d".into())], None).unwrap();
+        // "/d z" is not inside "/d".
+        assert_eq!(store.records("t").unwrap().len(), 1);
+        // x moved elsewhere: restored with its identity.
+        store.apply("t", &[up(rec("id:x", "/e/x", RecordKind::File), ChangeKind::Metadata)], None).unwrap();
+        let summary = store.apply("t", &[Change::Purge], None).unwrap();
+        assert_eq!(summary.deletions, 2);
+        let ids: Vec<String> = store.records("t").unwrap().into_iter().map(|r| r.external_id).collect();
+        assert_eq!(ids, vec!["id:z".to_string(), "id:x".to_string()]);
+    }
+
+    #[test]
+    fn two_live_records_at_one_path_is_a_conflict_and_replace_resolves_it() {
+        let store = RecordStore::open_in_memory().unwrap();
+        store.apply("t", &[up(rec("id:f", "/p", RecordKind::Folder), ChangeKind::Created), up(rec("id:c", "/p/c", RecordKind::File), ChangeKind::Created)], None).unwrap();
+        let err = store.apply("t", &[up(rec("id:g", "/p", RecordKind::File), ChangeKind::Created)], None);
+        assert!(matches!(err, Err(StoreError::Conflict(_))));
+        store
+            .apply(
+                "t",
+                &[
+                    Change::Replace(Replacement { path_lower: "/p".into(), new_external_id: "id:g".into(), keep_children: false }),
+                    up(rec("id:g", "/p", RecordKind::File), ChangeKind::Created),
+                    Change::Purge,
+                ],
+                None,
+            )
+            .unwrap();
+        let ids: Vec<String> = store.records("t").unwrap().into_iter().map(|r| r.external_id).collect();
+        assert_eq!(ids, vec!["id:g".to_string()]);
+    }
+
+    #[test]
+    fn tenants_are_isolated() {
+        let store = RecordStore::open_in_memory().unwrap();
+        store.apply("a", &[up(rec("id:1", "/one", RecordKind::File), ChangeKind::Created)], Some(&SyncPoint { key: "k".into(), value: "va".into() })).unwrap();
+        store.apply("b", &[Change::MarkAllPending, Change::Purge], None).unwrap();
+        assert_eq!(store.records("a").unwrap().len(), 1);
+        assert!(store.get_records("b", &["id:1".into()]).unwrap().is_empty());
+        assert_eq!(store.get_sync_point("b", "k").unwrap(), None);
+    }
+
+    #[test]
+    fn new_database_file_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let _store = RecordStore::open(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The Dropbox API client: every call goes through `DropboxClient::execute`, the one loop that
+//! retries (per `retry::RetryPolicy`), refreshes an expired token once, counts calls and turns
+//! failures into typed errors. Nothing else in the connector sleeps or loops on errors.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::error::{ApiError, AuthError};
+use crate::api::header_json::{decode_api_result, to_header_safe_json};
+use crate::api::{DecodeError, classify, decode};
+use crate::manifest::{API_BASE, CONTENT_BASE, NOTIFY_BASE};
+use crate::model::ConnectorError;
+use crate::ports::{Credentials, HostEnv, Http, HttpError, HttpRequest, HttpResponse, Level, Method, RefreshError};
+use crate::retry::{Decision, Failure, RetryPolicy};
+
+/// Why a call failed, after retries.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    #[error("{route}: {error}")]
+    Api { route: String, error: ApiError },
+    #[error("{route}: {error}")]
+    Transport { route: String, error: HttpError },
+    #[error("{route}: unreadable response: {error}")]
+    Decode { route: String, error: DecodeError },
+    #[error("{route}: rate limited, the service asks to wait {wait_ms} ms ({reason})")]
+    RateLimited { route: String, wait_ms: u64, reason: String },
+    #[error("{route}: authorization required: {message}")]
+    AuthRequired { route: String, message: String },
+}
+
+impl CallError {
+    /// The route error (409) if that is what this is.
+    pub fn route_error(&self) -> Option<&crate::api::RouteError> {
+        match self {
+            CallError::Api { error, .. } => error.route(),
+            _ => None,
+        }
+    }
+}
+
+impl From<CallError> for ConnectorError {
+    fn from(e: CallError) -> Self {
+        let message = e.to_string();
+        match e {
+            CallError::AuthRequired { .. } => ConnectorError::AuthRequired(message),
+            CallError::RateLimited { wait_ms, reason, .. } => ConnectorError::RateLimited { retry_after_ms: wait_ms, reason },
+            CallError::Api { error, .. } => match error {
+                ApiError::Auth(_) => ConnectorError::AuthRequired(message),
+                ApiError::Route(ref r) if r.is_not_found() => ConnectorError::NotFound(message),
+                ApiError::Server { .. } => ConnectorError::Transient(message),
+                ApiError::RateLimited { retry_after_secs, reason } => {
+                    ConnectorError::RateLimited { retry_after_ms: retry_after_secs.saturating_mul(1000), reason }
+                }
+                _ => ConnectorError::Internal(message),
+            },
+            CallError::Transport { error, .. } => match error {
+                HttpError::NoCredentials(_) => ConnectorError::AuthRequired(message),
+                HttpError::Timeout(_) | HttpError::Connection(_) => ConnectorError::Transient(message),
+                _ => ConnectorError::Internal(message),
+            },
+            CallError::Decode { .. } => ConnectorError::Internal(message),
+        }
+    }
+}
+
+/// A successful download: the parsed `Dropbox-API-Result`, the status (200 or 206) and the bytes.
+pub struct Download<T> {
+    pub result: T,
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub content_range: Option<String>,
+}
+
+pub struct DropboxClient<'a> {
+    http: &'a mut dyn Http,
+    credentials: &'a mut dyn Credentials,
+    host: &'a mut dyn HostEnv,
+    policy: RetryPolicy,
+    calls: u32,
+}
+
+impl<'a> DropboxClient<'a> {
+    pub fn new(http: &'a mut dyn Http, credentials: &'a mut dyn Credentials, host: &'a mut dyn HostEnv) -> Self {
+        DropboxClient { http, credentials, host, policy: RetryPolicy::default(), calls: 0 }
+    }
+
+    pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// API requests sent so far (retries included).
+    pub fn calls(&self) -> u32 {
+        self.calls
+    }
+
+    pub fn host(&mut self) -> &mut dyn HostEnv {
+        self.host
+    }
+
+    /// An RPC call: JSON argument in the body (none for void routes), JSON result.
+    pub fn rpc<A: Serialize, R: DeserializeOwned>(&mut self, route: &str, arg: Option<&A>) -> Result<R, CallError> {
+        let body = match arg {
+            Some(a) => serde_json::to_vec(a).map_err(|e| CallError::Decode {
+                route: route.into(),
+                error: DecodeError::Malformed { message: e.to_string(), excerpt: String::new() },
+            })?,
+            None => Vec::new(),
+        };
+        let headers =
+            if arg.is_some() { vec![("Content-Type".to_string(), "application/json".to_string())] } else { Vec::new() };
+        let request = HttpRequest {
+            method: Method::Post,
+            url: format!("{API_BASE}/2/{route}"),
+            headers,
+            body,
+            authenticated: true,
+            timeout_ms: None,
+        };
+        let response = self.execute(route, request)?;
+        decode(&response.body).map_err(|error| CallError::Decode { route: route.into(), error })
+    }
+
+    /// A content-download call: argument in `Dropbox-API-Arg` (header-safe JSON), result in
+    /// `Dropbox-API-Result`, bytes in the body; `range` is an HTTP byte range (start, end incl.).
+    pub fn download<A: Serialize, R: DeserializeOwned>(
+        &mut self,
+        route: &str,
+        arg: &A,
+        range: Option<(u64, Option<u64>)>,
+    ) -> Result<Download<R>, CallError> {
+        let arg_json = to_header_safe_json(arg).map_err(|e| CallError::Decode {
+            route: route.into(),
+            error: DecodeError::Malformed { message: e.to_string(), excerpt: String::new() },
+        })?;
+        let mut headers = vec![("Dropbox-API-Arg".to_string(), arg_json)];
+        if let Some((start, end)) = range {
+            let value = match end {
+                Some(end) => format!("bytes={start}-{end}"),
+                None => format!("bytes={start}-"),
+            };
+            headers.push(("Range".to_string(), value));
+        }
+        let request = HttpRequest {
+            method: Method::Post,
+            url: format!("{CONTENT_BASE}/2/{route}"),
+            headers,
+            body: Vec::new(),
+            authenticated: true,
+            timeout_ms: None,
+        };
+        let response = self.execute(route, request)?;
+        let Some(result_header) = response.header("Dropbox-API-Result") else {
+            return Err(CallError::Decode {
+                route: route.into(),
+                error: DecodeError::Malformed {
+                    message: "the download response has no Dropbox-API-Result header".into(),
+                    excerpt: String::new(),
+                },
+            });
+        };
+        let result =
+            decode_api_result(result_header.as_bytes()).map_err(|error| CallError::Decode { route: route.into(), error })?;
+        let content_range = response.header("Content-Range").map(String::from);
+        Ok(Download { result, status: response.status, body: response.body, content_range })
+    }
+
+    /// `files/list_folder/longpoll`: no Authorization header (the route refuses one), and a read
+    /// timeout above the server's `timeout` plus its up to 90 s of jitter.
+    pub fn longpoll<R: DeserializeOwned>(&mut self, cursor: &str, timeout_secs: u64) -> Result<R, CallError> {
+        let route = "files/list_folder/longpoll";
+        let arg = crate::api::types::LongpollArg { cursor: cursor.to_string(), timeout: timeout_secs };
+        let body = serde_json::to_vec(&arg).unwrap_or_default();
+        let request = HttpRequest {
+            method: Method::Post,
+            url: format!("{NOTIFY_BASE}/2/{route}"),
+            headers: vec![("Content-Type".to_string(), "application/json".to_string())],
+            body,
+            authenticated: false,
+            timeout_ms: Some((timeout_secs + 90 + 10) * 1000),
+        };
+        let response = self.execute(route, request)?;
+        decode(&response.body).map_err(|error| CallError::Decode { route: route.into(), error })
+    }
+
+    /// Send with retries. 2xx responses are returned; everything else is classified once, here.
+    fn execute(&mut self, route: &str, request: HttpRequest) -> Result<HttpResponse, CallError> {
+        let mut attempt: u32 = 0;
+        let mut refreshed = false;
+        loop {
+            attempt += 1;
+            self.calls += 1;
+            let outcome = self.http.send(request.clone());
+            let (failure_api, failure_conn) = match outcome {
+                Ok(response) if (200..300).contains(&response.status) => return Ok(response),
+                Ok(response) => (Some(classify(response.status, &response.headers, &response.body)), None),
+                Err(e @ (HttpError::Timeout(_) | HttpError::Connection(_))) => (None, Some(e)),
+                Err(error) => return Err(CallError::Transport { route: route.into(), error }),
+            };
+            if let Some(ApiError::Auth(AuthError::ExpiredAccessToken)) = &failure_api
+                && request.authenticated
+                && !refreshed
+            {
+                refreshed = true;
+                self.host.log(Level::Info, &format!("{route}: access token expired; refreshing once"));
+                match self.credentials.refresh_access_token() {
+                    Ok(()) => {
+                        attempt -= 1;
+                        continue;
+                    }
+                    Err(RefreshError::ReauthenticationRequired(m)) => {
+                        return Err(CallError::AuthRequired { route: route.into(), message: m });
+                    }
+                    Err(RefreshError::Transient(m)) => {
+                        return Err(CallError::Transport { route: route.into(), error: HttpError::Connection(m) });
+                    }
+                }
+            }
+            let jitter = self.host.random();
+            let decision = match (&failure_api, &failure_conn) {
+                (Some(api), _) => self.policy.decide(attempt, &Failure::Api(api), jitter),
+                (None, Some(conn)) => {
+                    let text = conn.to_string();
+                    self.policy.decide(attempt, &Failure::Connection(&text), jitter)
+                }
+                (None, None) => Decision::GiveUp,
+            };
+            match decision {
+                Decision::Retry { after_ms, reason } => {
+                    self.host.log(
+                        Level::Warn,
+                        &format!("{route}: retrying in {after_ms} ms (attempt {attempt}): {reason}"),
+                    );
+                    self.host.sleep(Duration::from_millis(after_ms));
+                }
+                Decision::GiveUp => {
+                    return Err(match (failure_api, failure_conn) {
+                        (Some(ApiError::RateLimited { retry_after_secs, reason }), _) => CallError::RateLimited {
+                            route: route.into(),
+                            wait_ms: retry_after_secs.saturating_mul(1000),
+                            reason,
+                        },
+                        (Some(ApiError::Auth(auth)), _) => {
+                            CallError::AuthRequired { route: route.into(), message: format!("{auth:?}") }
+                        }
+                        (Some(error), _) => CallError::Api { route: route.into(), error },
+                        (None, Some(error)) => CallError::Transport { route: route.into(), error },
+                        (None, None) => CallError::Transport {
+                            route: route.into(),
+                            error: HttpError::Connection("no response".into()),
+                        },
+                    });
+                }
+            }
+        }
+    }
+}

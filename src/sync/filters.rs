@@ -1,0 +1,100 @@
+//! Which entries the tenant keeps. Folder filters apply to folders and files by path; the
+//! extension and date filters apply to files. Ancestors of an included folder are kept so the
+//! hierarchy above it exists.
+
+use crate::api::time::parse_timestamp;
+use crate::api::types::{FileMetadata, Metadata};
+use crate::config::Filters;
+
+fn under(path_lower: &str, folder: &str) -> bool {
+    path_lower == folder || (path_lower.starts_with(folder) && path_lower.as_bytes().get(folder.len()) == Some(&b'/'))
+}
+
+impl Filters {
+    fn path_allowed(&self, path_lower: &str, is_folder: bool) -> bool {
+        if self.exclude_paths.iter().any(|p| under(path_lower, p)) {
+            return false;
+        }
+        if self.include_paths.is_empty() {
+            return true;
+        }
+        self.include_paths.iter().any(|p| under(path_lower, p) || (is_folder && under(p, path_lower)))
+    }
+
+    fn file_allowed(&self, meta: &FileMetadata) -> bool {
+        let ext = meta.name.rsplit_once('.').map(|(_, e)| e.to_lowercase()).unwrap_or_default();
+        if !self.include_extensions.is_empty() && !self.include_extensions.contains(&ext) {
+            return false;
+        }
+        if self.exclude_extensions.contains(&ext) {
+            return false;
+        }
+        let in_range = |value: &str, after: Option<i64>, before: Option<i64>| -> bool {
+            if after.is_none() && before.is_none() {
+                return true;
+            }
+            // An unreadable timestamp cannot be shown to match a date filter.
+            let Ok(t) = parse_timestamp(value) else { return false };
+            after.is_none_or(|a| t >= a) && before.is_none_or(|b| t < b)
+        };
+        in_range(&meta.server_modified, self.modified_after, self.modified_before)
+            && in_range(&meta.client_modified, self.created_after, self.created_before)
+    }
+
+    /// Whether a file or folder entry is kept.
+    pub fn matches(&self, entry: &Metadata, path_lower: &str) -> bool {
+        match entry {
+            Metadata::File(f) => self.path_allowed(path_lower, false) && self.file_allowed(f),
+            Metadata::Folder(_) => self.path_allowed(path_lower, true),
+            _ => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::types::FolderMetadata;
+
+    fn file(name: &str, modified: &str) -> Metadata {
+        Metadata::File(FileMetadata {
+            name: name.into(),
+            id: "id:x".into(),
+            path_lower: None,
+            path_display: None,
+            client_modified: modified.into(),
+            server_modified: modified.into(),
+            rev: "0123456789".into(),
+            size: 1,
+            content_hash: None,
+            is_downloadable: true,
+            export_info: None,
+            sharing_info: None,
+        })
+    }
+
+    fn folder() -> Metadata {
+        Metadata::Folder(FolderMetadata { name: "f".into(), id: "id:f".into(), path_lower: None, path_display: None, sharing_info: None })
+    }
+
+    #[test]
+    fn paths_extensions_dates() {
+        let f = Filters {
+            include_paths: vec!["/docs/work".into()],
+            exclude_paths: vec!["/docs/work/old".into()],
+            include_extensions: vec!["pdf".into()],
+            modified_after: Some(1_600_000_000),
+            ..Filters::default()
+        };
+        assert!(f.matches(&folder(), "/docs"), "ancestor of an included folder");
+        assert!(f.matches(&folder(), "/docs/work/x"));
+        assert!(!f.matches(&folder(), "/docs/workshop"));
+        assert!(!f.matches(&folder(), "/docs/work/old"));
+        assert!(f.matches(&file("a.PDF", "2021-01-01T00:00:00Z"), "/docs/work/a.pdf"));
+        assert!(!f.matches(&file("a.pdf", "2021-01-01T00:00:00Z"), "/docs/a.pdf"), "file outside the included folder");
+        assert!(!f.matches(&file("a.txt", "2021-01-01T00:00:00Z"), "/docs/work/a.txt"));
+        assert!(!f.matches(&file("a.pdf", "2019-01-01T00:00:00Z"), "/docs/work/a.pdf"));
+        assert!(!f.matches(&file("a.pdf", "garbage"), "/docs/work/a.pdf"));
+        assert!(Filters::default().matches(&file("a.pdf", "garbage"), "/a.pdf"));
+    }
+}

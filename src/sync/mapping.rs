@@ -1,0 +1,168 @@
+//! From Dropbox metadata to a record: MIME type from the extension, the display path built
+//! from names (Dropbox's `path_display` casing of ancestors is unreliable), a web URL derived
+//! from the path (no API call, no change to the user's Dropbox).
+
+use crate::api::types::{FileMetadata, FolderMetadata};
+use crate::model::{Record, RecordKind};
+
+pub const FOLDER_MIME: &str = "inode/directory";
+const WEB_HOME: &str = "https://www.dropbox.com/home";
+
+/// The parent folder's `path_lower` (`None` for items at the root).
+pub fn parent_path(path_lower: &str) -> Option<&str> {
+    match path_lower.rfind('/') {
+        Some(0) | None => None,
+        Some(i) => Some(&path_lower[..i]),
+    }
+}
+
+/// The display path of a child named `name` inside a folder shown as `parent_display`.
+pub fn child_display(parent_display: Option<&str>, name: &str, fallback: Option<&str>) -> String {
+    match parent_display {
+        Some(parent) => format!("{parent}/{name}"),
+        None => match fallback {
+            // The parent is not known: keep Dropbox's own path but trust `name` for the last part.
+            Some(path) => match path.rfind('/') {
+                Some(i) => format!("{}/{name}", &path[..i]),
+                None => format!("/{name}"),
+            },
+            None => format!("/{name}"),
+        },
+    }
+}
+
+pub fn mime_for_name(name: &str) -> String {
+    mime_guess::from_path(name).first_raw().unwrap_or("application/octet-stream").to_string()
+}
+
+/// What an exported document is delivered as.
+pub fn mime_for_export(format: &str) -> String {
+    match format.to_ascii_lowercase().as_str() {
+        "markdown" | "md" => "text/markdown".into(),
+        "html" => "text/html".into(),
+        "txt" | "text" => "text/plain".into(),
+        other => mime_guess::from_ext(other).first_raw().unwrap_or("application/octet-stream").to_string(),
+    }
+}
+
+/// Percent-encode one path segment for a URL (RFC 3986 unreserved characters kept).
+fn encode_segment(segment: &str, out: &mut String) {
+    for byte in segment.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(byte as char),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+}
+
+fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 8);
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        encode_segment(segment, &mut out);
+    }
+    out
+}
+
+/// Opens the item in Dropbox's web interface for its owner: a folder is browsed, a file is
+/// previewed inside its folder.
+pub fn web_url(kind: RecordKind, path_display: &str) -> String {
+    match kind {
+        RecordKind::Folder => format!("{WEB_HOME}{}", encode_path(path_display)),
+        RecordKind::File => {
+            let (dir, name) = match path_display.rfind('/') {
+                Some(i) => (&path_display[..i], &path_display[i + 1..]),
+                None => ("", path_display),
+            };
+            let mut query = String::new();
+            encode_segment(name, &mut query);
+            format!("{WEB_HOME}{}?preview={query}", encode_path(dir))
+        }
+    }
+}
+
+pub fn file_record(meta: &FileMetadata, path_lower: &str, path_display: String, parent: Option<String>) -> Record {
+    let export_format = if meta.is_downloadable {
+        None
+    } else {
+        meta.export_info.as_ref().and_then(|e| {
+            e.export_as.clone().or_else(|| e.export_options.as_ref().and_then(|o| o.first().cloned()))
+        })
+    };
+    let mime_type = match &export_format {
+        Some(format) => mime_for_export(format),
+        None => mime_for_name(&meta.name),
+    };
+    Record {
+        external_id: meta.id.clone(),
+        revision: Some(meta.rev.clone()),
+        name: meta.name.clone(),
+        web_url: Some(web_url(RecordKind::File, &path_display)),
+        path_display,
+        path_lower: path_lower.to_string(),
+        parent_external_id: parent,
+        kind: RecordKind::File,
+        mime_type,
+        size: meta.size,
+        content_hash: meta.content_hash.clone(),
+        client_modified: Some(meta.client_modified.clone()),
+        server_modified: Some(meta.server_modified.clone()),
+        is_downloadable: meta.is_downloadable,
+        export_format,
+        is_shared: false,
+        shared_url: None,
+    }
+}
+
+pub fn folder_record(meta: &FolderMetadata, path_lower: &str, path_display: String, parent: Option<String>) -> Record {
+    Record {
+        external_id: meta.id.clone(),
+        revision: None,
+        name: meta.name.clone(),
+        web_url: Some(web_url(RecordKind::Folder, &path_display)),
+        path_display,
+        path_lower: path_lower.to_string(),
+        parent_external_id: parent,
+        kind: RecordKind::Folder,
+        mime_type: FOLDER_MIME.into(),
+        size: 0,
+        content_hash: None,
+        // Dropbox keeps no times for folders; inventing "now" would be a lie.
+        client_modified: None,
+        server_modified: None,
+        is_downloadable: true,
+        export_format: None,
+        is_shared: false,
+        shared_url: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents_and_display_paths() {
+        assert_eq!(parent_path("/a"), None);
+        assert_eq!(parent_path("/a/b c/d"), Some("/a/b c"));
+        assert_eq!(child_display(Some("/Docs/Work"), "Résumé.PDF", None), "/Docs/Work/Résumé.PDF");
+        assert_eq!(child_display(None, "X.txt", Some("/docs/x.txt")), "/docs/X.txt");
+    }
+
+    #[test]
+    fn web_urls_are_encoded() {
+        assert_eq!(web_url(RecordKind::Folder, "/My Docs/Ünï"), "https://www.dropbox.com/home/My%20Docs/%C3%9Cn%C3%AF");
+        assert_eq!(
+            web_url(RecordKind::File, "/a b/c&d 😀.txt"),
+            "https://www.dropbox.com/home/a%20b?preview=c%26d%20%F0%9F%98%80.txt"
+        );
+        assert_eq!(web_url(RecordKind::File, "/top.txt"), "https://www.dropbox.com/home?preview=top.txt");
+    }
+
+    #[test]
+    fn mime_types() {
+        assert_eq!(mime_for_name("report.PDF"), "application/pdf");
+        assert_eq!(mime_for_name("noext"), "application/octet-stream");
+        assert_eq!(mime_for_export("markdown"), "text/markdown");
+    }
+}

@@ -1,0 +1,205 @@
+//! A component that misbehaves on purpose, to prove the host's sandbox. It implements the same
+//! world as a real connector; `get-signed-url(command)` runs one misbehaviour named by the
+//! command and reports what happened, so one component serves every sandbox test.
+//! Native builds compile to nothing.
+
+#[cfg(target_arch = "wasm32")]
+mod guest {
+    wit_bindgen::generate!({
+        world: "source-connector",
+        path: "../../../wit",
+    });
+
+    use exports::pipeshub::connector::connector::{
+        ChangeHint, Guest, ReindexSummary, SignedUrl, StreamSummary, SyncSummary, SyncKind,
+    };
+    use pipeshub::connector::{credentials, host, http, manifest_types, records, types};
+    use types::ConnectorError;
+
+    struct Hostile;
+    export!(Hostile);
+
+    fn ok(text: String) -> Result<SignedUrl, ConnectorError> {
+        Ok(SignedUrl { url: text, expires_at: 0 })
+    }
+
+    fn http_error(e: http::HttpError) -> String {
+        match e {
+            http::HttpError::DestinationNotAllowed(m) => format!("destination-not-allowed:{m}"),
+            http::HttpError::Timeout(m) => format!("timeout:{m}"),
+            http::HttpError::Connection(m) => format!("connection:{m}"),
+            http::HttpError::BodyTooLarge(n) => format!("body-too-large:{n}"),
+            http::HttpError::InvalidRequest(m) => format!("invalid-request:{m}"),
+            http::HttpError::NoCredentials(m) => format!("no-credentials:{m}"),
+        }
+    }
+
+    fn record(id: &str, path: &str) -> types::Record {
+        types::Record {
+            external_id: id.into(),
+            revision: None,
+            name: path.rsplit('/').next().unwrap_or_default().into(),
+            path_display: path.into(),
+            path_lower: path.into(),
+            parent_external_id: None,
+            kind: types::RecordKind::File,
+            mime_type: "text/plain".into(),
+            size: 0,
+            content_hash: None,
+            client_modified: None,
+            server_modified: None,
+            is_downloadable: true,
+            export_format: None,
+            web_url: None,
+            is_shared: false,
+            shared_url: None,
+        }
+    }
+
+    fn run(command: &str) -> Result<SignedUrl, ConnectorError> {
+        let (verb, rest) = command.split_once(' ').unwrap_or((command, ""));
+        match verb {
+            "spin" => {
+                let mut x: u64 = 1;
+                loop {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "panic" => panic!("hostile guest panics on purpose"),
+            // Computation well past one fuel slice, split by host calls: must not be stopped.
+            "work" => {
+                let rounds: u64 = rest.parse().unwrap_or(10);
+                let mut x: u64 = 1;
+                for round in 0..rounds {
+                    for _ in 0..10_000_000u64 {
+                        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                    }
+                    host::log(host::Level::Debug, &format!("round {round}"));
+                }
+                ok(format!("work:{x}"))
+            }
+            "http" | "http-auth" => {
+                let request = http::Request {
+                    method: http::Method::Get,
+                    url: rest.to_string(),
+                    headers: vec![],
+                    body: vec![],
+                    authenticated: verb == "http-auth",
+                    timeout_ms: Some(5_000),
+                };
+                match http::send(&request) {
+                    Ok(resp) => ok(format!("status:{} body:{}", resp.status, String::from_utf8_lossy(&resp.body))),
+                    Err(e) => ok(http_error(e)),
+                }
+            }
+            "forge-auth" => {
+                let request = http::Request {
+                    method: http::Method::Get,
+                    url: rest.to_string(),
+                    headers: vec![("Authorization".into(), "Bearer stolen".into())],
+                    body: vec![],
+                    authenticated: false,
+                    timeout_ms: None,
+                };
+                match http::send(&request) {
+                    Ok(resp) => ok(format!("status:{}", resp.status)),
+                    Err(e) => ok(http_error(e)),
+                }
+            }
+            "env" => ok(format!("env:{} args:{}", std::env::vars_os().count(), std::env::args_os().count())),
+            "read" => match std::fs::read(rest) {
+                Ok(bytes) => ok(format!("read:ok:{}", bytes.len())),
+                Err(e) => ok(format!("read:err:{e}")),
+            },
+            "list-dir" => match std::fs::read_dir(rest) {
+                Ok(_) => ok("list-dir:ok".into()),
+                Err(e) => ok(format!("list-dir:err:{e}")),
+            },
+            "socket" => match std::net::TcpStream::connect(rest) {
+                Ok(_) => ok("socket:connected".into()),
+                Err(e) => ok(format!("socket:err:{e}")),
+            },
+            "put" => {
+                let (id, path) = rest.split_once(' ').unwrap_or((rest, "/x"));
+                let change = records::Change::Upsert(records::Upsert { record: record(id, path), event: records::ChangeKind::Created });
+                let point = records::SyncPoint { key: "hostile".into(), value: id.into() };
+                match records::apply(&[change], Some(&point)) {
+                    Ok(_) => ok("put:ok".into()),
+                    Err(e) => ok(format!("put:err:{e:?}")),
+                }
+            }
+            "get" => match records::get_records(&[rest.to_string()]) {
+                Ok(found) => ok(format!("get:{}", found.len())),
+                Err(e) => ok(format!("get:err:{e:?}")),
+            },
+            "sync-point" => match records::get_sync_point(rest) {
+                Ok(v) => ok(format!("sync-point:{}", v.unwrap_or_else(|| "none".into()))),
+                Err(e) => ok(format!("sync-point:err:{e:?}")),
+            },
+            "purge-all" => match records::apply(&[records::Change::MarkAllPending, records::Change::Purge], None) {
+                Ok(s) => ok(format!("purged:{}", s.deletions)),
+                Err(e) => ok(format!("purge:err:{e:?}")),
+            },
+            "refresh" => match credentials::refresh_access_token() {
+                Ok(()) => ok("refresh:ok".into()),
+                Err(e) => ok(format!("refresh:err:{e:?}")),
+            },
+            "config" => ok(host::config().into_iter().map(|s| format!("{}={}", s.key, s.value)).collect::<Vec<_>>().join(",")),
+            other => Err(ConnectorError::InvalidConfig(format!("unknown command {other}"))),
+        }
+    }
+
+    impl Guest for Hostile {
+        fn manifest() -> manifest_types::ConnectorManifest {
+            manifest_types::ConnectorManifest {
+                name: "hostile".into(),
+                display_name: "Hostile test guest".into(),
+                version: "0.0.0".into(),
+                app_group: "Tests".into(),
+                description: "Misbehaves on purpose.".into(),
+                oauth: manifest_types::OauthConfig {
+                    authorize_url: "https://api.dropboxapi.com/oauth2/authorize".into(),
+                    token_url: "https://api.dropboxapi.com/oauth2/token".into(),
+                    revoke_url: None,
+                    scopes: vec![],
+                    extra_authorize_params: vec![],
+                    pkce_required: true,
+                    redirect_path: "callback".into(),
+                },
+                allowed_hosts: vec!["api.dropboxapi.com".into()],
+                config_fields: vec![],
+            }
+        }
+        fn test_connection() -> Result<types::User, ConnectorError> {
+            Err(ConnectorError::Internal("hostile".into()))
+        }
+        fn run_sync() -> Result<SyncSummary, ConnectorError> {
+            run("spin").map(|_| SyncSummary { kind: SyncKind::Full, pages: 0, entries: 0, created: 0, content_updates: 0, metadata_updates: 0, deletions: 0, api_calls: 0, interrupted: false })
+        }
+        fn run_incremental_sync() -> Result<SyncSummary, ConnectorError> {
+            run("alloc").map(|_| SyncSummary { kind: SyncKind::Full, pages: 0, entries: 0, created: 0, content_updates: 0, metadata_updates: 0, deletions: 0, api_calls: 0, interrupted: false })
+        }
+        fn get_signed_url(command: String) -> Result<SignedUrl, ConnectorError> {
+            run(&command)
+        }
+        fn stream_record(_id: String) -> Result<StreamSummary, ConnectorError> {
+            Err(ConnectorError::NotFound("hostile".into()))
+        }
+        fn reindex_records(_ids: Vec<String>) -> Result<ReindexSummary, ConnectorError> {
+            Ok(ReindexSummary { checked: 0, content_updates: 0, metadata_updates: 0, deletions: 0 })
+        }
+        fn wait_for_changes(_t: u32) -> Result<ChangeHint, ConnectorError> {
+            Ok(ChangeHint { changes: false, backoff_seconds: None })
+        }
+        fn cleanup() -> Result<(), ConnectorError> {
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Shared pieces of the end-to-end tests: one compiled component per test binary, a harness
+//! that runs the real component in the real host against a fresh emulator, and the comparison
+//! of the store with the emulator's ground truth.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+
+use dropbox_emulator::{Emulator, EmulatorConfig, Kind, TruthEntry};
+use host_test::app::{ConnectorHost, HostError, Outcome};
+use host_test::bindings::connector::SyncSummary;
+use host_test::bindings::types::{Record, RecordKind};
+use host_test::runtime::{Runtime, SandboxConfig};
+use host_test::store::{Event, RecordStore, StoredCredentials};
+
+/// The Dropbox component, compiled once per test binary.
+pub fn dropbox_runtime() -> Arc<Runtime> {
+    static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
+    RUNTIME.get_or_init(|| Arc::new(Runtime::dropbox(SandboxConfig::default()).expect("the component loads"))).clone()
+}
+
+pub struct Harness {
+    pub emulator: Emulator,
+    pub host: ConnectorHost,
+    pub tenant: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Harness {
+    pub fn new(files: usize, seed: u64) -> Harness {
+        Harness::with_config(EmulatorConfig { files, seed, ..Default::default() })
+    }
+
+    pub fn with_config(config: EmulatorConfig) -> Harness {
+        let emulator = Emulator::start(config).expect("the emulator starts");
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = Arc::new(RecordStore::open(&dir.path().join("store.db")).expect("the store opens"));
+        let host = ConnectorHost::new(dropbox_runtime(), store, Some(&emulator.base_url()), Default::default())
+            .expect("the host starts");
+        let tenant = "t1".to_string();
+        host.connect(&tenant, StoredCredentials { access_token: emulator.access_token(), ..Default::default() })
+            .expect("credentials stored");
+        Harness { emulator, host, tenant, dir }
+    }
+
+    pub fn try_sync(&self) -> Result<Outcome<SyncSummary>, HostError> {
+        self.host.sync(&self.tenant, None, None)
+    }
+
+    pub fn sync(&self) -> SyncSummary {
+        match self.try_sync() {
+            Ok(o) => o.value,
+            Err(e) => panic!("sync failed: {e}"),
+        }
+    }
+
+    pub fn records(&self) -> Vec<Record> {
+        self.host.store().records(&self.tenant).expect("records")
+    }
+
+    pub fn events_since(&self, seq: i64) -> Vec<Event> {
+        self.host.store().events(Some(&self.tenant), seq).expect("events")
+    }
+
+    pub fn last_seq(&self) -> i64 {
+        self.host.store().last_event_seq().expect("seq")
+    }
+
+    pub fn set(&self, key: &str, value: &str) {
+        self.host.set_setting(&self.tenant, key, value).expect("setting accepted");
+    }
+
+    /// Panics with every difference between the store and the emulator's account.
+    pub fn assert_matches_truth(&self) {
+        let diffs = diff_with_truth(&self.emulator.truth(), &self.records(), |_| true);
+        assert!(diffs.is_empty(), "store differs from the account:\n{}", diffs.join("\n"));
+    }
+}
+
+/// Differences between the expected (truth filtered by `keep`) and the stored records.
+pub fn diff_with_truth(truth: &[TruthEntry], records: &[Record], keep: impl Fn(&TruthEntry) -> bool) -> Vec<String> {
+    let by_path: HashMap<&str, &TruthEntry> = truth.iter().map(|t| (t.path_lower.as_str(), t)).collect();
+    let expected: BTreeMap<&str, &TruthEntry> = truth.iter().filter(|t| keep(t)).map(|t| (t.id.as_str(), t)).collect();
+    let stored: BTreeMap<&str, &Record> = records.iter().map(|r| (r.external_id.as_str(), r)).collect();
+    let mut diffs = Vec::new();
+    for (id, t) in &expected {
+        let Some(r) = stored.get(id) else {
+            diffs.push(format!("missing {id} {}", t.path_display));
+            continue;
+        };
+        let parent = t.path_lower.rfind('/').filter(|&i| i > 0).and_then(|i| by_path.get(&t.path_lower[..i])).map(|p| p.id.clone());
+        let kind = if t.kind == Kind::Folder { RecordKind::Folder } else { RecordKind::File };
+        let checks: [(&str, String, String); 11] = [
+            ("path_lower", t.path_lower.clone(), r.path_lower.clone()),
+            ("path_display", t.path_display.clone(), r.path_display.clone()),
+            ("name", t.name.clone(), r.name.clone()),
+            ("kind", format!("{kind:?}"), format!("{:?}", r.kind)),
+            ("rev", format!("{:?}", t.rev), format!("{:?}", r.revision)),
+            ("size", t.size.to_string(), r.size.to_string()),
+            ("content_hash", format!("{:?}", t.content_hash), format!("{:?}", r.content_hash)),
+            ("parent", format!("{parent:?}"), format!("{:?}", r.parent_external_id)),
+            ("is_downloadable", t.is_downloadable.to_string(), r.is_downloadable.to_string()),
+            ("shared_url", format!("{:?}", t.shared_url), format!("{:?}", r.shared_url)),
+            ("server_modified", format!("{:?}", t.server_modified), format!("{:?}", r.server_modified)),
+        ];
+        for (field, want, got) in checks {
+            if want != got {
+                diffs.push(format!("{id} {}: {field} expected {want}, stored {got}", t.path_display));
+            }
+        }
+    }
+    for (id, r) in &stored {
+        if !expected.contains_key(id) {
+            diffs.push(format!("unexpected {id} {}", r.path_display));
+        }
+    }
+    diffs
+}
+
+/// Each record id gets at most one `created` event, and none after its `deleted` unless it was
+/// created again (a new id would be needed for that in Dropbox).
+pub fn assert_no_duplicate_events(events: &[Event]) {
+    let mut created: HashMap<&str, usize> = HashMap::new();
+    let mut deleted: HashMap<&str, usize> = HashMap::new();
+    for e in events {
+        match e.kind.as_str() {
+            "created" => *created.entry(&e.external_id).or_default() += 1,
+            "deleted" => *deleted.entry(&e.external_id).or_default() += 1,
+            _ => {}
+        }
+    }
+    let dup_created: Vec<_> = created.iter().filter(|(_, n)| **n > 1).collect();
+    let dup_deleted: Vec<_> = deleted.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dup_created.is_empty(), "records created more than once: {dup_created:?}");
+    assert!(dup_deleted.is_empty(), "records deleted more than once: {dup_deleted:?}");
+}
+
+pub fn count(events: &[Event], kind: &str) -> usize {
+    events.iter().filter(|e| e.kind == kind).count()
+}
