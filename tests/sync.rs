@@ -379,6 +379,19 @@ fn random_history(seed: u64) {
         h.sync();
         let diffs = diff_with_truth(&h.emulator.truth(), &h.records(), |_| true);
         assert!(diffs.is_empty(), "round {round}: {}", diffs.join("\n"));
+        h.assert_events_replay_to_store();
     }
     assert_no_duplicate_events(&h.events_since(0));
+}
+
+#[test]
+fn children_before_parents_within_a_page_still_get_their_parents() {
+    let h = Harness::with_config(EmulatorConfig { files: 300, seed: 13, shuffle_within_page: true, ..Default::default() });
+    h.sync();
+    h.assert_matches_truth();
+    let seq = h.last_seq();
+    h.emulator.create_file("/Fresh/deep/er/leaf.txt", bytes("leaf")).unwrap();
+    h.sync();
+    h.assert_matches_truth();
+    assert_eq!(count(&h.events_since(seq), "created"), 4);
 }

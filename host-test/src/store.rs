@@ -264,6 +264,16 @@ impl RecordStore {
         Ok(n.max(0) as u64)
     }
 
+    /// Records marked for removal and not yet purged (zero whenever a sync completed).
+    pub fn pending_count(&self, tenant: &str) -> Result<u64, StoreError> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM records WHERE tenant = ?1 AND pending_removal = 1",
+            params![tenant],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
+
     pub fn put_owner(
         &self,
         tenant: &str,

@@ -69,10 +69,45 @@ impl Harness {
         self.host.set_setting(&self.tenant, key, value).expect("setting accepted");
     }
 
-    /// Panics with every difference between the store and the emulator's account.
+    /// Panics with every difference between the store and the emulator's account, and checks
+    /// that a downstream indexer fed only the event stream would hold the same records.
     pub fn assert_matches_truth(&self) {
         let diffs = diff_with_truth(&self.emulator.truth(), &self.records(), |_| true);
         assert!(diffs.is_empty(), "store differs from the account:\n{}", diffs.join("\n"));
+        self.assert_events_replay_to_store();
+    }
+
+    /// Replaying the event stream from the start gives exactly the stored records: every
+    /// creation, update and deletion reached the indexer, in an order that makes sense.
+    pub fn assert_events_replay_to_store(&self) {
+        assert_eq!(self.host.store().pending_count(&self.tenant).unwrap(), 0, "records left pending removal");
+        let mut replayed: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        for e in self.events_since(0) {
+            match e.kind.as_str() {
+                "created" => {
+                    let previous = replayed.insert(e.external_id.clone(), e.record.clone());
+                    assert!(previous.is_none(), "event {}: {} created twice", e.seq, e.external_id);
+                }
+                "deleted" => {
+                    assert!(replayed.remove(&e.external_id).is_some(), "event {}: {} deleted but unknown", e.seq, e.external_id);
+                }
+                _ => {
+                    let slot = replayed.get_mut(&e.external_id);
+                    assert!(slot.is_some(), "event {}: update of unknown {}", e.seq, e.external_id);
+                    if let Some(slot) = slot {
+                        *slot = e.record.clone();
+                    }
+                }
+            }
+        }
+        let stored: BTreeMap<String, serde_json::Value> =
+            self.records().iter().map(|r| (r.external_id.clone(), host_test::store::record_json(r))).collect();
+        let missing: Vec<_> = stored.keys().filter(|k| !replayed.contains_key(*k)).collect();
+        let extra: Vec<_> = replayed.keys().filter(|k| !stored.contains_key(*k)).collect();
+        assert!(missing.is_empty() && extra.is_empty(), "event stream vs store: missing {missing:?}, extra {extra:?}");
+        for (id, record) in &stored {
+            assert_eq!(replayed.get(id), Some(record), "the last event for {id} does not carry the stored record");
+        }
     }
 }
 

@@ -10,7 +10,13 @@ use rand::Rng;
 use std::collections::HashMap;
 
 /// The five scopes the connector needs (route scopes of dropbox-api.md 8.1).
-pub(crate) const ALL_SCOPES: [&str; 5] = ["account_info.read", "files.metadata.read", "files.content.read", "sharing.read", "sharing.write"];
+pub(crate) const ALL_SCOPES: [&str; 5] = [
+    "account_info.read",
+    "files.metadata.read",
+    "files.content.read",
+    "sharing.read",
+    "sharing.write",
+];
 
 /// Scopes an authorization request may name (the read-only five plus common write scopes).
 pub(crate) const KNOWN_SCOPES: [&str; 8] = [
@@ -74,29 +80,59 @@ pub(crate) enum Refusal {
 pub(crate) fn random_token(len: usize) -> String {
     const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut rng = rand::rng();
-    (0..len).map(|_| ALPHA[rng.random_range(0..ALPHA.len())] as char).collect()
+    (0..len)
+        .map(|_| ALPHA[rng.random_range(0..ALPHA.len())] as char)
+        .collect()
 }
 
 /// Short-lived tokens look like "sl." + base64url; anything else is "malformed" (a 400).
 pub(crate) fn well_formed(token: &str) -> bool {
-    token.strip_prefix("sl.").is_some_and(|t| t.len() >= 20 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    token.strip_prefix("sl.").is_some_and(|t| {
+        t.len() >= 20
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
 }
 
 impl Tokens {
-    pub fn mint_access(&mut self, scopes: Vec<String>, expires_at: i64, refresh: Option<String>) -> String {
+    pub fn mint_access(
+        &mut self,
+        scopes: Vec<String>,
+        expires_at: i64,
+        refresh: Option<String>,
+    ) -> String {
         let token = format!("sl.{}", random_token(120));
-        self.access.insert(token.clone(), AccessToken { scopes, expires_at, refresh, revoked: false });
+        self.access.insert(
+            token.clone(),
+            AccessToken {
+                scopes,
+                expires_at,
+                refresh,
+                revoked: false,
+            },
+        );
         token
     }
 
     pub fn mint_refresh(&mut self, scopes: Vec<String>, client_id: &str) -> String {
         let token = random_token(64);
-        self.refresh.insert(token.clone(), RefreshToken { scopes, client_id: client_id.to_string(), revoked: false });
+        self.refresh.insert(
+            token.clone(),
+            RefreshToken {
+                scopes,
+                client_id: client_id.to_string(),
+                revoked: false,
+            },
+        );
         token
     }
 
     pub fn check(&self, token: &str, now: i64, scope: Option<&str>) -> Result<(), Refusal> {
-        let t = self.access.get(token).filter(|t| !t.revoked).ok_or(Refusal::Invalid)?;
+        let t = self
+            .access
+            .get(token)
+            .filter(|t| !t.revoked)
+            .ok_or(Refusal::Invalid)?;
         if now >= t.expires_at {
             return Err(Refusal::Expired);
         }
@@ -161,30 +197,53 @@ pub(crate) fn issue_pair(shared: &Shared, scopes: &[&str], expires_in: u64) -> T
     let now = shared.now();
     let mut t = shared.tokens();
     let refresh = t.mint_refresh(scopes_of(scopes), &shared.cfg.client_id);
-    let access = t.mint_access(scopes_of(scopes), now + expires_in as i64, Some(refresh.clone()));
-    TokenPair { access_token: access, refresh_token: refresh, expires_in }
+    let access = t.mint_access(
+        scopes_of(scopes),
+        now + expires_in as i64,
+        Some(refresh.clone()),
+    );
+    TokenPair {
+        access_token: access,
+        refresh_token: refresh,
+        expires_in,
+    }
 }
 
 /// The bearer check of a user route; returns the token, or the exact refusal response.
-pub(crate) fn check_bearer(shared: &Shared, req: &Request, route: &str, scope: Option<&str>) -> Result<String, Response> {
+pub(crate) fn check_bearer(
+    shared: &Shared,
+    req: &Request,
+    route: &str,
+    scope: Option<&str>,
+) -> Result<String, Response> {
     let value = match (req.header("authorization"), req.query("authorization")) {
         (Some(h), _) => String::from_utf8_lossy(h).into_owned(),
         (None, Some(q)) => q.to_string(),
         (None, None) => {
-            return Err(bad_request(route, "Must provide HTTP header \"Authorization\" or URL parameter \"authorization\"."));
+            return Err(bad_request(
+                route,
+                "Must provide HTTP header \"Authorization\" or URL parameter \"authorization\".",
+            ));
         }
     };
     let token = match value.split_once(' ') {
-        Some((scheme, tok)) if scheme.eq_ignore_ascii_case("bearer") && !tok.trim().is_empty() => tok.trim().to_string(),
+        Some((scheme, tok)) if scheme.eq_ignore_ascii_case("bearer") && !tok.trim().is_empty() => {
+            tok.trim().to_string()
+        }
         _ => {
             return Err(bad_request(
                 route,
-                &format!("Invalid authorization value in HTTP header \"Authorization\": \"{value}\".  Expecting \"Bearer <oauth2-access-token>\"."),
+                &format!(
+                    "Invalid authorization value in HTTP header \"Authorization\": \"{value}\".  Expecting \"Bearer <oauth2-access-token>\"."
+                ),
             ));
         }
     };
     if !well_formed(&token) {
-        return Err(bad_request(route, "The given OAuth 2 access token is malformed."));
+        return Err(bad_request(
+            route,
+            "The given OAuth 2 access token is malformed.",
+        ));
     }
     match shared.tokens().check(&token, shared.now(), scope) {
         Ok(()) => Ok(token),

@@ -25,7 +25,9 @@ fn mix(mut z: u64) -> u64 {
 
 #[inline]
 fn pattern_word(seed: u64, k: u64) -> u64 {
-    mix(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ k.wrapping_mul(0xd6e8_feb8_6659_fd93).wrapping_add(0x632b_e59b_d9b4_e019))
+    mix(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ k.wrapping_mul(0xd6e8_feb8_6659_fd93)
+            .wrapping_add(0x632b_e59b_d9b4_e019))
 }
 
 /// Fill `buf` with the pattern bytes starting at `offset`.
@@ -33,7 +35,7 @@ pub(crate) fn fill_pattern(seed: u64, offset: u64, buf: &mut [u8]) {
     let mut pos = 0usize;
     let mut off = offset;
     // Unaligned head.
-    if off % 8 != 0 {
+    if !off.is_multiple_of(8) {
         let w = pattern_word(seed, off / 8).to_le_bytes();
         let start = (off % 8) as usize;
         let n = (8 - start).min(buf.len());
@@ -76,7 +78,13 @@ impl Blob {
 
     /// Stream `len` bytes from `start` into `w` in bounded chunks, optionally flipping the byte at
     /// response offset `corrupt_at` (fault injection), never materialising the whole range.
-    pub(crate) fn write_range(&self, w: &mut dyn Write, start: u64, len: u64, corrupt_at: Option<u64>) -> io::Result<()> {
+    pub(crate) fn write_range(
+        &self,
+        w: &mut dyn Write,
+        start: u64,
+        len: u64,
+        corrupt_at: Option<u64>,
+    ) -> io::Result<()> {
         const CHUNK: usize = 256 * 1024;
         let mut buf = vec![0u8; CHUNK.min(len as usize).max(1)];
         let mut done = 0u64;

@@ -105,16 +105,34 @@ mod tests {
 
     #[test]
     fn section_10_vectors() {
-        assert_eq!(content_hash(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-        assert_eq!(content_hash(b"hello rdrop2"), "1aa2b7623dfff520c4abdc1227d10bc4e229b74005b66b3458345830e556f4de");
-        assert_eq!(content_hash(b"a"), "bf5d3affb73efd2ec6c36ad3112dd933efed63c4e1cbffcfa88e2759c144f2d8");
+        assert_eq!(
+            content_hash(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            content_hash(b"hello rdrop2"),
+            "1aa2b7623dfff520c4abdc1227d10bc4e229b74005b66b3458345830e556f4de"
+        );
+        assert_eq!(
+            content_hash(b"a"),
+            "bf5d3affb73efd2ec6c36ad3112dd933efed63c4e1cbffcfa88e2759c144f2d8"
+        );
         let one_block = ramp(BLOCK_SIZE);
-        assert_eq!(content_hash(&one_block), "894bbb52d1212d6bcbe9967f1a2169138c4d4af0c8dfbaeae86cd1d3f0c03faf");
+        assert_eq!(
+            content_hash(&one_block),
+            "894bbb52d1212d6bcbe9967f1a2169138c4d4af0c8dfbaeae86cd1d3f0c03faf"
+        );
         let mut plus = one_block.clone();
         plus.push(0xFF);
-        assert_eq!(content_hash(&plus), "9149387a91f71c7c2149b8427d15526b71c1a38d6c6f999ad71486a2ce788d57");
+        assert_eq!(
+            content_hash(&plus),
+            "9149387a91f71c7c2149b8427d15526b71c1a38d6c6f999ad71486a2ce788d57"
+        );
         let three_and_half = ramp(14_680_064);
-        assert_eq!(content_hash(&three_and_half), "f61d3ae93fa4f7646d37949fc0885141bf682faa9a130896b93459c650335d0f");
+        assert_eq!(
+            content_hash(&three_and_half),
+            "f61d3ae93fa4f7646d37949fc0885141bf682faa9a130896b93459c650335d0f"
+        );
     }
 
     #[test]
@@ -122,7 +140,14 @@ mod tests {
         const B: usize = BLOCK_SIZE;
         let data = ramp(14_680_064);
         let want = "f61d3ae93fa4f7646d37949fc0885141bf682faa9a130896b93459c650335d0f";
-        for sizes in [vec![B - 1], vec![B], vec![B + 1], vec![B - 2, 1], vec![B - 2, B + 3], vec![1, 2, 3, 4096]] {
+        for sizes in [
+            vec![B - 1],
+            vec![B],
+            vec![B + 1],
+            vec![B - 2, 1],
+            vec![B - 2, B + 3],
+            vec![1, 2, 3, 4096],
+        ] {
             assert_eq!(chunked(&data, &sizes), want, "chunking {sizes:?}");
         }
         // Chunkings that repeat until the end, so every boundary is crossed the same way.

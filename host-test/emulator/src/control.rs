@@ -42,11 +42,15 @@ fn from_error(e: EmulatorError) -> Response {
 }
 
 fn str_field<'a>(v: &'a Value, k: &str) -> Result<&'a str, Response> {
-    v.get(k).and_then(Value::as_str).ok_or_else(|| fail(400, &format!("missing string field '{k}'")))
+    v.get(k)
+        .and_then(Value::as_str)
+        .ok_or_else(|| fail(400, &format!("missing string field '{k}'")))
 }
 
 fn u64_field(v: &Value, k: &str) -> Result<u64, Response> {
-    v.get(k).and_then(Value::as_u64).ok_or_else(|| fail(400, &format!("missing integer field '{k}'")))
+    v.get(k)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| fail(400, &format!("missing integer field '{k}'")))
 }
 
 fn content_of(v: &Value) -> Result<Content, Response> {
@@ -54,12 +58,21 @@ fn content_of(v: &Value) -> Result<Content, Response> {
         return Ok(Content::Bytes(t.as_bytes().to_vec()));
     }
     if let Some(b) = v.get("base64").and_then(Value::as_str) {
-        return base64::engine::general_purpose::STANDARD.decode(b).map(Content::Bytes).map_err(|_| fail(400, "invalid base64"));
+        return base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map(Content::Bytes)
+            .map_err(|_| fail(400, "invalid base64"));
     }
     if let Some(p) = v.get("pattern") {
-        return Ok(Content::Pattern { seed: u64_field(p, "seed")?, len: u64_field(p, "len")? });
+        return Ok(Content::Pattern {
+            seed: u64_field(p, "seed")?,
+            len: u64_field(p, "len")?,
+        });
     }
-    Err(fail(400, "content must be given as \"text\", \"base64\" or \"pattern\""))
+    Err(fail(
+        400,
+        "content must be given as \"text\", \"base64\" or \"pattern\"",
+    ))
 }
 
 pub(crate) fn handle(shared: &Shared, req: &Request) -> Response {
@@ -80,23 +93,54 @@ pub(crate) fn handle(shared: &Shared, req: &Request) -> Response {
 fn run(shared: &Shared, op: &str, method: &str, b: &Value) -> Result<Response, Response> {
     let done = || ok(&Value::Null);
     Ok(match (method, op) {
-        ("POST", "create_file") => shared.create_file(str_field(b, "path")?, content_of(b)?).map(|e| ok(&e)).unwrap_or_else(from_error),
-        ("POST", "modify_file") => shared.modify_file(str_field(b, "path")?, content_of(b)?).map(|e| ok(&e)).unwrap_or_else(from_error),
-        ("POST", "create_folder") => shared.create_folder(str_field(b, "path")?).map(|e| ok(&e)).unwrap_or_else(from_error),
-        ("POST", "move") => shared.move_path(str_field(b, "from")?, str_field(b, "to")?).map(|e| ok(&e)).unwrap_or_else(from_error),
-        ("POST", "delete") => shared.delete(str_field(b, "path")?).map(|_| done()).unwrap_or_else(from_error),
+        ("POST", "create_file") => shared
+            .create_file(str_field(b, "path")?, content_of(b)?)
+            .map(|e| ok(&e))
+            .unwrap_or_else(from_error),
+        ("POST", "modify_file") => shared
+            .modify_file(str_field(b, "path")?, content_of(b)?)
+            .map(|e| ok(&e))
+            .unwrap_or_else(from_error),
+        ("POST", "create_folder") => shared
+            .create_folder(str_field(b, "path")?)
+            .map(|e| ok(&e))
+            .unwrap_or_else(from_error),
+        ("POST", "move") => shared
+            .move_path(str_field(b, "from")?, str_field(b, "to")?)
+            .map(|e| ok(&e))
+            .unwrap_or_else(from_error),
+        ("POST", "delete") => shared
+            .delete(str_field(b, "path")?)
+            .map(|_| done())
+            .unwrap_or_else(from_error),
         ("POST", "create_non_downloadable") => {
             let text = str_field(b, "text")?.as_bytes().to_vec();
-            shared.create_non_downloadable(str_field(b, "path")?, str_field(b, "export_as")?, text).map(|e| ok(&e)).unwrap_or_else(from_error)
+            shared
+                .create_non_downloadable(str_field(b, "path")?, str_field(b, "export_as")?, text)
+                .map(|e| ok(&e))
+                .unwrap_or_else(from_error)
         }
-        ("POST", "share") => shared.share(str_field(b, "path")?).map(|url| ok(&json!({"url": url}))).unwrap_or_else(from_error),
-        ("POST", "unshare") => shared.unshare(str_field(b, "path")?).map(|_| done()).unwrap_or_else(from_error),
+        ("POST", "share") => shared
+            .share(str_field(b, "path")?)
+            .map(|url| ok(&json!({"url": url})))
+            .unwrap_or_else(from_error),
+        ("POST", "unshare") => shared
+            .unshare(str_field(b, "path")?)
+            .map(|_| done())
+            .unwrap_or_else(from_error),
         ("POST", "populate") => {
             let files = u64_field(b, "files")? as usize;
-            crate::populate::populate(shared, files, b.get("seed").and_then(Value::as_u64).unwrap_or(1)).map(|_| done()).unwrap_or_else(from_error)
+            crate::populate::populate(
+                shared,
+                files,
+                b.get("seed").and_then(Value::as_u64).unwrap_or(1),
+            )
+            .map(|_| done())
+            .unwrap_or_else(from_error)
         }
         ("POST", "fault") => {
-            let fault: Fault = serde_json::from_value(b.clone()).map_err(|e| fail(400, &format!("invalid fault: {e}")))?;
+            let fault: Fault = serde_json::from_value(b.clone())
+                .map_err(|e| fail(400, &format!("invalid fault: {e}")))?;
             shared.faults.inject(fault);
             done()
         }
@@ -126,11 +170,15 @@ fn run(shared: &Shared, op: &str, method: &str, b: &Value) -> Result<Response, R
         }
         ("POST", "issue_tokens") => {
             let scopes: Vec<String> = match b.get("scopes") {
-                Some(v) => serde_json::from_value(v.clone()).map_err(|_| fail(400, "scopes must be a list of strings"))?,
+                Some(v) => serde_json::from_value(v.clone())
+                    .map_err(|_| fail(400, "scopes must be a list of strings"))?,
                 None => auth::ALL_SCOPES.iter().map(|s| s.to_string()).collect(),
             };
             let refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
-            let expires_in = b.get("expires_in").and_then(Value::as_u64).unwrap_or(shared.cfg.token_expires_in);
+            let expires_in = b
+                .get("expires_in")
+                .and_then(Value::as_u64)
+                .unwrap_or(shared.cfg.token_expires_in);
             ok(&auth::issue_pair(shared, &refs, expires_in))
         }
         ("GET", "token") => ok(&json!({"access_token": auth::default_access_token(shared)})),
@@ -142,6 +190,9 @@ fn run(shared: &Shared, op: &str, method: &str, b: &Value) -> Result<Response, R
         ("GET", "truth") => ok(&shared.truth()),
         // The server stops after writing this answer (see `server::dispatch`).
         ("POST", "stop") => done(),
-        _ => fail(404, &format!("unknown control route {method} /__emulator/{op}")),
+        _ => fail(
+            404,
+            &format!("unknown control route {method} /__emulator/{op}"),
+        ),
     })
 }

@@ -31,7 +31,12 @@ fn one() -> usize {
 impl Fault {
     /// The next request to `route` gets `kind`.
     pub fn once(route: &str, kind: FaultKind) -> Fault {
-        Fault { route: Some(route.to_string()), skip: 0, count: 1, kind }
+        Fault {
+            route: Some(route.to_string()),
+            skip: 0,
+            count: 1,
+            kind,
+        }
     }
 }
 
@@ -42,7 +47,11 @@ impl Fault {
 #[serde(tag = "type", content = "value", rename_all = "snake_case")]
 pub enum FaultKind {
     /// 429 with a JSON RateLimitError (`retry_after` field optional) and a Retry-After header.
-    RateLimitJson { retry_after: u64, reason: String, include_field: bool },
+    RateLimitJson {
+        retry_after: u64,
+        reason: String,
+        include_field: bool,
+    },
     /// 429 with a plain-text body and a Retry-After header.
     RateLimitText { retry_after: u64 },
     /// A server error (500, 502, 503, 504) with a short text body.
@@ -112,7 +121,11 @@ impl Faults {
 /// Faults that answer instead of the route.
 pub(crate) fn early_response(kind: &FaultKind) -> Option<Response> {
     Some(match kind {
-        FaultKind::RateLimitJson { retry_after, reason, include_field } => rate_limited_json(reason, *retry_after, *include_field),
+        FaultKind::RateLimitJson {
+            retry_after,
+            reason,
+            include_field,
+        } => rate_limited_json(reason, *retry_after, *include_field),
         FaultKind::RateLimitText { retry_after } => rate_limited_text(*retry_after),
         FaultKind::Status(code) => {
             let text = match code {
@@ -156,7 +169,10 @@ fn edit_json_text(resp: &mut Response, f: impl FnOnce(String) -> String) {
             }
         }
         Some(JsonSite::ResultHeader) => {
-            let text = resp.get_header("Dropbox-API-Result").unwrap_or("").to_string();
+            let text = resp
+                .get_header("Dropbox-API-Result")
+                .unwrap_or("")
+                .to_string();
             let edited = f(text);
             resp.set_header("Dropbox-API-Result", &edited);
         }
@@ -170,7 +186,11 @@ fn edit_json_value(resp: &mut Response, f: impl FnOnce(&mut Value)) {
         Ok(mut v) => {
             f(&mut v);
             let s = serde_json::to_string(&v).unwrap_or(text);
-            if header { crate::wire::header_safe(&s) } else { s }
+            if header {
+                crate::wire::header_safe(&s)
+            } else {
+                s
+            }
         }
         Err(_) => text,
     });
@@ -187,7 +207,10 @@ fn add_unknowns(v: &mut Value) {
                     list.push(json!({".tag": "emu_future_kind", "name": "future.bin", "path_lower": "/future.bin", "path_display": "/future.bin", "emu_future_field": 1}));
                 }
             }
-            map.insert("emu_unknown_field".into(), json!({"nested_unknown": [1, "two", null], "flag": true}));
+            map.insert(
+                "emu_unknown_field".into(),
+                json!({"nested_unknown": [1, "two", null], "flag": true}),
+            );
         }
         Value::Array(list) => list.iter_mut().for_each(add_unknowns),
         _ => {}
@@ -234,7 +257,9 @@ pub(crate) fn transform(kind: &FaultKind, resp: &mut Response) {
                 let i = b.len() / 2;
                 b[i] ^= 0x5a;
             }
-            Body::Blob { len, corrupt_at, .. } if *len > 0 => *corrupt_at = Some(*len / 2),
+            Body::Blob {
+                len, corrupt_at, ..
+            } if *len > 0 => *corrupt_at = Some(*len / 2),
             _ => {}
         },
         FaultKind::HugeBody(n) => {
@@ -242,14 +267,27 @@ pub(crate) fn transform(kind: &FaultKind, resp: &mut Response) {
                 edit_json_text(resp, |t| match t.strip_prefix('{') {
                     Some(rest) => {
                         let pad = n.saturating_sub(t.len() + 20);
-                        let sep = if rest.trim_start().starts_with('}') { "" } else { "," };
+                        let sep = if rest.trim_start().starts_with('}') {
+                            ""
+                        } else {
+                            ","
+                        };
                         format!("{{\"emu_padding\":\"{}\"{sep}{rest}", "x".repeat(pad))
                     }
                     None => format!("{t}{}", " ".repeat(n.saturating_sub(t.len()))),
                 });
             } else {
-                resp.body = Body::Blob { blob: Blob::Pattern { seed: 0xb16, len: *n as u64 }, start: 0, len: *n as u64, corrupt_at: None };
-                resp.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("Content-Range"));
+                resp.body = Body::Blob {
+                    blob: Blob::Pattern {
+                        seed: 0xb16,
+                        len: *n as u64,
+                    },
+                    start: 0,
+                    len: *n as u64,
+                    corrupt_at: None,
+                };
+                resp.headers
+                    .retain(|(k, _)| !k.eq_ignore_ascii_case("Content-Range"));
             }
         }
         _ => {}

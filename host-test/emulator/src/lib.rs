@@ -100,7 +100,10 @@ impl Default for EmulatorConfig {
 pub enum Content {
     Bytes(Vec<u8>),
     /// Deterministic pseudo-random bytes generated on the fly (never held in memory).
-    Pattern { seed: u64, len: u64 },
+    Pattern {
+        seed: u64,
+        len: u64,
+    },
 }
 
 impl Content {
@@ -124,7 +127,10 @@ impl Content {
     pub(crate) fn to_blob(&self) -> blob::Blob {
         match self {
             Content::Bytes(b) => blob::Blob::Bytes(Arc::from(b.as_slice())),
-            Content::Pattern { seed, len } => blob::Blob::Pattern { seed: *seed, len: *len },
+            Content::Pattern { seed, len } => blob::Blob::Pattern {
+                seed: *seed,
+                len: *len,
+            },
         }
     }
 }
@@ -235,7 +241,10 @@ impl Shared {
 
 /// The account operations, shared by the Rust API ([`Emulator`]) and the HTTP control interface.
 impl Shared {
-    fn mutate(&self, f: impl FnOnce(&mut state::State, i64) -> Result<Arc<state::Node>, EmulatorError>) -> Result<EntryInfo, EmulatorError> {
+    fn mutate(
+        &self,
+        f: impl FnOnce(&mut state::State, i64) -> Result<Arc<state::Node>, EmulatorError>,
+    ) -> Result<EntryInfo, EmulatorError> {
         let now = self.now();
         let node = f(&mut self.state(), now)?;
         // Wake longpolls only after the lock is released.
@@ -243,7 +252,11 @@ impl Shared {
         Ok(self.account.entry_info(&node))
     }
 
-    pub(crate) fn create_file(&self, path: &str, content: Content) -> Result<EntryInfo, EmulatorError> {
+    pub(crate) fn create_file(
+        &self,
+        path: &str,
+        content: Content,
+    ) -> Result<EntryInfo, EmulatorError> {
         let blob = content.to_blob();
         // Hash outside the lock: a 2 GiB pattern takes seconds.
         let hash = blob.hash();
@@ -254,7 +267,11 @@ impl Shared {
         self.mutate(|st, now| st.create_folder(path, now))
     }
 
-    pub(crate) fn modify_file(&self, path: &str, content: Content) -> Result<EntryInfo, EmulatorError> {
+    pub(crate) fn modify_file(
+        &self,
+        path: &str,
+        content: Content,
+    ) -> Result<EntryInfo, EmulatorError> {
         let blob = content.to_blob();
         let hash = blob.hash();
         self.mutate(|st, now| st.modify_file(path, blob, hash, now))
@@ -269,17 +286,28 @@ impl Shared {
         self.mutate(|st, _| st.delete(path)).map(|_| ())
     }
 
-    pub(crate) fn create_non_downloadable(&self, path: &str, export_as: &str, exported: Vec<u8>) -> Result<EntryInfo, EmulatorError> {
+    pub(crate) fn create_non_downloadable(
+        &self,
+        path: &str,
+        export_as: &str,
+        exported: Vec<u8>,
+    ) -> Result<EntryInfo, EmulatorError> {
         if export_as.is_empty() {
-            return Err(EmulatorError::InvalidArgument("export_as must not be empty".into()));
+            return Err(EmulatorError::InvalidArgument(
+                "export_as must not be empty".into(),
+            ));
         }
-        let export = Arc::new(state::Export { export_as: export_as.to_string() });
+        let export = Arc::new(state::Export {
+            export_as: export_as.to_string(),
+        });
         let blob = blob::Blob::Bytes(Arc::from(exported.as_slice()));
         self.mutate(|st, now| st.create_file(path, blob, None, Some(export), now))
     }
 
     pub(crate) fn share(&self, path: &str) -> Result<String, EmulatorError> {
-        self.state().share(path, &self.base_url, None).map(|l| l.url.clone())
+        self.state()
+            .share(path, &self.base_url, None)
+            .map(|l| l.url.clone())
     }
 
     pub(crate) fn unshare(&self, path: &str) -> Result<(), EmulatorError> {
@@ -301,23 +329,32 @@ impl Shared {
     }
 
     pub(crate) fn set_latency(&self, per_request: Duration) {
-        self.latency_us.store(per_request.as_micros() as u64, Ordering::Relaxed);
+        self.latency_us
+            .store(per_request.as_micros() as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn advance_clock(&self, by: Duration) {
-        self.clock_offset.fetch_add(by.as_secs() as i64, Ordering::Relaxed);
+        self.clock_offset
+            .fetch_add(by.as_secs() as i64, Ordering::Relaxed);
     }
 
     pub(crate) fn request_counts(&self) -> BTreeMap<String, u64> {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(crate) fn reset_counts(&self) {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     pub(crate) fn truth(&self) -> Vec<TruthEntry> {
-        self.state().truth(&self.account)
+        let (tree, links) = self.state().truth_snapshot();
+        state::truth(&self.account, &tree, &links)
     }
 }
 
@@ -343,7 +380,10 @@ impl Emulator {
     pub fn start(cfg: EmulatorConfig) -> Result<Emulator, EmulatorError> {
         let shared = server::start(cfg)?;
         let (files, seed) = (shared.cfg.files, shared.cfg.seed);
-        let emu = Emulator { _guard: Arc::new(StopGuard(shared.clone())), shared };
+        let emu = Emulator {
+            _guard: Arc::new(StopGuard(shared.clone())),
+            shared,
+        };
         if files > 0 {
             emu.populate(files, seed)?;
         }
@@ -406,8 +446,14 @@ impl Emulator {
     }
 
     /// A file that cannot be downloaded, only exported (a Paper doc): `export_as` is "markdown" or "html".
-    pub fn create_non_downloadable(&self, path: &str, export_as: &str, exported: Vec<u8>) -> Result<EntryInfo, EmulatorError> {
-        self.shared.create_non_downloadable(path, export_as, exported)
+    pub fn create_non_downloadable(
+        &self,
+        path: &str,
+        export_as: &str,
+        exported: Vec<u8>,
+    ) -> Result<EntryInfo, EmulatorError> {
+        self.shared
+            .create_non_downloadable(path, export_as, exported)
     }
 
     /// Create (or return the existing) public shared link of a path.

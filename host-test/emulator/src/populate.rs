@@ -16,13 +16,68 @@ use std::sync::Arc;
 const MAX_DEPTH: usize = 8;
 
 const WORDS: &[&str] = &[
-    "Report", "report", "Budget", "Photos", "Résumé", "Über uns", "Año nuevo", "niño", "Café", "naïve", "Zürich", "Ångström", "文件", "報告書", "データ",
-    "사진", "Привет", "Ελλάδα", "ΟΔΥΣΣΕΥΣ", "straße", "İstanbul", "🎉 Party", "📁 Archive", "😀", "🚀 Launch", "☀ Summer", "Meeting notes", "TODO", "README",
-    "Q1", "Q2", "draft", "Final FINAL", "backup", "misc", "Invoices 2023", "tax Returns", "Holiday", "Projects", "Code", "src", "Music", "Videos",
-    "Mixed CaSe", "Ünïcödé", "mañana", "Crème brûlée", "東京", "Notes", "Scans", "Work", "Family", "Recipes", "Travel 🌍", "plans", "Old stuff",
+    "Report",
+    "report",
+    "Budget",
+    "Photos",
+    "Résumé",
+    "Über uns",
+    "Año nuevo",
+    "niño",
+    "Café",
+    "naïve",
+    "Zürich",
+    "Ångström",
+    "文件",
+    "報告書",
+    "データ",
+    "사진",
+    "Привет",
+    "Ελλάδα",
+    "ΟΔΥΣΣΕΥΣ",
+    "straße",
+    "İstanbul",
+    "🎉 Party",
+    "📁 Archive",
+    "😀",
+    "🚀 Launch",
+    "☀ Summer",
+    "Meeting notes",
+    "TODO",
+    "README",
+    "Q1",
+    "Q2",
+    "draft",
+    "Final FINAL",
+    "backup",
+    "misc",
+    "Invoices 2023",
+    "tax Returns",
+    "Holiday",
+    "Projects",
+    "Code",
+    "src",
+    "Music",
+    "Videos",
+    "Mixed CaSe",
+    "Ünïcödé",
+    "mañana",
+    "Crème brûlée",
+    "東京",
+    "Notes",
+    "Scans",
+    "Work",
+    "Family",
+    "Recipes",
+    "Travel 🌍",
+    "plans",
+    "Old stuff",
 ];
 
-const EXTS: &[&str] = &[".txt", ".pdf", ".jpg", ".md", ".docx", ".png", ".csv", ".json", ".xlsx", ".mp3", "", ".tar.gz", ".JPG"];
+const EXTS: &[&str] = &[
+    ".txt", ".pdf", ".jpg", ".md", ".docx", ".png", ".csv", ".json", ".xlsx", ".mp3", "",
+    ".tar.gz", ".JPG",
+];
 
 fn pick<'a>(rng: &mut StdRng, list: &[&'a str]) -> &'a str {
     list[rng.random_range(0..list.len())]
@@ -47,11 +102,20 @@ fn file_name(rng: &mut StdRng, i: usize) -> String {
 }
 
 /// Make `name` unique (case-insensitively) among the names already used under `parent`.
-fn unique(used: &mut HashSet<(usize, String)>, parent: usize, name: String, taken: impl Fn(&str) -> bool) -> String {
+/// Names are remembered by a 64-bit hash of their lower-case form: a (rare) false collision only
+/// adds a " (2)" suffix, and it saves a million string allocations.
+fn unique(
+    used: &mut HashSet<(usize, u64)>,
+    parent: usize,
+    name: String,
+    taken: impl Fn(&str) -> bool,
+) -> String {
     let mut candidate = name.clone();
     let mut n = 2;
     loop {
-        let key = (parent, lower(&candidate));
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&lower(&candidate), &mut h);
+        let key = (parent, std::hash::Hasher::finish(&h));
         if !used.contains(&key) && !taken(&candidate) {
             used.insert(key);
             return candidate;
@@ -74,11 +138,25 @@ fn size(rng: &mut StdRng) -> u64 {
 }
 
 fn hash_all(specs: &[(u64, u64)]) -> Vec<[u8; 32]> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .max(1);
     let chunk = specs.len().div_ceil(threads).max(1);
     std::thread::scope(|s| {
-        let handles: Vec<_> = specs.chunks(chunk).map(|part| s.spawn(move || part.iter().map(|&(seed, len)| Blob::Pattern { seed, len }.hash()).collect::<Vec<_>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        let handles: Vec<_> = specs
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|&(seed, len)| Blob::Pattern { seed, len }.hash())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
     })
 }
 
@@ -101,7 +179,7 @@ pub(crate) fn populate(shared: &Shared, files: usize, seed: u64) -> Result<(), E
     const ROOT: usize = usize::MAX;
 
     // Folders: a few top-level ones, one chain down to MAX_DEPTH, the rest under random earlier folders.
-    let mut used: HashSet<(usize, String)> = HashSet::new();
+    let mut used: HashSet<(usize, u64)> = HashSet::with_capacity(n_folders + files);
     let mut f_display: Vec<String> = Vec::with_capacity(n_folders);
     let mut f_depth: Vec<usize> = Vec::with_capacity(n_folders);
     let top = (8 + files / 50_000).min(n_folders);
@@ -118,8 +196,16 @@ pub(crate) fn populate(shared: &Shared, files: usize, seed: u64) -> Result<(), E
             p
         };
         let raw = folder_name(&mut rng);
-        let name = if parent == ROOT { unique(&mut used, parent, raw, taken_at_root) } else { unique(&mut used, parent, raw, |_| false) };
-        let (display, depth) = if parent == ROOT { (format!("/{name}"), 1) } else { (format!("{}/{name}", f_display[parent]), f_depth[parent] + 1) };
+        let name = if parent == ROOT {
+            unique(&mut used, parent, raw, taken_at_root)
+        } else {
+            unique(&mut used, parent, raw, |_| false)
+        };
+        let (display, depth) = if parent == ROOT {
+            (format!("/{name}"), 1)
+        } else {
+            (format!("{}/{name}", f_display[parent]), f_depth[parent] + 1)
+        };
         f_display.push(display);
         f_depth.push(depth);
     }
@@ -127,38 +213,87 @@ pub(crate) fn populate(shared: &Shared, files: usize, seed: u64) -> Result<(), E
     // Files: mostly inside folders, a few at the root.
     let mut f_specs: Vec<(String, u64, u64, i64)> = Vec::with_capacity(files);
     for i in 0..files {
-        let parent = if rng.random_range(0..100) < 2 { ROOT } else { rng.random_range(0..n_folders) };
+        let parent = if rng.random_range(0..100) < 2 {
+            ROOT
+        } else {
+            rng.random_range(0..n_folders)
+        };
         let mut raw = file_name(&mut rng, i);
         if i >= n_plain {
             raw = format!("{} notes {i}.paper", pick(&mut rng, WORDS));
         }
-        let name = if parent == ROOT { unique(&mut used, parent, raw, taken_at_root) } else { unique(&mut used, parent, raw, |_| false) };
-        let display = if parent == ROOT { format!("/{name}") } else { format!("{}/{name}", f_display[parent]) };
+        let name = if parent == ROOT {
+            unique(&mut used, parent, raw, taken_at_root)
+        } else {
+            unique(&mut used, parent, raw, |_| false)
+        };
+        let display = if parent == ROOT {
+            format!("/{name}")
+        } else {
+            format!("{}/{name}", f_display[parent])
+        };
         let client_modified = now - rng.random_range(3600..5 * 365 * 86_400);
         f_specs.push((display, rng.random(), size(&mut rng), client_modified));
     }
     drop(used);
-    let hashes = hash_all(&f_specs[..n_plain].iter().map(|(_, s, l, _)| (*s, *l)).collect::<Vec<_>>());
+    let hashes = hash_all(
+        &f_specs[..n_plain]
+            .iter()
+            .map(|(_, s, l, _)| (*s, *l))
+            .collect::<Vec<_>>(),
+    );
 
     let mut nodes: Vec<Arc<Node>> = Vec::with_capacity(n_folders + files);
     for (i, display) in f_display.into_iter().enumerate() {
-        nodes.push(Arc::new(Node { id: first_id + i as u64, path_lower: lower(&display).into(), path_display: display.into(), file: None }));
+        nodes.push(Arc::new(Node {
+            id: first_id + i as u64,
+            path_lower: lower(&display).into(),
+            path_display: display.into(),
+            file: None,
+        }));
     }
-    let markdown = Arc::new(Export { export_as: "markdown".into() });
+    let markdown = Arc::new(Export {
+        export_as: "markdown".into(),
+    });
     for (i, (display, pseed, len, client_modified)) in f_specs.into_iter().enumerate() {
         let (blob, hash, export) = if i < n_plain {
             (Blob::Pattern { seed: pseed, len }, Some(hashes[i]), None)
         } else {
-            let title = display.rsplit('/').next().unwrap_or("").trim_end_matches(".paper").to_string();
+            let title = display
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .trim_end_matches(".paper")
+                .to_string();
             let text = format!("# {title}\n\nA Paper doc generated by the emulator ({pseed:x}).\n");
-            (Blob::Bytes(Arc::from(text.as_bytes())), None, Some(markdown.clone()))
+            (
+                Blob::Bytes(Arc::from(text.as_bytes())),
+                None,
+                Some(markdown.clone()),
+            )
         };
         let server_modified = (client_modified + rng.random_range(0..3600)).min(now);
-        let file = FileInfo { rev: first_rev + i as u64, blob, hash, client_modified, server_modified, export };
-        nodes.push(Arc::new(Node { id: first_id + (n_folders + i) as u64, path_lower: lower(&display).into(), path_display: display.into(), file: Some(file) }));
+        let file = FileInfo {
+            rev: first_rev + i as u64,
+            blob,
+            hash,
+            client_modified,
+            server_modified,
+            export,
+        };
+        nodes.push(Arc::new(Node {
+            id: first_id + (n_folders + i) as u64,
+            path_lower: lower(&display).into(),
+            path_display: display.into(),
+            file: Some(file),
+        }));
     }
+    // Key order is parent-before-child too, and sorted insertion is much faster for the B-tree.
+    nodes.sort_unstable_by(|a, b| a.path_lower.cmp(&b.path_lower));
     let n_links = (3 + files / 2000).min(25).min(nodes.len());
-    let link_picks: Vec<usize> = (0..n_links).map(|_| rng.random_range(0..nodes.len())).collect();
+    let link_picks: Vec<usize> = (0..n_links)
+        .map(|_| rng.random_range(0..nodes.len()))
+        .collect();
     {
         let mut st = shared.state();
         st.insert_batch(nodes.clone());

@@ -37,21 +37,32 @@ pub(crate) struct Request {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
     }
     /// A header as text, if it is valid UTF-8.
     pub fn header_str(&self, name: &str) -> Option<&str> {
         self.header(name).and_then(|v| std::str::from_utf8(v).ok())
     }
     pub fn query(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
 pub(crate) enum Body {
     Bytes(Vec<u8>),
     /// Streamed from stored or generated content; `corrupt_at` flips one byte (fault injection).
-    Blob { blob: Blob, start: u64, len: u64, corrupt_at: Option<u64> },
+    Blob {
+        blob: Blob,
+        start: u64,
+        len: u64,
+        corrupt_at: Option<u64>,
+    },
 }
 
 impl Body {
@@ -73,16 +84,29 @@ pub(crate) struct Response {
 
 impl Response {
     pub fn new(status: u16) -> Response {
-        Response { status, reason: None, headers: Vec::new(), body: Body::Bytes(Vec::new()) }
+        Response {
+            status,
+            reason: None,
+            headers: Vec::new(),
+            body: Body::Bytes(Vec::new()),
+        }
     }
 
     /// JSON with `Content-Type: application/json` exactly (the Python SDK asserts it).
     pub fn json_bytes(status: u16, body: Vec<u8>) -> Response {
-        Response { status, reason: None, headers: vec![("Content-Type".into(), "application/json".into())], body: Body::Bytes(body) }
+        Response {
+            status,
+            reason: None,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: Body::Bytes(body),
+        }
     }
 
     pub fn json<T: Serialize>(status: u16, v: &T) -> Response {
-        Self::json_bytes(status, serde_json::to_vec(v).unwrap_or_else(|_| b"null".to_vec()))
+        Self::json_bytes(
+            status,
+            serde_json::to_vec(v).unwrap_or_else(|_| b"null".to_vec()),
+        )
     }
 
     pub fn json_value(status: u16, v: &Value) -> Response {
@@ -109,7 +133,10 @@ impl Response {
     }
 
     pub fn get_header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn is_json(&self) -> bool {
@@ -168,19 +195,84 @@ struct ApiRoute {
 }
 
 const ROUTES: &[ApiRoute] = &[
-    ApiRoute { name: "users/get_current_account", style: Style::RpcVoid, auth: AuthKind::User("account_info.read"), handler: users::get_current_account },
-    ApiRoute { name: "users/get_space_usage", style: Style::RpcVoid, auth: AuthKind::User("account_info.read"), handler: users::get_space_usage },
-    ApiRoute { name: "files/list_folder", style: Style::Rpc, auth: AuthKind::User("files.metadata.read"), handler: files::list_folder },
-    ApiRoute { name: "files/list_folder/continue", style: Style::Rpc, auth: AuthKind::User("files.metadata.read"), handler: files::list_folder_continue },
-    ApiRoute { name: "files/list_folder/get_latest_cursor", style: Style::Rpc, auth: AuthKind::User("files.metadata.read"), handler: files::get_latest_cursor },
-    ApiRoute { name: "files/list_folder/longpoll", style: Style::Rpc, auth: AuthKind::NoAuth, handler: files::longpoll },
-    ApiRoute { name: "files/get_metadata", style: Style::Rpc, auth: AuthKind::User("files.metadata.read"), handler: files::get_metadata },
-    ApiRoute { name: "files/download", style: Style::Download, auth: AuthKind::User("files.content.read"), handler: content::download },
-    ApiRoute { name: "files/export", style: Style::Download, auth: AuthKind::User("files.content.read"), handler: content::export },
-    ApiRoute { name: "files/get_temporary_link", style: Style::Rpc, auth: AuthKind::User("files.content.read"), handler: content::get_temporary_link },
-    ApiRoute { name: "sharing/list_shared_links", style: Style::Rpc, auth: AuthKind::User("sharing.read"), handler: sharing::list_shared_links },
-    ApiRoute { name: "sharing/create_shared_link_with_settings", style: Style::Rpc, auth: AuthKind::User("sharing.write"), handler: sharing::create_shared_link_with_settings },
-    ApiRoute { name: "auth/token/revoke", style: Style::RpcVoid, auth: AuthKind::UserAnyScope, handler: oauth::revoke },
+    ApiRoute {
+        name: "users/get_current_account",
+        style: Style::RpcVoid,
+        auth: AuthKind::User("account_info.read"),
+        handler: users::get_current_account,
+    },
+    ApiRoute {
+        name: "users/get_space_usage",
+        style: Style::RpcVoid,
+        auth: AuthKind::User("account_info.read"),
+        handler: users::get_space_usage,
+    },
+    ApiRoute {
+        name: "files/list_folder",
+        style: Style::Rpc,
+        auth: AuthKind::User("files.metadata.read"),
+        handler: files::list_folder,
+    },
+    ApiRoute {
+        name: "files/list_folder/continue",
+        style: Style::Rpc,
+        auth: AuthKind::User("files.metadata.read"),
+        handler: files::list_folder_continue,
+    },
+    ApiRoute {
+        name: "files/list_folder/get_latest_cursor",
+        style: Style::Rpc,
+        auth: AuthKind::User("files.metadata.read"),
+        handler: files::get_latest_cursor,
+    },
+    ApiRoute {
+        name: "files/list_folder/longpoll",
+        style: Style::Rpc,
+        auth: AuthKind::NoAuth,
+        handler: files::longpoll,
+    },
+    ApiRoute {
+        name: "files/get_metadata",
+        style: Style::Rpc,
+        auth: AuthKind::User("files.metadata.read"),
+        handler: files::get_metadata,
+    },
+    ApiRoute {
+        name: "files/download",
+        style: Style::Download,
+        auth: AuthKind::User("files.content.read"),
+        handler: content::download,
+    },
+    ApiRoute {
+        name: "files/export",
+        style: Style::Download,
+        auth: AuthKind::User("files.content.read"),
+        handler: content::export,
+    },
+    ApiRoute {
+        name: "files/get_temporary_link",
+        style: Style::Rpc,
+        auth: AuthKind::User("files.content.read"),
+        handler: content::get_temporary_link,
+    },
+    ApiRoute {
+        name: "sharing/list_shared_links",
+        style: Style::Rpc,
+        auth: AuthKind::User("sharing.read"),
+        handler: sharing::list_shared_links,
+    },
+    ApiRoute {
+        name: "sharing/create_shared_link_with_settings",
+        style: Style::Rpc,
+        auth: AuthKind::User("sharing.write"),
+        handler: sharing::create_shared_link_with_settings,
+    },
+    ApiRoute {
+        name: "auth/token/revoke",
+        style: Style::RpcVoid,
+        auth: AuthKind::UserAnyScope,
+        handler: oauth::revoke,
+    },
 ];
 
 /// The name a request is counted and fault-matched under.
@@ -200,7 +292,9 @@ pub(crate) fn route_name(path: &str) -> String {
 // Lifecycle
 
 pub(crate) fn start(cfg: EmulatorConfig) -> Result<Arc<Shared>, EmulatorError> {
-    let listen = cfg.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let listen = cfg
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
     let listener = TcpListener::bind(listen)?;
     let addr = listener.local_addr()?;
     let account = state::Account::new(cfg.seed);
@@ -223,7 +317,9 @@ pub(crate) fn start(cfg: EmulatorConfig) -> Result<Arc<Shared>, EmulatorError> {
         cfg,
     });
     let sh = shared.clone();
-    std::thread::Builder::new().name("emu-accept".into()).spawn(move || accept_loop(listener, sh))?;
+    std::thread::Builder::new()
+        .name("emu-accept".into())
+        .spawn(move || accept_loop(listener, sh))?;
     Ok(shared)
 }
 
@@ -233,7 +329,12 @@ pub(crate) fn stop(shared: &Shared) {
     }
     // Wake the accept loop, close every open connection, wake every longpoll.
     let _ = TcpStream::connect_timeout(&shared.addr, Duration::from_millis(500));
-    for (_, c) in shared.conns.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+    for (_, c) in shared
+        .conns
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain()
+    {
         let _ = c.shutdown(Shutdown::Both);
     }
     {
@@ -253,15 +354,28 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let Ok(stream) = stream else { continue };
         let id = shared.next_seq();
         if let Ok(c) = stream.try_clone() {
-            shared.conns.lock().unwrap_or_else(|e| e.into_inner()).insert(id, c);
+            shared
+                .conns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, c);
         }
         let sh = shared.clone();
-        let spawned = std::thread::Builder::new().name("emu-conn".into()).spawn(move || {
-            serve_connection(&sh, stream);
-            sh.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-        });
+        let spawned = std::thread::Builder::new()
+            .name("emu-conn".into())
+            .spawn(move || {
+                serve_connection(&sh, stream);
+                sh.conns
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+            });
         if spawned.is_err() {
-            shared.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            shared
+                .conns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
         }
     }
 }
@@ -277,7 +391,10 @@ enum ReadError {
 
 fn read_line(r: &mut BufReader<TcpStream>, budget: &mut u64) -> Result<Vec<u8>, ReadError> {
     let mut line = Vec::new();
-    let n = (&mut *r).take(*budget + 1).read_until(b'\n', &mut line).map_err(|_| ReadError::Closed)?;
+    let n = (&mut *r)
+        .take(*budget + 1)
+        .read_until(b'\n', &mut line)
+        .map_err(|_| ReadError::Closed)?;
     if n == 0 {
         return Err(ReadError::Closed);
     }
@@ -300,7 +417,9 @@ fn read_request(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> Result<Reque
     }
     let line = String::from_utf8(line).map_err(|_| ReadError::Reject(400, "Bad Request"))?;
     let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(ReadError::Reject(400, "Bad Request"));
     };
     if !version.starts_with("HTTP/1.") {
@@ -315,19 +434,33 @@ fn read_request(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> Result<Reque
         let Some(colon) = h.iter().position(|&b| b == b':') else {
             return Err(ReadError::Reject(400, "Bad Request"));
         };
-        let name = String::from_utf8_lossy(&h[..colon]).trim().to_ascii_lowercase();
+        let name = String::from_utf8_lossy(&h[..colon])
+            .trim()
+            .to_ascii_lowercase();
         headers.push((name, h[colon + 1..].trim_ascii().to_vec()));
     }
-    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| String::from_utf8_lossy(v).to_ascii_lowercase());
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| String::from_utf8_lossy(v).to_ascii_lowercase())
+    };
     let connection = get("connection").unwrap_or_default();
-    let keep_alive = if version == "HTTP/1.0" { connection.contains("keep-alive") } else { !connection.contains("close") };
+    let keep_alive = if version == "HTTP/1.0" {
+        connection.contains("keep-alive")
+    } else {
+        !connection.contains("close")
+    };
     if get("expect").is_some_and(|e| e == "100-continue") {
         let _ = w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
     }
     let body = if get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
         read_chunked(r)?
     } else if let Some(cl) = get("content-length") {
-        let n: usize = cl.trim().parse().map_err(|_| ReadError::Reject(400, "Bad Request"))?;
+        let n: usize = cl
+            .trim()
+            .parse()
+            .map_err(|_| ReadError::Reject(400, "Bad Request"))?;
         if n > MAX_BODY_BYTES {
             return Err(ReadError::Reject(413, "Payload Too Large"));
         }
@@ -338,10 +471,22 @@ fn read_request(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> Result<Reque
         Vec::new()
     };
     let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_string(), url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()),
+        Some((p, q)) => (
+            p.to_string(),
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect(),
+        ),
         None => (target.to_string(), Vec::new()),
     };
-    Ok(Request { method: method.to_string(), path, query, headers, body, keep_alive })
+    Ok(Request {
+        method: method.to_string(),
+        path,
+        query,
+        headers,
+        body,
+        keep_alive,
+    })
 }
 
 fn read_chunked(r: &mut BufReader<TcpStream>) -> Result<Vec<u8>, ReadError> {
@@ -351,7 +496,8 @@ fn read_chunked(r: &mut BufReader<TcpStream>) -> Result<Vec<u8>, ReadError> {
         let line = read_line(r, &mut budget)?;
         let size_hex = String::from_utf8_lossy(&line);
         let size_hex = size_hex.split(';').next().unwrap_or("").trim();
-        let n = usize::from_str_radix(size_hex, 16).map_err(|_| ReadError::Reject(400, "Bad Request"))?;
+        let n = usize::from_str_radix(size_hex, 16)
+            .map_err(|_| ReadError::Reject(400, "Bad Request"))?;
         if body.len() + n > MAX_BODY_BYTES {
             return Err(ReadError::Reject(413, "Payload Too Large"));
         }
@@ -363,7 +509,8 @@ fn read_chunked(r: &mut BufReader<TcpStream>) -> Result<Vec<u8>, ReadError> {
         }
         let start = body.len();
         body.resize(start + n, 0);
-        r.read_exact(&mut body[start..]).map_err(|_| ReadError::Closed)?;
+        r.read_exact(&mut body[start..])
+            .map_err(|_| ReadError::Closed)?;
         let mut budget = 4;
         read_line(r, &mut budget)?;
     }
@@ -371,7 +518,9 @@ fn read_chunked(r: &mut BufReader<TcpStream>) -> Result<Vec<u8>, ReadError> {
 
 fn serve_connection(shared: &Shared, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let Ok(read_half) = stream.try_clone() else { return };
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::new(read_half);
     let mut writer = stream;
     while !shared.stopping.load(Ordering::SeqCst) {
@@ -390,11 +539,24 @@ fn serve_connection(shared: &Shared, stream: TcpStream) {
                 let _ = writer.shutdown(Shutdown::Both);
                 return;
             }
-            Outcome::Reply { resp, delay, cut_body, then_stop } => {
+            Outcome::Reply {
+                resp,
+                delay,
+                cut_body,
+                then_stop,
+            } => {
                 if !delay.is_zero() {
                     std::thread::sleep(delay);
                 }
-                let ok = write_response(shared, &mut writer, resp, req.keep_alive && !then_stop, head, cut_body).is_ok();
+                let ok = write_response(
+                    shared,
+                    &mut writer,
+                    resp,
+                    req.keep_alive && !then_stop,
+                    head,
+                    cut_body,
+                )
+                .is_ok();
                 if then_stop {
                     stop(shared);
                     return;
@@ -436,9 +598,19 @@ fn reason_phrase(status: u16) -> &'static str {
 }
 
 /// Write one response. `cut_body` sends the headers and half the body, then the caller closes.
-fn write_response(shared: &Shared, w: &mut TcpStream, resp: Response, keep_alive: bool, head: bool, cut_body: bool) -> io::Result<()> {
+fn write_response(
+    shared: &Shared,
+    w: &mut TcpStream,
+    resp: Response,
+    keep_alive: bool,
+    head: bool,
+    cut_body: bool,
+) -> io::Result<()> {
     let mut out = BufWriter::with_capacity(64 * 1024, &mut *w);
-    let reason = resp.reason.as_deref().unwrap_or_else(|| reason_phrase(resp.status));
+    let reason = resp
+        .reason
+        .as_deref()
+        .unwrap_or_else(|| reason_phrase(resp.status));
     write!(out, "HTTP/1.1 {} {}\r\n", resp.status, reason)?;
     for (k, v) in &resp.headers {
         write!(out, "{k}: {v}\r\n")?;
@@ -457,7 +629,12 @@ fn write_response(shared: &Shared, w: &mut TcpStream, resp: Response, keep_alive
         let send = if cut_body { total / 2 } else { total };
         match &resp.body {
             Body::Bytes(b) => out.write_all(&b[..send as usize])?,
-            Body::Blob { blob, start, corrupt_at, .. } => blob.write_range(&mut out, *start, send, *corrupt_at)?,
+            Body::Blob {
+                blob,
+                start,
+                corrupt_at,
+                ..
+            } => blob.write_range(&mut out, *start, send, *corrupt_at)?,
         }
     }
     out.flush()
@@ -475,16 +652,31 @@ fn request_id(shared: &Shared) -> String {
 enum Outcome {
     /// Close the connection without any response.
     Drop,
-    Reply { resp: Response, delay: Duration, cut_body: bool, then_stop: bool },
+    Reply {
+        resp: Response,
+        delay: Duration,
+        cut_body: bool,
+        then_stop: bool,
+    },
 }
 
 fn dispatch(shared: &Shared, req: &Request) -> Outcome {
     if req.path.starts_with("/__emulator/") {
         let then_stop = req.method == "POST" && req.path == "/__emulator/stop";
-        return Outcome::Reply { resp: control::handle(shared, req), delay: Duration::ZERO, cut_body: false, then_stop };
+        return Outcome::Reply {
+            resp: control::handle(shared, req),
+            delay: Duration::ZERO,
+            cut_body: false,
+            then_stop,
+        };
     }
     let name = route_name(&req.path);
-    *shared.counts.lock().unwrap_or_else(|e| e.into_inner()).entry(name.clone()).or_insert(0) += 1;
+    *shared
+        .counts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(name.clone())
+        .or_insert(0) += 1;
     let latency = Duration::from_micros(shared.latency_us.load(Ordering::Relaxed));
     if !latency.is_zero() {
         std::thread::sleep(latency);
@@ -497,7 +689,9 @@ fn dispatch(shared: &Shared, req: &Request) -> Outcome {
         Some(r) => r,
         None => {
             // A bug in a handler must not kill the connection thread silently.
-            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(shared, req, &name)));
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handle(shared, req, &name)
+            }));
             caught.unwrap_or_else(|_| Response::text(500, "emulator handler panicked"))
         }
     };
@@ -509,7 +703,12 @@ fn dispatch(shared: &Shared, req: &Request) -> Outcome {
             other => faults::transform(other, &mut resp),
         }
     }
-    Outcome::Reply { resp, delay, cut_body, then_stop: false }
+    Outcome::Reply {
+        resp,
+        delay,
+        cut_body,
+        then_stop: false,
+    }
 }
 
 fn handle(shared: &Shared, req: &Request, name: &str) -> Response {
@@ -520,7 +719,10 @@ fn handle(shared: &Shared, req: &Request, name: &str) -> Response {
         p if p.starts_with("/tl/") => return content::serve_temporary_link(shared, req),
         _ => {}
     }
-    match ROUTES.iter().find(|r| req.path.starts_with("/2/") && r.name == name) {
+    match ROUTES
+        .iter()
+        .find(|r| req.path.starts_with("/2/") && r.name == name)
+    {
         Some(route) => call_api(shared, req, route),
         None => Response::text(404, format!("Unknown API function: \"{name}\"")),
     }
@@ -528,12 +730,25 @@ fn handle(shared: &Shared, req: &Request, name: &str) -> Response {
 
 /// Normalise a Content-Type for comparison: lower case, no blanks around parameters.
 fn norm_ct(ct: &str) -> String {
-    ct.split(';').map(|p| p.trim().to_ascii_lowercase()).collect::<Vec<_>>().join(";")
+    ct.split(';')
+        .map(|p| p.trim().to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
-const RPC_TYPES: [&str; 3] = ["application/json", "application/json;charset=utf-8", "text/plain;charset=dropbox-cors-hack"];
+const RPC_TYPES: [&str; 3] = [
+    "application/json",
+    "application/json;charset=utf-8",
+    "text/plain;charset=dropbox-cors-hack",
+];
 const RPC_TYPES_MSG: &str = "\"application/json\", \"application/json; charset=utf-8\", \"text/plain; charset=dropbox-cors-hack\"";
-const DOWNLOAD_TYPES: [&str; 5] = ["", "text/plain", "text/plain;charset=utf-8", "application/octet-stream", "application/octet-stream;charset=utf-8"];
+const DOWNLOAD_TYPES: [&str; 5] = [
+    "",
+    "text/plain",
+    "text/plain;charset=utf-8",
+    "application/octet-stream",
+    "application/octet-stream;charset=utf-8",
+];
 const DOWNLOAD_TYPES_MSG: &str = "\"text/plain\", \"text/plain; charset=utf-8\", \"application/octet-stream\", \"application/octet-stream; charset=utf-8\"";
 
 fn call_api(shared: &Shared, req: &Request, route: &ApiRoute) -> Response {
@@ -543,10 +758,16 @@ fn call_api(shared: &Shared, req: &Request, route: &ApiRoute) -> Response {
         _ => req.method == "POST",
     };
     if !allowed {
-        return Response::text(405, format!("Error in call to API function \"{name}\": Method not allowed; use POST.")).header("Allow", "POST");
+        return Response::text(
+            405,
+            format!("Error in call to API function \"{name}\": Method not allowed; use POST."),
+        )
+        .header("Allow", "POST");
     }
     // Call-style rules for the Content-Type header.
-    let ct_raw = req.header("content-type").map(|v| String::from_utf8_lossy(v).into_owned());
+    let ct_raw = req
+        .header("content-type")
+        .map(|v| String::from_utf8_lossy(v).into_owned());
     let ct = ct_raw.as_deref().map(norm_ct);
     let ct_ok = match (route.style, ct.as_deref()) {
         (Style::RpcVoid, None) => true,
@@ -556,15 +777,27 @@ fn call_api(shared: &Shared, req: &Request, route: &ApiRoute) -> Response {
         (Style::Download, Some(c)) => DOWNLOAD_TYPES.contains(&c),
     };
     if !ct_ok {
-        let expecting = if route.style == Style::Download { DOWNLOAD_TYPES_MSG } else { RPC_TYPES_MSG };
+        let expecting = if route.style == Style::Download {
+            DOWNLOAD_TYPES_MSG
+        } else {
+            RPC_TYPES_MSG
+        };
         let shown = ct_raw.unwrap_or_default();
-        return bad_request(name, &format!("Bad HTTP \"Content-Type\" header: \"{shown}\".  Expecting one of {expecting}."));
+        return bad_request(
+            name,
+            &format!(
+                "Bad HTTP \"Content-Type\" header: \"{shown}\".  Expecting one of {expecting}."
+            ),
+        );
     }
     // Auth.
     let token = match route.auth {
         AuthKind::NoAuth => {
             if req.header("authorization").is_some() {
-                return bad_request(name, "Your request includes an Authorization header, but this function does not use it.");
+                return bad_request(
+                    name,
+                    "Your request includes an Authorization header, but this function does not use it.",
+                );
             }
             None
         }
@@ -589,8 +822,15 @@ fn call_api(shared: &Shared, req: &Request, route: &ApiRoute) -> Response {
             } else {
                 match serde_json::from_slice::<Value>(&req.body) {
                     Ok(Value::Null) => (Value::Null, "request body: "),
-                    Ok(other) => return bad_request(name, &format!("request body: expected null, got {}", type_name(&other))),
-                    Err(_) => return bad_request(name, "request body: could not decode input as JSON"),
+                    Ok(other) => {
+                        return bad_request(
+                            name,
+                            &format!("request body: expected null, got {}", type_name(&other)),
+                        );
+                    }
+                    Err(_) => {
+                        return bad_request(name, "request body: could not decode input as JSON");
+                    }
                 }
             }
         }
@@ -598,15 +838,28 @@ fn call_api(shared: &Shared, req: &Request, route: &ApiRoute) -> Response {
             if let Some(h) = req.header("dropbox-api-arg") {
                 match decode_header_json(h) {
                     Some(v) => (v, "HTTP header \"Dropbox-API-Arg\": "),
-                    None => return bad_request(name, "HTTP header \"Dropbox-API-Arg\": could not decode input as JSON"),
+                    None => {
+                        return bad_request(
+                            name,
+                            "HTTP header \"Dropbox-API-Arg\": could not decode input as JSON",
+                        );
+                    }
                 }
             } else if let Some(q) = req.query("arg") {
                 match serde_json::from_str::<Value>(q) {
                     Ok(v) => (v, "URL parameter \"arg\": "),
-                    Err(_) => return bad_request(name, "URL parameter \"arg\": could not decode input as JSON"),
+                    Err(_) => {
+                        return bad_request(
+                            name,
+                            "URL parameter \"arg\": could not decode input as JSON",
+                        );
+                    }
                 }
             } else {
-                return bad_request(name, "Must provide HTTP header \"Dropbox-API-Arg\" or URL parameter \"arg\".");
+                return bad_request(
+                    name,
+                    "Must provide HTTP header \"Dropbox-API-Arg\" or URL parameter \"arg\".",
+                );
             }
         }
     };

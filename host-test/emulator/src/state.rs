@@ -80,7 +80,12 @@ pub(crate) fn format_rev(n: u64) -> String {
 }
 
 pub(crate) fn parse_rev(s: &str) -> Option<u64> {
-    if s.len() < 9 || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if s.len() < 9
+        || s.len() > 16
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     u64::from_str_radix(s, 16).ok()
@@ -143,7 +148,10 @@ pub(crate) struct Tree {
 #[derive(Clone, Debug)]
 pub(crate) enum JEntry {
     Live(Arc<Node>),
-    Deleted { path_lower: Arc<str>, path_display: Arc<str> },
+    Deleted {
+        path_lower: Arc<str>,
+        path_display: Arc<str>,
+    },
 }
 
 impl JEntry {
@@ -208,7 +216,10 @@ pub(crate) fn split_path(path: &str) -> Result<Vec<&str>, EmulatorError> {
         return Err(bad());
     }
     let comps: Vec<&str> = rest.split('/').collect();
-    if comps.iter().any(|c| c.is_empty() || *c == "." || *c == ".." || c.ends_with(char::is_whitespace)) {
+    if comps
+        .iter()
+        .any(|c| c.is_empty() || *c == "." || *c == ".." || c.ends_with(char::is_whitespace))
+    {
         return Err(bad());
     }
     Ok(comps)
@@ -248,7 +259,9 @@ impl State {
     }
 
     pub fn node_by_id(&self, id: u64) -> Option<&Arc<Node>> {
-        self.ids.get(&id).and_then(|p| self.tree.live.get(p.as_ref()))
+        self.ids
+            .get(&id)
+            .and_then(|p| self.tree.live.get(p.as_ref()))
     }
 
     pub fn node_by_rev(&self, rev: u64) -> Option<&Arc<Node>> {
@@ -269,7 +282,11 @@ impl State {
             if ns != account.namespace_id {
                 return Lookup::NotFound;
             }
-            return if rel.is_empty() { Lookup::Root } else { self.resolve(account, &format!("/{rel}")) };
+            return if rel.is_empty() {
+                Lookup::Root
+            } else {
+                self.resolve(account, &format!("/{rel}"))
+            };
         }
         if let Some(rev) = path.strip_prefix("rev:") {
             return match parse_rev(rev).and_then(|r| self.revs.get(&r)) {
@@ -278,13 +295,21 @@ impl State {
             };
         }
         if path.starts_with("id:") {
-            let (id, rel) = path.split_once('/').map_or((path, None), |(a, b)| (a, Some(b)));
+            let (id, rel) = path
+                .split_once('/')
+                .map_or((path, None), |(a, b)| (a, Some(b)));
             let Some(base) = account.parse_id(id).and_then(|n| self.ids.get(&n)) else {
                 return Lookup::NotFound;
             };
             return match rel {
-                None => self.get(base).cloned().map_or(Lookup::NotFound, Lookup::Found),
-                Some(rel) => self.resolve(account, &format!("{}/{rel}", self.get(base).map_or("", |n| &n.path_display))),
+                None => self
+                    .get(base)
+                    .cloned()
+                    .map_or(Lookup::NotFound, Lookup::Found),
+                Some(rel) => self.resolve(
+                    account,
+                    &format!("{}/{rel}", self.get(base).map_or("", |n| &n.path_display)),
+                ),
             };
         }
         if path.ends_with('/') || path.ends_with(char::is_whitespace) || path.contains("//") {
@@ -330,7 +355,12 @@ impl State {
                 Some(n) if n.is_folder() => display = n.path_display.to_string(),
                 Some(_) => return Err(EmulatorError::NotAFolder(cand)),
                 None => {
-                    let node = Arc::new(Node { id: self.alloc_id(), path_lower: key.into(), path_display: cand.as_str().into(), file: None });
+                    let node = Arc::new(Node {
+                        id: self.alloc_id(),
+                        path_lower: key.into(),
+                        path_display: cand.as_str().into(),
+                        file: None,
+                    });
                     self.insert_node(node.clone());
                     self.journal.push(JEntry::Live(node));
                     display = cand;
@@ -342,22 +372,38 @@ impl State {
 
     pub fn create_folder(&mut self, path: &str, _now: i64) -> Result<Arc<Node>, EmulatorError> {
         let comps = split_path(path)?;
-        let (last, parents) = comps.split_last().ok_or_else(|| EmulatorError::InvalidPath(path.into()))?;
+        let (last, parents) = comps
+            .split_last()
+            .ok_or_else(|| EmulatorError::InvalidPath(path.into()))?;
         let parent = self.ensure_parents(parents)?;
         let display = format!("{parent}/{last}");
         let key = lower(&display);
         if self.tree.live.contains_key(key.as_str()) {
             return Err(EmulatorError::AlreadyExists(display));
         }
-        let node = Arc::new(Node { id: self.alloc_id(), path_lower: key.into(), path_display: display.into(), file: None });
+        let node = Arc::new(Node {
+            id: self.alloc_id(),
+            path_lower: key.into(),
+            path_display: display.into(),
+            file: None,
+        });
         self.insert_node(node.clone());
         self.journal.push(JEntry::Live(node.clone()));
         Ok(node)
     }
 
-    pub fn create_file(&mut self, path: &str, blob: Blob, hash: Option<[u8; 32]>, export: Option<Arc<Export>>, now: i64) -> Result<Arc<Node>, EmulatorError> {
+    pub fn create_file(
+        &mut self,
+        path: &str,
+        blob: Blob,
+        hash: Option<[u8; 32]>,
+        export: Option<Arc<Export>>,
+        now: i64,
+    ) -> Result<Arc<Node>, EmulatorError> {
         let comps = split_path(path)?;
-        let (last, parents) = comps.split_last().ok_or_else(|| EmulatorError::InvalidPath(path.into()))?;
+        let (last, parents) = comps
+            .split_last()
+            .ok_or_else(|| EmulatorError::InvalidPath(path.into()))?;
         // Check the destination before creating parents, so a failed call changes nothing.
         if self.tree.live.contains_key(lower(path).as_str()) {
             return Err(EmulatorError::AlreadyExists(path.into()));
@@ -368,8 +414,20 @@ impl State {
         if self.tree.live.contains_key(key.as_str()) {
             return Err(EmulatorError::AlreadyExists(display));
         }
-        let file = FileInfo { rev: self.alloc_rev(), blob, hash, client_modified: now, server_modified: now, export };
-        let node = Arc::new(Node { id: self.alloc_id(), path_lower: key.into(), path_display: display.into(), file: Some(file) });
+        let file = FileInfo {
+            rev: self.alloc_rev(),
+            blob,
+            hash,
+            client_modified: now,
+            server_modified: now,
+            export,
+        };
+        let node = Arc::new(Node {
+            id: self.alloc_id(),
+            path_lower: key.into(),
+            path_display: display.into(),
+            file: Some(file),
+        });
         self.insert_node(node.clone());
         self.journal.push(JEntry::Live(node.clone()));
         Ok(node)
@@ -379,6 +437,8 @@ impl State {
     /// already allocated through `reserve_ids`; the whole batch is journaled in that order.
     pub fn insert_batch(&mut self, nodes: Vec<Arc<Node>>) {
         self.journal.reserve(nodes.len());
+        self.ids.reserve(nodes.len());
+        self.revs.reserve(nodes.len());
         for n in nodes {
             // A path created concurrently wins; the batch item is skipped.
             if self.tree.live.contains_key(n.path_lower.as_ref()) {
@@ -397,15 +457,38 @@ impl State {
         (id, rev)
     }
 
-    pub fn modify_file(&mut self, path: &str, blob: Blob, hash: [u8; 32], now: i64) -> Result<Arc<Node>, EmulatorError> {
+    pub fn modify_file(
+        &mut self,
+        path: &str,
+        blob: Blob,
+        hash: [u8; 32],
+        now: i64,
+    ) -> Result<Arc<Node>, EmulatorError> {
         split_path(path)?;
         let key = lower(path);
-        let old = self.tree.live.get(key.as_str()).cloned().ok_or_else(|| EmulatorError::NotFound(path.into()))?;
+        let old = self
+            .tree
+            .live
+            .get(key.as_str())
+            .cloned()
+            .ok_or_else(|| EmulatorError::NotFound(path.into()))?;
         let Some(f) = &old.file else {
             return Err(EmulatorError::NotAFile(path.into()));
         };
-        let file = FileInfo { rev: self.alloc_rev(), blob, hash: Some(hash), client_modified: now, server_modified: now.max(f.server_modified), export: None };
-        let node = Arc::new(Node { id: old.id, path_lower: old.path_lower.clone(), path_display: old.path_display.clone(), file: Some(file) });
+        let file = FileInfo {
+            rev: self.alloc_rev(),
+            blob,
+            hash: Some(hash),
+            client_modified: now,
+            server_modified: now.max(f.server_modified),
+            export: None,
+        };
+        let node = Arc::new(Node {
+            id: old.id,
+            path_lower: old.path_lower.clone(),
+            path_display: old.path_display.clone(),
+            file: Some(file),
+        });
         self.insert_node(node.clone());
         self.journal.push(JEntry::Live(node.clone()));
         Ok(node)
@@ -416,16 +499,36 @@ impl State {
         let mut out: Vec<Arc<Node>> = self.tree.live.get(key).cloned().into_iter().collect();
         let start = format!("{key}/");
         let end = subtree_end(key);
-        out.extend(self.tree.live.range::<_, str>((Bound::Included(start.as_str()), Bound::Excluded(end.as_str()))).map(|(_, v)| v.clone()));
+        out.extend(
+            self.tree
+                .live
+                .range::<_, str>((
+                    Bound::Included(start.as_str()),
+                    Bound::Excluded(end.as_str()),
+                ))
+                .map(|(_, v)| v.clone()),
+        );
         out
     }
 
-    pub fn move_path(&mut self, from: &str, to: &str, emit_case_only: bool) -> Result<Arc<Node>, EmulatorError> {
+    pub fn move_path(
+        &mut self,
+        from: &str,
+        to: &str,
+        emit_case_only: bool,
+    ) -> Result<Arc<Node>, EmulatorError> {
         split_path(from)?;
         let to_comps = split_path(to)?;
         let from_key = lower(from);
-        let src = self.tree.live.get(from_key.as_str()).cloned().ok_or_else(|| EmulatorError::NotFound(from.into()))?;
-        let (last, to_parents) = to_comps.split_last().ok_or_else(|| EmulatorError::InvalidPath(to.into()))?;
+        let src = self
+            .tree
+            .live
+            .get(from_key.as_str())
+            .cloned()
+            .ok_or_else(|| EmulatorError::NotFound(from.into()))?;
+        let (last, to_parents) = to_comps
+            .split_last()
+            .ok_or_else(|| EmulatorError::InvalidPath(to.into()))?;
         let case_only = lower(to) == *src.path_lower;
         let new_display = if case_only {
             let parent = &src.path_display[..src.path_display.len() - src.name().len() - 1];
@@ -433,7 +536,9 @@ impl State {
         } else {
             let to_key = lower(to);
             if to_key.starts_with(&format!("{}/", src.path_lower)) {
-                return Err(EmulatorError::InvalidPath(format!("cannot move {from} into itself")));
+                return Err(EmulatorError::InvalidPath(format!(
+                    "cannot move {from} into itself"
+                )));
             }
             if self.tree.live.contains_key(to_key.as_str()) {
                 return Err(EmulatorError::AlreadyExists(to.into()));
@@ -452,21 +557,38 @@ impl State {
         for n in &moved {
             self.tree.live.remove(n.path_lower.as_ref());
             if !case_only {
-                self.tree.tombs.insert(n.path_lower.clone(), n.path_display.clone());
+                self.tree
+                    .tombs
+                    .insert(n.path_lower.clone(), n.path_display.clone());
             }
         }
         let mut fresh = Vec::with_capacity(moved.len());
         for n in &moved {
-            let suffix = n.path_display.strip_prefix(src.path_display.as_ref()).unwrap_or("");
+            let suffix = n
+                .path_display
+                .strip_prefix(src.path_display.as_ref())
+                .unwrap_or("");
             let display = format!("{new_display}{suffix}");
-            let node = Arc::new(Node { id: n.id, path_lower: lower(&display).into(), path_display: display.into(), file: n.file.clone() });
+            let node = Arc::new(Node {
+                id: n.id,
+                path_lower: lower(&display).into(),
+                path_display: display.into(),
+                file: n.file.clone(),
+            });
             self.insert_node(node.clone());
             fresh.push(node);
         }
         fresh.sort_by(|a, b| a.path_lower.cmp(&b.path_lower));
-        let top = fresh.iter().find(|n| n.id == src.id).cloned().unwrap_or_else(|| fresh[0].clone());
+        let top = fresh
+            .iter()
+            .find(|n| n.id == src.id)
+            .cloned()
+            .unwrap_or_else(|| fresh[0].clone());
         if !case_only {
-            self.journal.push(JEntry::Deleted { path_lower: src.path_lower.clone(), path_display: src.path_display.clone() });
+            self.journal.push(JEntry::Deleted {
+                path_lower: src.path_lower.clone(),
+                path_display: src.path_display.clone(),
+            });
         }
         if !case_only || emit_case_only {
             self.journal.extend(fresh.into_iter().map(JEntry::Live));
@@ -478,21 +600,33 @@ impl State {
     pub fn delete(&mut self, path: &str) -> Result<Arc<Node>, EmulatorError> {
         split_path(path)?;
         let key = lower(path);
-        let src = self.tree.live.get(key.as_str()).cloned().ok_or_else(|| EmulatorError::NotFound(path.into()))?;
+        let src = self
+            .tree
+            .live
+            .get(key.as_str())
+            .cloned()
+            .ok_or_else(|| EmulatorError::NotFound(path.into()))?;
         for n in self.subtree(&src.path_lower) {
             self.tree.live.remove(n.path_lower.as_ref());
-            self.tree.tombs.insert(n.path_lower.clone(), n.path_display.clone());
+            self.tree
+                .tombs
+                .insert(n.path_lower.clone(), n.path_display.clone());
             self.ids.remove(&n.id);
             if let Some(seq) = self.link_of_node.remove(&n.id) {
                 self.links.remove(&seq);
             }
         }
-        self.journal.push(JEntry::Deleted { path_lower: src.path_lower.clone(), path_display: src.path_display.clone() });
+        self.journal.push(JEntry::Deleted {
+            path_lower: src.path_lower.clone(),
+            path_display: src.path_display.clone(),
+        });
         Ok(src)
     }
 
     pub fn link_of(&self, node_id: u64) -> Option<&Link> {
-        self.link_of_node.get(&node_id).and_then(|s| self.links.get(s))
+        self.link_of_node
+            .get(&node_id)
+            .and_then(|s| self.links.get(s))
     }
 
     /// Create the node's shared link, or return the existing one (`false` = it already existed).
@@ -505,24 +639,67 @@ impl State {
         self.link_seq += 1;
         let seq = self.link_seq;
         let h = Sha256::digest(format!("link {} {} {}", node.id, seq, base_url).as_bytes());
-        let token: String = URL_SAFE_NO_PAD.encode(&h[..12]).chars().map(|c| if c == '-' || c == '_' { 'x' } else { c.to_ascii_lowercase() }).collect();
-        let rlkey: String = URL_SAFE_NO_PAD.encode(&h[12..30]).chars().map(|c| if c == '-' || c == '_' { 'k' } else { c.to_ascii_lowercase() }).collect();
-        let url = format!("{base_url}/scl/fi/{token}/{}?rlkey={rlkey}&dl=0", percent_encode(node.name()));
-        self.links.insert(seq, Link { url, node_id: node.id });
+        let token: String = URL_SAFE_NO_PAD
+            .encode(&h[..12])
+            .chars()
+            .map(|c| {
+                if c == '-' || c == '_' {
+                    'x'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect();
+        let rlkey: String = URL_SAFE_NO_PAD
+            .encode(&h[12..30])
+            .chars()
+            .map(|c| {
+                if c == '-' || c == '_' {
+                    'k'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect();
+        let url = format!(
+            "{base_url}/scl/fi/{token}/{}?rlkey={rlkey}&dl=0",
+            percent_encode(node.name())
+        );
+        self.links.insert(
+            seq,
+            Link {
+                url,
+                node_id: node.id,
+            },
+        );
         self.link_of_node.insert(node.id, seq);
         (&self.links[&seq], true)
     }
 
-    pub fn share(&mut self, path: &str, base_url: &str, _visibility: Option<&str>) -> Result<&Link, EmulatorError> {
+    pub fn share(
+        &mut self,
+        path: &str,
+        base_url: &str,
+        _visibility: Option<&str>,
+    ) -> Result<&Link, EmulatorError> {
         split_path(path)?;
-        let node = self.get(&lower(path)).cloned().ok_or_else(|| EmulatorError::NotFound(path.into()))?;
+        let node = self
+            .get(&lower(path))
+            .cloned()
+            .ok_or_else(|| EmulatorError::NotFound(path.into()))?;
         Ok(self.share_node(&node, base_url).0)
     }
 
     pub fn unshare(&mut self, path: &str) -> Result<(), EmulatorError> {
         split_path(path)?;
-        let node = self.get(&lower(path)).cloned().ok_or_else(|| EmulatorError::NotFound(path.into()))?;
-        let seq = self.link_of_node.remove(&node.id).ok_or_else(|| EmulatorError::NotFound(format!("no shared link for {path}")))?;
+        let node = self
+            .get(&lower(path))
+            .cloned()
+            .ok_or_else(|| EmulatorError::NotFound(path.into()))?;
+        let seq = self
+            .link_of_node
+            .remove(&node.id)
+            .ok_or_else(|| EmulatorError::NotFound(format!("no shared link for {path}")))?;
         self.links.remove(&seq);
         Ok(())
     }
@@ -541,7 +718,14 @@ impl State {
         }
         self.snap_seq += 1;
         let id = self.snap_seq;
-        self.snapshots.insert(id, SnapEntry { tree, jpos, last_used: id });
+        self.snapshots.insert(
+            id,
+            SnapEntry {
+                tree,
+                jpos,
+                last_used: id,
+            },
+        );
         id
     }
 
@@ -562,26 +746,44 @@ impl State {
         self.ids.get(&id).is_some_and(|p| p.as_ref() == path_lower)
     }
 
-    pub fn truth(&self, account: &Account) -> Vec<TruthEntry> {
-        self.tree
-            .live
-            .values()
-            .map(|n| TruthEntry {
-                id: account.format_id(n.id),
-                kind: if n.is_folder() { Kind::Folder } else { Kind::File },
-                name: n.name().to_string(),
-                path_lower: n.path_lower.to_string(),
-                path_display: n.path_display.to_string(),
-                rev: n.file.as_ref().map(|f| format_rev(f.rev)),
-                size: n.size(),
-                content_hash: n.file.as_ref().and_then(|f| f.hash).map(|h| to_hex(&h)),
-                client_modified: n.file.as_ref().map(|f| crate::wire::fmt_time(f.client_modified)),
-                server_modified: n.file.as_ref().map(|f| crate::wire::fmt_time(f.server_modified)),
-                is_downloadable: n.is_downloadable(),
-                shared_url: self.link_of(n.id).map(|l| l.url.clone()),
-            })
-            .collect()
+    /// What `truth` needs, taken under the lock in O(links): the tree is an O(1) clone.
+    pub fn truth_snapshot(&self) -> (Tree, HashMap<u64, String>) {
+        let links = self
+            .link_of_node
+            .iter()
+            .filter_map(|(id, seq)| self.links.get(seq).map(|l| (*id, l.url.clone())))
+            .collect();
+        (self.tree.clone(), links)
     }
+}
+
+/// Every live item as a TruthEntry, sorted by path_lower (built outside the state lock, on all
+/// cores: a million entries are a million small formatting jobs).
+pub(crate) fn truth(account: &Account, tree: &Tree, links: &HashMap<u64, String>) -> Vec<TruthEntry> {
+    let nodes: Vec<&Arc<Node>> = tree.live.values().collect();
+    let entry = |n: &Arc<Node>| TruthEntry {
+        id: account.format_id(n.id),
+        kind: if n.is_folder() { Kind::Folder } else { Kind::File },
+        name: n.name().to_string(),
+        path_lower: n.path_lower.to_string(),
+        path_display: n.path_display.to_string(),
+        rev: n.file.as_ref().map(|f| format_rev(f.rev)),
+        size: n.size(),
+        content_hash: n.file.as_ref().and_then(|f| f.hash).map(|h| to_hex(&h)),
+        client_modified: n.file.as_ref().map(|f| crate::wire::fmt_time(f.client_modified)),
+        server_modified: n.file.as_ref().map(|f| crate::wire::fmt_time(f.server_modified)),
+        is_downloadable: n.is_downloadable(),
+        shared_url: links.get(&n.id).cloned(),
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || nodes.len() < 10_000 {
+        return nodes.into_iter().map(entry).collect();
+    }
+    let chunk = nodes.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = nodes.chunks(chunk).map(|part| s.spawn(move || part.iter().map(|n| entry(n)).collect::<Vec<_>>())).collect();
+        parts.into_iter().flat_map(|p| p.join().unwrap_or_default()).collect()
+    })
 }
 
 /// Percent-encode a path segment (RFC 3986 unreserved characters stay as they are).
@@ -648,7 +850,10 @@ impl Cursor {
         if key == self.p {
             return self.includes_self(cfg_self);
         }
-        match key.strip_prefix(self.p.as_str()).and_then(|r| r.strip_prefix('/')) {
+        match key
+            .strip_prefix(self.p.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        {
             Some(rest) => self.r || !rest.contains('/'),
             None => false,
         }
@@ -665,7 +870,14 @@ impl Cursor {
 
 /// Up to `want` entries of `map` under `prefix` after `after` (all descendants, or only direct
 /// children), in key order. Non-recursive scans jump over each child's subtree with a new range.
-fn scan<V: Clone>(map: &Map<V>, prefix: &str, recursive: bool, after: Option<&str>, want: usize, mut accept: impl FnMut(&V) -> bool) -> Vec<(Arc<str>, V)> {
+fn scan<V: Clone>(
+    map: &Map<V>,
+    prefix: &str,
+    recursive: bool,
+    after: Option<&str>,
+    want: usize,
+    mut accept: impl FnMut(&V) -> bool,
+) -> Vec<(Arc<str>, V)> {
     let mut out = Vec::new();
     if want == 0 {
         return out;
@@ -697,7 +909,11 @@ fn scan<V: Clone>(map: &Map<V>, prefix: &str, recursive: bool, after: Option<&st
 }
 
 /// One page of an initial enumeration from a snapshot: (entries, last key, has_more).
-pub(crate) fn snapshot_page(tree: &Tree, c: &Cursor, cfg_self: bool) -> (Vec<JEntry>, Option<String>, bool) {
+pub(crate) fn snapshot_page(
+    tree: &Tree,
+    c: &Cursor,
+    cfg_self: bool,
+) -> (Vec<JEntry>, Option<String>, bool) {
     let limit = c.l.max(1) as usize;
     let mut items = Vec::new();
     let mut last = c.k.clone();
@@ -710,8 +926,19 @@ pub(crate) fn snapshot_page(tree: &Tree, c: &Cursor, cfg_self: bool) -> (Vec<JEn
     let remaining = limit.saturating_sub(items.len());
     let prefix = format!("{}/", c.p);
     let after = last.as_deref();
-    let live = scan(&tree.live, &prefix, c.r, after, remaining + 1, |n: &Arc<Node>| c.n || n.is_downloadable());
-    let tombs = if c.d { scan(&tree.tombs, &prefix, c.r, after, remaining + 1, |_| true) } else { Vec::new() };
+    let live = scan(
+        &tree.live,
+        &prefix,
+        c.r,
+        after,
+        remaining + 1,
+        |n: &Arc<Node>| c.n || n.is_downloadable(),
+    );
+    let tombs = if c.d {
+        scan(&tree.tombs, &prefix, c.r, after, remaining + 1, |_| true)
+    } else {
+        Vec::new()
+    };
     let mut merged: Vec<JEntry> = Vec::with_capacity(remaining + 1);
     let (mut li, mut ti) = (live.into_iter().peekable(), tombs.into_iter().peekable());
     while merged.len() <= remaining {
@@ -726,7 +953,10 @@ pub(crate) fn snapshot_page(tree: &Tree, c: &Cursor, cfg_self: bool) -> (Vec<JEn
                 merged.push(JEntry::Live(n));
             }
         } else if let Some((k, d)) = ti.next() {
-            merged.push(JEntry::Deleted { path_lower: k, path_display: d });
+            merged.push(JEntry::Deleted {
+                path_lower: k,
+                path_display: d,
+            });
         }
     }
     let has_more = merged.len() > remaining;
@@ -739,7 +969,11 @@ pub(crate) fn snapshot_page(tree: &Tree, c: &Cursor, cfg_self: bool) -> (Vec<JEn
 }
 
 /// One page of changes after the cursor's journal position: (entries, new position, has_more).
-pub(crate) fn journal_page(journal: &[JEntry], c: &Cursor, cfg_self: bool) -> (Vec<JEntry>, u64, bool) {
+pub(crate) fn journal_page(
+    journal: &[JEntry],
+    c: &Cursor,
+    cfg_self: bool,
+) -> (Vec<JEntry>, u64, bool) {
     let limit = c.l.max(1) as usize;
     let mut out = Vec::new();
     let mut pos = (c.j as usize).min(journal.len());
@@ -759,5 +993,7 @@ pub(crate) fn journal_page(journal: &[JEntry], c: &Cursor, cfg_self: bool) -> (V
 
 /// Is there any change for this cursor at or after journal position `from`?
 pub(crate) fn has_change(journal: &[JEntry], c: &Cursor, from: u64, cfg_self: bool) -> bool {
-    journal.get(from as usize..).is_some_and(|tail| tail.iter().any(|e| c.wants(e, cfg_self)))
+    journal
+        .get(from as usize..)
+        .is_some_and(|tail| tail.iter().any(|e| c.wants(e, cfg_self)))
 }

@@ -18,17 +18,40 @@ pub(crate) fn fmt_time(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Parse a DropboxTimestamp; None if it is not exactly in the Stone format.
 pub(crate) fn parse_time(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z' {
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| s.get(r).filter(|t| t.bytes().all(|c| c.is_ascii_digit())).and_then(|t| t.parse::<i64>().ok());
-    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let num = |r: std::ops::Range<usize>| {
+        s.get(r)
+            .filter(|t| t.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|t| t.parse::<i64>().ok())
+    };
+    let (y, mo, d, h, mi, se) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
@@ -151,7 +174,12 @@ pub(crate) enum Md<'a> {
 
 /// FileMetadata of a file node; `tagged` = inside a polymorphic `Metadata` (lists, get_metadata),
 /// untagged where the declared type is FileMetadata itself (download, temporary link).
-pub(crate) fn file_md<'a>(acct: &Account, n: &'a Node, tagged: bool, explicit_members: bool) -> FileMd<'a> {
+pub(crate) fn file_md<'a>(
+    acct: &Account,
+    n: &'a Node,
+    tagged: bool,
+    explicit_members: bool,
+) -> FileMd<'a> {
     let f = n.file.as_ref();
     FileMd {
         tag: tagged.then_some("file"),
@@ -164,7 +192,10 @@ pub(crate) fn file_md<'a>(acct: &Account, n: &'a Node, tagged: bool, explicit_me
         path_lower: &n.path_lower,
         path_display: &n.path_display,
         is_downloadable: n.is_downloadable(),
-        export_info: f.and_then(|f| f.export.as_ref()).map(|e| ExportInfoMd { export_as: &e.export_as, export_options: vec![&e.export_as] }),
+        export_info: f.and_then(|f| f.export.as_ref()).map(|e| ExportInfoMd {
+            export_as: &e.export_as,
+            export_options: vec![&e.export_as],
+        }),
         has_explicit_shared_members: explicit_members.then_some(false),
         content_hash: f.and_then(|f| f.hash).map(|h| to_hex(&h)),
     }
@@ -172,7 +203,13 @@ pub(crate) fn file_md<'a>(acct: &Account, n: &'a Node, tagged: bool, explicit_me
 
 pub(crate) fn node_md<'a>(acct: &Account, n: &'a Node, explicit_members: bool) -> Md<'a> {
     if n.is_folder() {
-        Md::Folder(FolderMd { tag: "folder", name: n.name(), id: acct.format_id(n.id), path_lower: &n.path_lower, path_display: &n.path_display })
+        Md::Folder(FolderMd {
+            tag: "folder",
+            name: n.name(),
+            id: acct.format_id(n.id),
+            path_lower: &n.path_lower,
+            path_display: &n.path_display,
+        })
     } else {
         Md::File(file_md(acct, n, true, explicit_members))
     }
@@ -181,7 +218,10 @@ pub(crate) fn node_md<'a>(acct: &Account, n: &'a Node, explicit_members: bool) -
 pub(crate) fn entry_md<'a>(acct: &Account, e: &'a JEntry, explicit_members: bool) -> Md<'a> {
     match e {
         JEntry::Live(n) => node_md(acct, n, explicit_members),
-        JEntry::Deleted { path_lower, path_display } => Md::Deleted(DeletedMd {
+        JEntry::Deleted {
+            path_lower,
+            path_display,
+        } => Md::Deleted(DeletedMd {
             tag: "deleted",
             name: path_display.rsplit('/').next().unwrap_or(""),
             path_lower,
@@ -203,12 +243,18 @@ pub(crate) fn summary(tags: &[&str]) -> String {
 
 /// 409 route error: `{"error_summary", "error"}`.
 pub(crate) fn route_error(tags: &[&str], error: Value) -> Response {
-    Response::json_value(409, &json!({"error_summary": summary(tags), "error": error}))
+    Response::json_value(
+        409,
+        &json!({"error_summary": summary(tags), "error": error}),
+    )
 }
 
 /// 409 `{".tag":"path","path":{".tag":<tag>}}` (LookupError under `path`).
 pub(crate) fn lookup_error(tag: &str) -> Response {
-    route_error(&["path", tag], json!({".tag": "path", "path": {".tag": tag}}))
+    route_error(
+        &["path", tag],
+        json!({".tag": "path", "path": {".tag": tag}}),
+    )
 }
 
 /// 409 for a void member of the route's error union.
@@ -222,12 +268,19 @@ pub(crate) fn auth_error(tag: &str, required_scope: Option<&str>) -> Response {
     if let Some(s) = required_scope {
         err["required_scope"] = json!(s);
     }
-    Response::json_value(401, &json!({"error_summary": summary(&[tag]), "error": err})).header("WWW-Authenticate", "Bearer realm=\"Dropbox-API\"")
+    Response::json_value(
+        401,
+        &json!({"error_summary": summary(&[tag]), "error": err}),
+    )
+    .header("WWW-Authenticate", "Bearer realm=\"Dropbox-API\"")
 }
 
 /// 400 plain text: `Error in call to API function "<route>": <details>`.
 pub(crate) fn bad_request(route: &str, details: &str) -> Response {
-    Response::text(400, format!("Error in call to API function \"{route}\": {details}"))
+    Response::text(
+        400,
+        format!("Error in call to API function \"{route}\": {details}"),
+    )
 }
 
 /// 429 with a JSON RateLimitError (`retry_after` present or not) and a Retry-After header.
@@ -237,7 +290,8 @@ pub(crate) fn rate_limited_json(reason: &str, retry_after: u64, include_field: b
         err["retry_after"] = json!(retry_after);
     }
     let s = summary(&[reason]);
-    let mut r = Response::json_value(429, &json!({"error_summary": s, "error": err})).header("Retry-After", &retry_after.to_string());
+    let mut r = Response::json_value(429, &json!({"error_summary": s, "error": err}))
+        .header("Retry-After", &retry_after.to_string());
     r.reason = Some(s);
     r
 }
@@ -280,7 +334,13 @@ fn py_repr(v: &Value) -> String {
         Value::Number(n) => n.to_string(),
         Value::String(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
         Value::Array(a) => format!("[{}]", a.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
-        Value::Object(o) => format!("{{{}}}", o.iter().map(|(k, v)| format!("'{k}': {}", py_repr(v))).collect::<Vec<_>>().join(", ")),
+        Value::Object(o) => format!(
+            "{{{}}}",
+            o.iter()
+                .map(|(k, v)| format!("'{k}': {}", py_repr(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -297,7 +357,10 @@ impl<'v> Args<'v> {
     /// The top-level argument must be an object.
     pub fn root(v: &'v Value) -> Result<Args<'v>, ArgError> {
         match v {
-            Value::Object(map) => Ok(Args { map, at: String::new() }),
+            Value::Object(map) => Ok(Args {
+                map,
+                at: String::new(),
+            }),
             other => Err(format!("expected object, got {}", type_name(other))),
         }
     }
@@ -310,7 +373,11 @@ impl<'v> Args<'v> {
             }
             path.push_str(f);
         }
-        if path.is_empty() { msg } else { format!("{path}: {msg}") }
+        if path.is_empty() {
+            msg
+        } else {
+            format!("{path}: {msg}")
+        }
     }
 
     /// Reject any field not in `known` (the real service's strict decoding).
@@ -335,29 +402,60 @@ impl<'v> Args<'v> {
         match self.field(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(self.err(Some(name), format!("'{}' expected to be a string, got {}", py_str(other), type_name(other)))),
+            Some(other) => Err(self.err(
+                Some(name),
+                format!(
+                    "'{}' expected to be a string, got {}",
+                    py_str(other),
+                    type_name(other)
+                ),
+            )),
         }
     }
 
     pub fn req_str(&self, name: &str) -> Result<&'v str, ArgError> {
-        self.opt_str(name)?.ok_or_else(|| self.err(None, format!("missing required field '{name}'")))
+        self.opt_str(name)?
+            .ok_or_else(|| self.err(None, format!("missing required field '{name}'")))
     }
 
     /// A string that must satisfy `ok` (the regex `pattern` shown in the message).
-    pub fn check_pattern(&self, name: &str, value: &str, pattern: &str, ok: bool) -> Result<(), ArgError> {
-        if ok { Ok(()) } else { Err(self.err(Some(name), format!("'{value}' did not match pattern '{pattern}'"))) }
+    pub fn check_pattern(
+        &self,
+        name: &str,
+        value: &str,
+        pattern: &str,
+        ok: bool,
+    ) -> Result<(), ArgError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(self.err(
+                Some(name),
+                format!("'{value}' did not match pattern '{pattern}'"),
+            ))
+        }
     }
 
     pub fn min_len(&self, name: &str, value: &str, min: usize) -> Result<(), ArgError> {
         let n = value.chars().count();
-        if n < min { Err(self.err(Some(name), format!("'{value}' must be at least {min} characters, got {n}"))) } else { Ok(()) }
+        if n < min {
+            Err(self.err(
+                Some(name),
+                format!("'{value}' must be at least {min} characters, got {n}"),
+            ))
+        } else {
+            Ok(())
+        }
     }
 
     pub fn bool_or(&self, name: &str, default: bool) -> Result<bool, ArgError> {
         match self.field(name) {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
-            Some(other) => Err(self.err(Some(name), format!("{} is not a valid boolean", py_repr(other)))),
+            Some(other) => Err(self.err(
+                Some(name),
+                format!("{} is not a valid boolean", py_repr(other)),
+            )),
         }
     }
 
@@ -367,12 +465,18 @@ impl<'v> Args<'v> {
             Some(Value::Number(n)) if n.is_u64() || n.is_i64() => {
                 let v = n.as_i128().unwrap_or(0);
                 if v < min as i128 || v > max as i128 {
-                    Err(self.err(Some(name), format!("{v} is not within range [{min}, {max}]")))
+                    Err(self.err(
+                        Some(name),
+                        format!("{v} is not within range [{min}, {max}]"),
+                    ))
                 } else {
                     Ok(Some(v as u64))
                 }
             }
-            Some(other) => Err(self.err(Some(name), format!("expected integer, got {}", type_name(other)))),
+            Some(other) => Err(self.err(
+                Some(name),
+                format!("expected integer, got {}", type_name(other)),
+            )),
         }
     }
 
@@ -380,10 +484,17 @@ impl<'v> Args<'v> {
         match self.field(name) {
             None => Ok(None),
             Some(Value::Object(map)) => {
-                let at = if self.at.is_empty() { name.to_string() } else { format!("{}.{name}", self.at) };
+                let at = if self.at.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{}.{name}", self.at)
+                };
                 Ok(Some(Args { map, at }))
             }
-            Some(other) => Err(self.err(Some(name), format!("expected object, got {}", type_name(other)))),
+            Some(other) => Err(self.err(
+                Some(name),
+                format!("expected object, got {}", type_name(other)),
+            )),
         }
     }
 
@@ -397,15 +508,26 @@ impl<'v> Args<'v> {
                 Some(Value::String(s)) => s.as_str(),
                 _ => return Err(self.err(Some(name), "missing '.tag' key".into())),
             },
-            Some(other) => return Err(self.err(Some(name), format!("expected string or object, got {}", type_name(other)))),
+            Some(other) => {
+                return Err(self.err(
+                    Some(name),
+                    format!("expected string or object, got {}", type_name(other)),
+                ));
+            }
         };
-        if tags.contains(&tag) { Ok(Some(tag)) } else { Err(self.err(Some(name), format!("unknown tag '{tag}'"))) }
+        if tags.contains(&tag) {
+            Ok(Some(tag))
+        } else {
+            Err(self.err(Some(name), format!("unknown tag '{tag}'")))
+        }
     }
 }
 
 // Path patterns of files.stone, and hand-written matchers equivalent to them.
-pub(crate) const PATTERN_PATH_R_OR_ID: &str = "(/(.|[\\r\\n])*)?|id:.*|(ns:[0-9]+(/(.|[\\r\\n])*)?)";
-pub(crate) const PATTERN_READ_PATH: &str = "(/(.|[\\r\\n])*|id:.*)|(rev:[0-9a-f]{9,})|(ns:[0-9]+(/(.|[\\r\\n])*)?)";
+pub(crate) const PATTERN_PATH_R_OR_ID: &str =
+    "(/(.|[\\r\\n])*)?|id:.*|(ns:[0-9]+(/(.|[\\r\\n])*)?)";
+pub(crate) const PATTERN_READ_PATH: &str =
+    "(/(.|[\\r\\n])*|id:.*)|(rev:[0-9a-f]{9,})|(ns:[0-9]+(/(.|[\\r\\n])*)?)";
 
 fn is_ns_path(p: &str) -> bool {
     p.strip_prefix("ns:").is_some_and(|rest| {
@@ -422,7 +544,11 @@ pub(crate) fn matches_read_path(p: &str) -> bool {
     p.starts_with('/')
         || p.starts_with("id:")
         || is_ns_path(p)
-        || p.strip_prefix("rev:").is_some_and(|r| r.len() >= 9 && r.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        || p.strip_prefix("rev:").is_some_and(|r| {
+            r.len() >= 9
+                && r.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
 }
 
 #[cfg(test)]
@@ -440,7 +566,10 @@ mod tests {
     #[test]
     fn header_safe_escapes_like_the_sdks() {
         let s = serde_json::to_string(&json!({"path": "/some_üñîcødé_and_\u{7f}"})).unwrap();
-        assert_eq!(header_safe(&s), r#"{"path":"/some_\u00fc\u00f1\u00eec\u00f8d\u00e9_and_\u007f"}"#);
+        assert_eq!(
+            header_safe(&s),
+            r#"{"path":"/some_\u00fc\u00f1\u00eec\u00f8d\u00e9_and_\u007f"}"#
+        );
         assert_eq!(header_safe("\"😀\""), r#""\ud83d\ude00""#);
         assert_eq!(decode_header_json(br#""\ud83d\ude00""#), Some(json!("😀")));
         assert_eq!(decode_header_json("\"é\"".as_bytes()), None);

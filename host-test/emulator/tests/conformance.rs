@@ -13,7 +13,11 @@ use ureq::Agent;
 // Helpers
 
 fn agent() -> Agent {
-    let cfg = Agent::config_builder().http_status_as_error(false).max_redirects(0).timeout_global(Some(Duration::from_secs(60))).build();
+    let cfg = Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build();
     Agent::new_with_config(cfg)
 }
 
@@ -25,7 +29,9 @@ struct Resp {
 
 impl Resp {
     fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        self.headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     }
     fn ct(&self) -> Option<String> {
         self.header("content-type")
@@ -34,7 +40,8 @@ impl Resp {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.text()))
     }
     /// A 400 with the exact plain-text body.
     fn assert_400(&self, text: &str) {
@@ -53,7 +60,10 @@ impl Resp {
     fn assert_401(&self, tag: &str) {
         assert_eq!(self.status, 401, "body: {}", self.text());
         assert_eq!(self.ct().as_deref(), Some("application/json"));
-        assert_eq!(self.header("www-authenticate").as_deref(), Some("Bearer realm=\"Dropbox-API\""));
+        assert_eq!(
+            self.header("www-authenticate").as_deref(),
+            Some("Bearer realm=\"Dropbox-API\"")
+        );
         assert_eq!(self.json()["error"][".tag"], tag);
     }
 }
@@ -62,8 +72,17 @@ fn finish(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Resp {
     let mut r = r.expect("request failed at transport level");
     let status = r.status().as_u16();
     let headers = r.headers().clone();
-    let body = r.body_mut().with_config().limit(1 << 32).read_to_vec().expect("reading body");
-    Resp { status, headers, body }
+    let body = r
+        .body_mut()
+        .with_config()
+        .limit(1 << 32)
+        .read_to_vec()
+        .expect("reading body");
+    Resp {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// The official SDKs' header-safe JSON (JS SDK: every char from U+007F up as \uXXXX).
@@ -92,7 +111,11 @@ struct T {
 fn with_cfg(cfg: EmulatorConfig) -> T {
     let emu = Emulator::start(cfg).expect("emulator starts");
     let token = emu.access_token();
-    T { emu, agent: agent(), token }
+    T {
+        emu,
+        agent: agent(),
+        token,
+    }
 }
 
 fn new() -> T {
@@ -196,8 +219,15 @@ fn raw(addr: std::net::SocketAddr, request: &[u8]) -> (String, Vec<u8>) {
     s.write_all(request).unwrap();
     let mut all = Vec::new();
     let _ = s.read_to_end(&mut all);
-    let split = all.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4).unwrap_or(all.len());
-    (String::from_utf8_lossy(&all[..split]).into_owned(), all[split..].to_vec())
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .unwrap_or(all.len());
+    (
+        String::from_utf8_lossy(&all[..split]).into_owned(),
+        all[split..].to_vec(),
+    )
 }
 
 /// A local replica built by applying entries with the rules of dropbox-api.md 5.1.
@@ -209,7 +239,8 @@ struct Replica {
 impl Replica {
     fn remove_subtree(&mut self, key: &str, include_self: bool) {
         let prefix = format!("{key}/");
-        self.items.retain(|k, _| !(k.starts_with(&prefix) || (include_self && k == key)));
+        self.items
+            .retain(|k, _| !(k.starts_with(&prefix) || (include_self && k == key)));
     }
     fn apply(&mut self, entries: &[Value]) {
         for e in entries {
@@ -217,10 +248,24 @@ impl Replica {
             match e[".tag"].as_str().unwrap() {
                 "file" => {
                     self.remove_subtree(&key, false);
-                    self.items.insert(key, ("file".into(), e["id"].as_str().unwrap().into(), e["name"].as_str().unwrap().into()));
+                    self.items.insert(
+                        key,
+                        (
+                            "file".into(),
+                            e["id"].as_str().unwrap().into(),
+                            e["name"].as_str().unwrap().into(),
+                        ),
+                    );
                 }
                 "folder" => {
-                    self.items.insert(key, ("folder".into(), e["id"].as_str().unwrap().into(), e["name"].as_str().unwrap().into()));
+                    self.items.insert(
+                        key,
+                        (
+                            "folder".into(),
+                            e["id"].as_str().unwrap().into(),
+                            e["name"].as_str().unwrap().into(),
+                        ),
+                    );
                 }
                 "deleted" => self.remove_subtree(&key, true),
                 other => panic!("unexpected tag {other}"),
@@ -231,12 +276,30 @@ impl Replica {
         let truth: BTreeMap<String, (String, String, String)> = emu
             .truth()
             .into_iter()
-            .map(|t| (t.path_lower, (if t.kind == Kind::File { "file" } else { "folder" }.to_string(), t.id, t.name)))
+            .map(|t| {
+                (
+                    t.path_lower,
+                    (
+                        if t.kind == Kind::File {
+                            "file"
+                        } else {
+                            "folder"
+                        }
+                        .to_string(),
+                        t.id,
+                        t.name,
+                    ),
+                )
+            })
             .collect();
         if check_names {
             assert_eq!(self.items, truth);
         } else {
-            let strip = |m: &BTreeMap<String, (String, String, String)>| m.iter().map(|(k, v)| (k.clone(), v.0.clone(), v.1.clone())).collect::<Vec<_>>();
+            let strip = |m: &BTreeMap<String, (String, String, String)>| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.0.clone(), v.1.clone()))
+                    .collect::<Vec<_>>()
+            };
             assert_eq!(strip(&self.items), strip(&truth));
         }
     }
@@ -247,7 +310,15 @@ fn bytes(s: &str) -> Content {
 }
 
 fn paths(entries: &[Value]) -> Vec<(String, String)> {
-    entries.iter().map(|e| (e[".tag"].as_str().unwrap().to_string(), e["path_display"].as_str().unwrap().to_string())).collect()
+    entries
+        .iter()
+        .map(|e| {
+            (
+                e[".tag"].as_str().unwrap().to_string(),
+                e["path_display"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -256,18 +327,39 @@ fn paths(entries: &[Value]) -> Vec<(String, String)> {
 #[test]
 fn content_hash_vectors_and_streaming() {
     const B: usize = 4 * 1024 * 1024;
-    assert_eq!(content_hash(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-    assert_eq!(content_hash(b"hello rdrop2"), "1aa2b7623dfff520c4abdc1227d10bc4e229b74005b66b3458345830e556f4de");
-    assert_eq!(content_hash(b"a"), "bf5d3affb73efd2ec6c36ad3112dd933efed63c4e1cbffcfa88e2759c144f2d8");
+    assert_eq!(
+        content_hash(b""),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    assert_eq!(
+        content_hash(b"hello rdrop2"),
+        "1aa2b7623dfff520c4abdc1227d10bc4e229b74005b66b3458345830e556f4de"
+    );
+    assert_eq!(
+        content_hash(b"a"),
+        "bf5d3affb73efd2ec6c36ad3112dd933efed63c4e1cbffcfa88e2759c144f2d8"
+    );
     let ramp = |n: usize| (0..n).map(|i| (i % 256) as u8).collect::<Vec<u8>>();
-    assert_eq!(content_hash(&ramp(B)), "894bbb52d1212d6bcbe9967f1a2169138c4d4af0c8dfbaeae86cd1d3f0c03faf");
+    assert_eq!(
+        content_hash(&ramp(B)),
+        "894bbb52d1212d6bcbe9967f1a2169138c4d4af0c8dfbaeae86cd1d3f0c03faf"
+    );
     let mut plus = ramp(B);
     plus.push(0xff);
-    assert_eq!(content_hash(&plus), "9149387a91f71c7c2149b8427d15526b71c1a38d6c6f999ad71486a2ce788d57");
+    assert_eq!(
+        content_hash(&plus),
+        "9149387a91f71c7c2149b8427d15526b71c1a38d6c6f999ad71486a2ce788d57"
+    );
     let data = ramp(14_680_064);
     let want = "f61d3ae93fa4f7646d37949fc0885141bf682faa9a130896b93459c650335d0f";
     assert_eq!(content_hash(&data), want);
-    for sizes in [vec![B - 1], vec![B], vec![B + 1], vec![B - 2, 1], vec![B - 2, B + 3]] {
+    for sizes in [
+        vec![B - 1],
+        vec![B],
+        vec![B + 1],
+        vec![B - 2, 1],
+        vec![B - 2, B + 3],
+    ] {
         let mut h = dropbox_emulator::ContentHasher::new();
         let mut rest = &data[..];
         // The chunking repeats until the data is exhausted.
@@ -288,7 +380,15 @@ fn content_hash_vectors_and_streaming() {
 #[test]
 fn listed_hashes_match_downloaded_content() {
     let t = new();
-    t.emu.create_file("/a.bin", Content::Pattern { seed: 9, len: 9_711_423 }).unwrap();
+    t.emu
+        .create_file(
+            "/a.bin",
+            Content::Pattern {
+                seed: 9,
+                len: 9_711_423,
+            },
+        )
+        .unwrap();
     t.emu.create_file("/empty.txt", bytes("")).unwrap();
     let (entries, _) = t.list_all(json!({"path": ""}));
     for e in entries {
@@ -307,7 +407,11 @@ fn get_current_account_shape_and_void_conventions() {
     let t = new();
     let auth = format!("Bearer {}", t.token);
     // No body, no Content-Type (curl / JS SDK).
-    let r = t.post_raw("/2/users/get_current_account", &[("Authorization", &auth)], None);
+    let r = t.post_raw(
+        "/2/users/get_current_account",
+        &[("Authorization", &auth)],
+        None,
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.ct().as_deref(), Some("application/json"));
     assert!(r.header("x-dropbox-request-id").is_some());
@@ -319,21 +423,55 @@ fn get_current_account_shape_and_void_conventions() {
     assert_eq!(id, t.emu.account_id());
     assert_eq!(v["email"], t.emu.email());
     assert_eq!(v["root_info"][".tag"], "user");
-    assert_eq!(v["root_info"]["root_namespace_id"], v["root_info"]["home_namespace_id"]);
+    assert_eq!(
+        v["root_info"]["root_namespace_id"],
+        v["root_info"]["home_namespace_id"]
+    );
     assert_eq!(v["account_type"][".tag"], "basic");
-    for k in ["given_name", "surname", "familiar_name", "display_name", "abbreviated_name"] {
+    for k in [
+        "given_name",
+        "surname",
+        "familiar_name",
+        "display_name",
+        "abbreviated_name",
+    ] {
         assert!(v["name"][k].is_string(), "{k}");
     }
     assert!(v.get("team").is_none());
     // JSON null body (Python SDK).
-    let r = t.post_raw("/2/users/get_current_account", &[("Authorization", &auth), ("Content-Type", "application/json")], Some("null"));
+    let r = t.post_raw(
+        "/2/users/get_current_account",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        Some("null"),
+    );
     assert_eq!(r.status, 200);
     // Content-Type with an empty body is refused.
-    let r = t.post_raw("/2/users/get_current_account", &[("Authorization", &auth), ("Content-Type", "application/json")], Some(""));
+    let r = t.post_raw(
+        "/2/users/get_current_account",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        Some(""),
+    );
     r.assert_400("Error in call to API function \"users/get_current_account\": request body: could not decode input as JSON");
-    let r = t.post_raw("/2/users/get_current_account", &[("Authorization", &auth), ("Content-Type", "application/json")], Some("{}"));
+    let r = t.post_raw(
+        "/2/users/get_current_account",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        Some("{}"),
+    );
     r.assert_400("Error in call to API function \"users/get_current_account\": request body: expected null, got dict");
-    let r = t.post_raw("/2/users/get_space_usage", &[("Authorization", &auth)], None);
+    let r = t.post_raw(
+        "/2/users/get_space_usage",
+        &[("Authorization", &auth)],
+        None,
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["allocation"][".tag"], "individual");
 }
@@ -351,32 +489,58 @@ fn auth_failures_are_exact() {
     );
     t.post_raw(route, &[ct, ("Authorization", "Bearer not-a-token")], body)
         .assert_400("Error in call to API function \"files/list_folder\": The given OAuth 2 access token is malformed.");
-    t.post_raw(route, &[ct, ("Authorization", "Bearer sl.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")], body).assert_401("invalid_access_token");
+    t.post_raw(
+        route,
+        &[
+            ct,
+            (
+                "Authorization",
+                "Bearer sl.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            ),
+        ],
+        body,
+    )
+    .assert_401("invalid_access_token");
     // Scope check.
     let pair = t.emu.issue_tokens(&["account_info.read"], 3600);
     let r = t.rpc_with("files/list_folder", &pair.access_token, json!({"path": ""}));
     r.assert_401("missing_scope");
     assert_eq!(r.json()["error"]["required_scope"], "files.metadata.read");
-    let r = t.rpc_with("files/get_temporary_link", &pair.access_token, json!({"path": "/x"}));
+    let r = t.rpc_with(
+        "files/get_temporary_link",
+        &pair.access_token,
+        json!({"path": "/x"}),
+    );
     assert_eq!(r.json()["error"]["required_scope"], "files.content.read");
     let r = t.rpc_with("sharing/list_shared_links", &pair.access_token, json!({}));
     assert_eq!(r.json()["error"]["required_scope"], "sharing.read");
-    let r = t.rpc_with("sharing/create_shared_link_with_settings", &pair.access_token, json!({"path": "/x"}));
+    let r = t.rpc_with(
+        "sharing/create_shared_link_with_settings",
+        &pair.access_token,
+        json!({"path": "/x"}),
+    );
     assert_eq!(r.json()["error"]["required_scope"], "sharing.write");
     // Expiry: by the hook, and by the clock.
     assert_eq!(t.rpc("files/list_folder", json!({"path": ""})).status, 200);
     t.emu.expire_access_tokens();
-    t.rpc("files/list_folder", json!({"path": ""})).assert_401("expired_access_token");
+    t.rpc("files/list_folder", json!({"path": ""}))
+        .assert_401("expired_access_token");
     let fresh = t.emu.access_token();
     assert_ne!(fresh, t.token);
     assert!(fresh.starts_with("sl."));
-    assert_eq!(t.rpc_with("files/list_folder", &fresh, json!({"path": ""})).status, 200);
+    assert_eq!(
+        t.rpc_with("files/list_folder", &fresh, json!({"path": ""}))
+            .status,
+        200
+    );
     t.emu.advance_clock(Duration::from_secs(14_401));
-    t.rpc_with("files/list_folder", &fresh, json!({"path": ""})).assert_401("expired_access_token");
+    t.rpc_with("files/list_folder", &fresh, json!({"path": ""}))
+        .assert_401("expired_access_token");
     // revoke_all: everything dead.
     let t2 = new();
     t2.emu.revoke_all();
-    t2.rpc("files/list_folder", json!({"path": ""})).assert_401("invalid_access_token");
+    t2.rpc("files/list_folder", json!({"path": ""}))
+        .assert_401("invalid_access_token");
 }
 
 #[test]
@@ -384,19 +548,39 @@ fn content_type_rules() {
     let t = new();
     let auth = format!("Bearer {}", t.token);
     let body = Some(r#"{"path":""}"#);
-    for ok in ["application/json", "application/json; charset=utf-8", "text/plain; charset=dropbox-cors-hack"] {
-        let r = t.post_raw("/2/files/list_folder", &[("Authorization", &auth), ("Content-Type", ok)], body);
+    for ok in [
+        "application/json",
+        "application/json; charset=utf-8",
+        "text/plain; charset=dropbox-cors-hack",
+    ] {
+        let r = t.post_raw(
+            "/2/files/list_folder",
+            &[("Authorization", &auth), ("Content-Type", ok)],
+            body,
+        );
         assert_eq!(r.status, 200, "{ok}: {}", r.text());
     }
     t.post_raw("/2/files/list_folder", &[("Authorization", &auth), ("Content-Type", "application/x-www-form-urlencoded")], body).assert_400(
         "Error in call to API function \"files/list_folder\": Bad HTTP \"Content-Type\" header: \"application/x-www-form-urlencoded\".  Expecting one of \"application/json\", \"application/json; charset=utf-8\", \"text/plain; charset=dropbox-cors-hack\".",
     );
     t.emu.create_file("/a.txt", bytes("x")).unwrap();
-    let r = t.download("files/download", json!({"path": "/a.txt"}), &[("Content-Type", "application/json")]);
+    let r = t.download(
+        "files/download",
+        json!({"path": "/a.txt"}),
+        &[("Content-Type", "application/json")],
+    );
     r.assert_400(
         "Error in call to API function \"files/download\": Bad HTTP \"Content-Type\" header: \"application/json\".  Expecting one of \"text/plain\", \"text/plain; charset=utf-8\", \"application/octet-stream\", \"application/octet-stream; charset=utf-8\".",
     );
-    assert_eq!(t.download("files/download", json!({"path": "/a.txt"}), &[("Content-Type", "application/octet-stream")]).status, 200);
+    assert_eq!(
+        t.download(
+            "files/download",
+            json!({"path": "/a.txt"}),
+            &[("Content-Type", "application/octet-stream")]
+        )
+        .status,
+        200
+    );
 }
 
 #[test]
@@ -419,7 +603,11 @@ fn transport_keep_alive_close_and_unknown_routes() {
     let (head, rest) = raw(addr, format!("{one}{last}").as_bytes());
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let text = String::from_utf8_lossy(&rest);
-    assert_eq!(text.matches("HTTP/1.1 200").count(), 1, "second response present: {text}");
+    assert_eq!(
+        text.matches("HTTP/1.1 200").count(),
+        1,
+        "second response present: {text}"
+    );
     assert!(text.contains("Connection: close"));
     // Chunked request bodies are accepted too.
     let chunked = format!(
@@ -436,7 +624,10 @@ fn transport_keep_alive_close_and_unknown_routes() {
     // Garbage request line: 400 and close, never a panic.
     let (head, _) = raw(addr, b"NONSENSE\r\n\r\n");
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
-    let (head, _) = raw(addr, b"POST /2/files/list_folder HTTP/1.1\r\nContent-Length: zz\r\n\r\n");
+    let (head, _) = raw(
+        addr,
+        b"POST /2/files/list_folder HTTP/1.1\r\nContent-Length: zz\r\n\r\n",
+    );
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
     // Still serving.
     assert_eq!(t.rpc("files/list_folder", json!({"path": ""})).status, 200);
@@ -446,25 +637,41 @@ fn transport_keep_alive_close_and_unknown_routes() {
 fn strict_request_decoding() {
     let t = new();
     let p = "Error in call to API function \"files/list_folder\": request body: ";
-    t.rpc("files/list_folder", json!({"path": "", "limit": 0})).assert_400(&format!("{p}limit: 0 is not within range [1, 2000]"));
-    t.rpc("files/list_folder", json!({"path": "", "limit": 2001})).assert_400(&format!("{p}limit: 2001 is not within range [1, 2000]"));
-    t.rpc("files/list_folder", json!({"path": "", "limit": "5"})).assert_400(&format!("{p}limit: expected integer, got string"));
-    t.rpc("files/list_folder", json!({"path": "", "recursive": "yes"})).assert_400(&format!("{p}recursive: 'yes' is not a valid boolean"));
-    t.rpc("files/list_folder", json!({"path": 5})).assert_400(&format!("{p}path: '5' expected to be a string, got integer"));
+    t.rpc("files/list_folder", json!({"path": "", "limit": 0}))
+        .assert_400(&format!("{p}limit: 0 is not within range [1, 2000]"));
+    t.rpc("files/list_folder", json!({"path": "", "limit": 2001}))
+        .assert_400(&format!("{p}limit: 2001 is not within range [1, 2000]"));
+    t.rpc("files/list_folder", json!({"path": "", "limit": "5"}))
+        .assert_400(&format!("{p}limit: expected integer, got string"));
+    t.rpc("files/list_folder", json!({"path": "", "recursive": "yes"}))
+        .assert_400(&format!("{p}recursive: 'yes' is not a valid boolean"));
+    t.rpc("files/list_folder", json!({"path": 5}))
+        .assert_400(&format!(
+            "{p}path: '5' expected to be a string, got integer"
+        ));
     t.rpc("files/list_folder", json!({"path": "foo"})).assert_400(&format!(
         "{p}path: 'foo' did not match pattern '(/(.|[\\r\\n])*)?|id:.*|(ns:[0-9]+(/(.|[\\r\\n])*)?)'"
     ));
-    t.rpc("files/list_folder", json!({})).assert_400(&format!("{p}missing required field 'path'"));
-    t.rpc("files/list_folder", json!({"path": "", "bogus": 1})).assert_400(&format!("{p}unknown field 'bogus'"));
-    t.rpc("files/list_folder", json!([])).assert_400(&format!("{p}expected object, got list"));
-    t.rpc("files/list_folder", json!({"path": "/"})).assert_400(&format!("{p}path: Specify the root folder as an empty string rather than as \"/\"."));
+    t.rpc("files/list_folder", json!({}))
+        .assert_400(&format!("{p}missing required field 'path'"));
+    t.rpc("files/list_folder", json!({"path": "", "bogus": 1}))
+        .assert_400(&format!("{p}unknown field 'bogus'"));
+    t.rpc("files/list_folder", json!([]))
+        .assert_400(&format!("{p}expected object, got list"));
+    t.rpc("files/list_folder", json!({"path": "/"}))
+        .assert_400(&format!(
+            "{p}path: Specify the root folder as an empty string rather than as \"/\"."
+        ));
     let auth = format!("Bearer {}", t.token);
     t.post_raw("/2/files/list_folder", &[("Authorization", &auth), ("Content-Type", "application/json")], Some("{\"path\": "))
         .assert_400("Error in call to API function \"files/list_folder\": request body: could not decode input as JSON");
     t.post_raw("/2/files/list_folder", &[("Authorization", &auth), ("Content-Type", "application/json")], Some(""))
         .assert_400("Error in call to API function \"files/list_folder\": request body: could not decode input as JSON");
     // list_folder/continue accepts only `cursor`.
-    let cursor = t.list(json!({"path": ""}))["cursor"].as_str().unwrap().to_string();
+    let cursor = t.list(json!({"path": ""}))["cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
     t.rpc("files/list_folder/continue", json!({"cursor": cursor, "path": ""}))
         .assert_400("Error in call to API function \"files/list_folder/continue\": request body: unknown field 'path'");
     t.rpc("files/list_folder/continue", json!({"cursor": ""}))
@@ -481,11 +688,16 @@ fn strict_request_decoding() {
 fn lookup_errors() {
     let t = new();
     t.emu.create_file("/Docs/a.txt", bytes("a")).unwrap();
-    t.rpc("files/list_folder", json!({"path": "/Docs/a.txt"})).assert_409(json!({".tag": "path", "path": {".tag": "not_folder"}}));
-    t.rpc("files/list_folder", json!({"path": "/missing"})).assert_409(json!({".tag": "path", "path": {".tag": "not_found"}}));
-    t.rpc("files/list_folder", json!({"path": "/Docs/"})).assert_409(json!({".tag": "path", "path": {".tag": "malformed_path"}}));
-    t.rpc("files/get_metadata", json!({"path": "/Docs/"})).assert_409(json!({".tag": "path", "path": {".tag": "malformed_path"}}));
-    t.rpc("files/get_metadata", json!({"path": "/nope"})).assert_409(json!({".tag": "path", "path": {".tag": "not_found"}}));
+    t.rpc("files/list_folder", json!({"path": "/Docs/a.txt"}))
+        .assert_409(json!({".tag": "path", "path": {".tag": "not_folder"}}));
+    t.rpc("files/list_folder", json!({"path": "/missing"}))
+        .assert_409(json!({".tag": "path", "path": {".tag": "not_found"}}));
+    t.rpc("files/list_folder", json!({"path": "/Docs/"}))
+        .assert_409(json!({".tag": "path", "path": {".tag": "malformed_path"}}));
+    t.rpc("files/get_metadata", json!({"path": "/Docs/"}))
+        .assert_409(json!({".tag": "path", "path": {".tag": "malformed_path"}}));
+    t.rpc("files/get_metadata", json!({"path": "/nope"}))
+        .assert_409(json!({".tag": "path", "path": {".tag": "not_found"}}));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -494,10 +706,15 @@ fn lookup_errors() {
 #[test]
 fn list_folder_shapes_and_order() {
     let t = new();
-    let f = t.emu.create_file("/Docs/Report Q1.pdf", bytes("report")).unwrap();
+    let f = t
+        .emu
+        .create_file("/Docs/Report Q1.pdf", bytes("report"))
+        .unwrap();
     t.emu.create_folder("/Docs/Sub/Deep").unwrap();
     t.emu.create_file("/top.txt", bytes("top")).unwrap();
-    t.emu.create_non_downloadable("/Docs/Plan.paper", "markdown", b"# Plan".to_vec()).unwrap();
+    t.emu
+        .create_non_downloadable("/Docs/Plan.paper", "markdown", b"# Plan".to_vec())
+        .unwrap();
     let page = t.list(json!({"path": "", "recursive": true}));
     assert_eq!(page["has_more"], false);
     assert!(!page["cursor"].as_str().unwrap().is_empty());
@@ -508,10 +725,16 @@ fn list_folder_shapes_and_order() {
         let p = e["path_lower"].as_str().unwrap();
         let parent = &p[..p.rfind('/').unwrap()];
         if !parent.is_empty() {
-            assert!(entries[..i].iter().any(|x| x["path_lower"] == parent), "{p} before its parent");
+            assert!(
+                entries[..i].iter().any(|x| x["path_lower"] == parent),
+                "{p} before its parent"
+            );
         }
     }
-    let file = entries.iter().find(|e| e["name"] == "Report Q1.pdf").unwrap();
+    let file = entries
+        .iter()
+        .find(|e| e["name"] == "Report Q1.pdf")
+        .unwrap();
     assert_eq!(file[".tag"], "file");
     assert_eq!(file["id"], f.id.as_str());
     assert!(file["id"].as_str().unwrap().starts_with("id:"));
@@ -521,7 +744,12 @@ fn list_folder_shapes_and_order() {
     assert_eq!(file["is_downloadable"], true);
     assert_eq!(file["content_hash"], content_hash(b"report"));
     let rev = file["rev"].as_str().unwrap();
-    assert!(rev.len() >= 9 && rev.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(
+        rev.len() >= 9
+            && rev
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
     for k in ["client_modified", "server_modified"] {
         let ts = file[k].as_str().unwrap();
         assert_eq!(ts.len(), 20, "{ts}");
@@ -533,40 +761,100 @@ fn list_folder_shapes_and_order() {
     let paper = entries.iter().find(|e| e["name"] == "Plan.paper").unwrap();
     assert_eq!(paper["is_downloadable"], false);
     assert_eq!(paper["export_info"]["export_as"], "markdown");
-    assert!(paper["export_info"]["export_options"].as_array().unwrap().contains(&json!("markdown")));
+    assert!(
+        paper["export_info"]["export_options"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("markdown"))
+    );
     // include_non_downloadable_files=false drops it.
-    let page = t.list(json!({"path": "", "recursive": true, "include_non_downloadable_files": false}));
-    assert!(page["entries"].as_array().unwrap().iter().all(|e| e["name"] != "Plan.paper"));
+    let page =
+        t.list(json!({"path": "", "recursive": true, "include_non_downloadable_files": false}));
+    assert!(
+        page["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["name"] != "Plan.paper")
+    );
     // Non-recursive: direct children only.
-    let names: Vec<String> = t.list(json!({"path": ""}))["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect();
+    let names: Vec<String> = t.list(json!({"path": ""}))["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(names, vec!["Docs", "top.txt"]);
-    let names: Vec<String> = t.list(json!({"path": "/docs"}))["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect();
+    let names: Vec<String> = t.list(json!({"path": "/docs"}))["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(names, vec!["Plan.paper", "Report Q1.pdf", "Sub"]);
     // Recursive non-root listing includes the folder itself; by id too.
-    let docs_id = t.emu.truth().into_iter().find(|e| e.path_lower == "/docs").unwrap().id;
+    let docs_id = t
+        .emu
+        .truth()
+        .into_iter()
+        .find(|e| e.path_lower == "/docs")
+        .unwrap()
+        .id;
     for path in ["/Docs", docs_id.as_str()] {
         let page = t.list(json!({"path": path, "recursive": true}));
-        let ps: Vec<&str> = page["entries"].as_array().unwrap().iter().map(|e| e["path_lower"].as_str().unwrap()).collect();
-        assert_eq!(ps, vec!["/docs", "/docs/plan.paper", "/docs/report q1.pdf", "/docs/sub", "/docs/sub/deep"]);
+        let ps: Vec<&str> = page["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["path_lower"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ps,
+            vec![
+                "/docs",
+                "/docs/plan.paper",
+                "/docs/report q1.pdf",
+                "/docs/sub",
+                "/docs/sub/deep"
+            ]
+        );
     }
     // include_has_explicit_shared_members adds the field to files.
     let page = t.list(json!({"path": "/docs", "include_has_explicit_shared_members": true}));
-    assert!(page["entries"].as_array().unwrap().iter().filter(|e| e[".tag"] == "file").all(|e| e["has_explicit_shared_members"] == false));
+    assert!(
+        page["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e[".tag"] == "file")
+            .all(|e| e["has_explicit_shared_members"] == false)
+    );
 }
 
 #[test]
 fn recursive_listing_without_self_when_configured() {
-    let t = with_cfg(EmulatorConfig { recursive_listing_includes_self: false, ..Default::default() });
+    let t = with_cfg(EmulatorConfig {
+        recursive_listing_includes_self: false,
+        ..Default::default()
+    });
     t.emu.create_file("/Docs/a.txt", bytes("a")).unwrap();
     let page = t.list(json!({"path": "/Docs", "recursive": true}));
-    assert_eq!(paths(page["entries"].as_array().unwrap()), vec![("file".to_string(), "/Docs/a.txt".to_string())]);
+    assert_eq!(
+        paths(page["entries"].as_array().unwrap()),
+        vec![("file".to_string(), "/Docs/a.txt".to_string())]
+    );
 }
 
 #[test]
 fn default_page_size_and_limits() {
-    let t = with_cfg(EmulatorConfig { default_page_size: 10, ..Default::default() });
+    let t = with_cfg(EmulatorConfig {
+        default_page_size: 10,
+        ..Default::default()
+    });
     for i in 0..25 {
-        t.emu.create_file(&format!("/f{i:02}.txt"), bytes("x")).unwrap();
+        t.emu
+            .create_file(&format!("/f{i:02}.txt"), bytes("x"))
+            .unwrap();
     }
     let page = t.list(json!({"path": ""}));
     assert_eq!(page["entries"].as_array().unwrap().len(), 10);
@@ -582,7 +870,9 @@ fn default_page_size_and_limits() {
 fn snapshot_is_consistent_across_pages_with_mid_listing_changes() {
     let t = new();
     for i in 0..60 {
-        t.emu.create_file(&format!("/d{}/f{i:02}.txt", i % 3), bytes(&format!("v{i}"))).unwrap();
+        t.emu
+            .create_file(&format!("/d{}/f{i:02}.txt", i % 3), bytes(&format!("v{i}")))
+            .unwrap();
     }
     let before: Vec<String> = t.emu.truth().into_iter().map(|e| e.path_lower).collect();
     let mut page = t.list(json!({"path": "", "recursive": true, "limit": 7}));
@@ -596,11 +886,22 @@ fn snapshot_is_consistent_across_pages_with_mid_listing_changes() {
         page = t.cont(page["cursor"].as_str().unwrap());
         entries.extend(page["entries"].as_array().unwrap().iter().cloned());
         // Keep changing while paging.
-        let _ = t.emu.create_file(&format!("/d2/late-{}.txt", entries.len()), bytes("late"));
+        let _ = t
+            .emu
+            .create_file(&format!("/d2/late-{}.txt", entries.len()), bytes("late"));
     }
-    let listed: Vec<String> = entries.iter().map(|e| e["path_lower"].as_str().unwrap().to_string()).collect();
-    assert_eq!(listed, before, "the initial listing is exactly the tree at the first call");
-    let f57 = entries.iter().find(|e| e["path_lower"] == "/d0/f57.txt").unwrap();
+    let listed: Vec<String> = entries
+        .iter()
+        .map(|e| e["path_lower"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        listed, before,
+        "the initial listing is exactly the tree at the first call"
+    );
+    let f57 = entries
+        .iter()
+        .find(|e| e["path_lower"] == "/d0/f57.txt")
+        .unwrap();
     assert_eq!(f57["content_hash"], content_hash(b"v57"));
     // The final cursor replays everything that happened since the snapshot.
     let mut replica = Replica::default();
@@ -613,13 +914,20 @@ fn snapshot_is_consistent_across_pages_with_mid_listing_changes() {
 
 #[test]
 fn evicted_snapshot_resets() {
-    let t = with_cfg(EmulatorConfig { snapshot_capacity: 1, ..Default::default() });
+    let t = with_cfg(EmulatorConfig {
+        snapshot_capacity: 1,
+        ..Default::default()
+    });
     for i in 0..5 {
         t.emu.create_file(&format!("/f{i}"), bytes("x")).unwrap();
     }
     let first = t.list(json!({"path": "", "limit": 2}));
     let _second = t.list(json!({"path": "", "limit": 2}));
-    t.rpc("files/list_folder/continue", json!({"cursor": first["cursor"]})).assert_409(json!({".tag": "reset"}));
+    t.rpc(
+        "files/list_folder/continue",
+        json!({"cursor": first["cursor"]}),
+    )
+    .assert_409(json!({".tag": "reset"}));
 }
 
 #[test]
@@ -631,10 +939,19 @@ fn journal_semantics() {
     let (initial, cursor) = t.list_all(json!({"path": "", "recursive": true}));
     let mut replica = Replica::default();
     replica.apply(&initial);
-    let ids: BTreeMap<String, String> = t.emu.truth().into_iter().map(|e| (e.path_lower, e.id)).collect();
+    let ids: BTreeMap<String, String> = t
+        .emu
+        .truth()
+        .into_iter()
+        .map(|e| (e.path_lower, e.id))
+        .collect();
 
     // Modification: a file entry at the same path with a new rev and hash.
-    let old_rev = initial.iter().find(|e| e["path_lower"] == "/f.txt").unwrap()["rev"].clone();
+    let old_rev = initial
+        .iter()
+        .find(|e| e["path_lower"] == "/f.txt")
+        .unwrap()["rev"]
+        .clone();
     t.emu.modify_file("/F.txt", bytes("f2")).unwrap();
     let (c, cursor) = t.changes(&cursor);
     assert_eq!(paths(&c), vec![("file".into(), "/F.txt".into())]);
@@ -646,7 +963,13 @@ fn journal_semantics() {
     // File rename: deleted old + file with the same id at the new path.
     t.emu.move_path("/F.txt", "/G.txt").unwrap();
     let (c, cursor) = t.changes(&cursor);
-    assert_eq!(paths(&c), vec![("deleted".into(), "/F.txt".into()), ("file".into(), "/G.txt".into())]);
+    assert_eq!(
+        paths(&c),
+        vec![
+            ("deleted".into(), "/F.txt".into()),
+            ("file".into(), "/G.txt".into())
+        ]
+    );
     assert_eq!(c[1]["id"], ids["/f.txt"].as_str());
     assert!(c[0].get("id").is_none() && c[0].get("rev").is_none());
     replica.apply(&c);
@@ -670,10 +993,17 @@ fn journal_semantics() {
     replica.apply(&c);
 
     // Case-only rename: not reported by default; the tree has the new name.
-    t.emu.move_path("/Moved/A2/one.txt", "/Moved/A2/ONE.txt").unwrap();
+    t.emu
+        .move_path("/Moved/A2/one.txt", "/Moved/A2/ONE.txt")
+        .unwrap();
     let (c, cursor) = t.changes(&cursor);
     assert!(c.is_empty(), "{c:?}");
-    assert!(t.emu.truth().iter().any(|e| e.name == "ONE.txt" && e.path_lower == "/moved/a2/one.txt"));
+    assert!(
+        t.emu
+            .truth()
+            .iter()
+            .any(|e| e.name == "ONE.txt" && e.path_lower == "/moved/a2/one.txt")
+    );
     replica.assert_matches(&t.emu, false);
 
     // Folder delete with descendants: ONE deleted entry, whatever include_deleted.
@@ -694,7 +1024,12 @@ fn journal_semantics() {
     let (c, _) = t.changes(&cursor);
     assert_eq!(
         paths(&c),
-        vec![("deleted".into(), "/X".into()), ("file".into(), "/X".into()), ("deleted".into(), "/Y".into()), ("folder".into(), "/Y".into())]
+        vec![
+            ("deleted".into(), "/X".into()),
+            ("file".into(), "/X".into()),
+            ("deleted".into(), "/Y".into()),
+            ("folder".into(), "/Y".into())
+        ]
     );
     replica.apply(&c);
     replica.assert_matches(&t.emu, true);
@@ -702,7 +1037,10 @@ fn journal_semantics() {
 
 #[test]
 fn case_only_renames_can_be_emitted() {
-    let t = with_cfg(EmulatorConfig { emit_case_only_renames: true, ..Default::default() });
+    let t = with_cfg(EmulatorConfig {
+        emit_case_only_renames: true,
+        ..Default::default()
+    });
     let info = t.emu.create_file("/Dir/file.txt", bytes("x")).unwrap();
     let (_, cursor) = t.list_all(json!({"path": "", "recursive": true}));
     let moved = t.emu.move_path("/Dir/file.txt", "/Dir/File.TXT").unwrap();
@@ -726,7 +1064,11 @@ fn include_deleted_and_scoped_cursors() {
     let (without, _) = t.list_all(json!({"path": "", "recursive": true}));
     assert!(without.iter().all(|e| e[".tag"] != "deleted"));
     let (with, _) = t.list_all(json!({"path": "", "recursive": true, "include_deleted": true}));
-    let deleted: Vec<&str> = with.iter().filter(|e| e[".tag"] == "deleted").map(|e| e["path_lower"].as_str().unwrap()).collect();
+    let deleted: Vec<&str> = with
+        .iter()
+        .filter(|e| e[".tag"] == "deleted")
+        .map(|e| e["path_lower"].as_str().unwrap())
+        .collect();
     assert_eq!(deleted, vec!["/gone", "/gone/b.txt"]);
     // A cursor on /keep sees only its subtree; non-recursive only direct children.
     let (_, keep_cursor) = t.list_all(json!({"path": "/keep", "recursive": true}));
@@ -735,19 +1077,29 @@ fn include_deleted_and_scoped_cursors() {
     t.emu.create_file("/other/e.txt", bytes("e")).unwrap();
     t.emu.create_file("/root.txt", bytes("r")).unwrap();
     let (c, _) = t.changes(&keep_cursor);
-    assert_eq!(paths(&c), vec![("folder".into(), "/keep/sub".into()), ("file".into(), "/keep/sub/d.txt".into())]);
+    assert_eq!(
+        paths(&c),
+        vec![
+            ("folder".into(), "/keep/sub".into()),
+            ("file".into(), "/keep/sub/d.txt".into())
+        ]
+    );
     let (c, _) = t.changes(&flat_cursor);
     assert_eq!(paths(&c), vec![("file".into(), "/root.txt".into())]);
     // The cursor's folder deleted: 409 path/not_found.
     t.emu.delete("/keep").unwrap();
-    t.rpc("files/list_folder/continue", json!({"cursor": keep_cursor})).assert_409(json!({".tag": "path", "path": {".tag": "not_found"}}));
+    t.rpc("files/list_folder/continue", json!({"cursor": keep_cursor}))
+        .assert_409(json!({".tag": "path", "path": {".tag": "not_found"}}));
 }
 
 #[test]
 fn get_latest_cursor_sees_only_later_changes() {
     let t = new();
     t.emu.create_file("/old.txt", bytes("o")).unwrap();
-    let r = t.rpc("files/list_folder/get_latest_cursor", json!({"path": "", "recursive": true}));
+    let r = t.rpc(
+        "files/list_folder/get_latest_cursor",
+        json!({"path": "", "recursive": true}),
+    );
     assert_eq!(r.status, 200);
     let cursor = r.json()["cursor"].as_str().unwrap().to_string();
     let (c, _) = t.changes(&cursor);
@@ -766,24 +1118,41 @@ fn invalidated_cursors_reset() {
     t.emu.create_file("/a", bytes("a")).unwrap();
     let (_, cursor) = t.list_all(json!({"path": ""}));
     t.emu.invalidate_cursors();
-    t.rpc("files/list_folder/continue", json!({"cursor": cursor})).assert_409(json!({".tag": "reset"}));
-    let r = t.post_raw("/2/files/list_folder/longpoll", &[("Content-Type", "application/json")], Some(&json!({"cursor": cursor}).to_string()));
+    t.rpc("files/list_folder/continue", json!({"cursor": cursor}))
+        .assert_409(json!({".tag": "reset"}));
+    let r = t.post_raw(
+        "/2/files/list_folder/longpoll",
+        &[("Content-Type", "application/json")],
+        Some(&json!({"cursor": cursor}).to_string()),
+    );
     r.assert_409(json!({".tag": "reset"}));
     // A fresh listing works again.
     let (_, fresh) = t.list_all(json!({"path": ""}));
-    assert_eq!(t.rpc("files/list_folder/continue", json!({"cursor": fresh})).status, 200);
+    assert_eq!(
+        t.rpc("files/list_folder/continue", json!({"cursor": fresh}))
+            .status,
+        200
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
 // Longpoll
 
 fn longpoll(t: &T, cursor: &str, timeout: u64) -> Resp {
-    t.post_raw("/2/files/list_folder/longpoll", &[("Content-Type", "application/json")], Some(&json!({"cursor": cursor, "timeout": timeout}).to_string()))
+    t.post_raw(
+        "/2/files/list_folder/longpoll",
+        &[("Content-Type", "application/json")],
+        Some(&json!({"cursor": cursor, "timeout": timeout}).to_string()),
+    )
 }
 
 #[test]
 fn longpoll_times_out_wakes_and_refuses_auth() {
-    let t = with_cfg(EmulatorConfig { longpoll_max_wait: Some(Duration::from_millis(800)), longpoll_backoff: Some(7), ..Default::default() });
+    let t = with_cfg(EmulatorConfig {
+        longpoll_max_wait: Some(Duration::from_millis(800)),
+        longpoll_backoff: Some(7),
+        ..Default::default()
+    });
     t.emu.create_file("/dir/a", bytes("a")).unwrap();
     let (_, cursor) = t.list_all(json!({"path": "/dir", "recursive": true}));
     // Timeout without change.
@@ -799,7 +1168,10 @@ fn longpoll_times_out_wakes_and_refuses_auth() {
     // Authorization header refused.
     let r = t.post_raw(
         "/2/files/list_folder/longpoll",
-        &[("Content-Type", "application/json"), ("Authorization", &format!("Bearer {}", t.token))],
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &format!("Bearer {}", t.token)),
+        ],
         Some(&json!({"cursor": cursor}).to_string()),
     );
     r.assert_400("Error in call to API function \"files/list_folder/longpoll\": Your request includes an Authorization header, but this function does not use it.");
@@ -813,19 +1185,26 @@ fn longpoll_times_out_wakes_and_refuses_auth() {
 
 #[test]
 fn longpoll_wakes_up_on_change() {
-    let t = with_cfg(EmulatorConfig { longpoll_max_wait: Some(Duration::from_secs(20)), ..Default::default() });
+    let t = with_cfg(EmulatorConfig {
+        longpoll_max_wait: Some(Duration::from_secs(20)),
+        ..Default::default()
+    });
     let (_, cursor) = t.list_all(json!({"path": "", "recursive": true}));
     let emu = t.emu.clone();
     let writer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
-        emu.create_file("/late.txt", Content::Bytes(b"late".to_vec())).unwrap();
+        emu.create_file("/late.txt", Content::Bytes(b"late".to_vec()))
+            .unwrap();
     });
     let start = Instant::now();
     let r = longpoll(&t, &cursor, 30);
     writer.join().unwrap();
     assert_eq!(r.json()["changes"], true);
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
     let (c, _) = t.changes(&cursor);
     assert_eq!(paths(&c), vec![("file".into(), "/late.txt".into())]);
 }
@@ -843,21 +1222,41 @@ fn get_metadata_forms() {
     assert_eq!(v[".tag"], "file");
     assert_eq!(v["name"], "é.txt");
     assert_eq!(v["id"], info.id.as_str());
-    assert_eq!(t.rpc("files/get_metadata", json!({"path": info.id})).json()["name"], "é.txt");
-    let by_rev = t.rpc("files/get_metadata", json!({"path": format!("rev:{}", info.rev.clone().unwrap())})).json();
+    assert_eq!(
+        t.rpc("files/get_metadata", json!({"path": info.id})).json()["name"],
+        "é.txt"
+    );
+    let by_rev = t
+        .rpc(
+            "files/get_metadata",
+            json!({"path": format!("rev:{}", info.rev.clone().unwrap())}),
+        )
+        .json();
     assert_eq!(by_rev["id"], info.id.as_str());
     let docs = t.rpc("files/get_metadata", json!({"path": "/Docs"})).json();
     assert_eq!(docs[".tag"], "folder");
-    let rel = t.rpc("files/get_metadata", json!({"path": format!("{}/é.txt", docs["id"].as_str().unwrap())})).json();
+    let rel = t
+        .rpc(
+            "files/get_metadata",
+            json!({"path": format!("{}/é.txt", docs["id"].as_str().unwrap())}),
+        )
+        .json();
     assert_eq!(rel["id"], info.id.as_str());
     t.rpc("files/get_metadata", json!({"path": ""})).assert_400(
         "Error in call to API function \"files/get_metadata\": request body: path: '' did not match pattern '(/(.|[\\r\\n])*|id:.*)|(rev:[0-9a-f]{9,})|(ns:[0-9]+(/(.|[\\r\\n])*)?)'",
     );
     t.rpc("files/get_metadata", json!({"path": "/"})).assert_400("Error in call to API function \"files/get_metadata\": request body: path: The root folder is unsupported.");
     t.emu.delete("/Docs/é.txt").unwrap();
-    t.rpc("files/get_metadata", json!({"path": "/Docs/é.txt"})).assert_409(json!({".tag": "path", "path": {".tag": "not_found"}}));
-    let r = t.rpc("files/get_metadata", json!({"path": "/Docs/é.txt", "include_deleted": true}));
-    assert_eq!(r.json(), json!({".tag": "deleted", "name": "é.txt", "path_lower": "/docs/é.txt", "path_display": "/Docs/é.txt"}));
+    t.rpc("files/get_metadata", json!({"path": "/Docs/é.txt"}))
+        .assert_409(json!({".tag": "path", "path": {".tag": "not_found"}}));
+    let r = t.rpc(
+        "files/get_metadata",
+        json!({"path": "/Docs/é.txt", "include_deleted": true}),
+    );
+    assert_eq!(
+        r.json(),
+        json!({".tag": "deleted", "name": "é.txt", "path_lower": "/docs/é.txt", "path_display": "/Docs/é.txt"})
+    );
 }
 
 #[test]
@@ -871,7 +1270,10 @@ fn download_shapes_ranges_etags() {
     assert_eq!(r.ct().as_deref(), Some("application/octet-stream"));
     let result = r.header("dropbox-api-result").unwrap();
     assert!(result.is_ascii());
-    assert!(result.contains("\\ud83d\\ude00"), "astral chars as surrogate pairs: {result}");
+    assert!(
+        result.contains("\\ud83d\\ude00"),
+        "astral chars as surrogate pairs: {result}"
+    );
     let md: Value = serde_json::from_str(&result).unwrap();
     assert!(md.get(".tag").is_none(), "FileMetadata is untagged here");
     assert_eq!(md["name"], "naïve ünïcödé 😀.txt");
@@ -879,42 +1281,85 @@ fn download_shapes_ranges_etags() {
     assert_eq!(md["id"], info.id.as_str());
     assert_eq!(md["content_hash"], content_hash(b"0123456789"));
     // Ranges.
-    let r = t.download("files/download", json!({"path": name}), &[("Range", "bytes=2-4")]);
+    let r = t.download(
+        "files/download",
+        json!({"path": name}),
+        &[("Range", "bytes=2-4")],
+    );
     assert_eq!((r.status, r.body.as_slice()), (206, &b"234"[..]));
     assert_eq!(r.header("content-range").as_deref(), Some("bytes 2-4/10"));
     assert!(r.header("dropbox-api-result").is_some());
-    let r = t.download("files/download", json!({"path": name}), &[("Range", "bytes=7-")]);
+    let r = t.download(
+        "files/download",
+        json!({"path": name}),
+        &[("Range", "bytes=7-")],
+    );
     assert_eq!((r.status, r.body.as_slice()), (206, &b"789"[..]));
-    let r = t.download("files/download", json!({"path": name}), &[("Range", "bytes=-2")]);
+    let r = t.download(
+        "files/download",
+        json!({"path": name}),
+        &[("Range", "bytes=-2")],
+    );
     assert_eq!((r.status, r.body.as_slice()), (206, &b"89"[..]));
     assert_eq!(r.header("content-range").as_deref(), Some("bytes 8-9/10"));
-    let r = t.download("files/download", json!({"path": name}), &[("Range", "bytes=10-")]);
+    let r = t.download(
+        "files/download",
+        json!({"path": name}),
+        &[("Range", "bytes=10-")],
+    );
     assert_eq!(r.status, 416);
     assert_eq!(r.header("content-range").as_deref(), Some("bytes */10"));
     // ETag / If-None-Match.
-    let etag = t.download("files/download", json!({"path": name}), &[]).header("etag").unwrap();
-    let r = t.download("files/download", json!({"path": name}), &[("If-None-Match", &etag)]);
+    let etag = t
+        .download("files/download", json!({"path": name}), &[])
+        .header("etag")
+        .unwrap();
+    let r = t.download(
+        "files/download",
+        json!({"path": name}),
+        &[("If-None-Match", &etag)],
+    );
     assert_eq!(r.status, 304);
     assert!(r.body.is_empty());
     t.emu.modify_file(name, bytes("new content")).unwrap();
-    let r = t.download("files/download", json!({"path": name}), &[("If-None-Match", &etag)]);
+    let r = t.download(
+        "files/download",
+        json!({"path": name}),
+        &[("If-None-Match", &etag)],
+    );
     assert_eq!((r.status, r.body.as_slice()), (200, &b"new content"[..]));
     // The old revision stays downloadable by rev.
-    let r = t.download("files/download", json!({"path": format!("rev:{}", info.rev.unwrap())}), &[]);
+    let r = t.download(
+        "files/download",
+        json!({"path": format!("rev:{}", info.rev.unwrap())}),
+        &[],
+    );
     assert_eq!(r.body, b"0123456789");
     // GET form with ?arg= and ?authorization=.
     let arg = serde_json::to_string(&json!({"path": name})).unwrap();
-    let q: String = url::form_urlencoded::Serializer::new(String::new()).append_pair("arg", &arg).append_pair("authorization", &format!("Bearer {}", t.token)).finish();
+    let q: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("arg", &arg)
+        .append_pair("authorization", &format!("Bearer {}", t.token))
+        .finish();
     let r = t.get(&t.url(&format!("/2/files/download?{q}")), &[]);
     assert_eq!((r.status, r.body.as_slice()), (200, &b"new content"[..]));
     // Errors.
-    t.download("files/download", json!({"path": "/Fotos 📷"}), &[]).assert_409(json!({".tag": "path", "path": {".tag": "not_file"}}));
-    t.download("files/download", json!({"path": "/nope"}), &[]).assert_409(json!({".tag": "path", "path": {".tag": "not_found"}}));
-    t.emu.create_non_downloadable("/Doc.paper", "markdown", b"# Doc".to_vec()).unwrap();
-    t.download("files/download", json!({"path": "/Doc.paper"}), &[]).assert_409(json!({".tag": "unsupported_file"}));
+    t.download("files/download", json!({"path": "/Fotos 📷"}), &[])
+        .assert_409(json!({".tag": "path", "path": {".tag": "not_file"}}));
+    t.download("files/download", json!({"path": "/nope"}), &[])
+        .assert_409(json!({".tag": "path", "path": {".tag": "not_found"}}));
+    t.emu
+        .create_non_downloadable("/Doc.paper", "markdown", b"# Doc".to_vec())
+        .unwrap();
+    t.download("files/download", json!({"path": "/Doc.paper"}), &[])
+        .assert_409(json!({".tag": "unsupported_file"}));
     t.download("files/download", json!({"path": "/x", "extra": 1}), &[])
         .assert_400("Error in call to API function \"files/download\": HTTP header \"Dropbox-API-Arg\": unknown field 'extra'");
-    let r = t.post_raw("/2/files/download", &[("Authorization", &format!("Bearer {}", t.token))], None);
+    let r = t.post_raw(
+        "/2/files/download",
+        &[("Authorization", &format!("Bearer {}", t.token))],
+        None,
+    );
     r.assert_400("Error in call to API function \"files/download\": Must provide HTTP header \"Dropbox-API-Arg\" or URL parameter \"arg\".");
 }
 
@@ -928,7 +1373,10 @@ fn raw_non_ascii_arg_header_is_refused() {
     req.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
     let (head, body) = raw(t.emu.local_addr(), &req);
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
-    assert_eq!(String::from_utf8_lossy(&body), "Error in call to API function \"files/download\": HTTP header \"Dropbox-API-Arg\": could not decode input as JSON");
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "Error in call to API function \"files/download\": HTTP header \"Dropbox-API-Arg\": could not decode input as JSON"
+    );
     // The same argument escaped is fine, and the result header is pure ASCII.
     let mut req = format!("POST /2/files/download HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {}\r\nDropbox-API-Arg: ", t.token).into_bytes();
     req.extend_from_slice(br#"{"path":"/\u00e9.txt"}"#);
@@ -943,39 +1391,65 @@ fn raw_non_ascii_arg_header_is_refused() {
 #[test]
 fn large_pattern_file_streams() {
     let t = new();
-    let content = Content::Pattern { seed: 42, len: 20 * 1024 * 1024 + 3 };
+    let content = Content::Pattern {
+        seed: 42,
+        len: 20 * 1024 * 1024 + 3,
+    };
     let info = t.emu.create_file("/big.bin", content.clone()).unwrap();
-    assert_eq!(info.content_hash.as_deref(), Some(content.content_hash().as_str()));
+    assert_eq!(
+        info.content_hash.as_deref(),
+        Some(content.content_hash().as_str())
+    );
     let r = t.download("files/download", json!({"path": "/big.bin"}), &[]);
     assert_eq!(r.body.len() as u64, content.len());
     assert_eq!(content_hash(&r.body), content.content_hash());
-    let r = t.download("files/download", json!({"path": "/big.bin"}), &[("Range", "bytes=5000000-5000099")]);
+    let r = t.download(
+        "files/download",
+        json!({"path": "/big.bin"}),
+        &[("Range", "bytes=5000000-5000099")],
+    );
     assert_eq!(r.body, content.to_bytes()[5_000_000..5_000_100]);
 }
 
 #[test]
 fn export_non_downloadable() {
     let t = new();
-    t.emu.create_non_downloadable("/Notes/Plan.paper", "markdown", b"# Plan\n".to_vec()).unwrap();
+    t.emu
+        .create_non_downloadable("/Notes/Plan.paper", "markdown", b"# Plan\n".to_vec())
+        .unwrap();
     let r = t.download("files/export", json!({"path": "/Notes/Plan.paper"}), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.body, b"# Plan\n");
     let v: Value = serde_json::from_str(&r.header("dropbox-api-result").unwrap()).unwrap();
     assert_eq!(v["export_metadata"]["name"], "Plan.md");
     assert_eq!(v["export_metadata"]["size"], 7);
-    assert_eq!(v["export_metadata"]["export_hash"], content_hash(b"# Plan\n"));
+    assert_eq!(
+        v["export_metadata"]["export_hash"],
+        content_hash(b"# Plan\n")
+    );
     assert_eq!(v["file_metadata"]["is_downloadable"], false);
     assert_eq!(v["file_metadata"]["name"], "Plan.paper");
-    t.download("files/export", json!({"path": "/Notes/Plan.paper", "export_format": "html"}), &[]).assert_409(json!({".tag": "invalid_export_format"}));
+    t.download(
+        "files/export",
+        json!({"path": "/Notes/Plan.paper", "export_format": "html"}),
+        &[],
+    )
+    .assert_409(json!({".tag": "invalid_export_format"}));
     t.emu.create_file("/plain.txt", bytes("p")).unwrap();
-    t.download("files/export", json!({"path": "/plain.txt"}), &[]).assert_409(json!({".tag": "non_exportable"}));
+    t.download("files/export", json!({"path": "/plain.txt"}), &[])
+        .assert_409(json!({".tag": "non_exportable"}));
 }
 
 #[test]
 fn temporary_links() {
     let t = new();
-    t.emu.create_file("/Pics/cat 🐱.jpg", bytes("meow-bytes")).unwrap();
-    let r = t.rpc("files/get_temporary_link", json!({"path": "/Pics/cat 🐱.jpg"}));
+    t.emu
+        .create_file("/Pics/cat 🐱.jpg", bytes("meow-bytes"))
+        .unwrap();
+    let r = t.rpc(
+        "files/get_temporary_link",
+        json!({"path": "/Pics/cat 🐱.jpg"}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert!(v["metadata"].get(".tag").is_none());
@@ -989,9 +1463,13 @@ fn temporary_links() {
     let r = t.get(&link, &[("Range", "bytes=0-3")]);
     assert_eq!((r.status, r.body.as_slice()), (206, &b"meow"[..]));
     assert_eq!(t.get(&t.url("/tl/unknown-token"), &[]).status, 404);
-    t.emu.create_non_downloadable("/d.paper", "html", b"<p>".to_vec()).unwrap();
-    t.rpc("files/get_temporary_link", json!({"path": "/d.paper"})).assert_409(json!({".tag": "unsupported_file"}));
-    t.rpc("files/get_temporary_link", json!({"path": "/Pics"})).assert_409(json!({".tag": "path", "path": {".tag": "not_file"}}));
+    t.emu
+        .create_non_downloadable("/d.paper", "html", b"<p>".to_vec())
+        .unwrap();
+    t.rpc("files/get_temporary_link", json!({"path": "/d.paper"}))
+        .assert_409(json!({".tag": "unsupported_file"}));
+    t.rpc("files/get_temporary_link", json!({"path": "/Pics"}))
+        .assert_409(json!({".tag": "path", "path": {".tag": "not_file"}}));
     // Just before four hours it still works; after, 410.
     t.emu.advance_clock(Duration::from_secs(4 * 3600 - 60));
     assert_eq!(t.get(&link, &[]).status, 200);
@@ -1006,7 +1484,10 @@ fn temporary_links() {
 fn create_shared_link_with_settings_rules() {
     let t = new();
     let info = t.emu.create_file("/Share/a.txt", bytes("a")).unwrap();
-    let r = t.rpc("sharing/create_shared_link_with_settings", json!({"path": "/Share/a.txt"}));
+    let r = t.rpc(
+        "sharing/create_shared_link_with_settings",
+        json!({"path": "/Share/a.txt"}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let md = r.json();
     assert_eq!(md[".tag"], "file");
@@ -1015,31 +1496,61 @@ fn create_shared_link_with_settings_rules() {
     assert!(md["link_permissions"]["can_revoke"].is_boolean());
     let url = md["url"].as_str().unwrap().to_string();
     // Again without settings: 409 with the existing link nested twice.
-    let r = t.rpc("sharing/create_shared_link_with_settings", json!({"path": "/Share/a.txt"}));
+    let r = t.rpc(
+        "sharing/create_shared_link_with_settings",
+        json!({"path": "/Share/a.txt"}),
+    );
     assert_eq!(r.status, 409);
     let e = r.json()["error"].clone();
     assert_eq!(e[".tag"], "shared_link_already_exists");
     assert_eq!(e["shared_link_already_exists"][".tag"], "metadata");
-    assert_eq!(e["shared_link_already_exists"]["metadata"]["url"], url.as_str());
+    assert_eq!(
+        e["shared_link_already_exists"]["metadata"]["url"],
+        url.as_str()
+    );
     // With settings: 409 without metadata.
     t.rpc("sharing/create_shared_link_with_settings", json!({"path": "/Share/a.txt", "settings": {"requested_visibility": "public", "audience": "public", "access": "viewer"}}))
         .assert_409(json!({".tag": "shared_link_already_exists"}));
     // Basic accounts cannot set an expiry.
     t.emu.create_file("/Share/b.txt", bytes("b")).unwrap();
-    t.rpc("sharing/create_shared_link_with_settings", json!({"path": "/Share/b.txt", "settings": {"expires": "2030-01-01T00:00:00Z"}}))
-        .assert_409(json!({".tag": "settings_error", "settings_error": {".tag": "not_authorized"}}));
-    t.rpc("sharing/create_shared_link_with_settings", json!({"path": "/Share/none.txt"})).assert_409(json!({".tag": "path", "path": {".tag": "not_found"}}));
+    t.rpc(
+        "sharing/create_shared_link_with_settings",
+        json!({"path": "/Share/b.txt", "settings": {"expires": "2030-01-01T00:00:00Z"}}),
+    )
+    .assert_409(json!({".tag": "settings_error", "settings_error": {".tag": "not_authorized"}}));
+    t.rpc(
+        "sharing/create_shared_link_with_settings",
+        json!({"path": "/Share/none.txt"}),
+    )
+    .assert_409(json!({".tag": "path", "path": {".tag": "not_found"}}));
     // Folder links.
-    let r = t.rpc("sharing/create_shared_link_with_settings", json!({"path": "/Share", "settings": {"audience": "public"}}));
+    let r = t.rpc(
+        "sharing/create_shared_link_with_settings",
+        json!({"path": "/Share", "settings": {"audience": "public"}}),
+    );
     assert_eq!(r.json()[".tag"], "folder");
-    assert_eq!(t.emu.truth().iter().find(|e| e.path_lower == "/share/a.txt").unwrap().shared_url.as_deref(), Some(url.as_str()));
+    assert_eq!(
+        t.emu
+            .truth()
+            .iter()
+            .find(|e| e.path_lower == "/share/a.txt")
+            .unwrap()
+            .shared_url
+            .as_deref(),
+        Some(url.as_str())
+    );
 }
 
 #[test]
 fn list_shared_links_paging_and_filters() {
-    let t = with_cfg(EmulatorConfig { shared_links_page_size: 2, ..Default::default() });
+    let t = with_cfg(EmulatorConfig {
+        shared_links_page_size: 2,
+        ..Default::default()
+    });
     for i in 0..5 {
-        t.emu.create_file(&format!("/L/f{i}.txt"), bytes("x")).unwrap();
+        t.emu
+            .create_file(&format!("/L/f{i}.txt"), bytes("x"))
+            .unwrap();
         t.emu.share(&format!("/L/f{i}.txt")).unwrap();
     }
     let folder_url = t.emu.share("/L").unwrap();
@@ -1052,23 +1563,46 @@ fn list_shared_links_paging_and_filters() {
         if page["has_more"] != true {
             break;
         }
-        page = t.rpc("sharing/list_shared_links", json!({"cursor": page["cursor"]})).json();
+        page = t
+            .rpc(
+                "sharing/list_shared_links",
+                json!({"cursor": page["cursor"]}),
+            )
+            .json();
     }
     assert_eq!(all.len(), 6);
     // By path: its own link and its folder's; direct_only only its own; never a cursor.
-    let v = t.rpc("sharing/list_shared_links", json!({"path": "/L/f1.txt"})).json();
-    let urls: Vec<&str> = v["links"].as_array().unwrap().iter().map(|l| l["url"].as_str().unwrap()).collect();
+    let v = t
+        .rpc("sharing/list_shared_links", json!({"path": "/L/f1.txt"}))
+        .json();
+    let urls: Vec<&str> = v["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["url"].as_str().unwrap())
+        .collect();
     assert_eq!(urls.len(), 2);
     assert!(urls.contains(&folder_url.as_str()));
     assert!(v.get("cursor").is_none());
     assert_eq!(v["has_more"], false);
-    let v = t.rpc("sharing/list_shared_links", json!({"path": "/L/f1.txt", "direct_only": true})).json();
+    let v = t
+        .rpc(
+            "sharing/list_shared_links",
+            json!({"path": "/L/f1.txt", "direct_only": true}),
+        )
+        .json();
     assert_eq!(v["links"].as_array().unwrap().len(), 1);
     assert_eq!(v["links"][0]["path_lower"], "/l/f1.txt");
     t.emu.unshare("/L/f1.txt").unwrap();
-    let v = t.rpc("sharing/list_shared_links", json!({"path": "/L/f1.txt", "direct_only": true})).json();
+    let v = t
+        .rpc(
+            "sharing/list_shared_links",
+            json!({"path": "/L/f1.txt", "direct_only": true}),
+        )
+        .json();
     assert_eq!(v["links"].as_array().unwrap().len(), 0);
-    t.rpc("sharing/list_shared_links", json!({"path": "/nope"})).assert_409(json!({".tag": "path", "path": {".tag": "not_found"}}));
+    t.rpc("sharing/list_shared_links", json!({"path": "/nope"}))
+        .assert_409(json!({".tag": "path", "path": {".tag": "not_found"}}));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1078,7 +1612,8 @@ fn pkce_pair() -> (String, String) {
     use base64::Engine;
     use sha2::Digest;
     let verifier = "v".repeat(20) + "-._~abcdefghijklmnopqrstuvwxyz0123456789";
-    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
     (verifier, challenge)
 }
 
@@ -1086,15 +1621,23 @@ fn authorize(t: &T, extra: &str) -> String {
     let r = t.get(&t.url(&format!("/oauth2/authorize?client_id=emu-app-key&response_type=code&redirect_uri=http%3A%2F%2F127.0.0.1%3A5555%2Fcb&state=xyz{extra}")), &[]);
     assert_eq!(r.status, 302, "{}", r.text());
     let loc = url::Url::parse(&r.header("location").unwrap()).unwrap();
-    assert_eq!((loc.host_str(), loc.port(), loc.path()), (Some("127.0.0.1"), Some(5555), "/cb"));
+    assert_eq!(
+        (loc.host_str(), loc.port(), loc.path()),
+        (Some("127.0.0.1"), Some(5555), "/cb")
+    );
     let q: BTreeMap<String, String> = loc.query_pairs().into_owned().collect();
     assert_eq!(q["state"], "xyz");
     q["code"].clone()
 }
 
 fn token_call(t: &T, form: &[(&str, &str)], basic: Option<&str>) -> Resp {
-    let body: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form.iter()).finish();
-    let mut req = t.agent.post(&t.url("/oauth2/token")).header("Content-Type", "application/x-www-form-urlencoded");
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form.iter())
+        .finish();
+    let mut req = t
+        .agent
+        .post(&t.url("/oauth2/token"))
+        .header("Content-Type", "application/x-www-form-urlencoded");
     if let Some(b) = basic {
         req = req.header("Authorization", b);
     }
@@ -1112,19 +1655,73 @@ fn assert_token_error(r: &Resp, error: &str) {
 fn oauth_code_flow_with_pkce_refresh_and_revoke() {
     let t = new();
     let (verifier, challenge) = pkce_pair();
-    let code = authorize(&t, &format!("&code_challenge={challenge}&code_challenge_method=S256&token_access_type=offline"));
+    let code = authorize(
+        &t,
+        &format!(
+            "&code_challenge={challenge}&code_challenge_method=S256&token_access_type=offline"
+        ),
+    );
     let cb = "http://127.0.0.1:5555/cb";
     // Wrong verifier: refused, and the code is spent.
-    let r = token_call(&t, &[("grant_type", "authorization_code"), ("code", &code), ("client_id", "emu-app-key"), ("redirect_uri", cb), ("code_verifier", "wrong-verifier-wrong-verifier-wrong-verifier-x")], None);
+    let r = token_call(
+        &t,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", "emu-app-key"),
+            ("redirect_uri", cb),
+            (
+                "code_verifier",
+                "wrong-verifier-wrong-verifier-wrong-verifier-x",
+            ),
+        ],
+        None,
+    );
     assert_token_error(&r, "invalid_grant");
-    let r = token_call(&t, &[("grant_type", "authorization_code"), ("code", &code), ("client_id", "emu-app-key"), ("redirect_uri", cb), ("code_verifier", &verifier)], None);
+    let r = token_call(
+        &t,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", "emu-app-key"),
+            ("redirect_uri", cb),
+            ("code_verifier", &verifier),
+        ],
+        None,
+    );
     assert_token_error(&r, "invalid_grant");
     // A fresh code with the right verifier, public client (no secret).
-    let code = authorize(&t, &format!("&code_challenge={challenge}&code_challenge_method=S256&token_access_type=offline"));
-    let r = token_call(&t, &[("grant_type", "authorization_code"), ("code", &code), ("client_id", "emu-app-key"), ("redirect_uri", "http://127.0.0.1:9/other"), ("code_verifier", &verifier)], None);
+    let code = authorize(
+        &t,
+        &format!(
+            "&code_challenge={challenge}&code_challenge_method=S256&token_access_type=offline"
+        ),
+    );
+    let r = token_call(
+        &t,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", "emu-app-key"),
+            ("redirect_uri", "http://127.0.0.1:9/other"),
+            ("code_verifier", &verifier),
+        ],
+        None,
+    );
     assert_token_error(&r, "invalid_grant");
-    let code = authorize(&t, &format!("&code_challenge={challenge}&code_challenge_method=S256&token_access_type=offline"));
-    let form = [("grant_type", "authorization_code"), ("code", code.as_str()), ("client_id", "emu-app-key"), ("redirect_uri", cb), ("code_verifier", verifier.as_str())];
+    let code = authorize(
+        &t,
+        &format!(
+            "&code_challenge={challenge}&code_challenge_method=S256&token_access_type=offline"
+        ),
+    );
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("client_id", "emu-app-key"),
+        ("redirect_uri", cb),
+        ("code_verifier", verifier.as_str()),
+    ];
     let r = token_call(&t, &form, None);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.ct().as_deref(), Some("application/json"));
@@ -1136,35 +1733,83 @@ fn oauth_code_flow_with_pkce_refresh_and_revoke() {
     assert_eq!(v["expires_in"], 14_400);
     assert_eq!(v["account_id"], t.emu.account_id());
     assert!(v["uid"].is_string());
-    for s in ["account_info.read", "files.metadata.read", "files.content.read", "sharing.read", "sharing.write"] {
-        assert!(v["scope"].as_str().unwrap().split(' ').any(|x| x == s), "{s}");
+    for s in [
+        "account_info.read",
+        "files.metadata.read",
+        "files.content.read",
+        "sharing.read",
+        "sharing.write",
+    ] {
+        assert!(
+            v["scope"].as_str().unwrap().split(' ').any(|x| x == s),
+            "{s}"
+        );
     }
-    assert_eq!(t.rpc_with("files/list_folder", &access, json!({"path": ""})).status, 200);
+    assert_eq!(
+        t.rpc_with("files/list_folder", &access, json!({"path": ""}))
+            .status,
+        200
+    );
     // Reused code.
     assert_token_error(&token_call(&t, &form, None), "invalid_grant");
     // Refresh: a new access token only.
-    let r = token_call(&t, &[("grant_type", "refresh_token"), ("refresh_token", &refresh), ("client_id", "emu-app-key")], None);
+    let r = token_call(
+        &t,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", "emu-app-key"),
+        ],
+        None,
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert!(v.get("refresh_token").is_none());
     let access2 = v["access_token"].as_str().unwrap().to_string();
     assert_ne!(access2, access);
-    assert_eq!(t.rpc_with("users/get_current_account", &access2, Value::Null).status, 200);
+    assert_eq!(
+        t.rpc_with("users/get_current_account", &access2, Value::Null)
+            .status,
+        200
+    );
     // Refresh with client credentials in a Basic header.
     use base64::Engine;
-    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("emu-app-key:emu-app-secret"));
-    let r = token_call(&t, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)], Some(&basic));
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("emu-app-key:emu-app-secret")
+    );
+    let r = token_call(
+        &t,
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        Some(&basic),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let access3 = r.json()["access_token"].as_str().unwrap().to_string();
     // Revoke: body null; the token, its refresh token and siblings die.
-    let r = t.post_raw("/2/auth/token/revoke", &[("Authorization", &format!("Bearer {access2}"))], None);
+    let r = t.post_raw(
+        "/2/auth/token/revoke",
+        &[("Authorization", &format!("Bearer {access2}"))],
+        None,
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.ct().as_deref(), Some("application/json"));
     assert_eq!(r.text(), "null");
     for tok in [&access, &access2, &access3] {
-        t.rpc_with("files/list_folder", tok, json!({"path": ""})).assert_401("invalid_access_token");
+        t.rpc_with("files/list_folder", tok, json!({"path": ""}))
+            .assert_401("invalid_access_token");
     }
-    assert_token_error(&token_call(&t, &[("grant_type", "refresh_token"), ("refresh_token", &refresh), ("client_id", "emu-app-key")], None), "invalid_grant");
+    assert_token_error(
+        &token_call(
+            &t,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                ("client_id", "emu-app-key"),
+            ],
+            None,
+        ),
+        "invalid_grant",
+    );
     // Unrelated tokens still work.
     assert_eq!(t.rpc("files/list_folder", json!({"path": ""})).status, 200);
 }
@@ -1174,64 +1819,166 @@ fn oauth_errors_and_confidential_clients() {
     let t = new();
     let code = authorize(&t, "");
     // No PKCE, no secret: the client is not authenticated.
-    let r = token_call(&t, &[("grant_type", "authorization_code"), ("code", &code), ("client_id", "emu-app-key"), ("redirect_uri", "http://127.0.0.1:5555/cb")], None);
+    let r = token_call(
+        &t,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", "emu-app-key"),
+            ("redirect_uri", "http://127.0.0.1:5555/cb"),
+        ],
+        None,
+    );
     assert_token_error(&r, "invalid_client");
     let code = authorize(&t, "");
-    let r = token_call(&t, &[("grant_type", "authorization_code"), ("code", &code), ("client_id", "emu-app-key"), ("client_secret", "wrong"), ("redirect_uri", "http://127.0.0.1:5555/cb")], None);
+    let r = token_call(
+        &t,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", "emu-app-key"),
+            ("client_secret", "wrong"),
+            ("redirect_uri", "http://127.0.0.1:5555/cb"),
+        ],
+        None,
+    );
     assert_token_error(&r, "invalid_client");
     let code = authorize(&t, "&token_access_type=online");
     let r = token_call(
         &t,
-        &[("grant_type", "authorization_code"), ("code", &code), ("client_id", "emu-app-key"), ("client_secret", "emu-app-secret"), ("redirect_uri", "http://127.0.0.1:5555/cb")],
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", "emu-app-key"),
+            ("client_secret", "emu-app-secret"),
+            ("redirect_uri", "http://127.0.0.1:5555/cb"),
+        ],
         None,
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.json().get("refresh_token").is_none(), "online access has no refresh token");
-    assert_token_error(&token_call(&t, &[("grant_type", "password"), ("client_id", "emu-app-key")], None), "unsupported_grant_type");
-    assert_token_error(&token_call(&t, &[("client_id", "emu-app-key")], None), "invalid_request");
-    assert_token_error(&token_call(&t, &[("grant_type", "refresh_token"), ("refresh_token", "not a token!"), ("client_id", "emu-app-key")], None), "invalid_grant");
-    assert_token_error(&token_call(&t, &[("grant_type", "refresh_token"), ("refresh_token", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), ("client_id", "emu-app-key")], None), "invalid_grant");
+    assert!(
+        r.json().get("refresh_token").is_none(),
+        "online access has no refresh token"
+    );
+    assert_token_error(
+        &token_call(
+            &t,
+            &[("grant_type", "password"), ("client_id", "emu-app-key")],
+            None,
+        ),
+        "unsupported_grant_type",
+    );
+    assert_token_error(
+        &token_call(&t, &[("client_id", "emu-app-key")], None),
+        "invalid_request",
+    );
+    assert_token_error(
+        &token_call(
+            &t,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "not a token!"),
+                ("client_id", "emu-app-key"),
+            ],
+            None,
+        ),
+        "invalid_grant",
+    );
+    assert_token_error(
+        &token_call(
+            &t,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+                ("client_id", "emu-app-key"),
+            ],
+            None,
+        ),
+        "invalid_grant",
+    );
     // Codes expire.
     let code = authorize(&t, "");
     t.emu.advance_clock(Duration::from_secs(3600));
     let r = token_call(
         &t,
-        &[("grant_type", "authorization_code"), ("code", &code), ("client_id", "emu-app-key"), ("client_secret", "emu-app-secret"), ("redirect_uri", "http://127.0.0.1:5555/cb")],
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", "emu-app-key"),
+            ("client_secret", "emu-app-secret"),
+            ("redirect_uri", "http://127.0.0.1:5555/cb"),
+        ],
         None,
     );
     assert_token_error(&r, "invalid_grant");
     // Authorization page validation.
-    assert_eq!(t.get(&t.url("/oauth2/authorize?client_id=nope&response_type=code"), &[]).status, 400);
+    assert_eq!(
+        t.get(
+            &t.url("/oauth2/authorize?client_id=nope&response_type=code"),
+            &[]
+        )
+        .status,
+        400
+    );
     assert_eq!(t.get(&t.url("/oauth2/authorize?client_id=emu-app-key&response_type=code&redirect_uri=http%3A%2F%2Fevil.example%2Fcb"), &[]).status, 400);
     // Without redirect_uri the code is shown on the page.
-    let r = t.get(&t.url("/oauth2/authorize?client_id=emu-app-key&response_type=code"), &[]);
+    let r = t.get(
+        &t.url("/oauth2/authorize?client_id=emu-app-key&response_type=code"),
+        &[],
+    );
     assert_eq!(r.status, 200);
     assert!(r.text().contains("id=\"code\""));
     // issue_tokens + revoke_all.
     let pair = t.emu.issue_tokens(&["files.metadata.read"], 60);
     assert_eq!(pair.expires_in, 60);
     t.emu.revoke_all();
-    assert_token_error(&token_call(&t, &[("grant_type", "refresh_token"), ("refresh_token", &pair.refresh_token), ("client_id", "emu-app-key")], None), "invalid_grant");
+    assert_token_error(
+        &token_call(
+            &t,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &pair.refresh_token),
+                ("client_id", "emu-app-key"),
+            ],
+            None,
+        ),
+        "invalid_grant",
+    );
 }
 
 #[test]
 fn oauth_manual_approval() {
-    let t = with_cfg(EmulatorConfig { auto_approve: false, ..Default::default() });
+    let t = with_cfg(EmulatorConfig {
+        auto_approve: false,
+        ..Default::default()
+    });
     let r = t.get(&t.url("/oauth2/authorize?client_id=emu-app-key&response_type=code&redirect_uri=http%3A%2F%2Flocalhost%3A1%2Fcb&state=s1"), &[]);
     assert_eq!(r.status, 200);
     let page = r.text();
     let href = |id: &str| {
         let marker = format!("id=\"{id}\" href=\"");
         let start = page.find(&marker).unwrap() + marker.len();
-        page[start..].split('"').next().unwrap().replace("&amp;", "&")
+        page[start..]
+            .split('"')
+            .next()
+            .unwrap()
+            .replace("&amp;", "&")
     };
     let deny = t.get(&t.url(&href("deny")), &[]);
     assert_eq!(deny.status, 302);
-    assert!(deny.header("location").unwrap().contains("error=access_denied"));
+    assert!(
+        deny.header("location")
+            .unwrap()
+            .contains("error=access_denied")
+    );
     let r = t.get(&t.url("/oauth2/authorize?client_id=emu-app-key&response_type=code&redirect_uri=http%3A%2F%2Flocalhost%3A1%2Fcb&state=s2"), &[]);
     let page = r.text();
     let start = page.find("id=\"allow\" href=\"").unwrap() + "id=\"allow\" href=\"".len();
-    let allow = page[start..].split('"').next().unwrap().replace("&amp;", "&");
+    let allow = page[start..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&");
     let r = t.get(&t.url(&allow), &[]);
     assert_eq!(r.status, 302);
     let loc = r.header("location").unwrap();
@@ -1252,7 +1999,11 @@ fn list_root(t: &T) -> Result<Resp, ureq::Error> {
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     let body = r.body_mut().read_to_vec()?;
-    Ok(Resp { status, headers, body })
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
 }
 
 #[test]
@@ -1260,21 +2011,47 @@ fn fault_rate_limits_and_statuses() {
     let t = new();
     t.emu.create_file("/a.txt", bytes("a")).unwrap();
     let route = "files/list_folder";
-    t.emu.inject(Fault::once(route, FaultKind::RateLimitJson { retry_after: 3, reason: "too_many_requests".into(), include_field: true }));
+    t.emu.inject(Fault::once(
+        route,
+        FaultKind::RateLimitJson {
+            retry_after: 3,
+            reason: "too_many_requests".into(),
+            include_field: true,
+        },
+    ));
     let r = list_root(&t).unwrap();
     assert_eq!(r.status, 429);
     assert_eq!(r.ct().as_deref(), Some("application/json"));
     assert_eq!(r.header("retry-after").as_deref(), Some("3"));
-    assert_eq!(r.json()["error"], json!({"reason": {".tag": "too_many_requests"}, "retry_after": 3}));
+    assert_eq!(
+        r.json()["error"],
+        json!({"reason": {".tag": "too_many_requests"}, "retry_after": 3})
+    );
     // count = 1: the next call succeeds.
     assert_eq!(list_root(&t).unwrap().status, 200);
-    t.emu.inject(Fault::once(route, FaultKind::RateLimitJson { retry_after: 1, reason: "too_many_write_operations".into(), include_field: false }));
+    t.emu.inject(Fault::once(
+        route,
+        FaultKind::RateLimitJson {
+            retry_after: 1,
+            reason: "too_many_write_operations".into(),
+            include_field: false,
+        },
+    ));
     let r = list_root(&t).unwrap();
     assert_eq!(r.header("retry-after").as_deref(), Some("1"));
-    assert_eq!(r.json()["error"], json!({"reason": {".tag": "too_many_write_operations"}}));
-    t.emu.inject(Fault::once(route, FaultKind::RateLimitText { retry_after: 2 }));
+    assert_eq!(
+        r.json()["error"],
+        json!({"reason": {".tag": "too_many_write_operations"}})
+    );
+    t.emu.inject(Fault::once(
+        route,
+        FaultKind::RateLimitText { retry_after: 2 },
+    ));
     let r = list_root(&t).unwrap();
-    assert_eq!((r.status, r.header("retry-after").as_deref()), (429, Some("2")));
+    assert_eq!(
+        (r.status, r.header("retry-after").as_deref()),
+        (429, Some("2"))
+    );
     assert!(r.ct().unwrap().starts_with("text/plain"));
     for code in [500, 502, 503, 504] {
         t.emu.inject(Fault::once(route, FaultKind::Status(code)));
@@ -1286,18 +2063,42 @@ fn fault_rate_limits_and_statuses() {
     list_root(&t).unwrap().assert_401("expired_access_token");
     t.emu.inject(Fault::once(route, FaultKind::InvalidToken));
     list_root(&t).unwrap().assert_401("invalid_access_token");
-    let cursor = t.list(json!({"path": ""}))["cursor"].as_str().unwrap().to_string();
-    t.emu.inject(Fault::once("files/list_folder/continue", FaultKind::Reset));
-    t.rpc("files/list_folder/continue", json!({"cursor": cursor})).assert_409(json!({".tag": "reset"}));
-    assert_eq!(t.rpc("files/list_folder/continue", json!({"cursor": cursor})).status, 200);
+    let cursor = t.list(json!({"path": ""}))["cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    t.emu
+        .inject(Fault::once("files/list_folder/continue", FaultKind::Reset));
+    t.rpc("files/list_folder/continue", json!({"cursor": cursor}))
+        .assert_409(json!({".tag": "reset"}));
+    assert_eq!(
+        t.rpc("files/list_folder/continue", json!({"cursor": cursor}))
+            .status,
+        200
+    );
     // skip / count, and route None matches anything.
-    t.emu.inject(Fault { route: Some(route.into()), skip: 1, count: 2, kind: FaultKind::Status(500) });
+    t.emu.inject(Fault {
+        route: Some(route.into()),
+        skip: 1,
+        count: 2,
+        kind: FaultKind::Status(500),
+    });
     let statuses: Vec<u16> = (0..4).map(|_| list_root(&t).unwrap().status).collect();
     assert_eq!(statuses, vec![200, 500, 500, 200]);
-    t.emu.inject(Fault { route: None, skip: 0, count: 1, kind: FaultKind::Status(503) });
+    t.emu.inject(Fault {
+        route: None,
+        skip: 0,
+        count: 1,
+        kind: FaultKind::Status(503),
+    });
     assert_eq!(t.rpc("users/get_current_account", Value::Null).status, 503);
     assert_eq!(t.rpc("users/get_current_account", Value::Null).status, 200);
-    t.emu.inject(Fault { route: None, skip: 0, count: 5, kind: FaultKind::Status(503) });
+    t.emu.inject(Fault {
+        route: None,
+        skip: 0,
+        count: 5,
+        kind: FaultKind::Status(503),
+    });
     t.emu.clear_faults();
     assert_eq!(list_root(&t).unwrap().status, 200);
 }
@@ -1318,19 +2119,30 @@ fn fault_json_corruptions() {
     assert!(serde_json::from_slice::<Value>(&r.body).is_err());
     t.emu.inject(Fault::once(route, FaultKind::WrongTypeJson));
     let v = list_root(&t).unwrap().json();
-    assert!(!v["entries"].is_array() && !v["cursor"].is_string() && !v["has_more"].is_boolean(), "{v}");
-    t.emu.inject(Fault::once(route, FaultKind::UnknownFieldsAndTags));
+    assert!(
+        !v["entries"].is_array() && !v["cursor"].is_string() && !v["has_more"].is_boolean(),
+        "{v}"
+    );
+    t.emu
+        .inject(Fault::once(route, FaultKind::UnknownFieldsAndTags));
     let v = list_root(&t).unwrap().json();
     assert!(v.get("emu_unknown_field").is_some());
     let entries = v["entries"].as_array().unwrap();
     assert!(entries.iter().any(|e| e[".tag"] == "emu_future_kind"));
-    assert!(entries.iter().filter(|e| e[".tag"] == "file").all(|e| e.get("emu_unknown_field").is_some()));
-    t.emu.inject(Fault::once(route, FaultKind::HugeBody(3_000_000)));
+    assert!(
+        entries
+            .iter()
+            .filter(|e| e[".tag"] == "file")
+            .all(|e| e.get("emu_unknown_field").is_some())
+    );
+    t.emu
+        .inject(Fault::once(route, FaultKind::HugeBody(3_000_000)));
     let r = list_root(&t).unwrap();
     assert!(r.body.len() >= 2_900_000);
     assert!(r.json()["entries"].is_array(), "still valid JSON");
     // Downloads: the Dropbox-API-Result header is the JSON that gets corrupted.
-    t.emu.inject(Fault::once("files/download", FaultKind::TruncatedJson));
+    t.emu
+        .inject(Fault::once("files/download", FaultKind::TruncatedJson));
     let r = t.download("files/download", json!({"path": "/a.txt"}), &[]);
     assert!(serde_json::from_str::<Value>(&r.header("dropbox-api-result").unwrap()).is_err());
     assert_eq!(r.body, b"a");
@@ -1339,13 +2151,25 @@ fn fault_json_corruptions() {
 #[test]
 fn fault_transport_failures() {
     let t = new();
-    t.emu.create_file("/big.bin", Content::Pattern { seed: 5, len: 1 << 20 }).unwrap();
+    t.emu
+        .create_file(
+            "/big.bin",
+            Content::Pattern {
+                seed: 5,
+                len: 1 << 20,
+            },
+        )
+        .unwrap();
     let route = "files/list_folder";
     t.emu.inject(Fault::once(route, FaultKind::DropConnection));
-    assert!(list_root(&t).is_err(), "connection dropped before any response");
+    assert!(
+        list_root(&t).is_err(),
+        "connection dropped before any response"
+    );
     assert_eq!(list_root(&t).unwrap().status, 200);
     // Half the body, then close: the client sees a premature end.
-    t.emu.inject(Fault::once("files/download", FaultKind::DropMidBody));
+    t.emu
+        .inject(Fault::once("files/download", FaultKind::DropMidBody));
     let r = t
         .agent
         .post(&t.url("/2/files/download"))
@@ -1354,23 +2178,40 @@ fn fault_transport_failures() {
         .send_empty();
     let failed = match r {
         Err(_) => true,
-        Ok(mut resp) => resp.body_mut().with_config().limit(1 << 30).read_to_vec().is_err(),
+        Ok(mut resp) => resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .is_err(),
     };
     assert!(failed);
     // One flipped byte.
-    let good = t.download("files/download", json!({"path": "/big.bin"}), &[]).body;
-    t.emu.inject(Fault::once("files/download", FaultKind::CorruptByte));
-    let bad = t.download("files/download", json!({"path": "/big.bin"}), &[]).body;
+    let good = t
+        .download("files/download", json!({"path": "/big.bin"}), &[])
+        .body;
+    t.emu
+        .inject(Fault::once("files/download", FaultKind::CorruptByte));
+    let bad = t
+        .download("files/download", json!({"path": "/big.bin"}), &[])
+        .body;
     assert_eq!(good.len(), bad.len());
     assert_eq!(good.iter().zip(&bad).filter(|(a, b)| a != b).count(), 1);
     // Slow.
-    t.emu.inject(Fault::once(route, FaultKind::Slow(Duration::from_millis(400))));
+    t.emu.inject(Fault::once(
+        route,
+        FaultKind::Slow(Duration::from_millis(400)),
+    ));
     let start = Instant::now();
     assert_eq!(list_root(&t).unwrap().status, 200);
     assert!(start.elapsed() >= Duration::from_millis(400));
     // Faults on the token endpoint too.
-    t.emu.inject(Fault::once("oauth2/token", FaultKind::Status(503)));
-    assert_eq!(token_call(&t, &[("grant_type", "refresh_token")], None).status, 503);
+    t.emu
+        .inject(Fault::once("oauth2/token", FaultKind::Status(503)));
+    assert_eq!(
+        token_call(&t, &[("grant_type", "refresh_token")], None).status,
+        503
+    );
 }
 
 #[test]
@@ -1379,7 +2220,10 @@ fn latency_and_request_counts() {
     t.emu.reset_counts();
     list_root(&t).unwrap();
     list_root(&t).unwrap();
-    let cursor = t.list(json!({"path": ""}))["cursor"].as_str().unwrap().to_string();
+    let cursor = t.list(json!({"path": ""}))["cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
     t.cont(&cursor);
     let counts = t.emu.request_counts();
     assert_eq!(counts.get("files/list_folder"), Some(&3));
@@ -1399,30 +2243,67 @@ fn latency_and_request_counts() {
 #[test]
 fn control_interface_drives_the_account() {
     let t = new();
-    let post = |op: &str, body: Value| t.post_raw(&format!("/__emulator/{op}"), &[("Content-Type", "application/json")], Some(&body.to_string()));
-    let r = post("create_file", json!({"path": "/ctl/a.txt", "text": "hello"}));
+    let post = |op: &str, body: Value| {
+        t.post_raw(
+            &format!("/__emulator/{op}"),
+            &[("Content-Type", "application/json")],
+            Some(&body.to_string()),
+        )
+    };
+    let r = post(
+        "create_file",
+        json!({"path": "/ctl/a.txt", "text": "hello"}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["content_hash"], content_hash(b"hello"));
-    assert_eq!(post("create_file", json!({"path": "/ctl/a.txt", "text": "x"})).status, 409);
-    assert_eq!(post("move", json!({"from": "/ctl/a.txt", "to": "/ctl/b.txt"})).status, 200);
+    assert_eq!(
+        post("create_file", json!({"path": "/ctl/a.txt", "text": "x"})).status,
+        409
+    );
+    assert_eq!(
+        post("move", json!({"from": "/ctl/a.txt", "to": "/ctl/b.txt"})).status,
+        200
+    );
     assert_eq!(post("share", json!({"path": "/ctl/b.txt"})).status, 200);
     assert_eq!(post("delete", json!({"path": "/nope"})).status, 404);
     let truth = t.get(&t.url("/__emulator/truth"), &[]).json();
     assert_eq!(truth.as_array().unwrap().len(), 2);
     assert!(truth[1]["shared_url"].is_string());
-    let r = post("fault", json!({"route": "files/list_folder", "kind": {"type": "status", "value": 502}}));
+    let r = post(
+        "fault",
+        json!({"route": "files/list_folder", "kind": {"type": "status", "value": 502}}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(list_root(&t).unwrap().status, 502);
-    let r = post("fault", json!({"route": "files/list_folder", "kind": {"type": "rate_limit_json", "value": {"retry_after": 4, "reason": "too_many_requests", "include_field": false}}}));
+    let r = post(
+        "fault",
+        json!({"route": "files/list_folder", "kind": {"type": "rate_limit_json", "value": {"retry_after": 4, "reason": "too_many_requests", "include_field": false}}}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(list_root(&t).unwrap().header("retry-after").as_deref(), Some("4"));
-    assert_eq!(post("populate", json!({"files": 50, "seed": 3})).status, 200);
+    assert_eq!(
+        list_root(&t).unwrap().header("retry-after").as_deref(),
+        Some("4")
+    );
+    assert_eq!(
+        post("populate", json!({"files": 50, "seed": 3})).status,
+        200
+    );
     assert!(t.emu.truth().len() > 50);
     let counters = t.get(&t.url("/__emulator/counters"), &[]).json();
     assert!(counters["files/list_folder"].as_u64().unwrap() >= 2);
-    assert!(counters.get("__emulator/truth").is_none(), "control calls are not counted");
-    let tok = t.get(&t.url("/__emulator/token"), &[]).json()["access_token"].as_str().unwrap().to_string();
-    assert_eq!(t.rpc_with("files/list_folder", &tok, json!({"path": ""})).status, 200);
+    assert!(
+        counters.get("__emulator/truth").is_none(),
+        "control calls are not counted"
+    );
+    let tok = t.get(&t.url("/__emulator/token"), &[]).json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        t.rpc_with("files/list_folder", &tok, json!({"path": ""}))
+            .status,
+        200
+    );
     // Stop through the control interface: run_until_stopped returns.
     let emu = t.emu.clone();
     let waiter = std::thread::spawn(move || emu.run_until_stopped());
@@ -1433,19 +2314,56 @@ fn control_interface_drives_the_account() {
 
 #[test]
 fn populate_is_seeded_and_realistic() {
-    let a = with_cfg(EmulatorConfig { files: 3000, seed: 11, ..Default::default() });
-    let b = with_cfg(EmulatorConfig { files: 3000, seed: 11, ..Default::default() });
+    let a = with_cfg(EmulatorConfig {
+        files: 3000,
+        seed: 11,
+        ..Default::default()
+    });
+    let b = with_cfg(EmulatorConfig {
+        files: 3000,
+        seed: 11,
+        ..Default::default()
+    });
     let ta = a.emu.truth();
     let tb = b.emu.truth();
-    let key = |t: &dropbox_emulator::TruthEntry| (t.path_display.clone(), t.id.clone(), t.content_hash.clone(), t.size);
-    assert_eq!(ta.iter().map(key).collect::<Vec<_>>(), tb.iter().map(key).collect::<Vec<_>>());
+    let key = |t: &dropbox_emulator::TruthEntry| {
+        (
+            t.path_display.clone(),
+            t.id.clone(),
+            t.content_hash.clone(),
+            t.size,
+        )
+    };
+    assert_eq!(
+        ta.iter().map(key).collect::<Vec<_>>(),
+        tb.iter().map(key).collect::<Vec<_>>()
+    );
     let files: Vec<_> = ta.iter().filter(|e| e.kind == Kind::File).collect();
     assert_eq!(files.len(), 3000);
-    assert!(ta.iter().any(|e| e.name.chars().any(|c| c as u32 > 0xffff)), "astral-plane emoji");
-    assert!(ta.iter().any(|e| e.name.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))), "CJK");
-    assert!(ta.iter().any(|e| e.name.contains('é') || e.name.contains('ü') || e.name.contains('ñ')));
+    assert!(
+        ta.iter().any(|e| e.name.chars().any(|c| c as u32 > 0xffff)),
+        "astral-plane emoji"
+    );
+    assert!(
+        ta.iter().any(|e| e
+            .name
+            .chars()
+            .any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))),
+        "CJK"
+    );
+    assert!(
+        ta.iter()
+            .any(|e| e.name.contains('é') || e.name.contains('ü') || e.name.contains('ñ'))
+    );
     assert!(ta.iter().any(|e| e.name.contains(' ')));
-    assert!(ta.iter().map(|e| e.path_lower.matches('/').count()).max().unwrap() >= 8, "deep nesting");
+    assert!(
+        ta.iter()
+            .map(|e| e.path_lower.matches('/').count())
+            .max()
+            .unwrap()
+            >= 8,
+        "deep nesting"
+    );
     assert!(ta.iter().any(|e| !e.is_downloadable));
     assert!(ta.iter().filter(|e| e.shared_url.is_some()).count() >= 3);
     // Paths are unique case-insensitively and sorted by path_lower.
@@ -1469,20 +2387,44 @@ fn populate_is_seeded_and_realistic() {
 #[test]
 fn emulator_api_errors_and_drop_stops_server() {
     let t = new();
-    assert!(matches!(t.emu.create_file("relative", bytes("x")), Err(dropbox_emulator::EmulatorError::InvalidPath(_))));
-    assert!(matches!(t.emu.create_file("/a/", bytes("x")), Err(dropbox_emulator::EmulatorError::InvalidPath(_))));
+    assert!(matches!(
+        t.emu.create_file("relative", bytes("x")),
+        Err(dropbox_emulator::EmulatorError::InvalidPath(_))
+    ));
+    assert!(matches!(
+        t.emu.create_file("/a/", bytes("x")),
+        Err(dropbox_emulator::EmulatorError::InvalidPath(_))
+    ));
     t.emu.create_file("/f", bytes("x")).unwrap();
-    assert!(matches!(t.emu.create_file("/F", bytes("x")), Err(dropbox_emulator::EmulatorError::AlreadyExists(_))));
-    assert!(matches!(t.emu.create_file("/f/child", bytes("x")), Err(dropbox_emulator::EmulatorError::NotAFolder(_))));
-    assert!(matches!(t.emu.modify_file("/nope", bytes("x")), Err(dropbox_emulator::EmulatorError::NotFound(_))));
+    assert!(matches!(
+        t.emu.create_file("/F", bytes("x")),
+        Err(dropbox_emulator::EmulatorError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        t.emu.create_file("/f/child", bytes("x")),
+        Err(dropbox_emulator::EmulatorError::NotAFolder(_))
+    ));
+    assert!(matches!(
+        t.emu.modify_file("/nope", bytes("x")),
+        Err(dropbox_emulator::EmulatorError::NotFound(_))
+    ));
     t.emu.create_folder("/d").unwrap();
-    assert!(matches!(t.emu.move_path("/d", "/d/inner"), Err(dropbox_emulator::EmulatorError::InvalidPath(_))));
-    assert!(matches!(t.emu.move_path("/d", "/f"), Err(dropbox_emulator::EmulatorError::AlreadyExists(_))));
+    assert!(matches!(
+        t.emu.move_path("/d", "/d/inner"),
+        Err(dropbox_emulator::EmulatorError::InvalidPath(_))
+    ));
+    assert!(matches!(
+        t.emu.move_path("/d", "/f"),
+        Err(dropbox_emulator::EmulatorError::AlreadyExists(_))
+    ));
     // Parents keep their existing case.
     let e = t.emu.create_file("/D/x.txt", bytes("x")).unwrap();
     assert_eq!(e.path_display, "/d/x.txt");
     let addr = t.emu.local_addr();
     drop(t);
     std::thread::sleep(Duration::from_millis(100));
-    assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err(), "server stopped on drop");
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err(),
+        "server stopped on drop"
+    );
 }

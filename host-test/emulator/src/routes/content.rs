@@ -6,7 +6,9 @@ use crate::auth::random_token;
 use crate::blob::Blob;
 use crate::server::{ApiError, ApiResult, Body, Ctx, Request, Response};
 use crate::state::{Lookup, Node, TempLink, parse_rev};
-use crate::wire::{Args, PATTERN_READ_PATH, file_md, lookup_error, matches_read_path, tag_error, to_header_json};
+use crate::wire::{
+    Args, PATTERN_READ_PATH, file_md, lookup_error, matches_read_path, tag_error, to_header_json,
+};
 use crate::{Shared, content_hash};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -43,14 +45,26 @@ fn parse_range(h: &str, total: u64) -> Option<Option<(u64, u64)>> {
     let (a, b) = (a.trim(), b.trim());
     let range = if a.is_empty() {
         let n: u64 = b.parse().ok()?;
-        if n == 0 || total == 0 { None } else { Some((total.saturating_sub(n), total - 1)) }
+        if n == 0 || total == 0 {
+            None
+        } else {
+            Some((total.saturating_sub(n), total - 1))
+        }
     } else {
         let start: u64 = a.parse().ok()?;
-        let end: u64 = if b.is_empty() { u64::MAX } else { b.parse().ok()? };
+        let end: u64 = if b.is_empty() {
+            u64::MAX
+        } else {
+            b.parse().ok()?
+        };
         if end < start {
             return None;
         }
-        if start >= total { None } else { Some((start, end.min(total - 1))) }
+        if start >= total {
+            None
+        } else {
+            Some((start, end.min(total - 1)))
+        }
     };
     Some(range)
 }
@@ -81,16 +95,26 @@ fn serve_blob(req: &Request, blob: &Blob, etag: &str, headers: Vec<(String, Stri
             return r;
         }
     };
-    resp.body = Body::Blob { blob: blob.clone(), start, len, corrupt_at: None };
+    resp.body = Body::Blob {
+        blob: blob.clone(),
+        start,
+        len,
+        corrupt_at: None,
+    };
     resp
 }
 
 fn file_blob(n: &Node) -> Blob {
-    n.file.as_ref().map_or(Blob::Bytes(Arc::from(&[][..])), |f| f.blob.clone())
+    n.file
+        .as_ref()
+        .map_or(Blob::Bytes(Arc::from(&[][..])), |f| f.blob.clone())
 }
 
 fn etag_of(n: &Node) -> String {
-    format!("W/\"{}\"", crate::state::format_rev(n.file.as_ref().map_or(0, |f| f.rev)))
+    format!(
+        "W/\"{}\"",
+        crate::state::format_rev(n.file.as_ref().map_or(0, |f| f.rev))
+    )
 }
 
 pub(crate) fn download(ctx: &Ctx, arg: &Value) -> ApiResult {
@@ -101,15 +125,29 @@ pub(crate) fn download(ctx: &Ctx, arg: &Value) -> ApiResult {
     let rev = a.opt_str("rev")?;
     if let Some(r) = rev {
         a.min_len("rev", r, 9)?;
-        a.check_pattern("rev", r, "[0-9a-f]+", r.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))?;
+        a.check_pattern(
+            "rev",
+            r,
+            "[0-9a-f]+",
+            r.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        )?;
     }
     let node = resolve_file(ctx, path, rev)?;
     if !node.is_downloadable() {
         return Err(tag_error("unsupported_file").into());
     }
     let result = to_header_json(&file_md(&ctx.shared.account, &node, false, false));
-    let headers = vec![("Content-Type".into(), "application/octet-stream".into()), ("Dropbox-API-Result".into(), result)];
-    Ok(serve_blob(ctx.req, &file_blob(&node), &etag_of(&node), headers))
+    let headers = vec![
+        ("Content-Type".into(), "application/octet-stream".into()),
+        ("Dropbox-API-Result".into(), result),
+    ];
+    Ok(serve_blob(
+        ctx.req,
+        &file_blob(&node),
+        &etag_of(&node),
+        headers,
+    ))
 }
 
 pub(crate) fn export(ctx: &Ctx, arg: &Value) -> ApiResult {
@@ -136,7 +174,10 @@ pub(crate) fn export(ctx: &Ctx, arg: &Value) -> ApiResult {
         "export_metadata": {"name": format!("{stem}.{ext}"), "size": data.len(), "export_hash": content_hash::content_hash(&data)},
         "file_metadata": file_md(&ctx.shared.account, &node, false, false),
     });
-    let headers = vec![("Content-Type".into(), "application/octet-stream".into()), ("Dropbox-API-Result".into(), to_header_json(&result))];
+    let headers = vec![
+        ("Content-Type".into(), "application/octet-stream".into()),
+        ("Dropbox-API-Result".into(), to_header_json(&result)),
+    ];
     Ok(serve_blob(ctx.req, &blob, &etag_of(&node), headers))
 }
 
@@ -151,14 +192,30 @@ pub(crate) fn get_temporary_link(ctx: &Ctx, arg: &Value) -> ApiResult {
     }
     let token = random_token(43);
     let now = ctx.shared.now();
-    ctx.shared.state().temp_links.insert(token.clone(), TempLink { node: node.clone(), created: now });
-    let link = format!("{}/tl/{token}/{}", ctx.shared.base_url, crate::state::percent_encode(node.name()));
-    Ok(Response::json_value(200, &json!({"metadata": file_md(&ctx.shared.account, &node, false, false), "link": link})))
+    ctx.shared.state().temp_links.insert(
+        token.clone(),
+        TempLink {
+            node: node.clone(),
+            created: now,
+        },
+    );
+    let link = format!(
+        "{}/tl/{token}/{}",
+        ctx.shared.base_url,
+        crate::state::percent_encode(node.name())
+    );
+    Ok(Response::json_value(
+        200,
+        &json!({"metadata": file_md(&ctx.shared.account, &node, false, false), "link": link}),
+    ))
 }
 
 /// MIME type from the extension, as the link's Content-Type is "derived from the file's MIME type".
 fn mime_of(name: &str) -> &'static str {
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
     match ext.as_str() {
         "txt" | "md" | "csv" | "log" => "text/plain; charset=utf-8",
         "html" | "htm" => "text/html; charset=utf-8",
@@ -181,7 +238,12 @@ pub(crate) fn serve_temporary_link(shared: &Shared, req: &Request) -> Response {
     if req.method != "GET" && req.method != "HEAD" {
         return Response::text(405, "Method Not Allowed").header("Allow", "GET, HEAD");
     }
-    let token = req.path.trim_start_matches("/tl/").split('/').next().unwrap_or("");
+    let token = req
+        .path
+        .trim_start_matches("/tl/")
+        .split('/')
+        .next()
+        .unwrap_or("");
     let (node, created, alive) = {
         let st = shared.state();
         let Some(l) = st.temp_links.get(token) else {

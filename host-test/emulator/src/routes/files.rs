@@ -7,7 +7,10 @@
 use super::lookup_failure;
 use crate::server::{ApiError, ApiResult, Ctx, Response};
 use crate::state::{Cursor, JEntry, Lookup, has_change, journal_page, lower, snapshot_page};
-use crate::wire::{Args, Md, PATTERN_PATH_R_OR_ID, PATTERN_READ_PATH, entry_md, lookup_error, matches_path_r_or_id, matches_read_path, tag_error};
+use crate::wire::{
+    Args, Md, PATTERN_PATH_R_OR_ID, PATTERN_READ_PATH, entry_md, lookup_error,
+    matches_path_r_or_id, matches_read_path, tag_error,
+};
 use rand::seq::SliceRandom;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -36,11 +39,21 @@ struct ListResult<'a> {
 
 fn list_response(ctx: &Ctx, entries: &[JEntry], cursor: &Cursor, has_more: bool) -> Response {
     let acct = &ctx.shared.account;
-    let mut mds: Vec<Md> = entries.iter().map(|e| entry_md(acct, e, cursor.h)).collect();
+    let mut mds: Vec<Md> = entries
+        .iter()
+        .map(|e| entry_md(acct, e, cursor.h))
+        .collect();
     if ctx.shared.cfg.shuffle_within_page {
         mds.shuffle(&mut rand::rng());
     }
-    Response::json(200, &ListResult { entries: mds, cursor: cursor.encode(), has_more })
+    Response::json(
+        200,
+        &ListResult {
+            entries: mds,
+            cursor: cursor.encode(),
+            has_more,
+        },
+    )
 }
 
 /// Decode a ListFolderArg and resolve its folder into a fresh cursor (no snapshot yet).
@@ -48,7 +61,12 @@ fn parse_list_arg(ctx: &Ctx, arg: &Value) -> Result<Cursor, ApiError> {
     let a = Args::root(arg)?;
     a.only(LIST_FOLDER_FIELDS)?;
     let path = a.req_str("path")?;
-    a.check_pattern("path", path, PATTERN_PATH_R_OR_ID, matches_path_r_or_id(path))?;
+    a.check_pattern(
+        "path",
+        path,
+        PATTERN_PATH_R_OR_ID,
+        matches_path_r_or_id(path),
+    )?;
     let recursive = a.bool_or("recursive", false)?;
     a.bool_or("include_media_info", false)?;
     let include_deleted = a.bool_or("include_deleted", false)?;
@@ -65,7 +83,9 @@ fn parse_list_arg(ctx: &Ctx, arg: &Value) -> Result<Cursor, ApiError> {
     let non_downloadable = a.bool_or("include_non_downloadable_files", true)?;
     a.bool_or("include_restorable_info", false)?;
     if path == "/" {
-        return Err(ApiError::Arg("path: Specify the root folder as an empty string rather than as \"/\".".into()));
+        return Err(ApiError::Arg(
+            "path: Specify the root folder as an empty string rather than as \"/\".".into(),
+        ));
     }
     if shared_link.is_some() {
         // Listing through a shared link is outside what the emulator models.
@@ -162,7 +182,10 @@ pub(crate) fn list_folder_continue(ctx: &Ctx, arg: &Value) -> ApiResult {
 
 pub(crate) fn get_latest_cursor(ctx: &Ctx, arg: &Value) -> ApiResult {
     let cursor = parse_list_arg(ctx, arg)?;
-    Ok(Response::json_value(200, &json!({"cursor": cursor.encode()})))
+    Ok(Response::json_value(
+        200,
+        &json!({"cursor": cursor.encode()}),
+    ))
 }
 
 pub(crate) fn longpoll(ctx: &Ctx, arg: &Value) -> ApiResult {
@@ -207,7 +230,11 @@ pub(crate) fn longpoll(ctx: &Ctx, arg: &Value) -> ApiResult {
         if now >= deadline {
             break;
         }
-        st = shared.changed.wait_timeout(st, deadline - now).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+        st = shared
+            .changed
+            .wait_timeout(st, deadline - now)
+            .map(|(g, _)| g)
+            .unwrap_or_else(|e| e.into_inner().0);
     }
     drop(st);
     let mut result = json!({"changes": changes});
@@ -219,7 +246,13 @@ pub(crate) fn longpoll(ctx: &Ctx, arg: &Value) -> ApiResult {
 
 pub(crate) fn get_metadata(ctx: &Ctx, arg: &Value) -> ApiResult {
     let a = Args::root(arg)?;
-    a.only(&["path", "include_media_info", "include_deleted", "include_has_explicit_shared_members", "include_property_groups"])?;
+    a.only(&[
+        "path",
+        "include_media_info",
+        "include_deleted",
+        "include_has_explicit_shared_members",
+        "include_property_groups",
+    ])?;
     let path = a.req_str("path")?;
     a.check_pattern("path", path, PATTERN_READ_PATH, matches_read_path(path))?;
     a.bool_or("include_media_info", false)?;
@@ -227,19 +260,31 @@ pub(crate) fn get_metadata(ctx: &Ctx, arg: &Value) -> ApiResult {
     let explicit = a.bool_or("include_has_explicit_shared_members", false)?;
     a.opt_union("include_property_groups", &["filter_some", "other"])?;
     if path == "/" {
-        return Err(ApiError::Arg("path: The root folder is unsupported.".into()));
+        return Err(ApiError::Arg(
+            "path: The root folder is unsupported.".into(),
+        ));
     }
     let shared = ctx.shared;
     let st = shared.state();
     let found = match st.resolve(&shared.account, path) {
         Lookup::Found(n) => n,
-        Lookup::Root => return Err(ApiError::Arg("path: The root folder is unsupported.".into())),
+        Lookup::Root => {
+            return Err(ApiError::Arg(
+                "path: The root folder is unsupported.".into(),
+            ));
+        }
         Lookup::NotFound if include_deleted && path.starts_with('/') => {
             let key = lower(path);
             return match st.tree.tombs.get_key_value(key.as_str()) {
                 Some((k, d)) => {
-                    let e = JEntry::Deleted { path_lower: k.clone(), path_display: d.clone() };
-                    Ok(Response::json(200, &entry_md(&shared.account, &e, explicit)))
+                    let e = JEntry::Deleted {
+                        path_lower: k.clone(),
+                        path_display: d.clone(),
+                    };
+                    Ok(Response::json(
+                        200,
+                        &entry_md(&shared.account, &e, explicit),
+                    ))
                 }
                 None => Err(lookup_error("not_found").into()),
             };
@@ -247,5 +292,8 @@ pub(crate) fn get_metadata(ctx: &Ctx, arg: &Value) -> ApiResult {
         other => return Err(lookup_failure(&other)),
     };
     drop(st);
-    Ok(Response::json(200, &entry_md(&shared.account, &JEntry::Live(found), explicit)))
+    Ok(Response::json(
+        200,
+        &entry_md(&shared.account, &JEntry::Live(found), explicit),
+    ))
 }

@@ -3,7 +3,9 @@
 use super::lookup_failure;
 use crate::server::{ApiError, ApiResult, Ctx, Response};
 use crate::state::{Account, Link, Lookup, Node, State, format_rev};
-use crate::wire::{Args, PATTERN_READ_PATH, fmt_time, matches_read_path, parse_time, route_error, summary};
+use crate::wire::{
+    Args, PATTERN_READ_PATH, fmt_time, matches_read_path, parse_time, route_error, summary,
+};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
@@ -11,7 +13,8 @@ use serde_json::{Value, json};
 /// LinkPermissions of a public link on a basic account.
 fn link_permissions() -> Value {
     let policy = |tag: &str, allowed: bool| {
-        let mut p = json!({"policy": {".tag": tag}, "resolved_policy": {".tag": tag}, "allowed": allowed});
+        let mut p =
+            json!({"policy": {".tag": tag}, "resolved_policy": {".tag": tag}, "allowed": allowed});
         if !allowed {
             p["disallowed_reason"] = json!({".tag": "permission_denied"});
         }
@@ -58,7 +61,11 @@ pub(crate) fn link_md(acct: &Account, node: &Node, link: &Link) -> Value {
 }
 
 fn settings_error(tag: &str) -> ApiError {
-    route_error(&["settings_error", tag], json!({".tag": "settings_error", "settings_error": {".tag": tag}})).into()
+    route_error(
+        &["settings_error", tag],
+        json!({".tag": "settings_error", "settings_error": {".tag": tag}}),
+    )
+    .into()
 }
 
 fn resolve_item(ctx: &Ctx, st: &State, path: &str) -> Result<std::sync::Arc<Node>, ApiError> {
@@ -79,20 +86,44 @@ pub(crate) fn create_shared_link_with_settings(ctx: &Ctx, arg: &Value) -> ApiRes
     let mut not_authorized = false;
     let mut empty_settings = false;
     if let Some(s) = &settings {
-        s.only(&["require_password", "link_password", "expires", "audience", "access", "requested_visibility", "allow_download"])?;
+        s.only(&[
+            "require_password",
+            "link_password",
+            "expires",
+            "audience",
+            "access",
+            "requested_visibility",
+            "allow_download",
+        ])?;
         let require_password = s.bool_or("require_password", false)?;
         let password = s.opt_str("link_password")?;
         let expires = s.opt_str("expires")?;
         if let Some(e) = expires
             && parse_time(e).is_none()
         {
-            return Err(ApiError::Arg(format!("settings.expires: '{e}' does not match format '%Y-%m-%dT%H:%M:%SZ'")));
+            return Err(ApiError::Arg(format!(
+                "settings.expires: '{e}' does not match format '%Y-%m-%dT%H:%M:%SZ'"
+            )));
         }
-        let audience = s.opt_union("audience", &["public", "team", "no_one", "password", "members", "other"])?;
+        let audience = s.opt_union(
+            "audience",
+            &["public", "team", "no_one", "password", "members", "other"],
+        )?;
         s.opt_union("access", &["viewer", "editor", "max", "default", "other"])?;
-        let visibility = s.opt_union("requested_visibility", &["public", "team_only", "password"])?;
+        let visibility =
+            s.opt_union("requested_visibility", &["public", "team_only", "password"])?;
         s.bool_or("allow_download", true)?;
-        empty_settings = !["require_password", "link_password", "expires", "audience", "access", "requested_visibility", "allow_download"].iter().any(|f| s.has(f));
+        empty_settings = ![
+            "require_password",
+            "link_password",
+            "expires",
+            "audience",
+            "access",
+            "requested_visibility",
+            "allow_download",
+        ]
+        .iter()
+        .any(|f| s.has(f));
         // Basic accounts can only make public links without expiry or password.
         not_authorized = expires.is_some()
             || require_password
@@ -116,7 +147,10 @@ pub(crate) fn create_shared_link_with_settings(ctx: &Ctx, arg: &Value) -> ApiRes
     }
     // The existing link's metadata is included only when the request had no settings.
     let error = if settings.is_some() {
-        route_error(&["shared_link_already_exists"], json!({".tag": "shared_link_already_exists"}))
+        route_error(
+            &["shared_link_already_exists"],
+            json!({".tag": "shared_link_already_exists"}),
+        )
     } else {
         Response::json_value(
             409,
@@ -160,12 +194,22 @@ pub(crate) fn list_shared_links(ctx: &Ctx, arg: &Value) -> ApiResult {
                 }
             }
         }
-        let links: Vec<Value> = chain.iter().filter_map(|n| st.link_of(n.id).map(|l| link_md(acct, n, l))).collect();
-        return Ok(Response::json_value(200, &json!({"links": links, "has_more": false})));
+        let links: Vec<Value> = chain
+            .iter()
+            .filter_map(|n| st.link_of(n.id).map(|l| link_md(acct, n, l)))
+            .collect();
+        return Ok(Response::json_value(
+            200,
+            &json!({"links": links, "has_more": false}),
+        ));
     }
     let start = match cursor {
         None => 0,
-        Some(c) => match URL_SAFE_NO_PAD.decode(c).ok().and_then(|raw| serde_json::from_slice::<LinksCursor>(&raw).ok()) {
+        Some(c) => match URL_SAFE_NO_PAD
+            .decode(c)
+            .ok()
+            .and_then(|raw| serde_json::from_slice::<LinksCursor>(&raw).ok())
+        {
             Some(lc) if lc.a == acct.instance => lc.o,
             _ => return Err(route_error(&["reset"], json!({".tag": "reset"})).into()),
         },
@@ -184,6 +228,15 @@ pub(crate) fn list_shared_links(ctx: &Ctx, arg: &Value) -> ApiResult {
     }
     let has_more = next.is_some();
     let resume = next.unwrap_or_else(|| st.links.keys().next_back().map_or(start, |k| k + 1));
-    let cursor = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&LinksCursor { a: acct.instance, o: resume }).unwrap_or_default());
-    Ok(Response::json_value(200, &json!({"links": links, "has_more": has_more, "cursor": cursor})))
+    let cursor = URL_SAFE_NO_PAD.encode(
+        serde_json::to_vec(&LinksCursor {
+            a: acct.instance,
+            o: resume,
+        })
+        .unwrap_or_default(),
+    );
+    Ok(Response::json_value(
+        200,
+        &json!({"links": links, "has_more": has_more, "cursor": cursor}),
+    ))
 }
