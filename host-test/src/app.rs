@@ -3,8 +3,9 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::bindings::connector::{ReindexSummary, SignedUrl, StreamSummary, SyncSummary};
@@ -53,6 +54,9 @@ pub struct ConnectorHost {
     runtime: Arc<Runtime>,
     services: Arc<Services>,
     manifest: ConnectorManifest,
+    http: HttpSettings,
+    /// Services for tenants whose requests go to another base URL, by that URL.
+    redirected: Mutex<HashMap<String, Arc<Services>>>,
 }
 
 impl ConnectorHost {
@@ -76,8 +80,8 @@ impl ConnectorHost {
         let manifest = runtime.instantiate(TenantContext::new("-", bootstrap))?.manifest()?;
         let policy =
             NetPolicy::new(manifest.allowed_hosts.clone(), api_url).map_err(|e| HostError::Setup(e.to_string()))?;
-        let services = Services::new(store, policy, http, &manifest.oauth.token_url);
-        Ok(ConnectorHost { runtime, services, manifest })
+        let services = Services::new(store, policy, http.clone(), &manifest.oauth.token_url);
+        Ok(ConnectorHost { runtime, services, manifest, http, redirected: Mutex::new(HashMap::new()) })
     }
 
     pub fn manifest(&self) -> &ConnectorManifest {
@@ -102,6 +106,20 @@ impl ConnectorHost {
         Ok(())
     }
 
+    /// The services a tenant's instance uses: the host's, or a set whose network policy sends
+    /// the declared hosts to the tenant's own base URL.
+    pub fn services_for(&self, tenant: &str) -> Result<Arc<Services>, HostError> {
+        let Some(url) = self.services.store.tenant_api_url(tenant)? else { return Ok(self.services.clone()) };
+        let mut redirected = self.redirected.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(services) = redirected.get(&url) {
+            return Ok(services.clone());
+        }
+        let policy = NetPolicy::new(self.manifest.allowed_hosts.clone(), Some(&url)).map_err(|e| HostError::Setup(e.to_string()))?;
+        let services = Services::new(self.services.store.clone(), policy, self.http.clone(), &self.manifest.oauth.token_url);
+        redirected.insert(url, services.clone());
+        Ok(services)
+    }
+
     /// The tenant's context: its validated settings, and nothing else of any other tenant.
     pub fn context(&self, tenant: &str) -> Result<TenantContext, HostError> {
         self.services.store.ensure_tenant(tenant)?;
@@ -109,7 +127,7 @@ impl ConnectorHost {
         for (key, value) in &settings {
             validate_setting(&self.manifest, key, value).map_err(HostError::Setup)?;
         }
-        Ok(TenantContext::new(tenant, self.services.clone()).with_settings(settings))
+        Ok(TenantContext::new(tenant, self.services_for(tenant)?).with_settings(settings))
     }
 
     /// Set a tenant's setting after checking it against the manifest's field.

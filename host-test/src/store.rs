@@ -146,6 +146,22 @@ impl RecordStore {
         Ok(())
     }
 
+    /// Where this tenant's Dropbox requests go instead of the real service (an emulator or a
+    /// test server); `None` for the real service or the host's default.
+    pub fn set_tenant_api_url(&self, tenant: &str, api_url: Option<&str>) -> Result<(), StoreError> {
+        self.ensure_tenant(tenant)?;
+        self.conn().execute("UPDATE tenants SET api_url = ?2 WHERE name = ?1", params![tenant, api_url])?;
+        Ok(())
+    }
+
+    pub fn tenant_api_url(&self, tenant: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT api_url FROM tenants WHERE name = ?1", params![tenant], |r| r.get(0))
+            .optional()?
+            .flatten())
+    }
+
     pub fn tenants(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT name FROM tenants ORDER BY name")?;
@@ -517,7 +533,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
             "BEGIN;
             CREATE TABLE tenants(
                 name TEXT PRIMARY KEY, created_at INTEGER NOT NULL, needs_reauth INTEGER NOT NULL DEFAULT 0,
-                last_sync_at INTEGER, last_sync_result TEXT);
+                last_sync_at INTEGER, last_sync_result TEXT, api_url TEXT);
             CREATE TABLE credentials(
                 tenant TEXT PRIMARY KEY, access_token TEXT NOT NULL, refresh_token TEXT, expires_at INTEGER,
                 client_id TEXT, client_secret TEXT, account_id TEXT, updated_at INTEGER NOT NULL);

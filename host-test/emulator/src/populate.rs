@@ -155,7 +155,7 @@ fn hash_all(specs: &[(u64, u64)]) -> Vec<[u8; 32]> {
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     })
 }

@@ -2428,3 +2428,97 @@ fn emulator_api_errors_and_drop_stops_server() {
         "server stopped on drop"
     );
 }
+
+#[test]
+fn odd_requests_never_crash_a_handler() {
+    let t = new();
+    t.emu.create_file("/a/b.txt", bytes("b")).unwrap();
+    let cursor = t.list(json!({"path": ""}))["cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let odd_values = [
+        json!(null),
+        json!(true),
+        json!(-1),
+        json!(1.5),
+        json!(18446744073709551615u64),
+        json!("id:"),
+        json!("id:!!!/x"),
+        json!("rev:zzzzzzzzz"),
+        json!("rev:ffffffffffffffff"),
+        json!("ns:1/a"),
+        json!("/a/b.txt/"),
+        json!("//"),
+        json!("/\u{0}"),
+        json!("/😀/é"),
+        json!([1, 2]),
+        json!({"x": 1}),
+        json!("AAE"),
+        json!("AAEeyJ4Ijp0cnVlfQ"),
+        json!(cursor.clone() + "x"),
+    ];
+    let routes = [
+        (
+            "files/list_folder",
+            ["path", "limit", "recursive", "cursor"],
+        ),
+        (
+            "files/list_folder/continue",
+            ["cursor", "cursor", "cursor", "cursor"],
+        ),
+        (
+            "files/list_folder/get_latest_cursor",
+            ["path", "limit", "include_deleted", "shared_link"],
+        ),
+        (
+            "files/get_metadata",
+            ["path", "include_deleted", "include_property_groups", "path"],
+        ),
+        ("files/get_temporary_link", ["path", "path", "path", "path"]),
+        (
+            "sharing/list_shared_links",
+            ["path", "cursor", "direct_only", "path"],
+        ),
+        (
+            "sharing/create_shared_link_with_settings",
+            ["path", "settings", "path", "path"],
+        ),
+    ];
+    for (route, fields) in routes {
+        for v in &odd_values {
+            for f in fields {
+                for body in [json!({f: v}), v.clone()] {
+                    let r = t.rpc(route, body.clone());
+                    assert!(
+                        matches!(r.status, 200 | 400 | 409),
+                        "{route} {body}: {} {}",
+                        r.status,
+                        r.text()
+                    );
+                }
+            }
+            let r = t.download(
+                "files/download",
+                json!({"path": v}),
+                &[("Range", "bytes=5-2")],
+            );
+            assert!(
+                matches!(r.status, 200 | 400 | 409),
+                "download {v}: {} {}",
+                r.status,
+                r.text()
+            );
+        }
+    }
+    let lp = t.post_raw(
+        "/2/files/list_folder/longpoll",
+        &[("Content-Type", "application/json")],
+        Some(r#"{"cursor":"AAEeyJ4Ijp0cnVlfQ"}"#),
+    );
+    assert_eq!(lp.status, 400);
+    // Random bytes as a request.
+    let (head, _) = raw(t.emu.local_addr(), b"\xff\xfe\x00garbage\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert_eq!(t.rpc("files/list_folder", json!({"path": ""})).status, 200);
+}
