@@ -79,11 +79,13 @@ pub struct DropboxClient<'a> {
     host: &'a mut dyn HostEnv,
     policy: RetryPolicy,
     calls: u32,
+    /// Time spent decoding JSON responses (for benchmarks: the guest's own share of a sync).
+    decode_time: std::time::Duration,
 }
 
 impl<'a> DropboxClient<'a> {
     pub fn new(http: &'a mut dyn Http, credentials: &'a mut dyn Credentials, host: &'a mut dyn HostEnv) -> Self {
-        DropboxClient { http, credentials, host, policy: RetryPolicy::default(), calls: 0 }
+        DropboxClient { http, credentials, host, policy: RetryPolicy::default(), calls: 0, decode_time: Default::default() }
     }
 
     pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
@@ -94,6 +96,17 @@ impl<'a> DropboxClient<'a> {
     /// API requests sent so far (retries included).
     pub fn calls(&self) -> u32 {
         self.calls
+    }
+
+    pub fn decode_time(&self) -> std::time::Duration {
+        self.decode_time
+    }
+
+    fn timed_decode<R: DeserializeOwned>(&mut self, route: &str, body: &[u8]) -> Result<R, CallError> {
+        let started = std::time::Instant::now();
+        let result = decode(body).map_err(|error| CallError::Decode { route: route.into(), error });
+        self.decode_time += started.elapsed();
+        result
     }
 
     pub fn host(&mut self) -> &mut dyn HostEnv {
@@ -120,7 +133,7 @@ impl<'a> DropboxClient<'a> {
             timeout_ms: None,
         };
         let response = self.execute(route, request)?;
-        decode(&response.body).map_err(|error| CallError::Decode { route: route.into(), error })
+        self.timed_decode(route, &response.body)
     }
 
     /// A content-download call: argument in `Dropbox-API-Arg` (header-safe JSON), result in
@@ -193,18 +206,20 @@ impl<'a> DropboxClient<'a> {
             attempt += 1;
             self.calls += 1;
             let outcome = self.http.send(request.clone());
-            let (failure_api, failure_conn) = match outcome {
+            let (mut failure_api, mut failure_conn) = match outcome {
                 Ok(response) if (200..300).contains(&response.status) => return Ok(response),
                 Ok(response) => (Some(classify(response.status, &response.headers, &response.body)), None),
                 Err(e @ (HttpError::Timeout(_) | HttpError::Connection(_))) => (None, Some(e)),
                 Err(error) => return Err(CallError::Transport { route: route.into(), error }),
             };
-            if let Some(ApiError::Auth(AuthError::ExpiredAccessToken)) = &failure_api
+            // An expired token is refreshed once; so is one Dropbox no longer knows (it may have
+            // been replaced by a refresh elsewhere). A refused refresh ends the call.
+            if let Some(ApiError::Auth(AuthError::ExpiredAccessToken | AuthError::InvalidAccessToken)) = &failure_api
                 && request.authenticated
                 && !refreshed
             {
                 refreshed = true;
-                self.host.log(Level::Info, &format!("{route}: access token expired; refreshing once"));
+                self.host.log(Level::Info, &format!("{route}: access token expired or invalid; refreshing once"));
                 match self.credentials.refresh_access_token() {
                     Ok(()) => {
                         attempt -= 1;
@@ -214,7 +229,12 @@ impl<'a> DropboxClient<'a> {
                         return Err(CallError::AuthRequired { route: route.into(), message: m });
                     }
                     Err(RefreshError::Transient(m)) => {
-                        return Err(CallError::Transport { route: route.into(), error: HttpError::Connection(m) });
+                        // The token endpoint failed in a way a wait can fix (5xx, 429, a dropped
+                        // connection): the policy decides as for a dropped connection, and the
+                        // next attempt may refresh again (each such attempt counts).
+                        refreshed = false;
+                        failure_api = None;
+                        failure_conn = Some(HttpError::Connection(format!("token refresh failed: {m}")));
                     }
                 }
             }
@@ -242,6 +262,12 @@ impl<'a> DropboxClient<'a> {
                             wait_ms: retry_after_secs.saturating_mul(1000),
                             reason,
                         },
+                        // A missing scope stays a typed API error: a caller may carry on without
+                        // the feature the scope guards (shared links); anything else of a 401
+                        // means the account must be connected again.
+                        (Some(error @ ApiError::Auth(AuthError::MissingScope(_))), _) => {
+                            CallError::Api { route: route.into(), error }
+                        }
                         (Some(ApiError::Auth(auth)), _) => {
                             CallError::AuthRequired { route: route.into(), message: format!("{auth:?}") }
                         }

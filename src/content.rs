@@ -3,28 +3,47 @@
 //!
 //! A download is a series of 4 MiB range requests pinned to one revision (`rev:`), each written
 //! to the host's sink as it arrives and fed to the content hasher: guest memory holds one block
-//! whatever the file's size, an interrupted request is retried from the last good offset, and
-//! the result is checked against the content hash Dropbox published for that revision.
+//! whatever the file's size, an interrupted request is sent again for the same range (the
+//! client's retry loop), so a read resumes from the last block it completed, and the result is
+//! checked against the content hash Dropbox published for that revision.
+//!
+//! Dropbox is the authority on whether a record still exists: a record the store has (even one
+//! marked for removal by an unfinished sync) is looked up by id, and a `not_found` from Dropbox is
+//! reported as such rather than as a link or a read that fails later.
 
-use crate::api::types::{ExportArg, FileMetadata, Metadata, PathArg, TemporaryLinkResult};
-use crate::client::{CallError, DropboxClient};
+use crate::api::ApiError;
+use crate::api::types::{ExportArg, ExportResult, FileMetadata, Metadata, PathArg, TemporaryLinkResult};
+use crate::client::{CallError, Download, DropboxClient};
 use crate::config;
 use crate::content_hash::{BLOCK_SIZE, ContentHasher};
 use crate::model::{Change, ConnectorError, Record, RecordKind, ReindexSummary, SignedUrl, StreamSummary};
 use crate::ports::{Level, Sink, SinkError, Store};
+use crate::sync::load_state;
 use crate::sync::planner::plan_page;
 
 /// Temporary links live four hours.
 const TEMPORARY_LINK_SECS: u64 = 4 * 3600;
+/// One range request per hash block: the hasher never waits for a block to be completed by the
+/// next response, and a retried request repeats at most one block.
 const CHUNK: u64 = BLOCK_SIZE as u64;
 
-fn live_record(store: &mut dyn Store, id: &str) -> Result<Record, ConnectorError> {
+/// The stored record with this id, live or marked for removal by a sync that has not finished
+/// (a re-listing marks every record until it sees it again; Dropbox decides whether it exists).
+fn stored_record(store: &mut dyn Store, id: &str) -> Result<(Record, bool), ConnectorError> {
     store
         .get_records(vec![id.to_string()])?
         .into_iter()
-        .find(|s| !s.pending_removal && s.record.external_id == id)
-        .map(|s| s.record)
+        .find(|s| s.record.external_id == id)
+        .map(|s| (s.record, s.pending_removal))
         .ok_or_else(|| ConnectorError::NotFound(format!("no record {id}")))
+}
+
+fn file_record(store: &mut dyn Store, id: &str) -> Result<Record, ConnectorError> {
+    let (record, _) = stored_record(store, id)?;
+    if record.kind == RecordKind::Folder {
+        return Err(ConnectorError::NotFound(format!("{id} is a folder; folders have no content")));
+    }
+    Ok(record)
 }
 
 fn not_found_or(e: CallError, id: &str) -> ConnectorError {
@@ -35,14 +54,27 @@ fn not_found_or(e: CallError, id: &str) -> ConnectorError {
     }
 }
 
+fn is_unsupported_file(e: &CallError) -> bool {
+    e.route_error().is_some_and(|r| r.is_unsupported_file())
+}
+
+/// 416: the range starts at or past the end, which at offset 0 means the file is empty.
+fn is_unsatisfiable_range(e: &CallError) -> bool {
+    matches!(e, CallError::Api { error: ApiError::Unexpected { status: 416, .. }, .. })
+}
+
 fn sink_error(e: SinkError) -> ConnectorError {
     ConnectorError::Transient(format!("content sink: {e}"))
 }
 
 pub fn get_signed_url(client: &mut DropboxClient<'_>, store: &mut dyn Store, id: &str) -> Result<SignedUrl, ConnectorError> {
-    let record = live_record(store, id)?;
-    if record.kind == RecordKind::Folder {
-        return Err(ConnectorError::NotFound(format!("{id} is a folder; folders have no content")));
+    let record = file_record(store, id)?;
+    if !record.is_downloadable {
+        // Dropbox has no link for these (`unsupported_file`); the contract has no closer error.
+        return Err(ConnectorError::Internal(format!(
+            "{id} is a document Dropbox can only export ({}); read it with stream-record",
+            record.export_format.as_deref().unwrap_or("no format offered")
+        )));
     }
     let result: TemporaryLinkResult = client
         .rpc("files/get_temporary_link", Some(&PathArg { path: id.to_string() }))
@@ -57,64 +89,73 @@ pub fn stream_record(
     sink: &mut dyn Sink,
     id: &str,
 ) -> Result<StreamSummary, ConnectorError> {
-    let record = live_record(store, id)?;
-    if record.kind == RecordKind::Folder {
-        return Err(ConnectorError::NotFound(format!("{id} is a folder; folders have no content")));
-    }
+    let record = file_record(store, id)?;
     if !record.is_downloadable {
         return export(client, sink, &record);
     }
     let mut hasher = ContentHasher::new();
     let mut offset: u64 = 0;
-    // The first response fixes the revision; later ranges ask for exactly that revision.
+    // The first response fixes the revision; later ranges ask for exactly that revision, so a
+    // file edited during the read is still read whole at one revision.
     let mut pinned: Option<FileMetadata> = None;
+    // Always ranged, even when the stored size is 0: the stored size may be stale, and an
+    // unranged request for a file that has grown would bring it whole into guest memory.
+    let mut ranged = true;
     loop {
         let path = match &pinned {
             Some(meta) => format!("rev:{}", meta.rev),
             None => id.to_string(),
         };
-        let size_known = pinned.as_ref().map(|m| m.size).unwrap_or(record.size);
-        let range = if size_known == 0 && pinned.is_none() { None } else { Some((offset, Some(offset + CHUNK - 1))) };
-        let download = match client.download::<_, FileMetadata>("files/download", &PathArg { path }, range) {
+        let range = ranged.then_some((offset, Some(offset + CHUNK - 1)));
+        let download: Download<FileMetadata> = match client.download("files/download", &PathArg { path }, range) {
             Ok(d) => d,
+            Err(e) if pinned.is_none() && ranged && is_unsatisfiable_range(&e) => {
+                // An empty file has no byte 0 to range over; ask for it whole (it is empty, or
+                // the host's body cap bounds it if it grew in between).
+                ranged = false;
+                continue;
+            }
+            // The stored record said downloadable, Dropbox says export only: it changed kind.
+            Err(e) if pinned.is_none() && is_unsupported_file(&e) => return export(client, sink, &record),
             Err(e) => return Err(not_found_or(e, id)),
         };
-        if let Some(meta) = &pinned {
-            if download.result.rev != meta.rev {
+        match &pinned {
+            Some(meta) if download.result.rev != meta.rev => {
                 return Err(ConnectorError::Integrity(format!(
                     "{id}: Dropbox served revision {} in the middle of revision {}",
                     download.result.rev, meta.rev
                 )));
             }
-        } else {
-            if record.revision.as_deref() != Some(download.result.rev.as_str()) {
+            Some(_) => {}
+            None if record.revision.as_deref() != Some(download.result.rev.as_str()) => {
                 client.host().log(Level::Info, &format!("{id} changed since the last sync; reading its current revision"));
             }
-            pinned = Some(download.result.clone());
+            None => {}
         }
-        let meta = pinned.as_ref().map(|m| m.size).unwrap_or(0);
-        // A server that ignores Range sends the whole file from 0 with a 200.
-        if download.status == 200 && offset > 0 {
-            return Err(ConnectorError::Internal(format!("{id}: the server ignored the range request at offset {offset}")));
-        }
+        let meta = pinned.get_or_insert(download.result);
+        let size = meta.size;
+        check_position(id, download.status, download.content_range.as_deref(), offset)?;
         let body = download.body;
-        if body.is_empty() && offset < meta {
-            return Err(ConnectorError::Transient(format!("{id}: empty response at offset {offset} of {meta}")));
+        if body.is_empty() && offset < size {
+            return Err(ConnectorError::Transient(format!("{id}: empty response at offset {offset} of {size}")));
+        }
+        if offset + body.len() as u64 > size {
+            return Err(ConnectorError::Integrity(format!(
+                "{id}: received {} bytes of a {size}-byte file",
+                offset + body.len() as u64
+            )));
         }
         hasher.update(&body);
         sink.write(&body).map_err(sink_error)?;
         offset += body.len() as u64;
-        if offset >= meta {
-            if offset > meta {
-                return Err(ConnectorError::Integrity(format!("{id}: received {offset} bytes of a {meta}-byte file")));
-            }
+        if offset == size {
             break;
         }
     }
-    let meta = pinned.unwrap_or_default_meta();
+    let expected = pinned.and_then(|m| m.content_hash);
     let computed = hasher.finalize();
-    match &meta.content_hash {
-        Some(expected) if *expected != computed => Err(ConnectorError::Integrity(format!(
+    match expected {
+        Some(expected) if expected != computed => Err(ConnectorError::Integrity(format!(
             "{id}: content hash {computed} does not match the {expected} Dropbox published"
         ))),
         expected => Ok(StreamSummary {
@@ -126,40 +167,60 @@ pub fn stream_record(
     }
 }
 
-trait DefaultMeta {
-    fn unwrap_or_default_meta(self) -> FileMetadata;
-}
-
-impl DefaultMeta for Option<FileMetadata> {
-    fn unwrap_or_default_meta(self) -> FileMetadata {
-        self.unwrap_or(FileMetadata {
-            name: String::new(),
-            id: String::new(),
-            path_lower: None,
-            path_display: None,
-            client_modified: String::new(),
-            server_modified: String::new(),
-            rev: String::new(),
-            size: 0,
-            content_hash: None,
-            is_downloadable: true,
-            export_info: None,
-            sharing_info: None,
-        })
+/// The bytes of a response must start where the previous ones ended.
+fn check_position(id: &str, status: u16, content_range: Option<&str>, offset: u64) -> Result<(), ConnectorError> {
+    // A server that ignores Range sends the whole file from 0 with a 200: fine for the first
+    // request (the host caps the body), wrong for any later one.
+    if status == 200 {
+        return if offset == 0 {
+            Ok(())
+        } else {
+            Err(ConnectorError::Internal(format!("{id}: the server ignored the range request at offset {offset}")))
+        };
+    }
+    // `Content-Range: bytes <first>-<last>/<total>`; a 206 without one is taken at its word.
+    let first = content_range
+        .and_then(|v| v.trim().strip_prefix("bytes "))
+        .and_then(|v| v.split('-').next())
+        .map(|v| v.trim().parse::<u64>());
+    match first {
+        Some(Ok(first)) if first == offset => Ok(()),
+        Some(Ok(first)) => Err(ConnectorError::Internal(format!(
+            "{id}: asked for bytes from {offset}, the server sent bytes from {first}"
+        ))),
+        Some(Err(_)) => Err(ConnectorError::Internal(format!(
+            "{id}: unreadable Content-Range {:?}",
+            content_range.unwrap_or_default()
+        ))),
+        None => Ok(()),
     }
 }
 
+/// A document Dropbox can only export (Paper, cloud documents), in the format the record names
+/// (its MIME type says what that is). Exports are small documents and come in one response,
+/// which the host's body cap bounds; when Dropbox publishes an `export_hash` (the content-hash
+/// algorithm over the exported bytes) it is checked before anything reaches the sink.
 fn export(client: &mut DropboxClient<'_>, sink: &mut dyn Sink, record: &Record) -> Result<StreamSummary, ConnectorError> {
-    let arg = ExportArg { path: record.external_id.clone(), export_format: record.export_format.clone() };
-    let download = client
-        .download::<_, serde_json::Value>("files/export", &arg, None)
-        .map_err(|e| not_found_or(e, &record.external_id))?;
+    let id = &record.external_id;
+    let arg = ExportArg { path: id.clone(), export_format: record.export_format.clone() };
+    let download: Download<ExportResult> =
+        client.download("files/export", &arg, None).map_err(|e| not_found_or(e, id))?;
+    let mut hasher = ContentHasher::new();
+    hasher.update(&download.body);
+    let computed = hasher.finalize();
+    let expected = download.result.export_metadata.export_hash;
+    if let Some(expected) = &expected
+        && *expected != computed
+    {
+        return Err(ConnectorError::Integrity(format!(
+            "{id}: export hash {computed} does not match the {expected} Dropbox published"
+        )));
+    }
     sink.write(&download.body).map_err(sink_error)?;
     Ok(StreamSummary {
         size: download.body.len() as u64,
-        // Exports have no published content hash to verify against.
-        content_hash: None,
-        verified: false,
+        content_hash: Some(computed),
+        verified: expected.is_some(),
         mime_type: record.mime_type.clone(),
     })
 }
@@ -172,38 +233,48 @@ pub fn reindex_records(
 ) -> Result<ReindexSummary, ConnectorError> {
     let settings = client.host().config();
     let cfg = config::parse(&settings)?;
+    // A removal is two-phase: marked, then purged with every other marked record. While a
+    // re-listing or a change feed is unfinished, records it has not seen again (or whose move
+    // it has not reached yet) are marked too, so purging now would delete live records or turn
+    // a move into a deletion and a creation; the sync purges what is gone when it completes.
+    let listing_unfinished = load_state(store, client.host())?.is_some_and(|s| s.removals_pending());
     let mut summary = ReindexSummary::default();
-    let mut changes: Vec<Change> = Vec::new();
-    let mut removed = false;
     for id in ids {
-        let Ok(record) = live_record(store, id) else {
+        let Ok((record, pending)) = stored_record(store, id) else {
             client.host().log(Level::Warn, &format!("reindex: no record {id}; skipped"));
             continue;
         };
         summary.checked += 1;
-        match client.rpc::<_, Metadata>("files/get_metadata", Some(&PathArg { path: id.clone() })) {
-            Ok(meta) => {
-                let plan = plan_page(store, &[meta], &cfg.filters, None)?;
-                changes.extend(plan.changes);
-            }
+        let mut changes = match client.rpc::<_, Metadata>("files/get_metadata", Some(&PathArg { path: id.clone() })) {
+            // The planner compares with the stored record: an unchanged record gives no event.
+            Ok(meta) => plan_page(store, &[meta], &cfg.filters, None)?.changes,
+            // Already marked by a sync that will purge it: nothing to add.
+            Err(e) if e.route_error().is_some_and(|r| r.is_not_found()) && pending => continue,
             Err(e) if e.route_error().is_some_and(|r| r.is_not_found()) => {
-                changes.push(Change::RemoveSubtree(record.path_lower.clone()));
-                removed = true;
+                vec![Change::RemoveSubtree(record.path_lower.clone())]
             }
             Err(e) => return Err(e.into()),
+        };
+        // Whatever the plan marked (this record, or one it displaced) is removed now.
+        let marks = changes.iter().any(|c| matches!(c, Change::RemoveSubtree(_) | Change::Replace { .. }));
+        if marks {
+            if listing_unfinished {
+                client.host().log(
+                    Level::Info,
+                    &format!("reindex: {id} is gone; its removal completes with the unfinished listing"),
+                );
+            } else {
+                changes.push(Change::Purge);
+            }
+        }
+        if changes.is_empty() {
+            continue;
         }
         // Each record is applied on its own so later lookups see earlier results.
-        if !changes.is_empty() {
-            let mut batch = std::mem::take(&mut changes);
-            if removed {
-                batch.push(Change::Purge);
-                removed = false;
-            }
-            let applied = store.apply(batch, None)?;
-            summary.content_updates += applied.content_updates;
-            summary.metadata_updates += applied.metadata_updates;
-            summary.deletions += applied.deletions;
-        }
+        let applied = store.apply(changes, None)?;
+        summary.content_updates += applied.content_updates;
+        summary.metadata_updates += applied.metadata_updates;
+        summary.deletions += applied.deletions;
     }
     Ok(summary)
 }

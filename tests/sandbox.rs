@@ -189,3 +189,164 @@ fn a_batch_with_its_sync_point_is_all_or_nothing() {
     assert_eq!(ok(&s, "a", "get id:2"), "get:0");
     assert_eq!(ok(&s, "a", "sync-point hostile"), "sync-point:id:1");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Redirects, endless bodies, secrets
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::sync::Mutex;
+
+/// Read one request's head (up to the blank line); returns it as text.
+fn read_head(stream: &std::net::TcpStream) -> String {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            return head;
+        }
+        head.push_str(&line);
+    }
+}
+
+/// A loopback server that answers every request with the same raw response head and body.
+fn fixed_server(response: String) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let head = read_head(&stream);
+            seen.lock().unwrap().push(head);
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    (format!("http://{addr}"), heads)
+}
+
+#[test]
+fn a_redirect_from_an_allowed_host_is_not_followed() {
+    // The place the redirect points to: a listener that counts every connection.
+    let (elsewhere, hits) = counting_server();
+    let (base, _) = fixed_server(format!(
+        "HTTP/1.1 302 Found\r\nLocation: {elsewhere}/stolen\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ));
+    let store = Arc::new(RecordStore::open_in_memory().unwrap());
+    // With a token: following the redirect would also have carried it to the other host.
+    store.put_credentials("a", &StoredCredentials { access_token: "sl.redirected".into(), ..Default::default() }).unwrap();
+    let s = services(store, Some(&base));
+    for verb in ["http", "http-auth"] {
+        let answer = ok(&s, "a", &format!("{verb} https://api.dropboxapi.com/2/files/list_folder"));
+        assert!(answer.starts_with("status:302"), "{verb}: the guest sees the redirect itself: {answer}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing may connect to the redirect's target");
+    // The target is reachable in itself (so 0 above means something).
+    let mut direct = std::net::TcpStream::connect(elsewhere.trim_start_matches("http://")).unwrap();
+    let _ = direct.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hits.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+/// A server whose response body never ends (read-to-close or chunked); counts what it wrote.
+fn endless_server(chunked: bool) -> (String, Arc<std::sync::atomic::AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                read_head(&stream);
+                let head = if chunked {
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                } else {
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+                };
+                if stream.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let block = vec![b' '; 64 * 1024];
+                let framed = [format!("{:x}\r\n", block.len()).into_bytes(), block.clone(), b"\r\n".to_vec()].concat();
+                // Until the reader goes away.
+                loop {
+                    let chunk = if chunked { &framed } else { &block };
+                    if stream.write_all(chunk).is_err() {
+                        return;
+                    }
+                    counter.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), sent)
+}
+
+#[test]
+fn an_endless_response_body_is_cut_at_the_cap() {
+    let cap = HttpSettings::default().max_body_bytes;
+    for chunked in [false, true] {
+        let (base, sent) = endless_server(chunked);
+        let s = services(Arc::new(RecordStore::open_in_memory().unwrap()), Some(&base));
+        let answer = ok(&s, "a", "http https://api.dropboxapi.com/2/files/list_folder");
+        assert_eq!(answer, format!("body-too-large:{cap}"), "chunked: {chunked}");
+        // The host stopped reading at the cap: the server could only fill the cap and the
+        // sockets' buffers before its writes failed. (A host that kept reading would have
+        // taken it to the guest's 5 s timeout, and a "timeout" answer.)
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut last = u64::MAX;
+        while sent.load(Ordering::SeqCst) != last && Instant::now() < deadline {
+            last = sent.load(Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let written = sent.load(Ordering::SeqCst);
+        assert!(written >= cap && written < cap + 32 * 1024 * 1024, "chunked: {chunked}: the server wrote {written} bytes");
+    }
+}
+
+#[test]
+fn secrets_never_reach_the_guest() {
+    const ACCESS: &str = "sl.ACCESS-0a1b2c3d4e5f-secret";
+    const REFRESH: &str = "REFRESH-9f8e7d6c-secret";
+    const CLIENT_SECRET: &str = "CLIENT-SECRET-5a5a5a";
+    // A server that answers like Dropbox: it never echoes what it received.
+    let (base, heads) = fixed_server(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}".to_string(),
+    );
+    let store = Arc::new(RecordStore::open_in_memory().unwrap());
+    store
+        .put_credentials(
+            "a",
+            &StoredCredentials {
+                access_token: ACCESS.into(),
+                refresh_token: Some(REFRESH.into()),
+                expires_at: None,
+                client_id: Some("client-id".into()),
+                client_secret: Some(CLIENT_SECRET.into()),
+                account_id: None,
+            },
+        )
+        .unwrap();
+    store.set_setting("a", "batch_size", "50").unwrap();
+    let s = services(store.clone(), Some(&base));
+    let settings = store.settings("a").unwrap();
+    let mut instance = hostile().instantiate(TenantContext::new("a", s.clone()).with_settings(settings)).unwrap();
+    let seen = match instance.get_signed_url("probe-secrets https://api.dropboxapi.com/2/users/get_current_account") {
+        Ok(Ok(u)) => u.url,
+        other => panic!("{other:?}"),
+    };
+    // The probe did see what it may see (so the absence below means something)...
+    assert!(seen.contains("config batch_size=50") && seen.contains("status 200") && seen.contains("body {\"ok\":true}"), "{seen}");
+    // ...and the token did travel, from the host to the server.
+    let received = heads.lock().unwrap().join("\n");
+    assert!(received.contains(&format!("Bearer {ACCESS}")), "{received}");
+    for secret in [ACCESS, REFRESH, CLIENT_SECRET, "secret"] {
+        assert!(!seen.contains(secret), "the guest could read {secret}:\n{seen}");
+    }
+}

@@ -300,7 +300,7 @@ fn record_fields_are_complete() {
 /// the ground truth after every sync.
 #[test]
 fn random_histories_match_the_ground_truth() {
-    let seeds: u64 = std::env::var("SYNC_MODEL_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    let seeds: u64 = std::env::var("SYNC_MODEL_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(25);
     for seed in 1..=seeds {
         if let Err(message) = std::panic::catch_unwind(|| random_history(seed)) {
             let text = message.downcast_ref::<String>().cloned().or_else(|| message.downcast_ref::<&str>().map(|s| s.to_string()));
@@ -394,4 +394,52 @@ fn children_before_parents_within_a_page_still_get_their_parents() {
     h.sync();
     h.assert_matches_truth();
     assert_eq!(count(&h.events_since(seq), "created"), 4);
+}
+
+#[test]
+fn nothing_is_written_to_the_users_dropbox_unless_asked() {
+    let h = Harness::new(150, 14);
+    h.sync();
+    h.emulator.create_file("/later.txt", bytes("x")).unwrap();
+    h.sync();
+    let counts = h.emulator.request_counts();
+    assert!(counts.keys().all(|route| !route.starts_with("sharing/create") && !route.contains("upload") && !route.contains("delete") && !route.contains("move")), "{counts:?}");
+    assert_eq!(counts.get("sharing/list_shared_links"), Some(&2), "shared links are listed once per sync: {counts:?}");
+}
+
+#[test]
+fn preview_links_are_created_only_when_opted_in_and_reuse_existing_ones() {
+    let h = Harness::new(0, 15);
+    h.emulator.create_file("/p/a.txt", bytes("a")).unwrap();
+    h.emulator.create_file("/p/b.txt", bytes("b")).unwrap();
+    let existing = h.emulator.share("/p/a.txt").unwrap();
+    h.set("create_preview_links", "true");
+    h.sync();
+    let counts = h.emulator.request_counts();
+    assert_eq!(counts.get("sharing/create_shared_link_with_settings"), Some(&1), "only b.txt had no link: {counts:?}");
+    h.assert_matches_truth();
+    let records = h.records();
+    let a = records.iter().find(|r| r.name == "a.txt").unwrap();
+    let b = records.iter().find(|r| r.name == "b.txt").unwrap();
+    assert_eq!(a.shared_url.as_deref(), Some(existing.as_str()));
+    assert!(b.is_shared && b.shared_url.is_some());
+}
+
+#[test]
+fn the_batch_size_bounds_each_store_transaction() {
+    let h = Harness::new(0, 16);
+    for i in 0..50 {
+        h.emulator.create_file(&format!("/b/{i}.txt"), bytes("b")).unwrap();
+    }
+    h.set("batch_size", "7");
+    h.sync();
+    let events = h.events_since(0);
+    let mut per_batch: std::collections::BTreeMap<i64, usize> = Default::default();
+    for e in &events {
+        *per_batch.entry(e.batch).or_default() += 1;
+    }
+    assert_eq!(events.len(), 51);
+    assert!(per_batch.values().all(|n| *n <= 7), "{per_batch:?}");
+    assert_eq!(per_batch.len(), 51usize.div_ceil(7));
+    assert!(h.host.set_setting(&h.tenant, "batch_size", "0").is_err(), "out of bounds is refused");
 }

@@ -145,8 +145,15 @@ impl ConnectorHost {
         let started = Instant::now();
         let mut instance = self.runtime.instantiate(ctx)?;
         let result = call(&mut instance);
-        let (_ctx, stats, peak_memory) = instance.into_parts();
-        let value = result?.map_err(HostError::Connector)?;
+        let (ctx, stats, peak_memory) = instance.into_parts();
+        let value = result?;
+        if let Err(ConnectorError::AuthRequired(_)) = &value {
+            // Only the user can fix this (a refused refresh, a revoked or unlinked token, a
+            // missing scope): flag the tenant so `status` says so and later runs do not go back
+            // to the token endpoint with a refresh token it already refused.
+            self.services.store.set_needs_reauth(&ctx.tenant, true)?;
+        }
+        let value = value.map_err(HostError::Connector)?;
         Ok(Outcome { value, stats, peak_memory, elapsed: started.elapsed() })
     }
 
@@ -191,6 +198,30 @@ impl ConnectorHost {
 
     pub fn reindex(&self, tenant: &str, ids: &[String]) -> Result<Outcome<ReindexSummary>, HostError> {
         self.invoke(self.context(tenant)?, |i| i.reindex_records(ids))
+    }
+
+    /// The component's `wait-for-changes`: it waits (Dropbox: long-polls on the stored cursor)
+    /// up to about `timeout_secs` for a change after the tenant's stored position, and says how
+    /// long to back off. It reads that position and writes nothing, so it may run beside a sync
+    /// of the same tenant; `stop` cuts the guest's retry waits short.
+    pub fn wait_for_changes(
+        &self,
+        tenant: &str,
+        timeout_secs: u32,
+        stop: Option<Arc<AtomicBool>>,
+    ) -> Result<Outcome<crate::bindings::connector::ChangeHint>, HostError> {
+        let mut ctx = self.context(tenant)?;
+        if let Some(s) = stop {
+            ctx = ctx.with_stop(s);
+        }
+        self.invoke(ctx, |i| i.wait_for_changes(timeout_secs))
+    }
+
+    /// The component's `cleanup`: release what the connection holds at the service (Dropbox:
+    /// revoke the token, which also disables its refresh token). Stored credentials are the
+    /// caller's to delete.
+    pub fn cleanup(&self, tenant: &str) -> Result<Outcome<()>, HostError> {
+        self.invoke(self.context(tenant)?, |i| i.cleanup())
     }
 
     /// Resolve a record given by id or by path (case-insensitively, as Dropbox does).

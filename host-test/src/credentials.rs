@@ -96,6 +96,11 @@ impl CredentialManager {
         {
             return Ok(creds.access_token);
         }
+        // Once refused, a refresh token stays refused: asking again on every run would only
+        // load the token endpoint. Authorizing again stores new credentials and clears the flag.
+        if self.store.status(tenant)?.needs_reauth {
+            return Err(CredentialError::ReauthRequired("the tenant must be authorized again (host-test auth)".into()));
+        }
         let Some(refresh_token) = creds.refresh_token.clone() else {
             self.store.set_needs_reauth(tenant, true)?;
             return Err(CredentialError::ReauthRequired(

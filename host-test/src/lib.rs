@@ -7,21 +7,27 @@
 //! - `policy`: which destinations a guest may reach;
 //! - `http`: the transport (rustls, timeouts, body cap);
 //! - `credentials`: tokens held by the host, refresh;
+//! - `oauth`: connecting an account (authorization URL, PKCE, loopback callback, code exchange);
 //! - `store`: the SQLite records store and event stream;
 //! - `tenant`: what an invocation runs on behalf of;
 //! - `app`: the operations for a tenant, over one runtime and one store;
+//! - `bench`: `host-test bench`, measurements against the emulator;
+//! - `watch`: keeping tenants current (schedules, long-polls, many tenants at once);
 //! - `cli`: the `host-test` command;
 //! - `emulator`: the Dropbox API emulator (its own crate, re-exported).
 
 pub mod app;
+pub mod bench;
 pub mod bindings;
 pub mod cli;
 pub mod credentials;
 pub mod http;
 mod imports;
+pub mod oauth;
 pub mod policy;
 pub mod runtime;
 pub mod store;
 pub mod tenant;
+pub mod watch;
 
 pub use dropbox_emulator as emulator;

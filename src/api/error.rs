@@ -171,6 +171,7 @@ pub fn classify(status: u16, headers: &[(String, String)], body: &[u8]) -> ApiEr
     let described = || {
         error
             .and_then(tag_path)
+            .map(|t| excerpt(t.as_bytes(), MESSAGE_CHARS))
             .or_else(|| summary.clone())
             .unwrap_or_else(text)
     };

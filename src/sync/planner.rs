@@ -115,12 +115,12 @@ pub fn plan_page(
         by_id: known.into_iter().map(|s| (s.record.external_id.clone(), s.record)).collect(),
         at_path: paths.into_iter().zip(found).collect(),
     };
-    // What the store held before this page, for classification after parent fix-ups.
-    let mut before: HashMap<String, Option<Record>> = HashMap::new();
 
     let mut plan = PagePlan::default();
-    // Index in plan.changes of each upsert whose parent was not known when it was planned.
-    let mut unresolved: Vec<usize> = Vec::new();
+    // Index in plan.changes of each upsert with a parent path, to check its parent against the
+    // page's end state, with what the record was classified against (the store's record, or
+    // the page's earlier entry for it).
+    let mut unresolved: Vec<(usize, Option<Record>)> = Vec::new();
 
     for entry in entries {
         let Some(path) = entry.path_lower().map(String::from) else {
@@ -155,7 +155,11 @@ pub fn plan_page(
                     }
                 }
                 let previous = overlay.by_id.get(&id).cloned();
-                before.entry(id.clone()).or_insert_with(|| previous.clone());
+                // Whether the store still holds the item where it was (before the move below
+                // frees that path in the overlay).
+                let held_where_it_was = previous
+                    .as_ref()
+                    .is_some_and(|prev| overlay.occupant(&prev.path_lower).is_some_and(|r| r.external_id == id));
                 // The item moved away from where the store had it.
                 if let Some(prev) = &previous
                     && prev.path_lower != path
@@ -165,11 +169,11 @@ pub fn plan_page(
                 }
 
                 if !filters.matches(entry, &path) {
-                    // Not kept: a record the store has for it must go.
+                    // Not kept: a record the store has for it must go, also when it moved
+                    // out of the kept set (its old path is free in the overlay by now, but
+                    // not in the store).
                     if let Some(prev) = previous {
-                        if overlay.occupant(&prev.path_lower).is_some_and(|r| r.external_id == id)
-                            || prev.path_lower == path
-                        {
+                        if held_where_it_was || prev.path_lower == path {
                             plan.changes.push(Change::RemoveSubtree(prev.path_lower.clone()));
                             overlay.clear_subtree(&prev.path_lower);
                         }
@@ -207,8 +211,9 @@ pub fn plan_page(
                 if event == ChangeKind::Created && record.kind == RecordKind::File && !record.is_shared {
                     plan.created_unshared_files.push(id.clone());
                 }
-                if parent_path_lower.is_some() && parent_id.is_none() {
-                    unresolved.push(plan.changes.len());
+                // Also when known: a later entry of the page may replace the parent folder.
+                if parent_path_lower.is_some() {
+                    unresolved.push((plan.changes.len(), previous.clone()));
                 }
                 overlay.by_id.insert(id.clone(), record.clone());
                 overlay.at_path.insert(path.clone(), Some(record.clone()));
@@ -217,15 +222,34 @@ pub fn plan_page(
         }
     }
 
-    // A child may come before its parent in a page: resolve its parent from the page's end state.
-    for index in unresolved {
+    // A child may come before its parent in a page, or before the folder that replaces its
+    // parent: resolve its parent from the page's end state, parents before children so that a
+    // corrected display path carries down.
+    unresolved.sort_by_key(|(index, _)| match plan.changes.get(*index) {
+        Some(Change::Upsert { record, .. }) => record.path_lower.matches('/').count(),
+        _ => 0,
+    });
+    for (index, prior) in unresolved {
         let Some(Change::Upsert { record, event }) = plan.changes.get_mut(index) else { continue };
         let Some(parent) = parent_path(&record.path_lower).and_then(|pp| overlay.occupant(pp)) else { continue };
+        if record.parent_external_id.as_deref() == Some(parent.external_id.as_str())
+            && record.path_display == child_display(Some(&parent.path_display), &record.name, None)
+        {
+            continue;
+        }
         record.parent_external_id = Some(parent.external_id.clone());
         record.path_display = child_display(Some(&parent.path_display), &record.name, None);
         record.web_url = Some(web_url(record.kind, &record.path_display));
-        let prior = before.get(&record.external_id).cloned().flatten();
         *event = classify(prior.as_ref(), record);
+        if let Some(slot) = overlay.at_path.get_mut(&record.path_lower)
+            && slot.as_ref().is_some_and(|r| r.external_id == record.external_id)
+        {
+            *slot = Some(record.clone());
+        }
     }
     Ok(plan)
 }
+
+#[cfg(test)]
+#[path = "planner_fuzz.rs"]
+mod planner_fuzz;

@@ -207,6 +207,9 @@ pub(crate) struct Shared {
     pub faults: faults::Faults,
     pub counts: Mutex<BTreeMap<String, u64>>,
     pub latency_us: AtomicU64,
+    /// Total time spent in route handlers, in nanoseconds (benchmarks subtract it from the
+    /// client's HTTP time to see the transport's share).
+    pub handler_ns: AtomicU64,
     /// Seconds added to the wall clock (`advance_clock`): token, code and link expiry, timestamps.
     pub clock_offset: AtomicI64,
     pub stopping: AtomicBool,
@@ -350,6 +353,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        self.handler_ns.store(0, Ordering::Relaxed);
     }
 
     pub(crate) fn truth(&self) -> Vec<TruthEntry> {
@@ -505,6 +509,11 @@ impl Emulator {
     }
 
     /// Requests served per route ("files/list_folder/continue", "oauth2/token", ...).
+    /// Total time the emulator spent inside route handlers since start or `reset_counts`.
+    pub fn handler_time(&self) -> Duration {
+        Duration::from_nanos(self.shared.handler_ns.load(Ordering::Relaxed))
+    }
+
     pub fn request_counts(&self) -> BTreeMap<String, u64> {
         self.shared.request_counts()
     }

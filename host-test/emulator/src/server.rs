@@ -309,6 +309,7 @@ pub(crate) fn start(cfg: EmulatorConfig) -> Result<Arc<Shared>, EmulatorError> {
         faults: faults::Faults::default(),
         counts: Mutex::new(Default::default()),
         latency_us: AtomicU64::new(0),
+        handler_ns: AtomicU64::new(0),
         clock_offset: AtomicI64::new(0),
         stopping: AtomicBool::new(false),
         stopped: (Mutex::new(false), Condvar::new()),
@@ -689,9 +690,13 @@ fn dispatch(shared: &Shared, req: &Request) -> Outcome {
         Some(r) => r,
         None => {
             // A bug in a handler must not kill the connection thread silently.
+            let started = std::time::Instant::now();
             let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 handle(shared, req, &name)
             }));
+            shared
+                .handler_ns
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
             caught.unwrap_or_else(|_| Response::text(500, "emulator handler panicked"))
         }
     };

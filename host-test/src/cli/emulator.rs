@@ -12,8 +12,8 @@ pub fn run_emulator(listen: &str, seed: u64, files: usize) -> Result<()> {
     println!("{}", emulator.base_url());
     println!("{}", emulator.access_token());
     std::io::stdout().flush()?;
-    loop {
-        std::thread::park();
-    }
+    // Serves until stopped (Ctrl-C, or POST /__emulator/stop on the control interface).
+    emulator.run_until_stopped();
+    Ok(())
 }
 

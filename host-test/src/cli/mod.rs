@@ -2,8 +2,11 @@
 //! reading content, running the emulator, and inspecting the component and its sandbox.
 //! Larger commands live in their own files.
 
+mod auth;
+mod bench;
 mod demo;
 mod emulator;
+mod watch;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -53,6 +56,29 @@ enum Command {
         #[arg(long)]
         db: Option<PathBuf>,
     },
+    /// Measure full and incremental syncs, cold start and streaming against the emulator.
+    Bench {
+        /// Account sizes for full syncs (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "10000")]
+        files: Vec<usize>,
+        /// Also run each full sync with this much latency per request.
+        #[arg(long, default_value_t = 50)]
+        latency_ms: u64,
+        /// Account size for the incremental runs (0: skip them).
+        #[arg(long, default_value_t = 100000)]
+        incremental_base: usize,
+        /// Numbers of changes before each incremental sync.
+        #[arg(long, value_delimiter = ',', default_value = "1,100,10000")]
+        changes: Vec<usize>,
+        /// Size of the streamed file in MiB (0: skip).
+        #[arg(long, default_value_t = 256)]
+        stream_mib: u64,
+        /// Runs per figure (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the component's manifest as JSON.
     Manifest,
     /// Show the component's imports and exports and the sandbox limits in force.
@@ -66,6 +92,17 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         files: usize,
     },
+    /// Connect an account with OAuth 2 (PKCE, offline access): print the authorization URL,
+    /// receive the redirect on loopback (or a pasted URL), store the tokens, run the first sync.
+    Auth(auth::AuthArgs),
+    /// Revoke the tenant's token at Dropbox and delete its stored credentials.
+    Disconnect {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Keep tenants current until Ctrl-C: scheduled syncs plus near-real-time changes by
+    /// long-poll, many tenants at once; one line per sync.
+    Watch(watch::WatchArgs),
     /// Store an access token for a tenant (a token from the Dropbox App Console).
     Connect {
         #[command(flatten)]
@@ -139,6 +176,17 @@ enum ConfigAction {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo { files, seed, db } => demo::demo(files, seed, db),
+        Command::Bench { files, latency_ms, incremental_base, changes, stream_mib, repeats, json } => bench::bench(
+            crate::bench::BenchOptions {
+                files,
+                latency_ms,
+                incremental_base,
+                incremental_changes: changes,
+                stream_mib,
+                repeats,
+            },
+            json,
+        ),
         Command::Manifest => {
             let host = bare_host()?;
             println!("{}", serde_json::to_string_pretty(&manifest_json(host.manifest()))?);
@@ -146,6 +194,9 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Inspect => inspect(),
         Command::Emulator { listen, seed, files } => emulator::run_emulator(&listen, seed, files),
+        Command::Auth(args) => auth::auth(args),
+        Command::Disconnect { target } => auth::disconnect(target),
+        Command::Watch(args) => watch::run(args),
         Command::Connect { target, access_token } => {
             let token = access_token
                 .or_else(|| std::env::var("DROPBOX_ACCESS_TOKEN").ok())
@@ -185,9 +236,22 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Records { target, json: _ } => {
             let store = RecordStore::open(&target.db)?;
+            // Every record of the account inherits the record group's permissions (the owner
+            // is OWNER of everything).
+            let permissions: Vec<serde_json::Value> = store
+                .record_groups(&target.tenant)?
+                .into_iter()
+                .flat_map(|(group, perms)| {
+                    perms.into_iter().map(move |p| {
+                        json!({"principal": p.principal_external_id, "role": crate::store::role_str(p.role), "via_group": group.external_id})
+                    })
+                })
+                .collect();
             let mut out = std::io::stdout().lock();
             for r in store.records(&target.tenant)? {
-                writeln!(out, "{}", record_json(&r))?;
+                let mut value = record_json(&r);
+                value["permissions"] = json!(permissions);
+                writeln!(out, "{value}")?;
             }
             Ok(())
         }

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::bindings::http::{Host, HttpError, Method, Request, Response};
+use crate::credentials::CredentialError;
 use crate::http::TransportError;
 use crate::policy::PolicyError;
 use crate::runtime::TenantState;
@@ -28,7 +29,14 @@ impl Host for TenantState {
             let token = services
                 .credentials
                 .access_token(&self.tenant.tenant, &services.http, &services.policy)
-                .map_err(|e| HttpError::NoCredentials(e.to_string()))?;
+                .map_err(|e| match e {
+                    // The token endpoint failed for now: a retryable connection problem, not a
+                    // reason to ask the user to connect again.
+                    CredentialError::Transient(m) | CredentialError::Storage(m) => {
+                        HttpError::Connection(format!("refreshing the access token failed: {m}"))
+                    }
+                    other => HttpError::NoCredentials(other.to_string()),
+                })?;
             headers.push(("Authorization".to_string(), format!("Bearer {token}")));
         }
         let method = match req.method {

@@ -113,6 +113,15 @@ mod guest {
                     Err(e) => ok(http_error(e)),
                 }
             }
+            // Many cheap host calls: the cost of one crossing of the sandbox boundary.
+            "calls" => {
+                let n: u64 = rest.parse().unwrap_or(1000);
+                let mut total = 0usize;
+                for _ in 0..n {
+                    total += host::config().len();
+                }
+                ok(format!("calls:{n}:{total}"))
+            }
             "env" => ok(format!("env:{} args:{}", std::env::vars_os().count(), std::env::args_os().count())),
             "read" => match std::fs::read(rest) {
                 Ok(bytes) => ok(format!("read:ok:{}", bytes.len())),
@@ -152,6 +161,50 @@ mod guest {
                 Err(e) => ok(format!("refresh:err:{e:?}")),
             },
             "config" => ok(host::config().into_iter().map(|s| format!("{}={}", s.key, s.value)).collect::<Vec<_>>().join(",")),
+            // Everything a guest can read that a secret could hide in: its environment and
+            // arguments, its configuration, the files it may try, an authenticated response
+            // (status, headers, body), and what a refresh reports.
+            "probe-secrets" => {
+                let mut seen = Vec::new();
+                for (k, v) in std::env::vars_os() {
+                    seen.push(format!("env {}={}", k.to_string_lossy(), v.to_string_lossy()));
+                }
+                for a in std::env::args_os() {
+                    seen.push(format!("arg {}", a.to_string_lossy()));
+                }
+                for s in host::config() {
+                    seen.push(format!("config {}={}", s.key, s.value));
+                }
+                for path in ["/proc/self/environ", "/proc/self/cmdline", "/etc/passwd", "."] {
+                    match std::fs::read(path) {
+                        Ok(bytes) => seen.push(format!("file {path}: {}", String::from_utf8_lossy(&bytes))),
+                        Err(e) => seen.push(format!("file {path}: err {e}")),
+                    }
+                }
+                let request = http::Request {
+                    method: http::Method::Get,
+                    url: rest.to_string(),
+                    headers: vec![],
+                    body: vec![],
+                    authenticated: true,
+                    timeout_ms: Some(5_000),
+                };
+                match http::send(&request) {
+                    Ok(resp) => {
+                        seen.push(format!("status {}", resp.status));
+                        for (k, v) in resp.headers {
+                            seen.push(format!("header {k}: {v}"));
+                        }
+                        seen.push(format!("body {}", String::from_utf8_lossy(&resp.body)));
+                    }
+                    Err(e) => seen.push(http_error(e)),
+                }
+                match credentials::refresh_access_token() {
+                    Ok(()) => seen.push("refresh ok".into()),
+                    Err(e) => seen.push(format!("refresh {e:?}")),
+                }
+                ok(seen.join("\n"))
+            }
             other => Err(ConnectorError::InvalidConfig(format!("unknown command {other}"))),
         }
     }

@@ -1,0 +1,404 @@
+//! `host-test bench`: measures the connector against its limits, against the in-process
+//! emulator, and prints the figures next to their ceilings. These are measurements, not
+//! tests: nothing here passes or fails on a stopwatch.
+//!
+//! Ceilings: the minimal number of API calls (one identity call, one listing call per 2,000
+//! entries, the shared-link pages), and native JSON decoding of the same pages for listing
+//! throughput (the guest cannot list faster than the pages can be decoded).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+
+use crate::app::ConnectorHost;
+use crate::emulator::{Content, Emulator, EmulatorConfig, Kind};
+use crate::runtime::{Runtime, SandboxConfig};
+use crate::store::{RecordStore, StoredCredentials};
+
+pub struct BenchOptions {
+    pub files: Vec<usize>,
+    pub latency_ms: u64,
+    pub incremental_base: usize,
+    pub incremental_changes: Vec<usize>,
+    pub stream_mib: u64,
+    pub repeats: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+/// Resident set size now and the peak since the last reset, in bytes (Linux).
+fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn reset_peak_rss() {
+    // "5" resets the peak RSS counter (Linux >= 4.0).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+struct SyncRun {
+    wall: Duration,
+    entries: u64,
+    pages: u32,
+    api_calls: u64,
+    min_calls: u64,
+    http: Duration,
+    emulator: Duration,
+    store: Duration,
+    decode: Duration,
+    plan: Duration,
+    host_calls: u64,
+    guest_peak: usize,
+    rss_peak: u64,
+    rss_before: u64,
+}
+
+fn guest_timings(logs: &[(String, String)]) -> (Duration, Duration) {
+    let mut decode = 0;
+    let mut plan = 0;
+    for (_, line) in logs {
+        if let Some(rest) = line.strip_prefix("timings: ") {
+            for part in rest.split_whitespace() {
+                if let Some(v) = part.strip_prefix("decode_us=") {
+                    decode += v.parse::<u64>().unwrap_or(0);
+                }
+                if let Some(v) = part.strip_prefix("plan_us=") {
+                    plan += v.parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+    }
+    (Duration::from_micros(decode), Duration::from_micros(plan))
+}
+
+fn host_for(runtime: &Arc<Runtime>, emulator: &Emulator, dir: &tempfile::TempDir, name: &str) -> Result<ConnectorHost> {
+    let store = Arc::new(RecordStore::open(&dir.path().join(format!("{name}.db")))?);
+    let host = ConnectorHost::new(runtime.clone(), store, Some(&emulator.base_url()), Default::default())?;
+    host.connect("bench", StoredCredentials { access_token: emulator.access_token(), ..Default::default() })?;
+    Ok(host)
+}
+
+fn one_sync(host: &ConnectorHost, emulator: &Emulator, links: usize) -> Result<SyncRun> {
+    emulator.reset_counts();
+    let (rss_before, _) = rss();
+    reset_peak_rss();
+    let started = Instant::now();
+    let outcome = host.sync("bench", None, None)?;
+    let wall = started.elapsed();
+    let (_, rss_peak) = rss();
+    let (decode, plan) = guest_timings(&outcome.stats.logs);
+    let entries = outcome.value.entries;
+    let link_pages = (links as u64).div_ceil(200).max(1);
+    Ok(SyncRun {
+        wall,
+        entries,
+        pages: outcome.value.pages,
+        api_calls: outcome.stats.total_requests(),
+        min_calls: 1 + entries.div_ceil(2000).max(1) + link_pages,
+        http: outcome.stats.http_time,
+        emulator: emulator.handler_time(),
+        store: outcome.stats.store_time,
+        decode,
+        plan,
+        host_calls: outcome.stats.host_calls,
+        guest_peak: outcome.peak_memory,
+        rss_peak,
+        rss_before,
+    })
+}
+
+/// Decode the account's listing pages natively, as fast as this machine can: the ceiling.
+fn native_decode(emulator: &Emulator) -> Result<(u64, Duration)> {
+    use dropbox_connector::api::decode;
+    use dropbox_connector::api::types::ListFolderResult;
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let token = emulator.access_token();
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    let mut request = (
+        format!("{}/2/files/list_folder", emulator.base_url()),
+        json!({"path": "", "recursive": true, "limit": 2000}).to_string(),
+    );
+    loop {
+        let mut resp = agent
+            .post(&request.0)
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Content-Type", "application/json")
+            .send(request.1.as_bytes())?;
+        let body = resp.body_mut().with_config().limit(1 << 30).read_to_vec()?;
+        let page: Value = serde_json::from_slice(&body)?;
+        bodies.push(body);
+        if page["has_more"] != Value::Bool(true) {
+            break;
+        }
+        let cursor = page["cursor"].as_str().context("no cursor")?.to_string();
+        request = (format!("{}/2/files/list_folder/continue", emulator.base_url()), json!({"cursor": cursor}).to_string());
+    }
+    let started = Instant::now();
+    let mut entries = 0u64;
+    for body in &bodies {
+        let page: ListFolderResult = decode(body).map_err(|e| anyhow::anyhow!("{e}"))?;
+        entries += page.entries.len() as u64;
+    }
+    Ok((entries, started.elapsed()))
+}
+
+fn sync_json(label: &str, files: usize, r: &SyncRun, native: Option<(u64, Duration)>) -> Value {
+    let eps = r.entries as f64 / r.wall.as_secs_f64().max(1e-9);
+    let ceiling = native.map(|(n, d)| n as f64 / d.as_secs_f64().max(1e-9));
+    json!({
+        "run": label,
+        "files": files,
+        "entries": r.entries,
+        "pages": r.pages,
+        "wall_s": r.wall.as_secs_f64(),
+        "entries_per_s": eps,
+        "native_decode_entries_per_s": ceiling,
+        "ratio_to_decode_ceiling": ceiling.map(|c| eps / c),
+        "api_calls": r.api_calls,
+        "min_api_calls": r.min_calls,
+        "ratio_to_min_calls": r.api_calls as f64 / r.min_calls as f64,
+        "time_s": {
+            "http_total": r.http.as_secs_f64(),
+            "in_emulator": r.emulator.as_secs_f64(),
+            "transport": (r.http.saturating_sub(r.emulator)).as_secs_f64(),
+            "guest_json_decode": r.decode.as_secs_f64(),
+            "guest_planning": r.plan.as_secs_f64(),
+            "sqlite": r.store.as_secs_f64(),
+            "rest_guest_and_crossings": (r.wall.saturating_sub(r.http + r.store + r.decode)).as_secs_f64(),
+        },
+        "host_calls": r.host_calls,
+        "guest_peak_memory_mib": mib(r.guest_peak as u64),
+        "process_rss_before_mib": mib(r.rss_before),
+        "process_peak_rss_mib": mib(r.rss_peak),
+    })
+}
+
+pub fn run(opts: &BenchOptions) -> Result<Value> {
+    let runtime = Arc::new(Runtime::dropbox(SandboxConfig::default())?);
+    let dir = tempfile::tempdir()?;
+    let mut report = json!({});
+
+    // The component itself.
+    let wasm = std::fs::read(env!("DROPBOX_CONNECTOR_WASM_PATH"))?;
+    report["component_bytes"] = json!(wasm.len());
+
+    // Cold start: compile, or load a precompiled artifact; instantiate; first call.
+    {
+        let engine = runtime.engine().clone();
+        let mut compile = Vec::new();
+        let mut load = Vec::new();
+        let mut serialized = Vec::new();
+        for _ in 0..opts.repeats.max(3) {
+            let t = Instant::now();
+            let component = wasmtime::component::Component::new(&engine, &wasm)?;
+            compile.push(t.elapsed().as_secs_f64() * 1e3);
+            serialized = component.serialize()?;
+            let t = Instant::now();
+            // SAFETY: the bytes were produced by `serialize` on this engine a moment ago.
+            let _loaded = unsafe { wasmtime::component::Component::deserialize(&engine, &serialized)? };
+            load.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let bare = Arc::new(RecordStore::open_in_memory()?);
+        let host = ConnectorHost::new(runtime.clone(), bare, None, Default::default())?;
+        let mut instantiate = Vec::new();
+        let mut first_call = Vec::new();
+        for _ in 0..20 {
+            let ctx = host.context("cold")?;
+            let t = Instant::now();
+            let mut instance = runtime.instantiate(ctx)?;
+            instantiate.push(t.elapsed().as_secs_f64() * 1e6);
+            let t = Instant::now();
+            let _ = instance.manifest()?;
+            first_call.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        report["cold_start"] = json!({
+            "compile_ms": median(compile),
+            "load_precompiled_ms": median(load),
+            "precompiled_bytes": serialized.len(),
+            "instantiate_us": median(instantiate),
+            "first_call_manifest_us": median(first_call),
+        });
+    }
+
+    // One crossing of the sandbox boundary (a cheap host call), from the hostile test guest.
+    {
+        let hostile = Runtime::hostile(SandboxConfig::default())?;
+        let store = Arc::new(RecordStore::open_in_memory()?);
+        let services = crate::tenant::Services::new(
+            store,
+            crate::policy::NetPolicy::new(Vec::<String>::new(), None)?,
+            Default::default(),
+            "",
+        );
+        let mut per_call = Vec::new();
+        for _ in 0..opts.repeats.max(3) {
+            let n = 200_000u64;
+            let mut i = hostile.instantiate(crate::tenant::TenantContext::new("x", services.clone()))?;
+            let t = Instant::now();
+            let _ = i.get_signed_url(&format!("calls {n}"))?;
+            per_call.push(t.elapsed().as_secs_f64() * 1e9 / n as f64);
+        }
+        report["host_call_ns"] = json!(median(per_call));
+    }
+
+    // Full syncs.
+    let mut full = Vec::new();
+    for &files in &opts.files {
+        eprintln!("bench: full sync of {files} files...");
+        let emulator = Emulator::start(EmulatorConfig { files, seed: 42, ..Default::default() })?;
+        let links = emulator.truth().iter().filter(|t| t.shared_url.is_some()).count();
+        let native = native_decode(&emulator)?;
+        let mut runs = Vec::new();
+        for r in 0..opts.repeats {
+            let host = host_for(&runtime, &emulator, &dir, &format!("full-{files}-{r}"))?;
+            runs.push(one_sync(&host, &emulator, links)?);
+        }
+        runs.sort_by(|a, b| a.wall.cmp(&b.wall));
+        let mid = &runs[runs.len() / 2];
+        full.push(sync_json("full", files, mid, Some(native)));
+        if opts.latency_ms > 0 {
+            eprintln!("bench: full sync of {files} files with {} ms per request...", opts.latency_ms);
+            emulator.set_latency(Duration::from_millis(opts.latency_ms));
+            let host = host_for(&runtime, &emulator, &dir, &format!("latency-{files}"))?;
+            let r = one_sync(&host, &emulator, links)?;
+            emulator.set_latency(Duration::ZERO);
+            let mut v = sync_json("full+latency", files, &r, None);
+            v["latency_ms"] = json!(opts.latency_ms);
+            v["round_trip_floor_s"] = json!(r.min_calls as f64 * opts.latency_ms as f64 / 1000.0);
+            full.push(v);
+        }
+    }
+    report["full_sync"] = json!(full);
+
+    // Incremental syncs after k changes.
+    if opts.incremental_base > 0 {
+        eprintln!("bench: incremental syncs on a {}-file account...", opts.incremental_base);
+        let emulator = Emulator::start(EmulatorConfig { files: opts.incremental_base, seed: 43, ..Default::default() })?;
+        let links = emulator.truth().iter().filter(|t| t.shared_url.is_some()).count();
+        let host = host_for(&runtime, &emulator, &dir, "incremental")?;
+        host.sync("bench", None, None)?;
+        let mut rows = Vec::new();
+        for &k in &opts.incremental_changes {
+            let files: Vec<_> =
+                emulator.truth().into_iter().filter(|t| t.kind == Kind::File && t.is_downloadable).take(k).collect();
+            for (i, f) in files.iter().enumerate() {
+                emulator.modify_file(&f.path_display, Content::Bytes(format!("bench edit {i}").into_bytes()))?;
+            }
+            let r = one_sync(&host, &emulator, links)?;
+            let mut v = sync_json("incremental", opts.incremental_base, &r, None);
+            v["changes"] = json!(k);
+            rows.push(v);
+        }
+        report["incremental_sync"] = json!(rows);
+    }
+
+    // Streaming through the sandbox vs a plain HTTP download of the same file.
+    if opts.stream_mib > 0 {
+        eprintln!("bench: streaming a {} MiB file...", opts.stream_mib);
+        let emulator = Emulator::start(EmulatorConfig { files: 0, seed: 44, ..Default::default() })?;
+        let len = opts.stream_mib * 1024 * 1024;
+        emulator.create_file("/bench/big.bin", Content::Pattern { seed: 9, len })?;
+        let host = host_for(&runtime, &emulator, &dir, "stream")?;
+        host.sync("bench", None, None)?;
+        let id = host.resolve_record("bench", "/bench/big.bin")?;
+        let mut through = Vec::new();
+        let mut plain = Vec::new();
+        let mut peak = 0usize;
+        for _ in 0..opts.repeats.max(3) {
+            let t = Instant::now();
+            let o = host.stream("bench", &id, Box::new(std::io::sink()))?;
+            through.push(mib(len) / t.elapsed().as_secs_f64());
+            peak = peak.max(o.peak_memory);
+            let url = host.signed_url("bench", &id)?.value.url;
+            let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+            let t = Instant::now();
+            let mut resp = agent.get(&url).call()?;
+            let n = std::io::copy(&mut resp.body_mut().as_reader(), &mut std::io::sink())?;
+            plain.push(mib(n) / t.elapsed().as_secs_f64());
+        }
+        let (s, p) = (median(through), median(plain));
+        report["streaming"] = json!({
+            "file_mib": opts.stream_mib,
+            "through_sandbox_mib_per_s": s,
+            "plain_http_mib_per_s": p,
+            "ratio": s / p,
+            "guest_peak_memory_mib": mib(peak as u64),
+        });
+    }
+    Ok(report)
+}
+
+/// The report as a table for people.
+pub fn table(report: &Value) -> String {
+    let mut out = String::new();
+    let f = |v: &Value| v.as_f64().map(|x| format!("{x:.3}")).unwrap_or_else(|| "-".into());
+    out.push_str(&format!("component: {} bytes\n", report["component_bytes"]));
+    let c = &report["cold_start"];
+    out.push_str(&format!(
+        "cold start: compile {} ms | load precompiled {} ms | instantiate {} µs | first call {} µs\n",
+        f(&c["compile_ms"]),
+        f(&c["load_precompiled_ms"]),
+        f(&c["instantiate_us"]),
+        f(&c["first_call_manifest_us"])
+    ));
+    out.push_str(&format!("one host call (boundary crossing): {} ns\n\n", f(&report["host_call_ns"])));
+    out.push_str("| run | files | changes | entries | wall s | entries/s | decode ceiling/s | ratio | API calls | min | in emulator s | transport s | guest decode s | guest plan s | SQLite s | guest peak MiB | process peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let rows = report["full_sync"].as_array().into_iter().flatten().chain(report["incremental_sync"].as_array().into_iter().flatten());
+    for r in rows {
+        let t = &r["time_s"];
+        let label = match r["latency_ms"].as_u64() {
+            Some(l) => format!("{} ({l} ms/request)", r["run"].as_str().unwrap_or("")),
+            None => r["run"].as_str().unwrap_or("").to_string(),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            label,
+            r["files"],
+            r["changes"].as_u64().map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            r["entries"],
+            f(&r["wall_s"]),
+            r["entries_per_s"].as_f64().unwrap_or(0.0),
+            r["native_decode_entries_per_s"].as_f64().map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into()),
+            f(&r["ratio_to_decode_ceiling"]),
+            r["api_calls"],
+            r["min_api_calls"],
+            f(&t["in_emulator"]),
+            f(&t["transport"]),
+            f(&t["guest_json_decode"]),
+            f(&t["guest_planning"]),
+            f(&t["sqlite"]),
+            f(&r["guest_peak_memory_mib"]),
+            f(&r["process_peak_rss_mib"]),
+        ));
+    }
+    if let Some(s) = report.get("streaming") {
+        out.push_str(&format!(
+            "\nstreaming {} MiB: through the sandbox {} MiB/s, plain HTTP {} MiB/s (ratio {}), guest peak {} MiB\n",
+            s["file_mib"],
+            f(&s["through_sandbox_mib_per_s"]),
+            f(&s["plain_http_mib_per_s"]),
+            f(&s["ratio"]),
+            f(&s["guest_peak_memory_mib"])
+        ));
+    }
+    out
+}

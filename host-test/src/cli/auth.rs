@@ -1,0 +1,176 @@
+//! `host-test auth` and `host-test disconnect`: connecting an account with OAuth 2 (PKCE, offline
+//! access) and letting go of it again. The protocol pieces are in `crate::oauth`; this file is
+//! the conversation with the user. Nothing printed here ever contains a token or the client
+//! secret.
+
+use std::io::{BufRead, Write};
+use std::process::{Command as Process, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::{Target, open, progress_bar};
+use crate::bindings::connector::SyncKind;
+use crate::oauth::{AuthorizationRequest, CallbackListener, ClientCredentials, parse_pasted, redirect_uri};
+
+/// Where the user can unlink an app when revoking from here failed.
+const CONNECTED_APPS_PAGE: &str = "https://www.dropbox.com/account/connected_apps";
+
+#[derive(clap::Args)]
+pub(super) struct AuthArgs {
+    #[command(flatten)]
+    pub(super) target: Target,
+    /// The app key of your Dropbox app; DROPBOX_CLIENT_ID when absent.
+    #[arg(long)]
+    pub(super) client_id: Option<String>,
+    /// The app secret of your Dropbox app; DROPBOX_CLIENT_SECRET when absent (better: it keeps
+    /// the secret out of the process list). Without one, PKCE alone authenticates the exchange.
+    #[arg(long)]
+    pub(super) client_secret: Option<String>,
+    /// The base of the redirect URI registered for the app; the manifest's redirect path is
+    /// appended. The listener binds to its host and port (port 0: any free port).
+    #[arg(long, default_value = crate::oauth::DEFAULT_REDIRECT_BASE)]
+    pub(super) redirect_base: String,
+    /// Do not start the first sync after connecting.
+    #[arg(long)]
+    pub(super) no_sync: bool,
+    /// Do not listen for the redirect: paste the redirect URL (or the bare code) instead.
+    #[arg(long)]
+    pub(super) no_listen: bool,
+    /// Do not try to open a browser; only print the URL.
+    #[arg(long)]
+    pub(super) no_browser: bool,
+    /// How long to wait for the redirect, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub(super) timeout: u64,
+}
+
+pub(super) fn auth(args: AuthArgs) -> Result<()> {
+    let client_id = args
+        .client_id
+        .or_else(|| std::env::var("DROPBOX_CLIENT_ID").ok())
+        .filter(|s| !s.is_empty())
+        .context("give --client-id (the app key) or set DROPBOX_CLIENT_ID")?;
+    let client_secret = args.client_secret.or_else(|| std::env::var("DROPBOX_CLIENT_SECRET").ok()).filter(|s| !s.is_empty());
+    let client = ClientCredentials { client_id, client_secret };
+    let tenant = &args.target.tenant;
+
+    let host = open(&args.target)?;
+    let services = host.services_for(tenant)?;
+    let oauth = host.manifest().oauth.clone();
+
+    // Bind before printing the URL: the redirect URI names the port actually in use.
+    let listener = if args.no_listen { None } else { Some(CallbackListener::bind(&args.redirect_base, &oauth.redirect_path)?) };
+    let redirect = match &listener {
+        Some(l) => l.redirect_uri().to_string(),
+        None => redirect_uri(&args.redirect_base, &oauth.redirect_path)?,
+    };
+    let request = AuthorizationRequest::new(&oauth, &client.client_id, &redirect, &services.policy)?;
+
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "Authorize access to your Dropbox for tenant {tenant}.")?;
+    writeln!(out, "The app must list this redirect URI: {redirect}")?;
+    writeln!(out, "Open this URL in a browser and allow access:")?;
+    writeln!(out)?;
+    writeln!(out, "{}", request.url)?;
+    writeln!(out)?;
+    out.flush()?;
+
+    let code = match &listener {
+        Some(listener) => {
+            if !args.no_browser {
+                open_browser(&request.url);
+            }
+            writeln!(out, "Waiting up to {} s for Dropbox to redirect to {redirect} ...", args.timeout)?;
+            out.flush()?;
+            listener.wait(&request.state, Duration::from_secs(args.timeout))?
+        }
+        None => {
+            writeln!(out, "After allowing access, paste the address the browser was sent to (or the code shown), then press Enter:")?;
+            out.flush()?;
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line).context("reading the pasted redirect URL")?;
+            parse_pasted(&line, &request.state)?
+        }
+    };
+
+    let token_url = services.policy.rewrite(&oauth.token_url);
+    let token = request.exchange(&services.http, &token_url, &client, &code)?;
+    let missing = token.missing_scopes(&oauth.scopes);
+    if !missing.is_empty() {
+        eprintln!(
+            "warning: the token lacks the scopes {}; enable them in the app's permissions and authorize again",
+            missing.join(", ")
+        );
+    }
+    if token.refresh_token.is_none() {
+        eprintln!("warning: no refresh token was issued (offline access refused?); the connection ends when the access token expires");
+    }
+    host.connect(tenant, token.into_credentials(&client))?;
+    let account = host
+        .test_connection(tenant)
+        .with_context(|| format!("the tokens were stored for tenant {tenant}, but the connection test failed"))?
+        .value;
+    writeln!(out, "connected tenant {tenant} to {} ({})", account.email, account.external_id)?;
+    out.flush()?;
+    drop(out);
+
+    if args.no_sync {
+        return Ok(());
+    }
+    println!("First full sync of tenant {tenant}:");
+    let outcome = host.sync(tenant, Some(progress_bar()), None);
+    eprintln!();
+    let outcome = outcome.with_context(|| format!("the first sync of tenant {tenant} failed"))?;
+    let s = &outcome.value;
+    let kind = match s.kind {
+        SyncKind::Full => "full",
+        SyncKind::Incremental => "incremental",
+        SyncKind::Resync => "resync",
+    };
+    println!(
+        "{kind} sync of {tenant}: {} pages, {} entries, {} created, {} API calls, {:.2}s{}",
+        s.pages,
+        s.entries,
+        s.created,
+        s.api_calls,
+        outcome.elapsed.as_secs_f64(),
+        if s.interrupted { " (interrupted; the next sync resumes)" } else { "" }
+    );
+    Ok(())
+}
+
+/// Best effort: a desktop's URL opener, if there is one. Failing is fine, the URL is printed.
+fn open_browser(url: &str) {
+    let spawned = Process::new("xdg-open").arg(url).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    if let Ok(mut child) = spawned {
+        // Reap it in the background so it never lingers as a zombie.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+    }
+}
+
+/// Revoke the tenant's token at Dropbox (the component's `cleanup`) and delete the stored
+/// credentials. The records stay; `status` then shows the tenant as not connected.
+pub(super) fn disconnect(target: Target) -> Result<()> {
+    let host = open(&target)?;
+    let tenant = &target.tenant;
+    if host.store().credentials(tenant)?.is_none() {
+        println!("tenant {tenant} has no stored credentials; nothing to disconnect");
+        return Ok(());
+    }
+    let revoked = host.cleanup(tenant);
+    // The user asked to let go of the account: the local credentials go whatever Dropbox said.
+    host.store().delete_credentials(tenant)?;
+    match revoked {
+        Ok(_) => {
+            println!("revoked the token at Dropbox and deleted the stored credentials of tenant {tenant}");
+            Ok(())
+        }
+        Err(e) => bail!(
+            "deleted the stored credentials of tenant {tenant}, but revoking the token at Dropbox failed: {e}; \
+             remove the app at {CONNECTED_APPS_PAGE}"
+        ),
+    }
+}

@@ -1,0 +1,196 @@
+//! `host-test watch`: keep tenants current until Ctrl-C, over [`crate::watch::Watcher`]. This
+//! file only gathers the tenants (the database, `--tenant`, a `--tenants-file`), turns the flags
+//! into options, prints one line per sync, and stops cleanly on Ctrl-C.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::app::{ConnectorHost, validate_setting};
+use crate::runtime::SandboxConfig;
+use crate::store::StoredCredentials;
+use crate::watch::{SYNC_INTERVAL_MINUTES, WatchEvent, WatchOptions, WatchTenant, Watcher, human};
+
+#[derive(clap::Args)]
+pub struct WatchArgs {
+    /// The SQLite database (created if missing).
+    #[arg(long, default_value = "host-test.db")]
+    db: PathBuf,
+    /// A tenant to watch (repeatable). Default: the tenants of --tenants-file, or else every
+    /// tenant in the database that has credentials.
+    #[arg(long = "tenant")]
+    tenants: Vec<String>,
+    /// Minutes between scheduled syncs for every tenant, for this run (default: each tenant's
+    /// sync_interval_minutes setting, 60 unless set).
+    #[arg(long)]
+    interval: Option<u64>,
+    /// Only the schedule: no long-polling for changes between scheduled syncs.
+    #[arg(long)]
+    no_longpoll: bool,
+    /// Syncs that may run at once across all tenants.
+    #[arg(long, default_value_t = 4)]
+    max_concurrent: usize,
+    /// Tenants to configure and watch, in TOML: [[tenant]] name = "...", api_url = "..."
+    /// (optional), access_token = "..." (optional), interval_minutes = N (optional).
+    #[arg(long)]
+    tenants_file: Option<PathBuf>,
+    /// Send the requests of tenants without an API URL of their own to this base URL.
+    #[arg(long)]
+    api_url: Option<String>,
+    /// Seconds each long-poll asks Dropbox to wait (30..=480).
+    #[arg(long, default_value_t = 30)]
+    longpoll_timeout: u32,
+}
+
+/// One `[[tenant]]` of a tenants file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantEntry {
+    name: String,
+    api_url: Option<String>,
+    access_token: Option<String>,
+    interval_minutes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantsFile {
+    #[serde(default)]
+    tenant: Vec<TenantEntry>,
+}
+
+pub fn run(args: WatchArgs) -> Result<()> {
+    if !(30..=480).contains(&args.longpoll_timeout) {
+        bail!("--longpoll-timeout {}: Dropbox accepts 30 to 480 seconds", args.longpoll_timeout);
+    }
+    let host = Arc::new(ConnectorHost::open(&args.db, args.api_url.as_deref(), SandboxConfig::default())?);
+    let interval = match args.interval {
+        Some(minutes) => {
+            // The same bounds as the stored setting, with the same message.
+            validate_setting(host.manifest(), SYNC_INTERVAL_MINUTES, &minutes.to_string())
+                .map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
+            Some(Duration::from_secs(minutes * 60))
+        }
+        None => None,
+    };
+    let mut names = args.tenants.clone();
+    if let Some(file) = &args.tenants_file {
+        for name in configure_from_file(&host, file)? {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    if names.is_empty() {
+        for name in host.store().tenants()? {
+            if host.store().credentials(&name)?.is_some() {
+                names.push(name);
+            }
+        }
+    }
+    if names.is_empty() {
+        bail!("no tenants to watch: connect one (host-test connect / auth), or give --tenant or --tenants-file");
+    }
+
+    let options = WatchOptions {
+        interval,
+        longpoll: !args.no_longpoll,
+        longpoll_timeout_secs: args.longpoll_timeout,
+        max_concurrent: args.max_concurrent,
+        ..WatchOptions::default()
+    };
+    if options.max_concurrent == 0 {
+        bail!("--max-concurrent must be at least 1");
+    }
+
+    // Ctrl-C: the first one stops cleanly (syncs finish their current page and commit), a
+    // second one quits at once (SQLite rolls back an unfinished transaction, so even that
+    // leaves whole pages only).
+    let (ctrl_c_tx, ctrl_c_rx) = std::sync::mpsc::channel::<()>();
+    let presses = AtomicU64::new(0);
+    ctrlc::set_handler(move || {
+        if presses.fetch_add(1, Ordering::SeqCst) > 0 {
+            eprintln!("stopping now");
+            std::process::exit(130);
+        }
+        let _ = ctrl_c_tx.send(());
+    })
+    .context("cannot install the Ctrl-C handler")?;
+
+    let started = Instant::now();
+    let syncs = Arc::new(AtomicU64::new(0));
+    let counter = syncs.clone();
+    let tenants: Vec<WatchTenant> = names.iter().map(|n| WatchTenant::new(n)).collect();
+    let mut watcher = Watcher::start(host.clone(), &tenants, options, move |event| print_event(&event, started, &counter))?;
+    eprintln!("watching {} tenant(s); Ctrl-C to stop", watcher.tenants().len());
+
+    // Nothing else to do until Ctrl-C; a closed channel (impossible while the handler lives)
+    // stops too.
+    let _ = ctrl_c_rx.recv();
+    eprintln!("stopping: syncs in progress finish their current page and commit (Ctrl-C again to quit at once)");
+    watcher.stop();
+    println!("stopped after {} syncs in {:.1}s", syncs.load(Ordering::SeqCst), started.elapsed().as_secs_f64());
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+/// Apply a tenants file to the database (API URL, token, interval: validated like `config set`)
+/// and return its tenant names.
+fn configure_from_file(host: &ConnectorHost, path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file: TenantsFile = toml::from_str(&text).with_context(|| format!("{} is not a valid tenants file", path.display()))?;
+    let mut names = Vec::new();
+    for entry in file.tenant {
+        let name = entry.name.trim().to_string();
+        if name.is_empty() {
+            bail!("{}: a [[tenant]] has an empty name", path.display());
+        }
+        let context = || format!("{}: tenant {name}", path.display());
+        if let Some(url) = &entry.api_url {
+            host.store().set_tenant_api_url(&name, Some(url)).with_context(context)?;
+        }
+        if let Some(token) = entry.access_token {
+            host.connect(&name, StoredCredentials { access_token: token, ..Default::default() }).with_context(context)?;
+        }
+        if let Some(minutes) = entry.interval_minutes {
+            host.set_setting(&name, SYNC_INTERVAL_MINUTES, &minutes.to_string()).with_context(context)?;
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+fn print_event(event: &WatchEvent, started: Instant, syncs: &AtomicU64) {
+    let at = started.elapsed().as_secs_f64();
+    match event {
+        WatchEvent::Watching { tenant, interval, longpoll, first_sync_in } => {
+            let schedule = match interval {
+                Some(i) => format!("every {}{}", human(*i), if *longpoll { ", plus changes by long-poll" } else { "" }),
+                None => "manual: syncs only when asked".to_string(),
+            };
+            let first = first_sync_in.map(|d| if d.is_zero() { ", first sync now".to_string() } else { format!(", first sync in {}", human(d)) });
+            eprintln!("{tenant}: {schedule}{}", first.unwrap_or_default());
+        }
+        WatchEvent::Skipped { tenant, reason } => eprintln!("{tenant}: not watched: {reason}"),
+        WatchEvent::SyncStarted { .. } => {}
+        WatchEvent::SyncFinished(report) => {
+            syncs.fetch_add(1, Ordering::SeqCst);
+            // One line per sync, whole, so concurrent tenants never interleave within a line.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "[{at:8.1}s] {}", report.line());
+            let _ = out.flush();
+        }
+        WatchEvent::Longpoll { tenant, result: Err(e), retry_in, .. } => {
+            eprintln!(
+                "[{at:8.1}s] {tenant}: long-poll failed: {e}; the schedule keeps it current, long-poll again in {}",
+                retry_in.map(human).unwrap_or_else(|| "a moment".into())
+            );
+        }
+        WatchEvent::Longpoll { .. } => {}
+    }
+}
