@@ -37,13 +37,6 @@ impl From<StoreError> for CredentialError {
 }
 
 #[derive(Deserialize)]
-struct RefreshResponse {
-    access_token: String,
-    expires_in: Option<i64>,
-    refresh_token: Option<String>,
-}
-
-#[derive(Deserialize)]
 struct OAuthErrorBody {
     error: String,
 }
@@ -126,7 +119,8 @@ impl CredentialManager {
             )
             .map_err(|e| CredentialError::Transient(e.to_string()))?;
         if response.status == 200 {
-            let parsed: RefreshResponse = serde_json::from_slice(&response.body)
+            // One parser for every token response the host reads (code exchange and refresh).
+            let parsed = crate::oauth::TokenResponse::parse(&response.body)
                 .map_err(|e| CredentialError::Transient(format!("unreadable token response: {e}")))?;
             let updated = StoredCredentials {
                 access_token: parsed.access_token.clone(),

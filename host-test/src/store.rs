@@ -125,6 +125,9 @@ impl RecordStore {
         // A sync touches the records table and four indexes per change: keep them in memory.
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // Fewer, larger checkpoints while a sync writes thousands of batches.
+        conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
+        conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)?;
         migrate(&conn)?;
         Ok(RecordStore { conn: Mutex::new(conn), fail_after: Mutex::new(None) })
     }
@@ -561,7 +564,6 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
                 pending_removal INTEGER NOT NULL DEFAULT 0,
                 UNIQUE(tenant, external_id));
             CREATE INDEX records_by_path ON records(tenant, path_lower);
-            CREATE INDEX records_by_parent ON records(tenant, parent_external_id);
             CREATE INDEX records_pending ON records(tenant) WHERE pending_removal = 1;
             CREATE INDEX records_shared ON records(tenant) WHERE is_shared = 1;
             CREATE TABLE sync_points(
@@ -674,7 +676,7 @@ fn apply_change(
                 // with it keep their parent.)
                 let children: Vec<StoredRecord> = {
                     let mut stmt = tx.prepare_cached(&format!(
-                        "SELECT {RECORD_COLUMNS} FROM records INDEXED BY records_by_parent WHERE tenant = ?1 AND parent_external_id = ?2 AND pending_removal = 0
+                        "SELECT {RECORD_COLUMNS} FROM records INDEXED BY records_by_path WHERE tenant = ?1 AND parent_external_id = ?2 AND pending_removal = 0
                          AND path_lower >= ?3 AND path_lower < ?4"
                     ))?;
                     let (lower, upper) = (format!("{}/", rep.path_lower), format!("{}0", rep.path_lower));

@@ -410,8 +410,9 @@ pub struct ExportMetadata {
 // OAuth
 
 /// Success body of `POST /oauth2/token` (code exchange or refresh). A refresh returns no new
-/// refresh token: keep the old one.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// refresh token: keep the old one. The component never receives one (the host talks to the
+/// token endpoint); the type documents the wire shape and its `Debug` never shows a token.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 pub struct TokenResponse {
     pub access_token: String,
     #[serde(default)]
@@ -427,6 +428,19 @@ pub struct TokenResponse {
     pub uid: Option<String>,
     #[serde(default)]
     pub account_id: Option<String>,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &"<redacted>")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "<redacted>"))
+            .field("scope", &self.scope)
+            .field("account_id", &self.account_id)
+            .finish()
+    }
 }
 
 /// Error body of the token endpoint (RFC 6749, HTTP 400): `invalid_grant`, `invalid_client`, ...
