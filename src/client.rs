@@ -2,6 +2,8 @@
 //! retries (per `retry::RetryPolicy`), refreshes an expired token once, counts calls and turns
 //! failures into typed errors. Nothing else in the connector sleeps or loops on errors.
 
+#![allow(clippy::result_large_err)]
+
 use std::time::Duration;
 
 use serde::Serialize;
@@ -15,7 +17,8 @@ use crate::model::ConnectorError;
 use crate::ports::{Credentials, HostEnv, Http, HttpError, HttpRequest, HttpResponse, Level, Method, RefreshError};
 use crate::retry::{Decision, Failure, RetryPolicy};
 
-/// Why a call failed, after retries.
+/// Why a call failed, after retries. (It is large because `ApiError` carries a route error's
+/// details; failures are rare next to successes, so it is not boxed.)
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError {
     #[error("{route}: {error}")]

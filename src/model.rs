@@ -92,8 +92,10 @@ pub enum ChangeKind {
     Unchanged,
 }
 
-/// One change to the store (the contract's `change`).
+/// One change to the store (the contract's `change`). Upserts dominate every batch, so the
+/// record is kept inline rather than boxed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Change {
     Upsert { record: Record, event: ChangeKind },
     Replace { path_lower: String, new_external_id: String, keep_children: bool },

@@ -77,10 +77,10 @@ fn a_folder_moved_across_pages_keeps_every_identity() {
     assert_eq!(count(&events, "created"), 1, "only the new /Archive folder is new: {:?}", events.iter().filter(|e| e.kind == "created").collect::<Vec<_>>());
     assert_eq!(count(&events, "metadata"), 2101);
     for r in h.records() {
-        if let Some(old) = before.get(&r.external_id) {
-            if old.starts_with("/big") {
-                assert!(r.path_lower.starts_with("/archive/big 2026"), "{r:?}");
-            }
+        if let Some(old) = before.get(&r.external_id)
+            && old.starts_with("/big")
+        {
+            assert!(r.path_lower.starts_with("/archive/big 2026"), "{r:?}");
         }
     }
 }

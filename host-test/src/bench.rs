@@ -272,7 +272,7 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
             let host = host_for(&runtime, &emulator, &dir, &format!("full-{files}-{r}"))?;
             runs.push(one_sync(&host, &emulator, links)?);
         }
-        runs.sort_by(|a, b| a.wall.cmp(&b.wall));
+        runs.sort_by_key(|r| r.wall);
         let mid = &runs[runs.len() / 2];
         full.push(sync_json("full", files, mid, Some(native)));
         if opts.latency_ms > 0 {

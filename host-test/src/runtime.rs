@@ -11,6 +11,7 @@
 //!   interrupted, a long sync that keeps making calls never is, and time spent inside host calls
 //!   (network, waits) never counts;
 //! - HTTP only through the `http` import, which applies `policy` and caps response bodies.
+//!
 //! A trap poisons an instance, so none is ever reused.
 
 use std::path::Path;

@@ -3,6 +3,7 @@
 //! - a file at a path replaces whatever was there, subtree included;
 //! - a folder at a path replaces a file there but keeps existing children;
 //! - a deleted entry removes the path and its subtree, and is ignored when nothing is there.
+//!
 //! Records are identified by the Dropbox `id`, so a move keeps its record (a metadata update),
 //! and events are classified against what the store holds: replaying a page emits nothing.
 //!
