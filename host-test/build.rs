@@ -36,19 +36,36 @@ const GUESTS: &[Guest] = &[
 ];
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.parent().expect("host-test lives inside the workspace").to_path_buf();
-    for path in ["src", "wit", "Cargo.toml", "Cargo.lock", "tests/guests/hostile/src", "tests/guests/hostile/Cargo.toml"] {
+    let manifest_dir =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .expect("host-test lives inside the workspace")
+        .to_path_buf();
+    for path in [
+        "src",
+        "wit",
+        "Cargo.toml",
+        "Cargo.lock",
+        "tests/guests/hostile/src",
+        "tests/guests/hostile/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
     for guest in GUESTS {
         println!("cargo:rerun-if-env-changed={}", guest.env_override);
     }
 
-    let prebuilt: Vec<Option<PathBuf>> =
-        GUESTS.iter().map(|g| env::var_os(g.env_override).map(PathBuf::from)).collect();
-    let to_build: Vec<&Guest> =
-        GUESTS.iter().zip(&prebuilt).filter(|(_, p)| p.is_none()).map(|(g, _)| g).collect();
+    let prebuilt: Vec<Option<PathBuf>> = GUESTS
+        .iter()
+        .map(|g| env::var_os(g.env_override).map(PathBuf::from))
+        .collect();
+    let to_build: Vec<&Guest> = GUESTS
+        .iter()
+        .zip(&prebuilt)
+        .filter(|(_, p)| p.is_none())
+        .map(|(g, _)| g)
+        .collect();
 
     // A fixed folder beside the outer target dir: survives `cargo clean -p host-test`, shared by
     // debug and release host builds, so the guest is built once.
@@ -58,7 +75,14 @@ fn main() {
         let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.current_dir(&root)
-            .args(["build", "--locked", "--profile", PROFILE, "--target", TARGET])
+            .args([
+                "build",
+                "--locked",
+                "--profile",
+                PROFILE,
+                "--target",
+                TARGET,
+            ])
             .arg("--target-dir")
             .arg(&target_dir);
         for guest in &to_build {
@@ -78,16 +102,23 @@ fn main() {
         ] {
             cmd.env_remove(var);
         }
-        let status = cmd.status().expect("could not run cargo for the nested wasm32-wasip2 build");
+        let status = cmd
+            .status()
+            .expect("could not run cargo for the nested wasm32-wasip2 build");
         if !status.success() {
             panic!("the nested build of the guest components failed (see the output above)");
         }
     }
 
     for (guest, prebuilt) in GUESTS.iter().zip(prebuilt) {
-        let path = prebuilt.unwrap_or_else(|| target_dir.join(TARGET).join(PROFILE).join(guest.artifact));
+        let path =
+            prebuilt.unwrap_or_else(|| target_dir.join(TARGET).join(PROFILE).join(guest.artifact));
         if !path.exists() {
-            panic!("guest component {} not found at {}", guest.package, path.display());
+            panic!(
+                "guest component {} not found at {}",
+                guest.package,
+                path.display()
+            );
         }
         println!("cargo:rustc-env={}={}", guest.env_out, path.display());
     }

@@ -14,7 +14,9 @@ use crate::api::header_json::{decode_api_result, to_header_safe_json};
 use crate::api::{DecodeError, classify, decode};
 use crate::manifest::{API_BASE, CONTENT_BASE, NOTIFY_BASE};
 use crate::model::ConnectorError;
-use crate::ports::{Credentials, HostEnv, Http, HttpError, HttpRequest, HttpResponse, Level, Method, RefreshError};
+use crate::ports::{
+    Credentials, HostEnv, Http, HttpError, HttpRequest, HttpResponse, Level, Method, RefreshError,
+};
 use crate::retry::{Decision, Failure, RetryPolicy};
 
 /// Why a call failed, after retries. (It is large because `ApiError` carries a route error's
@@ -28,7 +30,11 @@ pub enum CallError {
     #[error("{route}: unreadable response: {error}")]
     Decode { route: String, error: DecodeError },
     #[error("{route}: rate limited, the service asks to wait {wait_ms} ms ({reason})")]
-    RateLimited { route: String, wait_ms: u64, reason: String },
+    RateLimited {
+        route: String,
+        wait_ms: u64,
+        reason: String,
+    },
     #[error("{route}: authorization required: {message}")]
     AuthRequired { route: String, message: String },
 }
@@ -48,19 +54,30 @@ impl From<CallError> for ConnectorError {
         let message = e.to_string();
         match e {
             CallError::AuthRequired { .. } => ConnectorError::AuthRequired(message),
-            CallError::RateLimited { wait_ms, reason, .. } => ConnectorError::RateLimited { retry_after_ms: wait_ms, reason },
+            CallError::RateLimited {
+                wait_ms, reason, ..
+            } => ConnectorError::RateLimited {
+                retry_after_ms: wait_ms,
+                reason,
+            },
             CallError::Api { error, .. } => match error {
                 ApiError::Auth(_) => ConnectorError::AuthRequired(message),
                 ApiError::Route(ref r) if r.is_not_found() => ConnectorError::NotFound(message),
                 ApiError::Server { .. } => ConnectorError::Transient(message),
-                ApiError::RateLimited { retry_after_secs, reason } => {
-                    ConnectorError::RateLimited { retry_after_ms: retry_after_secs.saturating_mul(1000), reason }
-                }
+                ApiError::RateLimited {
+                    retry_after_secs,
+                    reason,
+                } => ConnectorError::RateLimited {
+                    retry_after_ms: retry_after_secs.saturating_mul(1000),
+                    reason,
+                },
                 _ => ConnectorError::Internal(message),
             },
             CallError::Transport { error, .. } => match error {
                 HttpError::NoCredentials(_) => ConnectorError::AuthRequired(message),
-                HttpError::Timeout(_) | HttpError::Connection(_) => ConnectorError::Transient(message),
+                HttpError::Timeout(_) | HttpError::Connection(_) => {
+                    ConnectorError::Transient(message)
+                }
                 _ => ConnectorError::Internal(message),
             },
             CallError::Decode { .. } => ConnectorError::Internal(message),
@@ -87,8 +104,19 @@ pub struct DropboxClient<'a> {
 }
 
 impl<'a> DropboxClient<'a> {
-    pub fn new(http: &'a mut dyn Http, credentials: &'a mut dyn Credentials, host: &'a mut dyn HostEnv) -> Self {
-        DropboxClient { http, credentials, host, policy: RetryPolicy::default(), calls: 0, decode_time: Default::default() }
+    pub fn new(
+        http: &'a mut dyn Http,
+        credentials: &'a mut dyn Credentials,
+        host: &'a mut dyn HostEnv,
+    ) -> Self {
+        DropboxClient {
+            http,
+            credentials,
+            host,
+            policy: RetryPolicy::default(),
+            calls: 0,
+            decode_time: Default::default(),
+        }
     }
 
     pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
@@ -105,9 +133,16 @@ impl<'a> DropboxClient<'a> {
         self.decode_time
     }
 
-    fn timed_decode<R: DeserializeOwned>(&mut self, route: &str, body: &[u8]) -> Result<R, CallError> {
+    fn timed_decode<R: DeserializeOwned>(
+        &mut self,
+        route: &str,
+        body: &[u8],
+    ) -> Result<R, CallError> {
         let started = std::time::Instant::now();
-        let result = decode(body).map_err(|error| CallError::Decode { route: route.into(), error });
+        let result = decode(body).map_err(|error| CallError::Decode {
+            route: route.into(),
+            error,
+        });
         self.decode_time += started.elapsed();
         result
     }
@@ -117,16 +152,26 @@ impl<'a> DropboxClient<'a> {
     }
 
     /// An RPC call: JSON argument in the body (none for void routes), JSON result.
-    pub fn rpc<A: Serialize, R: DeserializeOwned>(&mut self, route: &str, arg: Option<&A>) -> Result<R, CallError> {
+    pub fn rpc<A: Serialize, R: DeserializeOwned>(
+        &mut self,
+        route: &str,
+        arg: Option<&A>,
+    ) -> Result<R, CallError> {
         let body = match arg {
             Some(a) => serde_json::to_vec(a).map_err(|e| CallError::Decode {
                 route: route.into(),
-                error: DecodeError::Malformed { message: e.to_string(), excerpt: String::new() },
+                error: DecodeError::Malformed {
+                    message: e.to_string(),
+                    excerpt: String::new(),
+                },
             })?,
             None => Vec::new(),
         };
-        let headers =
-            if arg.is_some() { vec![("Content-Type".to_string(), "application/json".to_string())] } else { Vec::new() };
+        let headers = if arg.is_some() {
+            vec![("Content-Type".to_string(), "application/json".to_string())]
+        } else {
+            Vec::new()
+        };
         let request = HttpRequest {
             method: Method::Post,
             url: format!("{API_BASE}/2/{route}"),
@@ -149,7 +194,10 @@ impl<'a> DropboxClient<'a> {
     ) -> Result<Download<R>, CallError> {
         let arg_json = to_header_safe_json(arg).map_err(|e| CallError::Decode {
             route: route.into(),
-            error: DecodeError::Malformed { message: e.to_string(), excerpt: String::new() },
+            error: DecodeError::Malformed {
+                message: e.to_string(),
+                excerpt: String::new(),
+            },
         })?;
         let mut headers = vec![("Dropbox-API-Arg".to_string(), arg_json)];
         if let Some((start, end)) = range {
@@ -178,16 +226,31 @@ impl<'a> DropboxClient<'a> {
             });
         };
         let result =
-            decode_api_result(result_header.as_bytes()).map_err(|error| CallError::Decode { route: route.into(), error })?;
+            decode_api_result(result_header.as_bytes()).map_err(|error| CallError::Decode {
+                route: route.into(),
+                error,
+            })?;
         let content_range = response.header("Content-Range").map(String::from);
-        Ok(Download { result, status: response.status, body: response.body, content_range })
+        Ok(Download {
+            result,
+            status: response.status,
+            body: response.body,
+            content_range,
+        })
     }
 
     /// `files/list_folder/longpoll`: no Authorization header (the route refuses one), and a read
     /// timeout above the server's `timeout` plus its up to 90 s of jitter.
-    pub fn longpoll<R: DeserializeOwned>(&mut self, cursor: &str, timeout_secs: u64) -> Result<R, CallError> {
+    pub fn longpoll<R: DeserializeOwned>(
+        &mut self,
+        cursor: &str,
+        timeout_secs: u64,
+    ) -> Result<R, CallError> {
         let route = "files/list_folder/longpoll";
-        let arg = crate::api::types::LongpollArg { cursor: cursor.to_string(), timeout: timeout_secs };
+        let arg = crate::api::types::LongpollArg {
+            cursor: cursor.to_string(),
+            timeout: timeout_secs,
+        };
         let body = serde_json::to_vec(&arg).unwrap_or_default();
         let request = HttpRequest {
             method: Method::Post,
@@ -198,7 +261,10 @@ impl<'a> DropboxClient<'a> {
             timeout_ms: Some((timeout_secs + 90 + 10) * 1000),
         };
         let response = self.execute(route, request)?;
-        decode(&response.body).map_err(|error| CallError::Decode { route: route.into(), error })
+        decode(&response.body).map_err(|error| CallError::Decode {
+            route: route.into(),
+            error,
+        })
     }
 
     /// Send with retries. 2xx responses are returned; everything else is classified once, here.
@@ -211,25 +277,41 @@ impl<'a> DropboxClient<'a> {
             let outcome = self.http.send(request.clone());
             let (mut failure_api, mut failure_conn) = match outcome {
                 Ok(response) if (200..300).contains(&response.status) => return Ok(response),
-                Ok(response) => (Some(classify(response.status, &response.headers, &response.body)), None),
+                Ok(response) => (
+                    Some(classify(response.status, &response.headers, &response.body)),
+                    None,
+                ),
                 Err(e @ (HttpError::Timeout(_) | HttpError::Connection(_))) => (None, Some(e)),
-                Err(error) => return Err(CallError::Transport { route: route.into(), error }),
+                Err(error) => {
+                    return Err(CallError::Transport {
+                        route: route.into(),
+                        error,
+                    });
+                }
             };
             // An expired token is refreshed once; so is one Dropbox no longer knows (it may have
             // been replaced by a refresh elsewhere). A refused refresh ends the call.
-            if let Some(ApiError::Auth(AuthError::ExpiredAccessToken | AuthError::InvalidAccessToken)) = &failure_api
+            if let Some(ApiError::Auth(
+                AuthError::ExpiredAccessToken | AuthError::InvalidAccessToken,
+            )) = &failure_api
                 && request.authenticated
                 && !refreshed
             {
                 refreshed = true;
-                self.host.log(Level::Info, &format!("{route}: access token expired or invalid; refreshing once"));
+                self.host.log(
+                    Level::Info,
+                    &format!("{route}: access token expired or invalid; refreshing once"),
+                );
                 match self.credentials.refresh_access_token() {
                     Ok(()) => {
                         attempt -= 1;
                         continue;
                     }
                     Err(RefreshError::ReauthenticationRequired(m)) => {
-                        return Err(CallError::AuthRequired { route: route.into(), message: m });
+                        return Err(CallError::AuthRequired {
+                            route: route.into(),
+                            message: m,
+                        });
                     }
                     Err(RefreshError::Transient(m)) => {
                         // The token endpoint failed in a way a wait can fix (5xx, 429, a dropped
@@ -237,7 +319,8 @@ impl<'a> DropboxClient<'a> {
                         // next attempt may refresh again (each such attempt counts).
                         refreshed = false;
                         failure_api = None;
-                        failure_conn = Some(HttpError::Connection(format!("token refresh failed: {m}")));
+                        failure_conn =
+                            Some(HttpError::Connection(format!("token refresh failed: {m}")));
                     }
                 }
             }
@@ -246,7 +329,8 @@ impl<'a> DropboxClient<'a> {
                 (Some(api), _) => self.policy.decide(attempt, &Failure::Api(api), jitter),
                 (None, Some(conn)) => {
                     let text = conn.to_string();
-                    self.policy.decide(attempt, &Failure::Connection(&text), jitter)
+                    self.policy
+                        .decide(attempt, &Failure::Connection(&text), jitter)
                 }
                 (None, None) => Decision::GiveUp,
             };
@@ -254,13 +338,21 @@ impl<'a> DropboxClient<'a> {
                 Decision::Retry { after_ms, reason } => {
                     self.host.log(
                         Level::Warn,
-                        &format!("{route}: retrying in {after_ms} ms (attempt {attempt}): {reason}"),
+                        &format!(
+                            "{route}: retrying in {after_ms} ms (attempt {attempt}): {reason}"
+                        ),
                     );
                     self.host.sleep(Duration::from_millis(after_ms));
                 }
                 Decision::GiveUp => {
                     return Err(match (failure_api, failure_conn) {
-                        (Some(ApiError::RateLimited { retry_after_secs, reason }), _) => CallError::RateLimited {
+                        (
+                            Some(ApiError::RateLimited {
+                                retry_after_secs,
+                                reason,
+                            }),
+                            _,
+                        ) => CallError::RateLimited {
                             route: route.into(),
                             wait_ms: retry_after_secs.saturating_mul(1000),
                             reason,
@@ -269,13 +361,23 @@ impl<'a> DropboxClient<'a> {
                         // the feature the scope guards (shared links); anything else of a 401
                         // means the account must be connected again.
                         (Some(error @ ApiError::Auth(AuthError::MissingScope(_))), _) => {
-                            CallError::Api { route: route.into(), error }
+                            CallError::Api {
+                                route: route.into(),
+                                error,
+                            }
                         }
-                        (Some(ApiError::Auth(auth)), _) => {
-                            CallError::AuthRequired { route: route.into(), message: format!("{auth:?}") }
-                        }
-                        (Some(error), _) => CallError::Api { route: route.into(), error },
-                        (None, Some(error)) => CallError::Transport { route: route.into(), error },
+                        (Some(ApiError::Auth(auth)), _) => CallError::AuthRequired {
+                            route: route.into(),
+                            message: format!("{auth:?}"),
+                        },
+                        (Some(error), _) => CallError::Api {
+                            route: route.into(),
+                            error,
+                        },
+                        (None, Some(error)) => CallError::Transport {
+                            route: route.into(),
+                            error,
+                        },
                         (None, None) => CallError::Transport {
                             route: route.into(),
                             error: HttpError::Connection("no response".into()),

@@ -31,7 +31,11 @@ pub struct SyncConfig {
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        SyncConfig { batch_size: 100, filters: Filters::default(), create_preview_links: false }
+        SyncConfig {
+            batch_size: 100,
+            filters: Filters::default(),
+            create_preview_links: false,
+        }
     }
 }
 
@@ -64,7 +68,12 @@ pub fn parse(settings: &[(String, String)]) -> Result<SyncConfig, ConnectorError
             .rev()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.trim().to_string())
-            .or_else(|| fields.iter().find(|f| f.key == key).and_then(|f| f.default_value.clone()))
+            .or_else(|| {
+                fields
+                    .iter()
+                    .find(|f| f.key == key)
+                    .and_then(|f| f.default_value.clone())
+            })
             .filter(|v| !v.is_empty())
     };
     let invalid = |key: &str, why: String| ConnectorError::InvalidConfig(format!("{key}: {why}"));
@@ -80,20 +89,33 @@ pub fn parse(settings: &[(String, String)]) -> Result<SyncConfig, ConnectorError
                     _ => None,
                 })
                 .unwrap_or((1, 10_000));
-            let n: i64 = v.parse().map_err(|_| invalid(keys::BATCH_SIZE, format!("'{v}' is not a whole number")))?;
+            let n: i64 = v
+                .parse()
+                .map_err(|_| invalid(keys::BATCH_SIZE, format!("'{v}' is not a whole number")))?;
             if n < min || n > max {
-                return Err(invalid(keys::BATCH_SIZE, format!("{n} is not within [{min}, {max}]")));
+                return Err(invalid(
+                    keys::BATCH_SIZE,
+                    format!("{n} is not within [{min}, {max}]"),
+                ));
             }
             n as usize
         }
     };
     let list = |key: &str| -> Vec<String> {
         get(key)
-            .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let extensions = |key: &str| -> Vec<String> {
-        let mut v: Vec<String> = list(key).into_iter().map(|e| e.trim_start_matches('.').to_lowercase()).collect();
+        let mut v: Vec<String> = list(key)
+            .into_iter()
+            .map(|e| e.trim_start_matches('.').to_lowercase())
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -106,7 +128,10 @@ pub fn parse(settings: &[(String, String)]) -> Result<SyncConfig, ConnectorError
             }
             let p = p.trim_end_matches('/');
             if p.is_empty() {
-                return Err(invalid(key, "'/' is the whole Dropbox; leave the field empty instead".into()));
+                return Err(invalid(
+                    key,
+                    "'/' is the whole Dropbox; leave the field empty instead".into(),
+                ));
             }
             out.push(p.to_lowercase());
         }
@@ -117,13 +142,20 @@ pub fn parse(settings: &[(String, String)]) -> Result<SyncConfig, ConnectorError
     let date = |key: &str| -> Result<Option<i64>, ConnectorError> {
         match get(key) {
             None => Ok(None),
-            Some(v) => parse_date(&v).map(Some).map_err(|e| invalid(key, format!("'{v}': {e}"))),
+            Some(v) => parse_date(&v)
+                .map(Some)
+                .map_err(|e| invalid(key, format!("'{v}': {e}"))),
         }
     };
     let create_preview_links = match get(keys::CREATE_PREVIEW_LINKS).as_deref() {
         None | Some("false") => false,
         Some("true") => true,
-        Some(other) => return Err(invalid(keys::CREATE_PREVIEW_LINKS, format!("'{other}' is not true or false"))),
+        Some(other) => {
+            return Err(invalid(
+                keys::CREATE_PREVIEW_LINKS,
+                format!("'{other}' is not true or false"),
+            ));
+        }
     };
     let filters = Filters {
         include_extensions: extensions(keys::INCLUDE_EXTENSIONS),
@@ -135,7 +167,11 @@ pub fn parse(settings: &[(String, String)]) -> Result<SyncConfig, ConnectorError
         created_after: date(keys::CREATED_AFTER)?,
         created_before: date(keys::CREATED_BEFORE)?,
     };
-    Ok(SyncConfig { batch_size, filters, create_preview_links })
+    Ok(SyncConfig {
+        batch_size,
+        filters,
+        create_preview_links,
+    })
 }
 
 #[cfg(test)]
@@ -143,7 +179,10 @@ mod tests {
     use super::*;
 
     fn s(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -156,7 +195,14 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_field() {
-        for (k, v) in [("batch_size", "0"), ("batch_size", "abc"), ("batch_size", "10001"), ("modified_after", "2024-13-01"), ("include_paths", "docs"), ("create_preview_links", "yes")] {
+        for (k, v) in [
+            ("batch_size", "0"),
+            ("batch_size", "abc"),
+            ("batch_size", "10001"),
+            ("modified_after", "2024-13-01"),
+            ("include_paths", "docs"),
+            ("create_preview_links", "yes"),
+        ] {
             match parse(&s(&[(k, v)])) {
                 Err(ConnectorError::InvalidConfig(m)) => assert!(m.starts_with(k), "{m}"),
                 other => panic!("{k}={v}: {other:?}"),
@@ -166,7 +212,11 @@ mod tests {
 
     #[test]
     fn lists_are_normalised() {
-        let c = parse(&s(&[("include_extensions", " .PDF, txt,pdf"), ("exclude_paths", "/Archive/, /Old")])).unwrap();
+        let c = parse(&s(&[
+            ("include_extensions", " .PDF, txt,pdf"),
+            ("exclude_paths", "/Archive/, /Old"),
+        ]))
+        .unwrap();
         assert_eq!(c.filters.include_extensions, vec!["pdf", "txt"]);
         assert_eq!(c.filters.exclude_paths, vec!["/archive", "/old"]);
         assert_ne!(c.filters.fingerprint(), Filters::default().fingerprint());

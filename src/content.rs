@@ -12,11 +12,15 @@
 //! reported as such rather than as a link or a read that fails later.
 
 use crate::api::ApiError;
-use crate::api::types::{ExportArg, ExportResult, FileMetadata, Metadata, PathArg, TemporaryLinkResult};
+use crate::api::types::{
+    ExportArg, ExportResult, FileMetadata, Metadata, PathArg, TemporaryLinkResult,
+};
 use crate::client::{CallError, Download, DropboxClient};
 use crate::config;
 use crate::content_hash::{BLOCK_SIZE, ContentHasher};
-use crate::model::{Change, ConnectorError, Record, RecordKind, ReindexSummary, SignedUrl, StreamSummary};
+use crate::model::{
+    Change, ConnectorError, Record, RecordKind, ReindexSummary, SignedUrl, StreamSummary,
+};
 use crate::ports::{Level, Sink, SinkError, Store};
 use crate::sync::load_state;
 use crate::sync::planner::plan_page;
@@ -41,7 +45,9 @@ fn stored_record(store: &mut dyn Store, id: &str) -> Result<(Record, bool), Conn
 fn file_record(store: &mut dyn Store, id: &str) -> Result<Record, ConnectorError> {
     let (record, _) = stored_record(store, id)?;
     if record.kind == RecordKind::Folder {
-        return Err(ConnectorError::NotFound(format!("{id} is a folder; folders have no content")));
+        return Err(ConnectorError::NotFound(format!(
+            "{id} is a folder; folders have no content"
+        )));
     }
     Ok(record)
 }
@@ -60,27 +66,48 @@ fn is_unsupported_file(e: &CallError) -> bool {
 
 /// 416: the range starts at or past the end, which at offset 0 means the file is empty.
 fn is_unsatisfiable_range(e: &CallError) -> bool {
-    matches!(e, CallError::Api { error: ApiError::Unexpected { status: 416, .. }, .. })
+    matches!(
+        e,
+        CallError::Api {
+            error: ApiError::Unexpected { status: 416, .. },
+            ..
+        }
+    )
 }
 
 fn sink_error(e: SinkError) -> ConnectorError {
     ConnectorError::Transient(format!("content sink: {e}"))
 }
 
-pub fn get_signed_url(client: &mut DropboxClient<'_>, store: &mut dyn Store, id: &str) -> Result<SignedUrl, ConnectorError> {
+pub fn get_signed_url(
+    client: &mut DropboxClient<'_>,
+    store: &mut dyn Store,
+    id: &str,
+) -> Result<SignedUrl, ConnectorError> {
     let record = file_record(store, id)?;
     if !record.is_downloadable {
         // Dropbox has no link for these (`unsupported_file`); the contract has no closer error.
         return Err(ConnectorError::Internal(format!(
             "{id} is a document Dropbox can only export ({}); read it with stream-record",
-            record.export_format.as_deref().unwrap_or("no format offered")
+            record
+                .export_format
+                .as_deref()
+                .unwrap_or("no format offered")
         )));
     }
     let result: TemporaryLinkResult = client
-        .rpc("files/get_temporary_link", Some(&PathArg { path: id.to_string() }))
+        .rpc(
+            "files/get_temporary_link",
+            Some(&PathArg {
+                path: id.to_string(),
+            }),
+        )
         .map_err(|e| not_found_or(e, id))?;
     let now = client.host().now().max(0) as u64;
-    Ok(SignedUrl { url: result.link, expires_at: now + TEMPORARY_LINK_SECS })
+    Ok(SignedUrl {
+        url: result.link,
+        expires_at: now + TEMPORARY_LINK_SECS,
+    })
 }
 
 pub fn stream_record(
@@ -107,18 +134,21 @@ pub fn stream_record(
             None => id.to_string(),
         };
         let range = ranged.then_some((offset, Some(offset + CHUNK - 1)));
-        let download: Download<FileMetadata> = match client.download("files/download", &PathArg { path }, range) {
-            Ok(d) => d,
-            Err(e) if pinned.is_none() && ranged && is_unsatisfiable_range(&e) => {
-                // An empty file has no byte 0 to range over; ask for it whole (it is empty, or
-                // the host's body cap bounds it if it grew in between).
-                ranged = false;
-                continue;
-            }
-            // The stored record said downloadable, Dropbox says export only: it changed kind.
-            Err(e) if pinned.is_none() && is_unsupported_file(&e) => return export(client, sink, &record),
-            Err(e) => return Err(not_found_or(e, id)),
-        };
+        let download: Download<FileMetadata> =
+            match client.download("files/download", &PathArg { path }, range) {
+                Ok(d) => d,
+                Err(e) if pinned.is_none() && ranged && is_unsatisfiable_range(&e) => {
+                    // An empty file has no byte 0 to range over; ask for it whole (it is empty, or
+                    // the host's body cap bounds it if it grew in between).
+                    ranged = false;
+                    continue;
+                }
+                // The stored record said downloadable, Dropbox says export only: it changed kind.
+                Err(e) if pinned.is_none() && is_unsupported_file(&e) => {
+                    return export(client, sink, &record);
+                }
+                Err(e) => return Err(not_found_or(e, id)),
+            };
         match &pinned {
             Some(meta) if download.result.rev != meta.rev => {
                 return Err(ConnectorError::Integrity(format!(
@@ -128,16 +158,26 @@ pub fn stream_record(
             }
             Some(_) => {}
             None if record.revision.as_deref() != Some(download.result.rev.as_str()) => {
-                client.host().log(Level::Info, &format!("{id} changed since the last sync; reading its current revision"));
+                client.host().log(
+                    Level::Info,
+                    &format!("{id} changed since the last sync; reading its current revision"),
+                );
             }
             None => {}
         }
         let meta = pinned.get_or_insert(download.result);
         let size = meta.size;
-        check_position(id, download.status, download.content_range.as_deref(), offset)?;
+        check_position(
+            id,
+            download.status,
+            download.content_range.as_deref(),
+            offset,
+        )?;
         let body = download.body;
         if body.is_empty() && offset < size {
-            return Err(ConnectorError::Transient(format!("{id}: empty response at offset {offset} of {size}")));
+            return Err(ConnectorError::Transient(format!(
+                "{id}: empty response at offset {offset} of {size}"
+            )));
         }
         if offset + body.len() as u64 > size {
             return Err(ConnectorError::Integrity(format!(
@@ -168,14 +208,21 @@ pub fn stream_record(
 }
 
 /// The bytes of a response must start where the previous ones ended.
-fn check_position(id: &str, status: u16, content_range: Option<&str>, offset: u64) -> Result<(), ConnectorError> {
+fn check_position(
+    id: &str,
+    status: u16,
+    content_range: Option<&str>,
+    offset: u64,
+) -> Result<(), ConnectorError> {
     // A server that ignores Range sends the whole file from 0 with a 200: fine for the first
     // request (the host caps the body), wrong for any later one.
     if status == 200 {
         return if offset == 0 {
             Ok(())
         } else {
-            Err(ConnectorError::Internal(format!("{id}: the server ignored the range request at offset {offset}")))
+            Err(ConnectorError::Internal(format!(
+                "{id}: the server ignored the range request at offset {offset}"
+            )))
         };
     }
     // `Content-Range: bytes <first>-<last>/<total>`; a 206 without one is taken at its word.
@@ -200,11 +247,19 @@ fn check_position(id: &str, status: u16, content_range: Option<&str>, offset: u6
 /// (its MIME type says what that is). Exports are small documents and come in one response,
 /// which the host's body cap bounds; when Dropbox publishes an `export_hash` (the content-hash
 /// algorithm over the exported bytes) it is checked before anything reaches the sink.
-fn export(client: &mut DropboxClient<'_>, sink: &mut dyn Sink, record: &Record) -> Result<StreamSummary, ConnectorError> {
+fn export(
+    client: &mut DropboxClient<'_>,
+    sink: &mut dyn Sink,
+    record: &Record,
+) -> Result<StreamSummary, ConnectorError> {
     let id = &record.external_id;
-    let arg = ExportArg { path: id.clone(), export_format: record.export_format.clone() };
-    let download: Download<ExportResult> =
-        client.download("files/export", &arg, None).map_err(|e| not_found_or(e, id))?;
+    let arg = ExportArg {
+        path: id.clone(),
+        export_format: record.export_format.clone(),
+    };
+    let download: Download<ExportResult> = client
+        .download("files/export", &arg, None)
+        .map_err(|e| not_found_or(e, id))?;
     let mut hasher = ContentHasher::new();
     hasher.update(&download.body);
     let computed = hasher.finalize();
@@ -237,15 +292,20 @@ pub fn reindex_records(
     // re-listing or a change feed is unfinished, records it has not seen again (or whose move
     // it has not reached yet) are marked too, so purging now would delete live records or turn
     // a move into a deletion and a creation; the sync purges what is gone when it completes.
-    let listing_unfinished = load_state(store, client.host())?.is_some_and(|s| s.removals_pending());
+    let listing_unfinished =
+        load_state(store, client.host())?.is_some_and(|s| s.removals_pending());
     let mut summary = ReindexSummary::default();
     for id in ids {
         let Ok((record, pending)) = stored_record(store, id) else {
-            client.host().log(Level::Warn, &format!("reindex: no record {id}; skipped"));
+            client
+                .host()
+                .log(Level::Warn, &format!("reindex: no record {id}; skipped"));
             continue;
         };
         summary.checked += 1;
-        let mut changes = match client.rpc::<_, Metadata>("files/get_metadata", Some(&PathArg { path: id.clone() })) {
+        let mut changes = match client
+            .rpc::<_, Metadata>("files/get_metadata", Some(&PathArg { path: id.clone() }))
+        {
             // The planner compares with the stored record: an unchanged record gives no event.
             Ok(meta) => plan_page(store, &[meta], &cfg.filters, None)?.changes,
             // Already marked by a sync that will purge it: nothing to add.
@@ -256,12 +316,16 @@ pub fn reindex_records(
             Err(e) => return Err(e.into()),
         };
         // Whatever the plan marked (this record, or one it displaced) is removed now.
-        let marks = changes.iter().any(|c| matches!(c, Change::RemoveSubtree(_) | Change::Replace { .. }));
+        let marks = changes
+            .iter()
+            .any(|c| matches!(c, Change::RemoveSubtree(_) | Change::Replace { .. }));
         if marks {
             if listing_unfinished {
                 client.host().log(
                     Level::Info,
-                    &format!("reindex: {id} is gone; its removal completes with the unfinished listing"),
+                    &format!(
+                        "reindex: {id} is gone; its removal completes with the unfinished listing"
+                    ),
                 );
             } else {
                 changes.push(Change::Purge);

@@ -19,5 +19,7 @@ pub mod ports;
 pub mod retry;
 pub mod sync;
 
+#[cfg(test)]
+mod test_support;
 #[cfg(target_arch = "wasm32")]
 mod wasm;

@@ -5,8 +5,13 @@ pub const API_BASE: &str = "https://api.dropboxapi.com";
 pub const CONTENT_BASE: &str = "https://content.dropboxapi.com";
 pub const NOTIFY_BASE: &str = "https://notify.dropboxapi.com";
 
-pub const SCOPES: [&str; 5] =
-    ["account_info.read", "files.content.read", "files.metadata.read", "sharing.read", "sharing.write"];
+pub const SCOPES: [&str; 5] = [
+    "account_info.read",
+    "files.content.read",
+    "files.metadata.read",
+    "sharing.read",
+    "sharing.write",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthConfig {
@@ -65,7 +70,13 @@ pub mod keys {
     pub const CREATE_PREVIEW_LINKS: &str = "create_preview_links";
 }
 
-fn field(key: &str, label: &str, description: &str, field_type: FieldType, default: Option<&str>) -> ConfigField {
+fn field(
+    key: &str,
+    label: &str,
+    description: &str,
+    field_type: FieldType,
+    default: Option<&str>,
+) -> ConfigField {
     ConfigField {
         key: key.into(),
         label: label.into(),

@@ -97,8 +97,15 @@ pub enum ChangeKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(clippy::large_enum_variant)]
 pub enum Change {
-    Upsert { record: Record, event: ChangeKind },
-    Replace { path_lower: String, new_external_id: String, keep_children: bool },
+    Upsert {
+        record: Record,
+        event: ChangeKind,
+    },
+    Replace {
+        path_lower: String,
+        new_external_id: String,
+        keep_children: bool,
+    },
     RemoveSubtree(String),
     MarkAllPending,
     Purge,

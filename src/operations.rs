@@ -17,7 +17,10 @@ pub struct Ports<'a> {
 
 impl<'a> Ports<'a> {
     fn split(&mut self) -> (DropboxClient<'_>, &mut dyn Store) {
-        (DropboxClient::new(self.http, self.credentials, self.host), self.store)
+        (
+            DropboxClient::new(self.http, self.credentials, self.host),
+            self.store,
+        )
     }
 }
 
@@ -31,31 +34,49 @@ pub fn run_sync(ports: &mut Ports<'_>) -> Result<crate::model::SyncSummary, Conn
     let (mut client, store) = ports.split();
     let result = sync::run_sync(&mut client, store);
     if let Err(e) = &result {
-        client.host().log(Level::Error, &format!("sync failed: {e}"));
+        client
+            .host()
+            .log(Level::Error, &format!("sync failed: {e}"));
     }
     result
 }
 
-pub fn get_signed_url(ports: &mut Ports<'_>, id: &str) -> Result<crate::model::SignedUrl, ConnectorError> {
+pub fn get_signed_url(
+    ports: &mut Ports<'_>,
+    id: &str,
+) -> Result<crate::model::SignedUrl, ConnectorError> {
     let (mut client, store) = ports.split();
     crate::content::get_signed_url(&mut client, store, id)
 }
 
-pub fn stream_record(ports: &mut Ports<'_>, sink: &mut dyn Sink, id: &str) -> Result<crate::model::StreamSummary, ConnectorError> {
+pub fn stream_record(
+    ports: &mut Ports<'_>,
+    sink: &mut dyn Sink,
+    id: &str,
+) -> Result<crate::model::StreamSummary, ConnectorError> {
     let (mut client, store) = ports.split();
     crate::content::stream_record(&mut client, store, sink, id)
 }
 
-pub fn reindex_records(ports: &mut Ports<'_>, ids: &[String]) -> Result<crate::model::ReindexSummary, ConnectorError> {
+pub fn reindex_records(
+    ports: &mut Ports<'_>,
+    ids: &[String],
+) -> Result<crate::model::ReindexSummary, ConnectorError> {
     let (mut client, store) = ports.split();
     crate::content::reindex_records(&mut client, store, ids)
 }
 
 /// Long-poll Dropbox for changes after the stored cursor. No stored cursor means a sync is due.
-pub fn wait_for_changes(ports: &mut Ports<'_>, timeout_seconds: u32) -> Result<ChangeHint, ConnectorError> {
+pub fn wait_for_changes(
+    ports: &mut Ports<'_>,
+    timeout_seconds: u32,
+) -> Result<ChangeHint, ConnectorError> {
     let (mut client, store) = ports.split();
     let Some(state) = load_state(store, client.host())? else {
-        return Ok(ChangeHint { changes: true, backoff_seconds: None });
+        return Ok(ChangeHint {
+            changes: true,
+            backoff_seconds: None,
+        });
     };
     // Dropbox accepts 30..=480 seconds.
     let timeout = u64::from(timeout_seconds).clamp(30, 480);
@@ -65,7 +86,10 @@ pub fn wait_for_changes(ports: &mut Ports<'_>, timeout_seconds: u32) -> Result<C
             backoff_seconds: result.backoff.map(|b| b.min(u64::from(u32::MAX)) as u32),
         }),
         // A reset cursor needs a sync (which re-lists).
-        Err(e) if e.route_error().is_some_and(|r| r.is_reset()) => Ok(ChangeHint { changes: true, backoff_seconds: None }),
+        Err(e) if e.route_error().is_some_and(|r| r.is_reset()) => Ok(ChangeHint {
+            changes: true,
+            backoff_seconds: None,
+        }),
         Err(e) => Err(e.into()),
     }
 }

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use crate::model::{ApplySummary, Change, Permission, Record, RecordGroup, StoredRecord, SyncPoint, User};
+use crate::model::{
+    ApplySummary, Change, Permission, Record, RecordGroup, StoredRecord, SyncPoint, User,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -33,7 +35,10 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The first header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -80,12 +85,21 @@ pub enum StoreError {
 }
 
 pub trait Store {
-    fn apply(&mut self, changes: Vec<Change>, sync_point: Option<SyncPoint>) -> Result<ApplySummary, StoreError>;
+    fn apply(
+        &mut self,
+        changes: Vec<Change>,
+        sync_point: Option<SyncPoint>,
+    ) -> Result<ApplySummary, StoreError>;
     fn get_sync_point(&mut self, key: &str) -> Result<Option<String>, StoreError>;
     fn get_records(&mut self, ids: Vec<String>) -> Result<Vec<StoredRecord>, StoreError>;
     fn find_by_paths(&mut self, paths: Vec<String>) -> Result<Vec<Option<Record>>, StoreError>;
     fn list_shared(&mut self) -> Result<Vec<Record>, StoreError>;
-    fn put_owner(&mut self, owner: User, group: RecordGroup, permissions: Vec<Permission>) -> Result<(), StoreError>;
+    fn put_owner(
+        &mut self,
+        owner: User,
+        group: RecordGroup,
+        permissions: Vec<Permission>,
+    ) -> Result<(), StoreError>;
     fn clear(&mut self) -> Result<(), StoreError>;
 }
 

@@ -38,9 +38,15 @@ impl ports::Http for WasmHttp {
             timeout_ms: r.timeout_ms,
         };
         match http::send(&request) {
-            Ok(resp) => Ok(HttpResponse { status: resp.status, headers: resp.headers, body: resp.body }),
+            Ok(resp) => Ok(HttpResponse {
+                status: resp.status,
+                headers: resp.headers,
+                body: resp.body,
+            }),
             Err(e) => Err(match e {
-                http::HttpError::DestinationNotAllowed(m) => ports::HttpError::DestinationNotAllowed(m),
+                http::HttpError::DestinationNotAllowed(m) => {
+                    ports::HttpError::DestinationNotAllowed(m)
+                }
                 http::HttpError::Timeout(m) => ports::HttpError::Timeout(m),
                 http::HttpError::Connection(m) => ports::HttpError::Connection(m),
                 http::HttpError::BodyTooLarge(n) => ports::HttpError::BodyTooLarge(n),
@@ -56,7 +62,9 @@ struct WasmCredentials;
 impl ports::Credentials for WasmCredentials {
     fn refresh_access_token(&mut self) -> Result<(), ports::RefreshError> {
         credentials::refresh_access_token().map_err(|e| match e {
-            credentials::RefreshError::ReauthenticationRequired(m) => ports::RefreshError::ReauthenticationRequired(m),
+            credentials::RefreshError::ReauthenticationRequired(m) => {
+                ports::RefreshError::ReauthenticationRequired(m)
+            }
             credentials::RefreshError::Transient(m) => ports::RefreshError::Transient(m),
         })
     }
@@ -78,11 +86,19 @@ impl ports::HostEnv for WasmHost {
     }
 
     fn progress(&mut self, phase: &str, pages: u32, entries: u64, total: Option<u64>) {
-        host::report_progress(&host::Progress { phase: phase.to_string(), pages, entries, total });
+        host::report_progress(&host::Progress {
+            phase: phase.to_string(),
+            pages,
+            entries,
+            total,
+        });
     }
 
     fn config(&mut self) -> Vec<(String, String)> {
-        host::config().into_iter().map(|s| (s.key, s.value)).collect()
+        host::config()
+            .into_iter()
+            .map(|s| (s.key, s.value))
+            .collect()
     }
 
     fn should_stop(&mut self) -> bool {
@@ -121,9 +137,16 @@ fn store_err(e: records::StoreError) -> ports::StoreError {
 }
 
 impl ports::Store for WasmStore {
-    fn apply(&mut self, changes: Vec<model::Change>, sync_point: Option<model::SyncPoint>) -> Result<model::ApplySummary, ports::StoreError> {
+    fn apply(
+        &mut self,
+        changes: Vec<model::Change>,
+        sync_point: Option<model::SyncPoint>,
+    ) -> Result<model::ApplySummary, ports::StoreError> {
         let changes: Vec<records::Change> = changes.into_iter().map(change_to_wit).collect();
-        let sync_point = sync_point.map(|p| records::SyncPoint { key: p.key, value: p.value });
+        let sync_point = sync_point.map(|p| records::SyncPoint {
+            key: p.key,
+            value: p.value,
+        });
         records::apply(&changes, sync_point.as_ref())
             .map(|s| model::ApplySummary {
                 created: s.created,
@@ -138,28 +161,48 @@ impl ports::Store for WasmStore {
         records::get_sync_point(key).map_err(store_err)
     }
 
-    fn get_records(&mut self, ids: Vec<String>) -> Result<Vec<model::StoredRecord>, ports::StoreError> {
+    fn get_records(
+        &mut self,
+        ids: Vec<String>,
+    ) -> Result<Vec<model::StoredRecord>, ports::StoreError> {
         records::get_records(&ids)
             .map(|v| {
                 v.into_iter()
-                    .map(|s| model::StoredRecord { record: record_from_wit(s.record), pending_removal: s.pending_removal })
+                    .map(|s| model::StoredRecord {
+                        record: record_from_wit(s.record),
+                        pending_removal: s.pending_removal,
+                    })
                     .collect()
             })
             .map_err(store_err)
     }
 
-    fn find_by_paths(&mut self, paths: Vec<String>) -> Result<Vec<Option<model::Record>>, ports::StoreError> {
+    fn find_by_paths(
+        &mut self,
+        paths: Vec<String>,
+    ) -> Result<Vec<Option<model::Record>>, ports::StoreError> {
         records::find_by_paths(&paths)
             .map(|v| v.into_iter().map(|r| r.map(record_from_wit)).collect())
             .map_err(store_err)
     }
 
     fn list_shared(&mut self) -> Result<Vec<model::Record>, ports::StoreError> {
-        records::list_shared().map(|v| v.into_iter().map(record_from_wit).collect()).map_err(store_err)
+        records::list_shared()
+            .map(|v| v.into_iter().map(record_from_wit).collect())
+            .map_err(store_err)
     }
 
-    fn put_owner(&mut self, owner: model::User, group: model::RecordGroup, permissions: Vec<model::Permission>) -> Result<(), ports::StoreError> {
-        let owner = types::User { external_id: owner.external_id, email: owner.email, display_name: owner.display_name };
+    fn put_owner(
+        &mut self,
+        owner: model::User,
+        group: model::RecordGroup,
+        permissions: Vec<model::Permission>,
+    ) -> Result<(), ports::StoreError> {
+        let owner = types::User {
+            external_id: owner.external_id,
+            email: owner.email,
+            display_name: owner.display_name,
+        };
         let group = types::RecordGroup {
             external_id: group.external_id,
             name: group.name,
@@ -264,9 +307,15 @@ fn change_to_wit(c: model::Change) -> records::Change {
                 model::ChangeKind::Unchanged => records::ChangeKind::Unchanged,
             },
         }),
-        model::Change::Replace { path_lower, new_external_id, keep_children } => {
-            records::Change::Replace(records::Replacement { path_lower, new_external_id, keep_children })
-        }
+        model::Change::Replace {
+            path_lower,
+            new_external_id,
+            keep_children,
+        } => records::Change::Replace(records::Replacement {
+            path_lower,
+            new_external_id,
+            keep_children,
+        }),
         model::Change::RemoveSubtree(p) => records::Change::RemoveSubtree(p),
         model::Change::MarkAllPending => records::Change::MarkAllPending,
         model::Change::Purge => records::Change::Purge,
@@ -277,9 +326,13 @@ fn error_to_wit(e: model::ConnectorError) -> types::ConnectorError {
     use model::ConnectorError as E;
     match e {
         E::AuthRequired(m) => types::ConnectorError::AuthRequired(m),
-        E::RateLimited { retry_after_ms, reason } => {
-            types::ConnectorError::RateLimited(types::RateLimit { retry_after_ms, reason })
-        }
+        E::RateLimited {
+            retry_after_ms,
+            reason,
+        } => types::ConnectorError::RateLimited(types::RateLimit {
+            retry_after_ms,
+            reason,
+        }),
         E::NotFound(m) => types::ConnectorError::NotFound(m),
         E::InvalidConfig(m) => types::ConnectorError::InvalidConfig(m),
         E::Transient(m) => types::ConnectorError::Transient(m),
@@ -288,9 +341,21 @@ fn error_to_wit(e: model::ConnectorError) -> types::ConnectorError {
     }
 }
 
-fn with_ports<T>(f: impl FnOnce(&mut Ports<'_>) -> Result<T, model::ConnectorError>) -> Result<T, types::ConnectorError> {
-    let (mut http, mut creds, mut host, mut store) = (WasmHttp, WasmCredentials, WasmHost { counter: 0 }, WasmStore);
-    let mut ports = Ports { http: &mut http, credentials: &mut creds, host: &mut host, store: &mut store };
+fn with_ports<T>(
+    f: impl FnOnce(&mut Ports<'_>) -> Result<T, model::ConnectorError>,
+) -> Result<T, types::ConnectorError> {
+    let (mut http, mut creds, mut host, mut store) = (
+        WasmHttp,
+        WasmCredentials,
+        WasmHost { counter: 0 },
+        WasmStore,
+    );
+    let mut ports = Ports {
+        http: &mut http,
+        credentials: &mut creds,
+        host: &mut host,
+        store: &mut store,
+    };
     f(&mut ports).map_err(error_to_wit)
 }
 
@@ -338,7 +403,9 @@ fn manifest_to_wit(m: crate::manifest::Manifest) -> manifest_types::ConnectorMan
                 label: f.label,
                 description: f.description,
                 field_type: match f.field_type {
-                    FieldType::Integer { min, max } => manifest_types::FieldType::Integer(manifest_types::IntBounds { min, max }),
+                    FieldType::Integer { min, max } => {
+                        manifest_types::FieldType::Integer(manifest_types::IntBounds { min, max })
+                    }
                     FieldType::Boolean => manifest_types::FieldType::Boolean,
                     FieldType::Text => manifest_types::FieldType::Text,
                     FieldType::Choice(c) => manifest_types::FieldType::Choice(c),
@@ -357,8 +424,11 @@ impl wit_connector::Guest for Component {
     }
 
     fn test_connection() -> Result<types::User, types::ConnectorError> {
-        with_ports(operations::test_connection)
-            .map(|u| types::User { external_id: u.external_id, email: u.email, display_name: u.display_name })
+        with_ports(operations::test_connection).map(|u| types::User {
+            external_id: u.external_id,
+            email: u.email,
+            display_name: u.display_name,
+        })
     }
 
     fn run_sync() -> Result<wit_connector::SyncSummary, types::ConnectorError> {
@@ -370,33 +440,53 @@ impl wit_connector::Guest for Component {
         with_ports(operations::run_sync).map(summary_to_wit)
     }
 
-    fn get_signed_url(external_id: String) -> Result<wit_connector::SignedUrl, types::ConnectorError> {
-        with_ports(|p| operations::get_signed_url(p, &external_id))
-            .map(|u| wit_connector::SignedUrl { url: u.url, expires_at: u.expires_at })
+    fn get_signed_url(
+        external_id: String,
+    ) -> Result<wit_connector::SignedUrl, types::ConnectorError> {
+        with_ports(|p| operations::get_signed_url(p, &external_id)).map(|u| {
+            wit_connector::SignedUrl {
+                url: u.url,
+                expires_at: u.expires_at,
+            }
+        })
     }
 
-    fn stream_record(external_id: String) -> Result<wit_connector::StreamSummary, types::ConnectorError> {
+    fn stream_record(
+        external_id: String,
+    ) -> Result<wit_connector::StreamSummary, types::ConnectorError> {
         let mut sink = WasmSink;
-        with_ports(|p| operations::stream_record(p, &mut sink, &external_id)).map(|s| wit_connector::StreamSummary {
-            size: s.size,
-            content_hash: s.content_hash,
-            verified: s.verified,
-            mime_type: s.mime_type,
+        with_ports(|p| operations::stream_record(p, &mut sink, &external_id)).map(|s| {
+            wit_connector::StreamSummary {
+                size: s.size,
+                content_hash: s.content_hash,
+                verified: s.verified,
+                mime_type: s.mime_type,
+            }
         })
     }
 
-    fn reindex_records(external_ids: Vec<String>) -> Result<wit_connector::ReindexSummary, types::ConnectorError> {
-        with_ports(|p| operations::reindex_records(p, &external_ids)).map(|s| wit_connector::ReindexSummary {
-            checked: s.checked,
-            content_updates: s.content_updates,
-            metadata_updates: s.metadata_updates,
-            deletions: s.deletions,
+    fn reindex_records(
+        external_ids: Vec<String>,
+    ) -> Result<wit_connector::ReindexSummary, types::ConnectorError> {
+        with_ports(|p| operations::reindex_records(p, &external_ids)).map(|s| {
+            wit_connector::ReindexSummary {
+                checked: s.checked,
+                content_updates: s.content_updates,
+                metadata_updates: s.metadata_updates,
+                deletions: s.deletions,
+            }
         })
     }
 
-    fn wait_for_changes(timeout_seconds: u32) -> Result<wit_connector::ChangeHint, types::ConnectorError> {
-        with_ports(|p| operations::wait_for_changes(p, timeout_seconds))
-            .map(|h| wit_connector::ChangeHint { changes: h.changes, backoff_seconds: h.backoff_seconds })
+    fn wait_for_changes(
+        timeout_seconds: u32,
+    ) -> Result<wit_connector::ChangeHint, types::ConnectorError> {
+        with_ports(|p| operations::wait_for_changes(p, timeout_seconds)).map(|h| {
+            wit_connector::ChangeHint {
+                changes: h.changes,
+                backoff_seconds: h.backoff_seconds,
+            }
+        })
     }
 
     fn cleanup() -> Result<(), types::ConnectorError> {

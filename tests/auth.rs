@@ -19,8 +19,8 @@ use host_test::bindings::types::ConnectorError;
 use host_test::credentials::now;
 use host_test::http::{HttpClient, HttpResponse, HttpSettings};
 use host_test::oauth::{
-    AuthorizationRequest, CallbackListener, ClientCredentials, OAuthError, TokenErrorCode, callback_code,
-    exchange_code, pkce_verifier,
+    AuthorizationRequest, CallbackListener, ClientCredentials, OAuthError, TokenErrorCode,
+    callback_code, exchange_code, pkce_verifier,
 };
 use host_test::policy::NetPolicy;
 use host_test::runtime::{Runtime, SandboxConfig};
@@ -30,7 +30,13 @@ use host_test::tenant::{GuestSignal, Services, TenantContext};
 const CLIENT_ID: &str = "auth-test-app-key";
 /// Distinctive, so that finding it anywhere it must not be is unambiguous.
 const CLIENT_SECRET: &str = "app-secret-7fQ2zXw9LmK4";
-const SCOPES: [&str; 5] = ["account_info.read", "files.content.read", "files.metadata.read", "sharing.read", "sharing.write"];
+const SCOPES: [&str; 5] = [
+    "account_info.read",
+    "files.content.read",
+    "files.metadata.read",
+    "sharing.read",
+    "sharing.write",
+];
 /// Generous bound for a child process (it compiles the component first).
 const CHILD_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -45,7 +51,10 @@ fn config(files: usize, seed: u64) -> EmulatorConfig {
 }
 
 fn client() -> ClientCredentials {
-    ClientCredentials { client_id: CLIENT_ID.into(), client_secret: Some(CLIENT_SECRET.into()) }
+    ClientCredentials {
+        client_id: CLIENT_ID.into(),
+        client_secret: Some(CLIENT_SECRET.into()),
+    }
 }
 
 /// Credentials as `auth` stores them, for a pair minted by the emulator.
@@ -65,27 +74,48 @@ fn http() -> HttpClient {
 }
 
 fn get(url: &str) -> HttpResponse {
-    http().send("GET", url, &[], Vec::new(), None).unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    http()
+        .send("GET", url, &[], Vec::new(), None)
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
 
 fn header<'a>(response: &'a HttpResponse, name: &str) -> Option<&'a str> {
-    response.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    response
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// What a browser does with the authorization URL in auto-approve mode: one GET, and the 302's
 /// Location (the redirect URI with the code and state). The client does not follow redirects.
 fn authorize(url: &str) -> String {
     let response = get(url);
-    assert_eq!(response.status, 302, "the emulator approves at once: {}", String::from_utf8_lossy(&response.body));
-    header(&response, "location").expect("a redirect carries a Location").to_string()
+    assert_eq!(
+        response.status,
+        302,
+        "the emulator approves at once: {}",
+        String::from_utf8_lossy(&response.body)
+    );
+    header(&response, "location")
+        .expect("a redirect carries a Location")
+        .to_string()
 }
 
 fn query_of(url: &str) -> String {
-    url::Url::parse(url).expect("a URL").query().unwrap_or_default().to_string()
+    url::Url::parse(url)
+        .expect("a URL")
+        .query()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn token_calls(emulator: &Emulator) -> u64 {
-    emulator.request_counts().get("oauth2/token").copied().unwrap_or(0)
+    emulator
+        .request_counts()
+        .get("oauth2/token")
+        .copied()
+        .unwrap_or(0)
 }
 
 fn route_calls(emulator: &Emulator, route: &str) -> u64 {
@@ -96,7 +126,10 @@ fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
     for secret in secrets {
         assert!(!secret.is_empty());
         if let Some(at) = text.find(secret) {
-            panic!("{what} shows a secret (starting {}…) at byte {at}", &secret[..secret.len().min(6)]);
+            panic!(
+                "{what} shows a secret (starting {}…) at byte {at}",
+                &secret[..secret.len().min(6)]
+            );
         }
     }
 }
@@ -104,7 +137,11 @@ fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
 #[cfg(unix)]
 fn mode(path: &std::path::Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).expect("the file exists").permissions().mode() & 0o777
+    std::fs::metadata(path)
+        .expect("the file exists")
+        .permissions()
+        .mode()
+        & 0o777
 }
 
 // ---- the CLI as a child process ----
@@ -132,9 +169,17 @@ struct Running {
 impl Running {
     fn spawn(args: &[&str], env: &[(&str, &str)]) -> Running {
         let mut command = Command::new(env!("CARGO_BIN_EXE_host-test-cli"));
-        command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         // Nothing from the test's own environment may stand in for what the test passes.
-        for var in ["DROPBOX_ACCESS_TOKEN", "DROPBOX_CLIENT_ID", "DROPBOX_CLIENT_SECRET"] {
+        for var in [
+            "DROPBOX_ACCESS_TOKEN",
+            "DROPBOX_CLIENT_ID",
+            "DROPBOX_CLIENT_SECRET",
+        ] {
             command.env_remove(var);
         }
         for (k, v) in env {
@@ -157,7 +202,12 @@ impl Running {
             let _ = stderr.read_to_string(&mut text);
             text
         });
-        Running { child, lines, seen: Vec::new(), stderr: Some(stderr) }
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+            stderr: Some(stderr),
+        }
     }
 
     /// The first output line that satisfies `pred` (lines before it are kept for `finish`).
@@ -174,7 +224,10 @@ impl Running {
                 }
                 Err(_) => {
                     let _ = self.child.kill();
-                    panic!("the CLI never printed the expected line; output so far:\n{}", self.seen.join("\n"));
+                    panic!(
+                        "the CLI never printed the expected line; output so far:\n{}",
+                        self.seen.join("\n")
+                    );
                 }
             }
         }
@@ -193,7 +246,10 @@ impl Running {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("the CLI did not finish within {CHILD_TIMEOUT:?}; output so far:\n{}", self.seen.join("\n"));
+                panic!(
+                    "the CLI did not finish within {CHILD_TIMEOUT:?}; output so far:\n{}",
+                    self.seen.join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -201,8 +257,16 @@ impl Running {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) {
             self.seen.push(line);
         }
-        let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
-        Output { status, stdout: self.seen.join("\n"), stderr }
+        let stderr = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        Output {
+            status,
+            stdout: self.seen.join("\n"),
+            stderr,
+        }
     }
 }
 
@@ -223,26 +287,52 @@ fn cli_auth_connects_syncs_and_disconnects_without_ever_showing_a_secret() {
     let db = db_path.to_str().unwrap();
     let mut auth = Running::spawn(
         &[
-            "auth", "--db", db, "--tenant", "alice", "--api-url", &base, "--client-id", CLIENT_ID, "--client-secret",
-            CLIENT_SECRET, "--redirect-base", "http://127.0.0.1:0", "--no-browser", "--timeout", "120",
+            "auth",
+            "--db",
+            db,
+            "--tenant",
+            "alice",
+            "--api-url",
+            &base,
+            "--client-id",
+            CLIENT_ID,
+            "--client-secret",
+            CLIENT_SECRET,
+            "--redirect-base",
+            "http://127.0.0.1:0",
+            "--no-browser",
+            "--timeout",
+            "120",
         ],
         &[],
     );
     let url = auth.wait_for_line(is_authorize_url);
 
     // The URL: on the emulator (the host rewrote www.dropbox.com), with every parameter.
-    assert!(url.starts_with(&format!("{base}/oauth2/authorize?")), "{url}");
-    let params: HashMap<String, String> = url::Url::parse(&url).unwrap().query_pairs().into_owned().collect();
+    assert!(
+        url.starts_with(&format!("{base}/oauth2/authorize?")),
+        "{url}"
+    );
+    let params: HashMap<String, String> = url::Url::parse(&url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
     assert_eq!(params["response_type"], "code");
     assert_eq!(params["client_id"], CLIENT_ID);
     assert_eq!(params["scope"], SCOPES.join(" "));
     assert_eq!(params["token_access_type"], "offline");
     assert_eq!(params["code_challenge_method"], "S256");
-    assert_eq!(params["code_challenge"].len(), 43, "base64url of a SHA-256, unpadded");
+    assert_eq!(
+        params["code_challenge"].len(),
+        43,
+        "base64url of a SHA-256, unpadded"
+    );
     assert!(params["state"].len() >= 32);
     let redirect = &params["redirect_uri"];
     assert!(
-        redirect.starts_with("http://127.0.0.1:") && redirect.ends_with("/connectors/oauth/callback/Dropbox%20Personal"),
+        redirect.starts_with("http://127.0.0.1:")
+            && redirect.ends_with("/connectors/oauth/callback/Dropbox%20Personal"),
         "the manifest's redirect path, exactly: {redirect}"
     );
 
@@ -255,24 +345,50 @@ fn cli_auth_connects_syncs_and_disconnects_without_ever_showing_a_secret() {
     let auth = auth.finish();
     assert!(auth.status.success(), "auth failed:\n{}", auth.all());
     assert!(
-        auth.stdout.contains(&format!("connected tenant alice to {} ({})", emulator.email(), emulator.account_id())),
+        auth.stdout.contains(&format!(
+            "connected tenant alice to {} ({})",
+            emulator.email(),
+            emulator.account_id()
+        )),
         "{}",
         auth.stdout
     );
-    assert!(auth.stdout.contains("full sync of alice"), "the first full sync runs at once:\n{}", auth.all());
-    assert!(auth.stderr.contains("entries"), "progress is shown:\n{}", auth.stderr);
+    assert!(
+        auth.stdout.contains("full sync of alice"),
+        "the first full sync runs at once:\n{}",
+        auth.all()
+    );
+    assert!(
+        auth.stderr.contains("entries"),
+        "progress is shown:\n{}",
+        auth.stderr
+    );
     assert_eq!(token_calls(&emulator), 1, "one code exchange, no refresh");
 
     // What was stored: the tokens, their expiry, the client and the account; and the records.
     let store = RecordStore::open(&db_path).unwrap();
-    let creds = store.credentials("alice").unwrap().expect("credentials stored");
-    let refresh_token = creds.refresh_token.clone().expect("offline access gives a refresh token");
+    let creds = store
+        .credentials("alice")
+        .unwrap()
+        .expect("credentials stored");
+    let refresh_token = creds
+        .refresh_token
+        .clone()
+        .expect("offline access gives a refresh token");
     assert_eq!(creds.client_id.as_deref(), Some(CLIENT_ID));
     assert_eq!(creds.client_secret.as_deref(), Some(CLIENT_SECRET));
-    assert_eq!(creds.account_id.as_deref(), Some(emulator.account_id().as_str()));
+    assert_eq!(
+        creds.account_id.as_deref(),
+        Some(emulator.account_id().as_str())
+    );
     let expires_at = creds.expires_at.expect("an expiry");
-    assert!((expires_at - now() - 14_400).abs() < 120, "expires_in honoured: {expires_at}");
-    let diffs = diff_with_truth(&emulator.truth(), &store.records("alice").unwrap(), |_| true);
+    assert!(
+        (expires_at - now() - 14_400).abs() < 120,
+        "expires_in honoured: {expires_at}"
+    );
+    let diffs = diff_with_truth(&emulator.truth(), &store.records("alice").unwrap(), |_| {
+        true
+    });
     assert!(diffs.is_empty(), "{diffs:?}");
 
     // The other commands, as a user would run them next.
@@ -299,7 +415,15 @@ fn cli_auth_connects_syncs_and_disconnects_without_ever_showing_a_secret() {
     }
 
     // Disconnect: the component revokes the token; the credentials are gone.
-    let disconnect = run_cli(&["disconnect", "--db", db, "--tenant", "alice", "--api-url", &base]);
+    let disconnect = run_cli(&[
+        "disconnect",
+        "--db",
+        db,
+        "--tenant",
+        "alice",
+        "--api-url",
+        &base,
+    ]);
     assert!(disconnect.status.success(), "{}", disconnect.all());
     assert_eq!(route_calls(&emulator, "auth/token/revoke"), 1);
     assert!(store.credentials("alice").unwrap().is_none());
@@ -313,15 +437,34 @@ fn cli_auth_connects_syncs_and_disconnects_without_ever_showing_a_secret() {
             None,
         )
         .unwrap();
-    assert_eq!(refused.status, 400, "the refresh token died with the revoke");
+    assert_eq!(
+        refused.status, 400,
+        "the refresh token died with the revoke"
+    );
     assert!(String::from_utf8_lossy(&refused.body).contains("invalid_grant"));
     let after = run_cli(&["status", "--db", db, "--tenant", "alice"]);
     let shown_after: serde_json::Value = serde_json::from_str(&after.stdout).unwrap();
     assert_eq!(shown_after["connected"], false);
-    let again = run_cli(&["disconnect", "--db", db, "--tenant", "alice", "--api-url", &base]);
-    assert!(again.status.success() && again.stdout.contains("nothing to disconnect"), "{}", again.all());
+    let again = run_cli(&[
+        "disconnect",
+        "--db",
+        db,
+        "--tenant",
+        "alice",
+        "--api-url",
+        &base,
+    ]);
+    assert!(
+        again.status.success() && again.stdout.contains("nothing to disconnect"),
+        "{}",
+        again.all()
+    );
 
-    let secrets = [CLIENT_SECRET, refresh_token.as_str(), creds.access_token.as_str()];
+    let secrets = [
+        CLIENT_SECRET,
+        refresh_token.as_str(),
+        creds.access_token.as_str(),
+    ];
     for (what, output) in [
         ("auth", &auth),
         ("sync", &sync),
@@ -343,29 +486,67 @@ fn cli_auth_without_a_listener_takes_the_pasted_redirect_or_the_bare_code() {
     let db_path = dir.path().join("paste.db");
     let db = db_path.to_str().unwrap();
     // The client comes from the environment this time (keeps the secret out of `ps`).
-    let env = [("DROPBOX_CLIENT_ID", CLIENT_ID), ("DROPBOX_CLIENT_SECRET", CLIENT_SECRET)];
+    let env = [
+        ("DROPBOX_CLIENT_ID", CLIENT_ID),
+        ("DROPBOX_CLIENT_SECRET", CLIENT_SECRET),
+    ];
     for (tenant, paste_whole_url) in [("pasted-url", true), ("pasted-code", false)] {
-        let mut auth =
-            Running::spawn(&["auth", "--db", db, "--tenant", tenant, "--api-url", &base, "--no-listen", "--no-sync"], &env);
+        let mut auth = Running::spawn(
+            &[
+                "auth",
+                "--db",
+                db,
+                "--tenant",
+                tenant,
+                "--api-url",
+                &base,
+                "--no-listen",
+                "--no-sync",
+            ],
+            &env,
+        );
         let url = auth.wait_for_line(is_authorize_url);
-        let params: HashMap<String, String> = url::Url::parse(&url).unwrap().query_pairs().into_owned().collect();
+        let params: HashMap<String, String> = url::Url::parse(&url)
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect();
         assert_eq!(
-            params["redirect_uri"], "http://127.0.0.1:8910/connectors/oauth/callback/Dropbox%20Personal",
+            params["redirect_uri"],
+            "http://127.0.0.1:8910/connectors/oauth/callback/Dropbox%20Personal",
             "the default redirect base"
         );
         let location = authorize(&url);
         let pasted = if paste_whole_url {
             location.clone()
         } else {
-            url::Url::parse(&location).unwrap().query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned()
+            url::Url::parse(&location)
+                .unwrap()
+                .query_pairs()
+                .find(|(k, _)| k == "code")
+                .unwrap()
+                .1
+                .into_owned()
         };
         writeln!(auth.stdin(), "{pasted}").unwrap();
         let out = auth.finish();
         assert!(out.status.success(), "{tenant}: {}", out.all());
-        assert!(out.stdout.contains(&format!("connected tenant {tenant} to {}", emulator.email())), "{}", out.stdout);
+        assert!(
+            out.stdout.contains(&format!(
+                "connected tenant {tenant} to {}",
+                emulator.email()
+            )),
+            "{}",
+            out.stdout
+        );
         assert_no_secret(tenant, &out.all(), &[CLIENT_SECRET]);
         let store = RecordStore::open(&db_path).unwrap();
-        assert!(store.credentials(tenant).unwrap().is_some_and(|c| c.refresh_token.is_some()));
+        assert!(
+            store
+                .credentials(tenant)
+                .unwrap()
+                .is_some_and(|c| c.refresh_token.is_some())
+        );
         assert_eq!(store.record_count(tenant).unwrap(), 0, "--no-sync");
     }
     assert_eq!(token_calls(&emulator), 2);
@@ -380,24 +561,57 @@ fn cli_auth_refuses_a_redirect_whose_state_is_not_its_own() {
     let db = db_path.to_str().unwrap();
     let mut auth = Running::spawn(
         &[
-            "auth", "--db", db, "--tenant", "bob", "--api-url", &base, "--client-id", CLIENT_ID, "--client-secret",
-            CLIENT_SECRET, "--redirect-base", "http://127.0.0.1:0", "--no-browser", "--no-sync",
+            "auth",
+            "--db",
+            db,
+            "--tenant",
+            "bob",
+            "--api-url",
+            &base,
+            "--client-id",
+            CLIENT_ID,
+            "--client-secret",
+            CLIENT_SECRET,
+            "--redirect-base",
+            "http://127.0.0.1:0",
+            "--no-browser",
+            "--no-sync",
         ],
         &[],
     );
     let url = auth.wait_for_line(is_authorize_url);
     let location = authorize(&url);
-    let state = url::Url::parse(&location).unwrap().query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+    let state = url::Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
     // An attacker's page sends the browser to the listener with a code of the attacker's choosing.
     let forged = location.replace(&format!("state={state}"), "state=forged-by-someone-else");
     assert_ne!(forged, location);
     let page = get(&forged);
     assert_eq!(page.status, 400);
     let out = auth.finish();
-    assert!(!out.status.success(), "a forged redirect must fail the command:\n{}", out.all());
-    assert!(out.stderr.contains("state does not match"), "{}", out.stderr);
+    assert!(
+        !out.status.success(),
+        "a forged redirect must fail the command:\n{}",
+        out.all()
+    );
+    assert!(
+        out.stderr.contains("state does not match"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(token_calls(&emulator), 0, "nothing is exchanged");
-    assert!(RecordStore::open(&db_path).unwrap().credentials("bob").unwrap().is_none());
+    assert!(
+        RecordStore::open(&db_path)
+            .unwrap()
+            .credentials("bob")
+            .unwrap()
+            .is_none()
+    );
 }
 
 // ---- the protocol pieces against the emulator, in process ----
@@ -410,35 +624,61 @@ fn the_token_endpoint_refuses_a_wrong_verifier_a_reused_code_and_a_wrong_secret(
     let token_url = policy.rewrite(&oauth.token_url);
     let redirect = "http://127.0.0.1:8910/connectors/oauth/callback/Dropbox%20Personal";
     let http = http();
-    let code_for = |request: &AuthorizationRequest| callback_code(&query_of(&authorize(&request.url)), &request.state).unwrap();
+    let code_for = |request: &AuthorizationRequest| {
+        callback_code(&query_of(&authorize(&request.url)), &request.state).unwrap()
+    };
 
     // A verifier that is not the one the challenge was made from.
     let first = AuthorizationRequest::new(&oauth, CLIENT_ID, redirect, policy).unwrap();
     let code = code_for(&first);
-    match exchange_code(&http, &token_url, &client(), &code, Some(redirect), &pkce_verifier()) {
-        Err(OAuthError::Refused { code: TokenErrorCode::InvalidGrant, .. }) => {}
+    match exchange_code(
+        &http,
+        &token_url,
+        &client(),
+        &code,
+        Some(redirect),
+        &pkce_verifier(),
+    ) {
+        Err(OAuthError::Refused {
+            code: TokenErrorCode::InvalidGrant,
+            ..
+        }) => {}
         other => panic!("a wrong verifier must be refused: {other:?}"),
     }
 
     // The right verifier: tokens. The same code again: refused.
     let second = AuthorizationRequest::new(&oauth, CLIENT_ID, redirect, policy).unwrap();
     let code = code_for(&second);
-    let tokens = second.exchange(&http, &token_url, &client(), &code).expect("the exchange succeeds");
+    let tokens = second
+        .exchange(&http, &token_url, &client(), &code)
+        .expect("the exchange succeeds");
     assert!(tokens.refresh_token.is_some());
     assert_eq!(tokens.expires_in, Some(14_400));
-    assert_eq!(tokens.account_id.as_deref(), Some(h.emulator.account_id().as_str()));
+    assert_eq!(
+        tokens.account_id.as_deref(),
+        Some(h.emulator.account_id().as_str())
+    );
     assert!(tokens.missing_scopes(&oauth.scopes).is_empty());
     match second.exchange(&http, &token_url, &client(), &code) {
-        Err(OAuthError::Refused { code: TokenErrorCode::InvalidGrant, .. }) => {}
+        Err(OAuthError::Refused {
+            code: TokenErrorCode::InvalidGrant,
+            ..
+        }) => {}
         other => panic!("a code works once: {other:?}"),
     }
 
     // A wrong client secret.
     let third = AuthorizationRequest::new(&oauth, CLIENT_ID, redirect, policy).unwrap();
     let code = code_for(&third);
-    let wrong = ClientCredentials { client_id: CLIENT_ID.into(), client_secret: Some("not-the-secret".into()) };
+    let wrong = ClientCredentials {
+        client_id: CLIENT_ID.into(),
+        client_secret: Some("not-the-secret".into()),
+    };
     match third.exchange(&http, &token_url, &wrong, &code) {
-        Err(OAuthError::Refused { code: TokenErrorCode::InvalidClient, .. }) => {}
+        Err(OAuthError::Refused {
+            code: TokenErrorCode::InvalidClient,
+            ..
+        }) => {}
         other => panic!("a wrong secret must be refused: {other:?}"),
     }
     assert_eq!(token_calls(&h.emulator), 4);
@@ -446,17 +686,30 @@ fn the_token_endpoint_refuses_a_wrong_verifier_a_reused_code_and_a_wrong_secret(
 
 #[test]
 fn a_denied_authorization_reaches_the_listener_as_a_typed_error() {
-    let h = Harness::with_config(EmulatorConfig { auto_approve: false, ..config(0, 25) });
+    let h = Harness::with_config(EmulatorConfig {
+        auto_approve: false,
+        ..config(0, 25)
+    });
     let oauth = h.host.manifest().oauth.clone();
     let listener = CallbackListener::bind("http://127.0.0.1:0", &oauth.redirect_path).unwrap();
-    let request = AuthorizationRequest::new(&oauth, CLIENT_ID, listener.redirect_uri(), &h.host.services().policy).unwrap();
+    let request = AuthorizationRequest::new(
+        &oauth,
+        CLIENT_ID,
+        listener.redirect_uri(),
+        &h.host.services().policy,
+    )
+    .unwrap();
     let base = h.emulator.base_url();
     let url = request.url.clone();
     let browser = std::thread::spawn(move || {
         let page = get(&url);
         assert_eq!(page.status, 200, "the approval page");
         let html = String::from_utf8_lossy(&page.body).into_owned();
-        let href = html.split("id=\"deny\" href=\"").nth(1).and_then(|s| s.split('"').next()).expect("a deny link");
+        let href = html
+            .split("id=\"deny\" href=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("a deny link");
         let denied = get(&format!("{base}{}", href.replace("&amp;", "&")));
         assert_eq!(denied.status, 302);
         let location = header(&denied, "location").unwrap().to_string();
@@ -466,7 +719,11 @@ fn a_denied_authorization_reaches_the_listener_as_a_typed_error() {
         Err(OAuthError::Denied { error, .. }) => assert_eq!(error, "access_denied"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(browser.join().unwrap(), 400, "the browser is told it failed");
+    assert_eq!(
+        browser.join().unwrap(),
+        400,
+        "the browser is told it failed"
+    );
     assert_eq!(token_calls(&h.emulator), 0);
 }
 
@@ -476,22 +733,34 @@ fn a_denied_authorization_reaches_the_listener_as_a_typed_error() {
 fn a_token_about_to_expire_is_refreshed_once_before_the_sync_uses_it() {
     let h = Harness::with_config(config(200, 26));
     let pair = h.emulator.issue_tokens(&SCOPES, 14_400);
-    h.host.connect(&h.tenant, oauth_credentials(&pair, 60)).unwrap();
+    h.host
+        .connect(&h.tenant, oauth_credentials(&pair, 60))
+        .unwrap();
     // The service already considers the old token expired: only a fresh one can work.
     h.emulator.expire_access_tokens();
     h.emulator.reset_counts();
-    let outcome = h.try_sync().expect("the sync succeeds on the refreshed token");
+    let outcome = h
+        .try_sync()
+        .expect("the sync succeeds on the refreshed token");
     assert_eq!(token_calls(&h.emulator), 1);
     // Refreshed before the first request went out: no request met a 401.
     assert!(
-        !outcome.stats.logs.iter().any(|(_, m)| m.contains("expired")),
+        !outcome
+            .stats
+            .logs
+            .iter()
+            .any(|(_, m)| m.contains("expired")),
         "no request may have gone out with the old token: {:?}",
         outcome.stats.logs
     );
     assert_eq!(route_calls(&h.emulator, "users/get_current_account"), 1);
     let stored = h.host.store().credentials(&h.tenant).unwrap().unwrap();
     assert_ne!(stored.access_token, pair.access_token);
-    assert_eq!(stored.refresh_token.as_deref(), Some(pair.refresh_token.as_str()), "refresh tokens do not rotate");
+    assert_eq!(
+        stored.refresh_token.as_deref(),
+        Some(pair.refresh_token.as_str()),
+        "refresh tokens do not rotate"
+    );
     assert!(stored.expires_at.is_some_and(|at| at > now() + 3_600));
     h.assert_matches_truth();
     // A second sync needs no refresh.
@@ -503,7 +772,9 @@ fn a_token_about_to_expire_is_refreshed_once_before_the_sync_uses_it() {
 fn an_expired_token_in_the_middle_of_a_multi_page_sync_is_refreshed_once_and_the_sync_completes() {
     let h = Harness::with_config(config(4_300, 27));
     let pair = h.emulator.issue_tokens(&SCOPES, 14_400);
-    h.host.connect(&h.tenant, oauth_credentials(&pair, 14_400)).unwrap();
+    h.host
+        .connect(&h.tenant, oauth_credentials(&pair, 14_400))
+        .unwrap();
     h.emulator.reset_counts();
     // The second `continue` finds the token expired.
     h.emulator.inject(Fault {
@@ -513,7 +784,10 @@ fn an_expired_token_in_the_middle_of_a_multi_page_sync_is_refreshed_once_and_the
         kind: FaultKind::ExpiredToken,
     });
     let summary = h.sync();
-    assert!(summary.pages >= 3, "the fault must land mid-sync: {summary:?}");
+    assert!(
+        summary.pages >= 3,
+        "the fault must land mid-sync: {summary:?}"
+    );
     assert_eq!(token_calls(&h.emulator), 1, "exactly one refresh");
     assert_eq!(
         route_calls(&h.emulator, "files/list_folder/continue"),
@@ -521,13 +795,24 @@ fn an_expired_token_in_the_middle_of_a_multi_page_sync_is_refreshed_once_and_the
         "every page once, plus the one retried request"
     );
     let stored = h.host.store().credentials(&h.tenant).unwrap().unwrap();
-    assert_ne!(stored.access_token, pair.access_token, "the new token is stored (and used from then on)");
+    assert_ne!(
+        stored.access_token, pair.access_token,
+        "the new token is stored (and used from then on)"
+    );
     h.assert_matches_truth();
 
     // Control: the same fault with nothing to refresh with ends the run; so the sync above
     // completed because of the refresh, not because the fault missed.
     h.host.store().delete_sync_points(&h.tenant).unwrap();
-    h.host.connect(&h.tenant, StoredCredentials { refresh_token: None, ..stored }).unwrap();
+    h.host
+        .connect(
+            &h.tenant,
+            StoredCredentials {
+                refresh_token: None,
+                ..stored
+            },
+        )
+        .unwrap();
     h.emulator.reset_counts();
     h.emulator.inject(Fault {
         route: Some("files/list_folder/continue".into()),
@@ -535,7 +820,10 @@ fn an_expired_token_in_the_middle_of_a_multi_page_sync_is_refreshed_once_and_the
         count: 1,
         kind: FaultKind::ExpiredToken,
     });
-    assert!(matches!(h.try_sync(), Err(HostError::Connector(ConnectorError::AuthRequired(_)))));
+    assert!(matches!(
+        h.try_sync(),
+        Err(HostError::Connector(ConnectorError::AuthRequired(_)))
+    ));
     assert_eq!(token_calls(&h.emulator), 0);
 }
 
@@ -544,25 +832,50 @@ fn a_refused_refresh_ends_the_run_with_auth_required_once_and_status_says_so() {
     // Before expiry: the host's proactive refresh is refused (the user unlinked the app).
     let h = Harness::with_config(config(50, 28));
     let pair = h.emulator.issue_tokens(&SCOPES, 14_400);
-    h.host.connect(&h.tenant, oauth_credentials(&pair, 60)).unwrap();
+    h.host
+        .connect(&h.tenant, oauth_credentials(&pair, 60))
+        .unwrap();
     h.emulator.revoke_all();
     h.emulator.reset_counts();
     match h.try_sync() {
         Err(HostError::Connector(ConnectorError::AuthRequired(_))) => {}
         other => panic!("expected auth-required: {other:?}"),
     }
-    assert_eq!(token_calls(&h.emulator), 1, "one refresh attempt, no retry storm");
+    assert_eq!(
+        token_calls(&h.emulator),
+        1,
+        "one refresh attempt, no retry storm"
+    );
     assert!(h.host.store().status(&h.tenant).unwrap().needs_reauth);
     // The next scheduled run does not go back to the token endpoint with a refused token.
-    assert!(matches!(h.try_sync(), Err(HostError::Connector(ConnectorError::AuthRequired(_)))));
+    assert!(matches!(
+        h.try_sync(),
+        Err(HostError::Connector(ConnectorError::AuthRequired(_)))
+    ));
     assert_eq!(token_calls(&h.emulator), 1);
 
     let db = h.dir.path().join("store.db");
-    let status = run_cli(&["status", "--db", db.to_str().unwrap(), "--tenant", &h.tenant]);
+    let status = run_cli(&[
+        "status",
+        "--db",
+        db.to_str().unwrap(),
+        "--tenant",
+        &h.tenant,
+    ]);
     let shown: serde_json::Value = serde_json::from_str(&status.stdout).expect("status is JSON");
     assert_eq!(shown["needs_reauthentication"], true, "{}", status.stdout);
-    assert!(shown["last_sync_result"].as_str().is_some_and(|r| r.contains("authorization required")), "{}", status.stdout);
-    assert_no_secret("status", &status.all(), &[CLIENT_SECRET, &pair.refresh_token, &pair.access_token]);
+    assert!(
+        shown["last_sync_result"]
+            .as_str()
+            .is_some_and(|r| r.contains("authorization required")),
+        "{}",
+        status.stdout
+    );
+    assert_no_secret(
+        "status",
+        &status.all(),
+        &[CLIENT_SECRET, &pair.refresh_token, &pair.access_token],
+    );
 
     // After a 401 expired_access_token: the guest asks for one refresh, which is refused.
     let h = Harness::with_config(config(50, 29));
@@ -572,13 +885,19 @@ fn a_refused_refresh_ends_the_run_with_auth_required_once_and_status_says_so() {
         .send(
             "POST",
             &format!("{}/2/auth/token/revoke", h.emulator.base_url()),
-            &[("Authorization".into(), format!("Bearer {}", dead.access_token))],
+            &[(
+                "Authorization".into(),
+                format!("Bearer {}", dead.access_token),
+            )],
             Vec::new(),
             None,
         )
         .unwrap();
     assert_eq!(revoke.status, 200);
-    let creds = StoredCredentials { refresh_token: Some(dead.refresh_token.clone()), ..oauth_credentials(&live, 14_400) };
+    let creds = StoredCredentials {
+        refresh_token: Some(dead.refresh_token.clone()),
+        ..oauth_credentials(&live, 14_400)
+    };
     h.host.connect(&h.tenant, creds).unwrap();
     h.emulator.expire_access_tokens();
     h.emulator.reset_counts();
@@ -586,8 +905,16 @@ fn a_refused_refresh_ends_the_run_with_auth_required_once_and_status_says_so() {
         Err(HostError::Connector(ConnectorError::AuthRequired(_))) => {}
         other => panic!("expected auth-required: {other:?}"),
     }
-    assert_eq!(token_calls(&h.emulator), 1, "one refresh attempt, no retry storm");
-    assert_eq!(route_calls(&h.emulator, "users/get_current_account"), 1, "the failed request is not retried");
+    assert_eq!(
+        token_calls(&h.emulator),
+        1,
+        "one refresh attempt, no retry storm"
+    );
+    assert_eq!(
+        route_calls(&h.emulator, "users/get_current_account"),
+        1,
+        "the failed request is not retried"
+    );
     assert!(h.host.store().status(&h.tenant).unwrap().needs_reauth);
 }
 
@@ -595,8 +922,14 @@ fn a_refused_refresh_ends_the_run_with_auth_required_once_and_status_says_so() {
 fn test_connection_gives_the_account_for_a_good_token_and_the_typed_error_for_a_dead_one() {
     let h = Harness::with_config(config(0, 30));
     let pair = h.emulator.issue_tokens(&SCOPES, 14_400);
-    h.host.connect(&h.tenant, oauth_credentials(&pair, 14_400)).unwrap();
-    let user = h.host.test_connection(&h.tenant).expect("a good token").value;
+    h.host
+        .connect(&h.tenant, oauth_credentials(&pair, 14_400))
+        .unwrap();
+    let user = h
+        .host
+        .test_connection(&h.tenant)
+        .expect("a good token")
+        .value;
     assert_eq!(user.email, h.emulator.email());
     assert_eq!(user.external_id, h.emulator.account_id());
     h.emulator.revoke_all();
@@ -613,14 +946,17 @@ fn test_connection_gives_the_account_for_a_good_token_and_the_typed_error_for_a_
 fn secrets_never_reach_logs_events_errors_or_the_guest() {
     let h = Harness::with_config(config(120, 31));
     let pair = h.emulator.issue_tokens(&SCOPES, 14_400);
-    h.host.connect(&h.tenant, oauth_credentials(&pair, 60)).unwrap();
+    h.host
+        .connect(&h.tenant, oauth_credentials(&pair, 60))
+        .unwrap();
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let observer = {
         let seen = seen.clone();
         Box::new(move |signal: &GuestSignal| seen.lock().unwrap().push(format!("{signal:?}")))
     };
     // A proactive refresh, then a refresh on a 401, in one run.
-    h.emulator.inject(Fault::once("files/list_folder", FaultKind::ExpiredToken));
+    h.emulator
+        .inject(Fault::once("files/list_folder", FaultKind::ExpiredToken));
     let outcome = h.host.sync(&h.tenant, Some(observer), None).expect("sync");
     assert_eq!(token_calls(&h.emulator), 2);
     let refreshed = h.host.store().credentials(&h.tenant).unwrap().unwrap();
@@ -634,20 +970,36 @@ fn secrets_never_reach_logs_events_errors_or_the_guest() {
     let hostile = Runtime::hostile(SandboxConfig::default()).expect("the hostile guest loads");
     let store = Arc::new(RecordStore::open_in_memory().unwrap());
     let guest_pair = h.emulator.issue_tokens(&SCOPES, 14_400);
-    store.put_credentials("g", &oauth_credentials(&guest_pair, 60)).unwrap();
-    let policy = NetPolicy::new(["api.dropboxapi.com".to_string()], Some(&h.emulator.base_url())).unwrap();
-    let services = Services::new(store.clone(), policy, HttpSettings::default(), &h.host.manifest().oauth.token_url);
+    store
+        .put_credentials("g", &oauth_credentials(&guest_pair, 60))
+        .unwrap();
+    let policy = NetPolicy::new(
+        ["api.dropboxapi.com".to_string()],
+        Some(&h.emulator.base_url()),
+    )
+    .unwrap();
+    let services = Services::new(
+        store.clone(),
+        policy,
+        HttpSettings::default(),
+        &h.host.manifest().oauth.token_url,
+    );
     let mut guest_saw = Vec::new();
     for command in [
         "http https://api.dropboxapi.com/oauth2/token",
         "http-auth https://api.dropboxapi.com/oauth2/token",
         "http-auth https://api.dropboxapi.com/2/users/get_current_account",
     ] {
-        let mut instance = hostile.instantiate(TenantContext::new("g", services.clone())).unwrap();
+        let mut instance = hostile
+            .instantiate(TenantContext::new("g", services.clone()))
+            .unwrap();
         guest_saw.push(format!("{:?}", instance.get_signed_url(command).unwrap()));
     }
     let guest_refreshed = store.credentials("g").unwrap().unwrap();
-    assert_ne!(guest_refreshed.access_token, guest_pair.access_token, "the host refreshed while serving the guest");
+    assert_ne!(
+        guest_refreshed.access_token, guest_pair.access_token,
+        "the host refreshed while serving the guest"
+    );
 
     let secrets = [
         CLIENT_SECRET,
@@ -658,17 +1010,35 @@ fn secrets_never_reach_logs_events_errors_or_the_guest() {
         guest_pair.access_token.as_str(),
         guest_refreshed.access_token.as_str(),
     ];
-    let logs = outcome.stats.logs.iter().map(|(l, m)| format!("{l} {m}")).collect::<Vec<_>>().join("\n");
-    assert!(logs.contains("expired"), "the 401 was logged (without the token): {logs}");
+    let logs = outcome
+        .stats
+        .logs
+        .iter()
+        .map(|(l, m)| format!("{l} {m}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        logs.contains("expired"),
+        "the 401 was logged (without the token): {logs}"
+    );
     assert_no_secret("guest logs", &logs, &secrets);
     assert_no_secret("observer", &seen.lock().unwrap().join("\n"), &secrets);
     assert_no_secret("the error", &format!("{failure} {failure:?}"), &secrets);
-    let events = h.events_since(0).iter().map(|e| e.record.to_string()).collect::<Vec<_>>().join("\n");
+    let events = h
+        .events_since(0)
+        .iter()
+        .map(|e| e.record.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(!events.is_empty());
     assert_no_secret("events", &events, &secrets);
     let status = h.host.store().status(&h.tenant).unwrap();
     assert_no_secret("status", &format!("{status:?}"), &secrets);
-    assert_no_secret("stored credentials' Debug", &format!("{refreshed:?}"), &secrets);
+    assert_no_secret(
+        "stored credentials' Debug",
+        &format!("{refreshed:?}"),
+        &secrets,
+    );
     assert_no_secret("what the guest received", &guest_saw.join("\n"), &secrets);
 }
 
@@ -677,7 +1047,15 @@ fn a_new_database_file_and_its_journal_are_private() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("private.db");
     let store = RecordStore::open(&path).unwrap();
-    store.put_credentials("t", &StoredCredentials { access_token: "sl.x".into(), ..Default::default() }).unwrap();
+    store
+        .put_credentials(
+            "t",
+            &StoredCredentials {
+                access_token: "sl.x".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     #[cfg(unix)]
     for suffix in ["", "-wal", "-shm"] {
         let file = dir.path().join(format!("private.db{suffix}"));

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dropbox_emulator::{Content, Emulator, EmulatorConfig, Kind};
-use e2e_tests::{Harness, assert_no_duplicate_events, diff_with_truth, dropbox_runtime};
+use e2e_tests::{Harness, Rng, assert_no_duplicate_events, diff_with_truth, dropbox_runtime};
 use host_test::app::ConnectorHost;
 use host_test::http::HttpSettings;
 use host_test::store::{Event, RecordStore};
@@ -21,27 +21,19 @@ use host_test::store::{Event, RecordStore};
 const TENANT: &str = "t";
 const CURSOR_KEY: &str = "dropbox.cursor";
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// `host-test sync` in a child process, as an operator would run it.
 fn spawn_sync(db: &Path, emulator: &Emulator) -> Child {
     Command::new(env!("CARGO_BIN_EXE_host-test-cli"))
         .arg("sync")
         .arg("--db")
         .arg(db)
-        .args(["--tenant", TENANT, "--api-url", &emulator.base_url(), "--quiet"])
+        .args([
+            "--tenant",
+            TENANT,
+            "--api-url",
+            &emulator.base_url(),
+            "--quiet",
+        ])
         .env("DROPBOX_ACCESS_TOKEN", emulator.access_token())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -53,8 +45,14 @@ fn spawn_sync(db: &Path, emulator: &Emulator) -> Child {
 /// Run a sync to its end; panics with the CLI's error if it fails.
 fn sync_to_completion(db: &Path, emulator: &Emulator) -> Duration {
     let started = Instant::now();
-    let output = spawn_sync(db, emulator).wait_with_output().expect("the CLI runs");
-    assert!(output.status.success(), "the sync failed: {}", String::from_utf8_lossy(&output.stderr));
+    let output = spawn_sync(db, emulator)
+        .wait_with_output()
+        .expect("the CLI runs");
+    assert!(
+        output.status.success(),
+        "the sync failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     started.elapsed()
 }
 
@@ -62,7 +60,9 @@ fn sync_to_completion(db: &Path, emulator: &Emulator) -> Duration {
 /// land between the batches of one page (only the page's last batch carries its cursor).
 fn prepare_db(db: &Path) {
     let store = RecordStore::open(db).expect("the store opens");
-    store.set_setting(TENANT, "batch_size", "25").expect("setting stored");
+    store
+        .set_setting(TENANT, "batch_size", "25")
+        .expect("setting stored");
 }
 
 /// What a kill left behind, read after the child is gone.
@@ -81,7 +81,10 @@ fn inspect(db: &Path, emulator: &Emulator) -> AfterKill {
     AfterKill {
         live: records.len() as u64,
         pending: store.pending_count(TENANT).expect("pending"),
-        has_cursor: store.get_sync_point(TENANT, CURSOR_KEY).expect("sync point").is_some(),
+        has_cursor: store
+            .get_sync_point(TENANT, CURSOR_KEY)
+            .expect("sync point")
+            .is_some(),
         last_seq: store.last_event_seq().expect("seq"),
         diffs: diff_with_truth(&emulator.truth(), &records, |_| true).len(),
     }
@@ -92,7 +95,10 @@ fn inspect(db: &Path, emulator: &Emulator) -> AfterKill {
 fn change_account(emulator: &Emulator, rng: &mut Rng, round: usize) -> String {
     let text = |s: &str| Content::Bytes(s.as_bytes().to_vec());
     let truth = emulator.truth();
-    let files: Vec<_> = truth.iter().filter(|t| t.kind == Kind::File && t.is_downloadable).collect();
+    let files: Vec<_> = truth
+        .iter()
+        .filter(|t| t.kind == Kind::File && t.is_downloadable)
+        .collect();
     let folders: Vec<_> = truth.iter().filter(|t| t.kind == Kind::Folder).collect();
     let mut done = Vec::new();
     // The biggest top-level folders, for the large changes.
@@ -107,7 +113,10 @@ fn change_account(emulator: &Emulator, rng: &mut Rng, round: usize) -> String {
     match rng.below(4) {
         0 if !tops.is_empty() => {
             let (top, n) = tops[rng.below(tops.len().min(3))];
-            if emulator.move_path(&format!("/{top}"), &format!("/{top} moved {round}")).is_ok() {
+            if emulator
+                .move_path(&format!("/{top}"), &format!("/{top} moved {round}"))
+                .is_ok()
+            {
                 done.push(format!("moved /{top} ({n} entries)"));
             }
         }
@@ -120,7 +129,10 @@ fn change_account(emulator: &Emulator, rng: &mut Rng, round: usize) -> String {
         2 => {
             let n = 200 + rng.below(400);
             for i in 0..n {
-                let _ = emulator.create_file(&format!("/Burst {round}/d{}/f{i}.txt", i % 9), text(&format!("{round}/{i}")));
+                let _ = emulator.create_file(
+                    &format!("/Burst {round}/d{}/f{i}.txt", i % 9),
+                    text(&format!("{round}/{i}")),
+                );
             }
             done.push(format!("created {n} files"));
         }
@@ -130,11 +142,23 @@ fn change_account(emulator: &Emulator, rng: &mut Rng, round: usize) -> String {
     for op in 0..rng.below(8) {
         let name = format!("k{round}o{op} ü");
         let _ = match rng.below(5) {
-            0 => emulator.create_file(&format!("/small/{name}.txt"), text(&name)).map(|_| ()),
-            1 if !files.is_empty() => emulator.modify_file(&files[rng.below(files.len())].path_display, text(&name)).map(|_| ()),
+            0 => emulator
+                .create_file(&format!("/small/{name}.txt"), text(&name))
+                .map(|_| ()),
+            1 if !files.is_empty() => emulator
+                .modify_file(&files[rng.below(files.len())].path_display, text(&name))
+                .map(|_| ()),
             2 if !files.is_empty() => {
-                let dir = folders.get(rng.below(folders.len())).map(|f| f.path_display.clone()).unwrap_or_default();
-                emulator.move_path(&files[rng.below(files.len())].path_display, &format!("{dir}/{name}.moved")).map(|_| ())
+                let dir = folders
+                    .get(rng.below(folders.len()))
+                    .map(|f| f.path_display.clone())
+                    .unwrap_or_default();
+                emulator
+                    .move_path(
+                        &files[rng.below(files.len())].path_display,
+                        &format!("{dir}/{name}.moved"),
+                    )
+                    .map(|_| ())
             }
             3 if !files.is_empty() => emulator.delete(&files[rng.below(files.len())].path_display),
             _ => emulator.create_folder(&format!("/{name} dir")).map(|_| ()),
@@ -177,10 +201,21 @@ fn assert_no_repeated_updates(events: &[Event]) {
 
 #[test]
 fn killed_at_random_points_the_next_run_is_exact() {
-    let kills: usize = std::env::var("CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
-    let seed: u64 = std::env::var("CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0xC0FFEE);
+    let kills: usize = std::env::var("CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    let seed: u64 = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0xC0FFEE);
     let started = Instant::now();
-    let emulator = Emulator::start(EmulatorConfig { files: 3000, seed: 101, ..Default::default() }).expect("emulator");
+    let emulator = Emulator::start(EmulatorConfig {
+        files: 3000,
+        seed: 101,
+        ..Default::default()
+    })
+    .expect("emulator");
     // A few milliseconds per request: each page and each link page takes a moment, as on a
     // real network.
     emulator.set_latency(Duration::from_millis(5));
@@ -200,10 +235,17 @@ fn killed_at_random_points_the_next_run_is_exact() {
     let mut rows = Vec::new();
     let (mut mid_run, mut partial) = (0, 0);
     let mut last_seq = 0;
-    for round in 0..kills {
+    // At least `kills` rounds, and more (up to four times as many) until enough kills landed
+    // inside a sync's writes: how many do depends on this machine's timing, not on the seed.
+    let mut round = 0;
+    while round < kills || ((partial * 5 < kills || mid_run * 3 < kills) && round < kills * 4) {
         // The first kills hit the initial full listing; later ones incremental syncs (and the
         // re-listing a large change may need).
-        let mut changes = if round >= 3 { change_account(&emulator, &mut rng, round) } else { String::new() };
+        let mut changes = if round >= 3 {
+            change_account(&emulator, &mut rng, round)
+        } else {
+            String::new()
+        };
         if round % 5 == 4 {
             // Dropbox resets the cursor now and then: the next run re-lists everything.
             emulator.invalidate_cursors();
@@ -214,7 +256,9 @@ fn killed_at_random_points_the_next_run_is_exact() {
         // writes, whatever the machine's speed).
         let to_write = inspect(&db, &emulator).diffs.max(1);
         let kill_at = if round % 2 == 0 {
-            KillAt::Time(Duration::from_millis(rng.below(full.mul_f64(1.2).as_millis() as usize + 1) as u64))
+            KillAt::Time(Duration::from_millis(
+                rng.below(full.mul_f64(1.2).as_millis() as usize + 1) as u64,
+            ))
         } else {
             // (Within the first two thirds: the differences overcount what a run writes.)
             KillAt::Events(1 + rng.below((to_write * 2 / 3).max(1)) as i64)
@@ -267,6 +311,7 @@ fn killed_at_random_points_the_next_run_is_exact() {
             if after.has_cursor { "yes" } else { "no" },
             after.diffs,
         ));
+        round += 1;
     }
     drop(watch);
     // One more change, then runs to the end. The first one may finish a listing that a killed
@@ -276,35 +321,75 @@ fn killed_at_random_points_the_next_run_is_exact() {
     sync_to_completion(&db, &emulator);
     sync_to_completion(&db, &emulator);
 
-    println!("a full sync of the initial account: {} ms (the span of kills by time)", full.as_millis());
-    println!("| run | kill after | process | events written | live records / account | pending | cursor | differences | changes before the run |");
+    println!(
+        "a full sync of the initial account: {} ms (the span of kills by time)",
+        full.as_millis()
+    );
+    println!(
+        "| run | kill after | process | events written | live records / account | pending | cursor | differences | changes before the run |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     for row in &rows {
         println!("{row}");
     }
     println!("then: {last_changes}; runs to the end");
-    println!("{mid_run} of {kills} kills hit a running sync; {partial} of them after it had written part of its changes");
+    println!(
+        "{mid_run} of {round} kills hit a running sync; {partial} of them after it had written part of its changes"
+    );
 
     let store = Arc::new(RecordStore::open(&db).expect("the store opens"));
     let records = store.records(TENANT).expect("records");
     let diffs = diff_with_truth(&emulator.truth(), &records, |_| true);
-    assert!(diffs.is_empty(), "after the crashes, the store differs from the account:\n{}", diffs.join("\n"));
-    assert_eq!(store.pending_count(TENANT).expect("pending"), 0, "records left pending removal");
+    assert!(
+        diffs.is_empty(),
+        "after the crashes, the store differs from the account:\n{}",
+        diffs.join("\n")
+    );
+    assert_eq!(
+        store.pending_count(TENANT).expect("pending"),
+        0,
+        "records left pending removal"
+    );
     let events = store.events(Some(TENANT), 0).expect("events");
     assert_no_duplicate_events(&events);
     assert_no_repeated_updates(&events);
     // The event stream replays to the stored records (Harness's check, on this database).
-    let host = ConnectorHost::new(dropbox_runtime(), store.clone(), Some(&emulator.base_url()), HttpSettings::default())
-        .expect("a host on the crashed database");
-    let h = Harness { emulator: emulator.clone(), host, tenant: TENANT.into(), dir };
+    let host = ConnectorHost::new(
+        dropbox_runtime(),
+        store.clone(),
+        Some(&emulator.base_url()),
+        HttpSettings::default(),
+    )
+    .expect("a host on the crashed database");
+    let h = Harness {
+        emulator: emulator.clone(),
+        host,
+        tenant: TENANT.into(),
+        dir,
+    };
     h.assert_matches_truth();
     // Nothing left to do: another run emits nothing.
     let seq = h.last_seq();
     sync_to_completion(&h.dir.path().join("store.db"), &emulator);
-    assert!(h.events_since(seq).is_empty(), "a run after recovery emitted {:?}", h.events_since(seq));
-    println!("{} events, {} records; {:.1} s in all", events.len(), records.len(), started.elapsed().as_secs_f64());
+    assert!(
+        h.events_since(seq).is_empty(),
+        "a run after recovery emitted {:?}",
+        h.events_since(seq)
+    );
+    println!(
+        "{} events, {} records; {:.1} s in all",
+        events.len(),
+        records.len(),
+        started.elapsed().as_secs_f64()
+    );
 
     // The kills must really have hit syncs at work, or this test proves nothing.
-    assert!(mid_run * 3 >= kills, "only {mid_run} of {kills} kills hit a running sync");
-    assert!(partial * 5 >= kills, "only {partial} of {kills} kills cut a sync between its writes");
+    assert!(
+        mid_run * 3 >= kills,
+        "only {mid_run} of {kills} kills hit a running sync"
+    );
+    assert!(
+        partial * 5 >= kills,
+        "only {partial} of {kills} kills cut a sync between its writes"
+    );
 }

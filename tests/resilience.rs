@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use dropbox_emulator::{Content, Emulator, EmulatorConfig, Fault, FaultKind, Kind};
-use e2e_tests::{Harness, assert_no_duplicate_events, diff_with_truth, dropbox_runtime};
+use e2e_tests::{Harness, Rng, assert_no_duplicate_events, diff_with_truth, dropbox_runtime};
 use host_test::app::{ConnectorHost, HostError, Outcome};
 use host_test::bindings::connector::{StreamSummary, SyncKind, SyncSummary};
 use host_test::bindings::types::ConnectorError;
@@ -30,7 +30,13 @@ use host_test::store::{RecordStore, StoredCredentials};
 use host_test::tenant::GuestSignal;
 
 const CURSOR_KEY: &str = "dropbox.cursor";
-const SCOPES: [&str; 5] = ["account_info.read", "files.metadata.read", "files.content.read", "sharing.read", "sharing.write"];
+const SCOPES: [&str; 5] = [
+    "account_info.read",
+    "files.metadata.read",
+    "files.content.read",
+    "sharing.read",
+    "sharing.write",
+];
 
 /// The tests of this file run one at a time: the soak measures the process's memory, which
 /// a matrix running beside it would blur, and the machine has two cores anyway.
@@ -40,7 +46,10 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// A fresh store and host on an existing emulator, with credentials that can be refreshed
@@ -48,11 +57,21 @@ fn now() -> i64 {
 fn harness_on(emulator: &Emulator) -> Harness {
     let dir = tempfile::tempdir().expect("a temp dir");
     let store = Arc::new(RecordStore::open(&dir.path().join("store.db")).expect("the store opens"));
-    let host = ConnectorHost::new(dropbox_runtime(), store, Some(&emulator.base_url()), HttpSettings::default())
-        .expect("the host starts");
+    let host = ConnectorHost::new(
+        dropbox_runtime(),
+        store,
+        Some(&emulator.base_url()),
+        HttpSettings::default(),
+    )
+    .expect("the host starts");
     let tenant = "t1".to_string();
     connect_refreshable(&host, &tenant, emulator);
-    Harness { emulator: emulator.clone(), host, tenant, dir }
+    Harness {
+        emulator: emulator.clone(),
+        host,
+        tenant,
+        dir,
+    }
 }
 
 fn connect_refreshable(host: &ConnectorHost, tenant: &str, emulator: &Emulator) {
@@ -73,7 +92,10 @@ fn connect_refreshable(host: &ConnectorHost, tenant: &str, emulator: &Emulator) 
 }
 
 fn cursor(h: &Harness) -> Option<String> {
-    h.host.store().get_sync_point(&h.tenant, CURSOR_KEY).expect("sync point readable")
+    h.host
+        .store()
+        .get_sync_point(&h.tenant, CURSOR_KEY)
+        .expect("sync point readable")
 }
 
 fn requests(emulator: &Emulator, route: &str) -> u64 {
@@ -81,7 +103,10 @@ fn requests(emulator: &Emulator, route: &str) -> u64 {
 }
 
 fn logs_text(logs: &[(String, String)]) -> String {
-    logs.iter().map(|(level, m)| format!("  {level}: {m}")).collect::<Vec<_>>().join("\n")
+    logs.iter()
+        .map(|(level, m)| format!("  {level}: {m}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -150,13 +175,24 @@ fn kinds() -> Vec<(&'static str, FaultKind)> {
         // must win over the 1 s default of a 429 that names no wait.
         (
             "429 json+retry_after",
-            FaultKind::RateLimitJson { retry_after: 1, reason: "too_many_requests".into(), include_field: true },
+            FaultKind::RateLimitJson {
+                retry_after: 1,
+                reason: "too_many_requests".into(),
+                include_field: true,
+            },
         ),
         (
             "429 json, header only",
-            FaultKind::RateLimitJson { retry_after: 0, reason: "too_many_write_operations".into(), include_field: false },
+            FaultKind::RateLimitJson {
+                retry_after: 0,
+                reason: "too_many_write_operations".into(),
+                include_field: false,
+            },
         ),
-        ("429 plain text", FaultKind::RateLimitText { retry_after: 0 }),
+        (
+            "429 plain text",
+            FaultKind::RateLimitText { retry_after: 0 },
+        ),
         ("500", FaultKind::Status(500)),
         ("502", FaultKind::Status(502)),
         ("503", FaultKind::Status(503)),
@@ -230,14 +266,20 @@ fn expect(kind: &FaultKind, phase: Phase) -> Expect {
         };
     }
     match kind {
-        K::RateLimitJson { .. } | K::RateLimitText { .. } => Expect::SameRun(Check::Retried("rate limited")),
+        K::RateLimitJson { .. } | K::RateLimitText { .. } => {
+            Expect::SameRun(Check::Retried("rate limited"))
+        }
         K::Status(_) => Expect::SameRun(Check::Retried("server error")),
         K::DropConnection | K::DropMidBody => Expect::SameRun(Check::Retried("connection failed")),
         // A 401 refreshes the token once (the tenant has a refresh token) and sends again.
         K::ExpiredToken | K::InvalidToken => Expect::SameRun(Check::Refreshed),
-        K::Reset if matches!(phase, Phase::MiddlePage | Phase::LastPage) => Expect::SameRun(Check::Relisted),
+        K::Reset if matches!(phase, Phase::MiddlePage | Phase::LastPage) => {
+            Expect::SameRun(Check::Relisted)
+        }
         K::Reset => Expect::NextRun(ErrorKind::Internal),
-        K::TruncatedJson | K::MalformedJson | K::WrongTypeJson | K::HugeBody(_) => Expect::NextRun(ErrorKind::Internal),
+        K::TruncatedJson | K::MalformedJson | K::WrongTypeJson | K::HugeBody(_) => {
+            Expect::NextRun(ErrorKind::Internal)
+        }
         K::UnknownFieldsAndTags | K::Slow(_) => Expect::SameRun(Check::Tolerated),
         K::CorruptByte if phase == Phase::Download => Expect::NextRun(ErrorKind::Integrity),
         K::CorruptByte => Expect::NotApplicable,
@@ -259,16 +301,40 @@ struct Fixture {
 const DOWNLOAD_PATH: &str = "/Download/two ranges.bin";
 
 fn fixture() -> Fixture {
-    let big = Emulator::start(EmulatorConfig { files: 4100, seed: 71, ..Default::default() }).expect("emulator");
+    let big = Emulator::start(EmulatorConfig {
+        files: 4100,
+        seed: 71,
+        ..Default::default()
+    })
+    .expect("emulator");
     let probe = harness_on(&big);
     let pages = probe.sync().pages;
     probe.assert_matches_truth();
-    assert!(pages >= 3, "the big account must list in at least three pages: {pages}");
-    let small = Emulator::start(EmulatorConfig { files: 120, seed: 72, ..Default::default() }).expect("emulator");
+    assert!(
+        pages >= 3,
+        "the big account must list in at least three pages: {pages}"
+    );
+    let small = Emulator::start(EmulatorConfig {
+        files: 120,
+        seed: 72,
+        ..Default::default()
+    })
+    .expect("emulator");
     // 4 MiB + 1 MiB: a download of two range requests.
-    let content = Content::Pattern { seed: 9, len: 5 * 1024 * 1024 + 123 };
-    small.create_file(DOWNLOAD_PATH, content.clone()).expect("file created");
-    Fixture { big, big_pages: pages, small, download_path: DOWNLOAD_PATH.to_lowercase(), download_content: content }
+    let content = Content::Pattern {
+        seed: 9,
+        len: 5 * 1024 * 1024 + 123,
+    };
+    small
+        .create_file(DOWNLOAD_PATH, content.clone())
+        .expect("file created");
+    Fixture {
+        big,
+        big_pages: pages,
+        small,
+        download_path: DOWNLOAD_PATH.to_lowercase(),
+        download_content: content,
+    }
 }
 
 /// A sink the test can read after the host drops its end.
@@ -277,7 +343,10 @@ struct SharedSink(Arc<Mutex<Vec<u8>>>);
 
 impl Write for SharedSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -316,11 +385,17 @@ fn run_once(h: &Harness, phase: Phase, download_id: Option<&str>) -> Run {
     if phase == Phase::Download {
         let id = download_id.unwrap_or_default();
         let sink = SharedSink::default();
-        let result = h.host.stream(&h.tenant, id, Box::new(sink.clone())).map(|o| {
-            let bytes = std::mem::take(&mut *sink.0.lock().unwrap_or_else(|p| p.into_inner()));
-            RunOk::Stream(o, bytes)
-        });
-        return Run { result, committed: Vec::new() };
+        let result = h
+            .host
+            .stream(&h.tenant, id, Box::new(sink.clone()))
+            .map(|o| {
+                let bytes = std::mem::take(&mut *sink.0.lock().unwrap_or_else(|p| p.into_inner()));
+                RunOk::Stream(o, bytes)
+            });
+        return Run {
+            result,
+            committed: Vec::new(),
+        };
     }
     let committed = Arc::new(Mutex::new(Vec::new()));
     let (store, tenant, seen) = (h.host.store().clone(), h.tenant.clone(), committed.clone());
@@ -331,7 +406,10 @@ fn run_once(h: &Harness, phase: Phase, download_id: Option<&str>) -> Run {
             seen.lock().unwrap_or_else(|p| p.into_inner()).push(point);
         }
     });
-    let result = h.host.sync(&h.tenant, Some(observer), None).map(RunOk::Sync);
+    let result = h
+        .host
+        .sync(&h.tenant, Some(observer), None)
+        .map(RunOk::Sync);
     let committed = std::mem::take(&mut *committed.lock().unwrap_or_else(|p| p.into_inner()));
     Run { result, committed }
 }
@@ -342,13 +420,21 @@ fn run_cell(fx: &Fixture, kind: &FaultKind, phase: Phase) -> Result<String, Stri
     if expected == Expect::NotApplicable {
         return Ok("n/a".into());
     }
-    let emulator = if phase.big_account() { &fx.big } else { &fx.small };
+    let emulator = if phase.big_account() {
+        &fx.big
+    } else {
+        &fx.small
+    };
     emulator.clear_faults();
     let h = harness_on(emulator);
     let mut download_id = None;
     if phase == Phase::Download {
         h.sync();
-        let record = h.records().into_iter().find(|r| r.path_lower == fx.download_path).ok_or("download file not synced")?;
+        let record = h
+            .records()
+            .into_iter()
+            .find(|r| r.path_lower == fx.download_path)
+            .ok_or("download file not synced")?;
         download_id = Some(record.external_id);
     }
     if phase == Phase::TokenRefresh {
@@ -357,9 +443,18 @@ fn run_cell(fx: &Fixture, kind: &FaultKind, phase: Phase) -> Result<String, Stri
     }
     let before = cursor(&h);
     let route = phase.route();
-    let skip = if phase == Phase::LastPage { fx.big_pages as usize - 2 } else { 0 };
+    let skip = if phase == Phase::LastPage {
+        fx.big_pages as usize - 2
+    } else {
+        0
+    };
     emulator.reset_counts();
-    emulator.inject(Fault { route: Some(route.into()), skip, count: 1, kind: kind.clone() });
+    emulator.inject(Fault {
+        route: Some(route.into()),
+        skip,
+        count: 1,
+        kind: kind.clone(),
+    });
     let run = run_once(&h, phase, download_id.as_deref());
     let sent = requests(emulator, route);
     emulator.clear_faults();
@@ -374,32 +469,45 @@ fn run_cell(fx: &Fixture, kind: &FaultKind, phase: Phase) -> Result<String, Stri
             match check {
                 Check::Tolerated => {}
                 Check::Retried(reason) => {
-                    if !logs.iter().any(|(_, m)| m.contains("retrying") && m.contains(reason)) {
-                        return Err(format!("no 'retrying' log line naming '{reason}':\n{}", logs_text(logs)));
+                    if !logs
+                        .iter()
+                        .any(|(_, m)| m.contains("retrying") && m.contains(reason))
+                    {
+                        return Err(format!(
+                            "no 'retrying' log line naming '{reason}':\n{}",
+                            logs_text(logs)
+                        ));
                     }
                     if sent < skip as u64 + 2 && phase != Phase::TokenRefresh {
                         return Err(format!("the request was not sent again ({sent} requests)"));
                     }
                 }
                 Check::Refreshed => {
-                    if !logs.iter().any(|(_, m)| m.contains("refreshing")) || requests(emulator, "oauth2/token") == 0 {
+                    if !logs.iter().any(|(_, m)| m.contains("refreshing"))
+                        || requests(emulator, "oauth2/token") == 0
+                    {
                         return Err(format!("no token refresh:\n{}", logs_text(logs)));
                     }
                 }
                 Check::Relisted => match &ok {
                     RunOk::Sync(o) if o.value.kind == SyncKind::Resync => {}
-                    RunOk::Sync(o) => return Err(format!("a reset must re-list: {:?}", o.value.kind)),
+                    RunOk::Sync(o) => {
+                        return Err(format!("a reset must re-list: {:?}", o.value.kind));
+                    }
                     RunOk::Stream(..) => return Err("a stream cannot re-list".into()),
                 },
             }
-            if let FaultKind::RateLimitJson { retry_after, .. } | FaultKind::RateLimitText { retry_after } = kind
+            if let FaultKind::RateLimitJson { retry_after, .. }
+            | FaultKind::RateLimitText { retry_after } = kind
                 && phase != Phase::TokenRefresh
             {
                 // Exactly the wait the server asked for, no more, no less. (A 429 of the token
                 // endpoint reaches the guest as a transient refresh failure, without the wait.)
                 let waited = ok.sleep_time();
                 if waited != Duration::from_secs(*retry_after) {
-                    return Err(format!("waited {waited:?} for a retry_after of {retry_after} s"));
+                    return Err(format!(
+                        "waited {waited:?} for a retry_after of {retry_after} s"
+                    ));
                 }
             }
             check_stream(fx, &ok)?;
@@ -412,7 +520,9 @@ fn run_cell(fx: &Fixture, kind: &FaultKind, phase: Phase) -> Result<String, Stri
             .to_string()
         }
         (Expect::SameRun(_), Err(e)) => return Err(format!("the run should have succeeded: {e}")),
-        (Expect::NextRun(want), Ok(_)) => return Err(format!("the run should have failed with {want:?}")),
+        (Expect::NextRun(want), Ok(_)) => {
+            return Err(format!("the run should have failed with {want:?}"));
+        }
         (Expect::NextRun(want), Err(HostError::Connector(e))) => {
             if !want.matches(&e) {
                 return Err(format!("expected {want:?}, got {e:?}"));
@@ -422,7 +532,9 @@ fn run_cell(fx: &Fixture, kind: &FaultKind, phase: Phase) -> Result<String, Stri
             let expected_cursor = run.committed.last().cloned().unwrap_or(before.clone());
             let after = cursor(&h);
             if after != expected_cursor {
-                return Err(format!("the failing run moved the cursor: {expected_cursor:?} -> {after:?}"));
+                return Err(format!(
+                    "the failing run moved the cursor: {expected_cursor:?} -> {after:?}"
+                ));
             }
             if run.committed.is_empty() && after != before {
                 return Err("the cursor changed although no page was committed".into());
@@ -432,7 +544,11 @@ fn run_cell(fx: &Fixture, kind: &FaultKind, phase: Phase) -> Result<String, Stri
                 Ok(ok) => check_stream(fx, &ok)?,
                 Err(e) => return Err(format!("the next run failed too: {e}")),
             }
-            let moved = if run.committed.is_empty() { "cursor unchanged" } else { "cursor at last commit" };
+            let moved = if run.committed.is_empty() {
+                "cursor unchanged"
+            } else {
+                "cursor at last commit"
+            };
             format!("next run ({want:?}; {moved})")
         }
         (Expect::NextRun(_), Err(e)) => return Err(format!("not a connector error: {e}")),
@@ -444,10 +560,17 @@ fn run_cell(fx: &Fixture, kind: &FaultKind, phase: Phase) -> Result<String, Stri
 }
 
 fn check_stream(fx: &Fixture, ok: &RunOk) -> Result<(), String> {
-    let RunOk::Stream(outcome, bytes) = ok else { return Ok(()) };
+    let RunOk::Stream(outcome, bytes) = ok else {
+        return Ok(());
+    };
     let want = fx.download_content.content_hash();
-    if bytes.len() as u64 != fx.download_content.len() || dropbox_emulator::content_hash(bytes) != want {
-        return Err(format!("streamed {} bytes that do not hash to the file's content", bytes.len()));
+    if bytes.len() as u64 != fx.download_content.len()
+        || dropbox_emulator::content_hash(bytes) != want
+    {
+        return Err(format!(
+            "streamed {} bytes that do not hash to the file's content",
+            bytes.len()
+        ));
     }
     if !outcome.value.verified || outcome.value.content_hash.as_deref() != Some(want.as_str()) {
         return Err(format!("the stream was not verified: {:?}", outcome.value));
@@ -491,8 +614,16 @@ fn fault_matrix_every_kind_at_every_phase() {
         }
     }
     print_matrix(&kinds, &table);
-    println!("{cells} cells run in {:.1} s", started.elapsed().as_secs_f64());
-    assert!(failures.is_empty(), "{} cells failed:\n{}", failures.len(), failures.join("\n"));
+    println!(
+        "{cells} cells run in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} cells failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 fn print_matrix(kinds: &[(&str, FaultKind)], table: &BTreeMap<(usize, usize), String>) {
@@ -512,11 +643,21 @@ fn print_matrix(kinds: &[(&str, FaultKind)], table: &BTreeMap<(usize, usize), St
         header.push_str(&format!(" {:w$} |", phase.label(), w = widths[p]));
     }
     println!("{header}");
-    println!("|{}|", std::iter::once(first + 2).chain(widths.iter().map(|w| w + 2)).map(|w| "-".repeat(w)).collect::<Vec<_>>().join("|"));
+    println!(
+        "|{}|",
+        std::iter::once(first + 2)
+            .chain(widths.iter().map(|w| w + 2))
+            .map(|w| "-".repeat(w))
+            .collect::<Vec<_>>()
+            .join("|")
+    );
     for (k, (name, _)) in kinds.iter().enumerate() {
         let mut row = format!("| {name:first$} |");
         for (p, w) in widths.iter().enumerate() {
-            row.push_str(&format!(" {:w$} |", table.get(&(k, p)).map(String::as_str).unwrap_or("")));
+            row.push_str(&format!(
+                " {:w$} |",
+                table.get(&(k, p)).map(String::as_str).unwrap_or("")
+            ));
         }
         println!("{row}");
     }
@@ -528,18 +669,41 @@ fn print_matrix(kinds: &[(&str, FaultKind)], table: &BTreeMap<(usize, usize), St
 #[test]
 fn a_rate_limit_beyond_the_cap_is_reported_at_once_with_the_wait() {
     let _serial = serial();
-    let h = harness_on(&Emulator::start(EmulatorConfig { files: 30, seed: 81, ..Default::default() }).expect("emulator"));
+    let h = harness_on(
+        &Emulator::start(EmulatorConfig {
+            files: 30,
+            seed: 81,
+            ..Default::default()
+        })
+        .expect("emulator"),
+    );
     let route = "users/get_current_account";
     // The cap is 60 s: each of these asks for more, by the body's field, the header alone, or
     // a plain-text body.
     let cases = [
-        (FaultKind::RateLimitJson { retry_after: 120, reason: "too_many_requests".into(), include_field: true }, 120_000, "too_many_requests"),
         (
-            FaultKind::RateLimitJson { retry_after: 61, reason: "too_many_write_operations".into(), include_field: false },
+            FaultKind::RateLimitJson {
+                retry_after: 120,
+                reason: "too_many_requests".into(),
+                include_field: true,
+            },
+            120_000,
+            "too_many_requests",
+        ),
+        (
+            FaultKind::RateLimitJson {
+                retry_after: 61,
+                reason: "too_many_write_operations".into(),
+                include_field: false,
+            },
             61_000,
             "too_many_write_operations",
         ),
-        (FaultKind::RateLimitText { retry_after: 3600 }, 3_600_000, "too_many_requests"),
+        (
+            FaultKind::RateLimitText { retry_after: 3600 },
+            3_600_000,
+            "too_many_requests",
+        ),
     ];
     for (kind, wait_ms, reason) in cases {
         h.emulator.reset_counts();
@@ -550,11 +714,22 @@ fn a_rate_limit_beyond_the_cap_is_reported_at_once_with_the_wait() {
                 assert_eq!(r.retry_after_ms, wait_ms, "{kind:?}");
                 assert_eq!(r.reason, reason, "{kind:?}");
             }
-            other => panic!("{kind:?}: expected rate-limited, got {:?}", other.map(|o| o.value)),
+            other => panic!(
+                "{kind:?}: expected rate-limited, got {:?}",
+                other.map(|o| o.value)
+            ),
         }
         // At once: the connector does not sit out a wait beyond its cap (a generous bound).
-        assert!(started.elapsed() < Duration::from_secs(10), "{kind:?} took {:?}", started.elapsed());
-        assert_eq!(requests(&h.emulator, route), 1, "{kind:?}: a wait beyond the cap is not retried");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{kind:?} took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            requests(&h.emulator, route),
+            1,
+            "{kind:?}: a wait beyond the cap is not retried"
+        );
         assert_eq!(cursor(&h), None);
     }
     h.emulator.clear_faults();
@@ -565,51 +740,117 @@ fn a_rate_limit_beyond_the_cap_is_reported_at_once_with_the_wait() {
 #[test]
 fn statuses_that_a_retry_cannot_fix_are_sent_once() {
     let _serial = serial();
-    let h = harness_on(&Emulator::start(EmulatorConfig { files: 30, seed: 82, ..Default::default() }).expect("emulator"));
+    let h = harness_on(
+        &Emulator::start(EmulatorConfig {
+            files: 30,
+            seed: 82,
+            ..Default::default()
+        })
+        .expect("emulator"),
+    );
     let route = "files/list_folder";
     for status in [400u16, 403, 404, 409, 410, 422, 501, 505, 507] {
         h.emulator.reset_counts();
-        h.emulator.inject(Fault::once(route, FaultKind::Status(status)));
+        h.emulator
+            .inject(Fault::once(route, FaultKind::Status(status)));
         // A typed error: "internal" for what the server refused, "transient" for its own trouble.
         match (status, h.try_sync()) {
             (400..=499, Err(HostError::Connector(ConnectorError::Internal(_))))
             | (500.., Err(HostError::Connector(ConnectorError::Transient(_)))) => {}
             (_, other) => panic!("{status}: got {:?}", other.map(|o| o.value)),
         }
-        assert_eq!(requests(&h.emulator, route), 1, "{status} must not be retried");
+        assert_eq!(
+            requests(&h.emulator, route),
+            1,
+            "{status} must not be retried"
+        );
         assert_eq!(cursor(&h), None, "{status}");
     }
     // A 401 is not retried as such: the token is refreshed once, then the request is sent again.
     h.emulator.reset_counts();
-    h.emulator.inject(Fault::once(route, FaultKind::Status(401)));
+    h.emulator
+        .inject(Fault::once(route, FaultKind::Status(401)));
     h.try_sync().expect("a refreshed token succeeds");
-    assert_eq!((requests(&h.emulator, route), requests(&h.emulator, "oauth2/token")), (2, 1));
-    h.host.store().delete_sync_points(&h.tenant).expect("cursor cleared for the next round");
+    assert_eq!(
+        (
+            requests(&h.emulator, route),
+            requests(&h.emulator, "oauth2/token")
+        ),
+        (2, 1)
+    );
+    h.host
+        .store()
+        .delete_sync_points(&h.tenant)
+        .expect("cursor cleared for the next round");
     // Twice in a row: refreshed once only, then the user must connect again.
     h.emulator.reset_counts();
-    h.emulator.inject(Fault { route: Some(route.into()), skip: 0, count: 2, kind: FaultKind::Status(401) });
+    h.emulator.inject(Fault {
+        route: Some(route.into()),
+        skip: 0,
+        count: 2,
+        kind: FaultKind::Status(401),
+    });
     match h.try_sync() {
         Err(HostError::Connector(ConnectorError::AuthRequired(_))) => {}
-        other => panic!("expected authorization required, got {:?}", other.map(|o| o.value)),
+        other => panic!(
+            "expected authorization required, got {:?}",
+            other.map(|o| o.value)
+        ),
     }
-    assert_eq!((requests(&h.emulator, route), requests(&h.emulator, "oauth2/token")), (2, 1));
+    assert_eq!(
+        (
+            requests(&h.emulator, route),
+            requests(&h.emulator, "oauth2/token")
+        ),
+        (2, 1)
+    );
     connect_refreshable(&h.host, &h.tenant, &h.emulator);
     // The retried statuses, for contrast: sent again within the run.
     for status in [500u16, 502, 503, 504] {
         h.emulator.reset_counts();
-        h.emulator.inject(Fault { route: Some(route.into()), skip: 0, count: 4, kind: FaultKind::Status(status) });
-        let outcome = h.try_sync().expect("four failures are within the five attempts");
+        h.emulator.inject(Fault {
+            route: Some(route.into()),
+            skip: 0,
+            count: 4,
+            kind: FaultKind::Status(status),
+        });
+        let outcome = h
+            .try_sync()
+            .expect("four failures are within the five attempts");
         assert_eq!(requests(&h.emulator, route), 5, "{status}");
-        let retries = outcome.stats.logs.iter().filter(|(_, m)| m.contains("retrying") && m.contains(&format!("server error {status}"))).count();
-        assert_eq!(retries, 4, "{status}: every retry is logged with its reason:\n{}", logs_text(&outcome.stats.logs));
-        h.host.store().delete_sync_points(&h.tenant).expect("cursor cleared for the next round");
+        let retries = outcome
+            .stats
+            .logs
+            .iter()
+            .filter(|(_, m)| {
+                m.contains("retrying") && m.contains(&format!("server error {status}"))
+            })
+            .count();
+        assert_eq!(
+            retries,
+            4,
+            "{status}: every retry is logged with its reason:\n{}",
+            logs_text(&outcome.stats.logs)
+        );
+        h.host
+            .store()
+            .delete_sync_points(&h.tenant)
+            .expect("cursor cleared for the next round");
     }
     // Five failures in a row exhaust the attempts: a typed transient error.
     h.emulator.reset_counts();
-    h.emulator.inject(Fault { route: Some(route.into()), skip: 0, count: 5, kind: FaultKind::DropConnection });
+    h.emulator.inject(Fault {
+        route: Some(route.into()),
+        skip: 0,
+        count: 5,
+        kind: FaultKind::DropConnection,
+    });
     match h.try_sync() {
         Err(HostError::Connector(ConnectorError::Transient(_))) => {}
-        other => panic!("expected a transient error, got {:?}", other.map(|o| o.value)),
+        other => panic!(
+            "expected a transient error, got {:?}",
+            other.map(|o| o.value)
+        ),
     }
     assert_eq!(requests(&h.emulator, route), 5);
     h.emulator.clear_faults();
@@ -620,22 +861,42 @@ fn statuses_that_a_retry_cannot_fix_are_sent_once() {
 #[test]
 fn a_tenant_waiting_out_a_rate_limit_does_not_hold_up_another() {
     let _serial = serial();
-    let slow = Emulator::start(EmulatorConfig { files: 40, seed: 83, ..Default::default() }).expect("emulator");
-    let fast = Emulator::start(EmulatorConfig { files: 40, seed: 84, ..Default::default() }).expect("emulator");
+    let slow = Emulator::start(EmulatorConfig {
+        files: 40,
+        seed: 83,
+        ..Default::default()
+    })
+    .expect("emulator");
+    let fast = Emulator::start(EmulatorConfig {
+        files: 40,
+        seed: 84,
+        ..Default::default()
+    })
+    .expect("emulator");
     // One host, two tenants, each on its own account.
     let h = harness_on(&fast);
-    h.host.store().set_tenant_api_url("slow", Some(&slow.base_url())).expect("api url");
+    h.host
+        .store()
+        .set_tenant_api_url("slow", Some(&slow.base_url()))
+        .expect("api url");
     connect_refreshable(&h.host, "slow", &slow);
     let route = "users/get_current_account";
     slow.inject(Fault {
         route: Some(route.into()),
         skip: 0,
         count: 2,
-        kind: FaultKind::RateLimitJson { retry_after: 1, reason: "too_many_requests".into(), include_field: true },
+        kind: FaultKind::RateLimitJson {
+            retry_after: 1,
+            reason: "too_many_requests".into(),
+            include_field: true,
+        },
     });
     std::thread::scope(|scope| {
         let waiting = scope.spawn(|| {
-            let outcome = h.host.sync("slow", None, None).expect("the slow tenant syncs after its waits");
+            let outcome = h
+                .host
+                .sync("slow", None, None)
+                .expect("the slow tenant syncs after its waits");
             (outcome.stats.sleep_time, Instant::now())
         });
         // Once the slow tenant has met its first 429, sync the other tenant three times.
@@ -648,8 +909,15 @@ fn a_tenant_waiting_out_a_rate_limit_does_not_hold_up_another() {
         }
         let fast_done = Instant::now();
         let (slept, slow_done) = waiting.join().expect("the slow tenant's thread");
-        assert_eq!(slept, Duration::from_secs(2), "the slow tenant waited exactly what it was asked");
-        assert!(fast_done < slow_done, "the other tenant finished three syncs while the first one waited");
+        assert_eq!(
+            slept,
+            Duration::from_secs(2),
+            "the slow tenant waited exactly what it was asked"
+        );
+        assert!(
+            fast_done < slow_done,
+            "the other tenant finished three syncs while the first one waited"
+        );
     });
     h.assert_matches_truth();
     let slow_records = h.host.store().records("slow").expect("records");
@@ -660,24 +928,16 @@ fn a_tenant_waiting_out_a_rate_limit_does_not_hold_up_another() {
 // ---------------------------------------------------------------------------------------------
 // The soak
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// The process's resident memory, in KiB (Linux).
 fn rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// A few random changes to the account: creations, edits, moves and renames of files and
@@ -686,27 +946,51 @@ fn random_changes(emulator: &Emulator, rng: &mut Rng, round: usize) {
     let text = |s: &str| Content::Bytes(s.as_bytes().to_vec());
     for op in 0..rng.below(6) {
         let truth = emulator.truth();
-        let files: Vec<_> = truth.iter().filter(|t| t.kind == Kind::File && t.is_downloadable).collect();
+        let files: Vec<_> = truth
+            .iter()
+            .filter(|t| t.kind == Kind::File && t.is_downloadable)
+            .collect();
         let folders: Vec<_> = truth.iter().filter(|t| t.kind == Kind::Folder).collect();
-        let dir = folders.get(rng.below(folders.len())).map(|f| f.path_display.clone()).unwrap_or_default();
+        let dir = folders
+            .get(rng.below(folders.len()))
+            .map(|f| f.path_display.clone())
+            .unwrap_or_default();
         let name = format!("s{round}o{op} {}", ["ä", "😀", "X", "b"][rng.below(4)]);
         // Some random operations are impossible (a folder into itself): they are skipped.
         let _ = match rng.below(10) {
-            0 | 1 | 8 => emulator.create_file(&format!("{dir}/{name}.txt"), text(&name)).map(|_| ()),
-            9 => emulator.create_file(&format!("{dir}/{name}/deeper/{name}.md"), text(&name)).map(|_| ()),
-            2 if !files.is_empty() => emulator.modify_file(&files[rng.below(files.len())].path_display, text(&name)).map(|_| ()),
-            3 if !files.is_empty() => {
-                emulator.move_path(&files[rng.below(files.len())].path_display, &format!("{dir}/{name}.moved")).map(|_| ())
-            }
-            4 if !folders.is_empty() => {
-                emulator.move_path(&folders[rng.below(folders.len())].path_display, &format!("/{name} dir")).map(|_| ())
-            }
+            0 | 1 | 8 => emulator
+                .create_file(&format!("{dir}/{name}.txt"), text(&name))
+                .map(|_| ()),
+            9 => emulator
+                .create_file(&format!("{dir}/{name}/deeper/{name}.md"), text(&name))
+                .map(|_| ()),
+            2 if !files.is_empty() => emulator
+                .modify_file(&files[rng.below(files.len())].path_display, text(&name))
+                .map(|_| ()),
+            3 if !files.is_empty() => emulator
+                .move_path(
+                    &files[rng.below(files.len())].path_display,
+                    &format!("{dir}/{name}.moved"),
+                )
+                .map(|_| ()),
+            4 if !folders.is_empty() => emulator
+                .move_path(
+                    &folders[rng.below(folders.len())].path_display,
+                    &format!("/{name} dir"),
+                )
+                .map(|_| ()),
             5 if !files.is_empty() => emulator.delete(&files[rng.below(files.len())].path_display),
             // A whole folder now and then (deleting one is what removes most at once).
-            6 if !folders.is_empty() && rng.below(4) == 0 => emulator.delete(&folders[rng.below(folders.len())].path_display),
+            6 if !folders.is_empty() && rng.below(4) == 0 => {
+                emulator.delete(&folders[rng.below(folders.len())].path_display)
+            }
             7 if !files.is_empty() => {
                 let f = files[rng.below(files.len())];
-                if f.shared_url.is_some() { emulator.unshare(&f.path_display) } else { emulator.share(&f.path_display).map(|_| ()) }
+                if f.shared_url.is_some() {
+                    emulator.unshare(&f.path_display)
+                } else {
+                    emulator.share(&f.path_display).map(|_| ())
+                }
             }
             _ => emulator.create_folder(&format!("/{name} new")).map(|_| ()),
         };
@@ -716,7 +1000,14 @@ fn random_changes(emulator: &Emulator, rng: &mut Rng, round: usize) {
 /// Faults the soak draws from (small waits: the soak is about many runs, not long ones).
 fn soak_fault(rng: &mut Rng) -> (&'static str, FaultKind) {
     let kinds: [(&str, FaultKind); 13] = [
-        ("429", FaultKind::RateLimitJson { retry_after: 0, reason: "too_many_requests".into(), include_field: true }),
+        (
+            "429",
+            FaultKind::RateLimitJson {
+                retry_after: 0,
+                reason: "too_many_requests".into(),
+                include_field: true,
+            },
+        ),
         ("429 text", FaultKind::RateLimitText { retry_after: 0 }),
         ("500", FaultKind::Status(500)),
         ("503", FaultKind::Status(503)),
@@ -739,9 +1030,17 @@ fn soak_fault(rng: &mut Rng) -> (&'static str, FaultKind) {
 #[test]
 fn soak_many_incremental_syncs_with_random_changes_and_faults() {
     let _serial = serial();
-    let syncs: usize = std::env::var("SOAK_SYNCS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let syncs: usize = std::env::var("SOAK_SYNCS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let started = Instant::now();
-    let emulator = Emulator::start(EmulatorConfig { files: 300, seed: 91, ..Default::default() }).expect("emulator");
+    let emulator = Emulator::start(EmulatorConfig {
+        files: 300,
+        seed: 91,
+        ..Default::default()
+    })
+    .expect("emulator");
     let h = harness_on(&emulator);
     h.sync();
     h.assert_matches_truth();
@@ -761,7 +1060,12 @@ fn soak_many_incremental_syncs_with_random_changes_and_faults() {
         if rng.below(2) == 0 {
             let (name, kind) = soak_fault(&mut rng);
             let route = routes[rng.below(routes.len())].map(String::from);
-            emulator.inject(Fault { route, skip: rng.below(3), count: 1 + rng.below(2), kind });
+            emulator.inject(Fault {
+                route,
+                skip: rng.below(3),
+                count: 1 + rng.below(2),
+                kind,
+            });
             *injected.entry(name).or_default() += 1;
         }
         if rng.below(20) == 0 {
@@ -778,10 +1082,18 @@ fn soak_many_incremental_syncs_with_random_changes_and_faults() {
                 // A run that succeeded left exactly the account (nothing changed since).
                 let diffs = diff_with_truth(&emulator.truth(), &h.records(), |_| true);
                 assert!(diffs.is_empty(), "sync {round}: {}", diffs.join("\n"));
-                assert_eq!(h.host.store().pending_count(&h.tenant).expect("pending"), 0, "sync {round}");
+                assert_eq!(
+                    h.host.store().pending_count(&h.tenant).expect("pending"),
+                    0,
+                    "sync {round}"
+                );
             }
             Err(HostError::Connector(e)) => {
-                let kind = format!("{e:?}").split('(').next().unwrap_or_default().to_string();
+                let kind = format!("{e:?}")
+                    .split('(')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
                 *failed.entry(kind).or_default() += 1;
                 if let ConnectorError::AuthRequired(_) = e {
                     // Only the user can fix that: they connect the account again.
@@ -804,14 +1116,28 @@ fn soak_many_incremental_syncs_with_random_changes_and_faults() {
     h.assert_matches_truth();
     assert_no_duplicate_events(&h.events_since(0));
     let elapsed = started.elapsed();
-    println!("soak: {syncs} incremental syncs in {:.1} s: {ok} succeeded, failed with a typed error: {failed:?}", elapsed.as_secs_f64());
+    println!(
+        "soak: {syncs} incremental syncs in {:.1} s: {ok} succeeded, failed with a typed error: {failed:?}",
+        elapsed.as_secs_f64()
+    );
     println!("soak: faults injected: {injected:?}");
-    println!("soak: {records_at_start} records at the start, {} at the end, {} events", h.records().len(), h.events_since(0).len());
+    println!(
+        "soak: {records_at_start} records at the start, {} at the end, {} events",
+        h.records().len(),
+        h.events_since(0).len()
+    );
     if let (Some(early), Some(late)) = (rss_early, rss_late) {
-        println!("soak: VmRSS after sync 20: {} MiB, after sync {syncs}: {} MiB", early / 1024, late / 1024);
+        println!(
+            "soak: VmRSS after sync 20: {} MiB, after sync {syncs}: {} MiB",
+            early / 1024,
+            late / 1024
+        );
         // Measured: about +1 MiB per 100 runs (the growing store, event table and emulator
         // journal in this process). A leak of 100 KiB per run would pass the bound.
-        assert!(late <= early + 16 * 1024, "host memory grew from {early} KiB to {late} KiB");
+        assert!(
+            late <= early + 16 * 1024,
+            "host memory grew from {early} KiB to {late} KiB"
+        );
     }
     assert!(ok >= syncs / 2, "most runs succeed: {ok} of {syncs}");
 }
@@ -823,7 +1149,12 @@ fn soak_many_incremental_syncs_with_random_changes_and_faults() {
 #[test]
 fn a_token_endpoint_outage_during_a_proactive_refresh_is_transient() {
     let _serial = serial();
-    let emulator = Emulator::start(EmulatorConfig { files: 20, seed: 85, ..Default::default() }).expect("emulator");
+    let emulator = Emulator::start(EmulatorConfig {
+        files: 20,
+        seed: 85,
+        ..Default::default()
+    })
+    .expect("emulator");
     let h = harness_on(&emulator);
     let tokens = emulator.issue_tokens(&SCOPES, 14_400);
     let config = emulator.config();
@@ -841,10 +1172,18 @@ fn a_token_endpoint_outage_during_a_proactive_refresh_is_transient() {
             },
         )
         .expect("credentials stored");
-    emulator.inject(Fault { route: Some("oauth2/token".into()), skip: 0, count: 10, kind: FaultKind::Status(503) });
+    emulator.inject(Fault {
+        route: Some("oauth2/token".into()),
+        skip: 0,
+        count: 10,
+        kind: FaultKind::Status(503),
+    });
     match h.try_sync() {
         Err(HostError::Connector(ConnectorError::Transient(_))) => {}
-        other => panic!("expected a transient error, got {:?}", other.map(|o| o.value)),
+        other => panic!(
+            "expected a transient error, got {:?}",
+            other.map(|o| o.value)
+        ),
     }
     emulator.clear_faults();
     h.sync();

@@ -3,7 +3,7 @@
 //! truth.
 
 use dropbox_emulator::{Content, EmulatorConfig, Kind};
-use e2e_tests::{Harness, assert_no_duplicate_events, count, diff_with_truth};
+use e2e_tests::{Harness, Rng, assert_no_duplicate_events, count, diff_with_truth};
 use host_test::bindings::connector::SyncKind;
 
 fn bytes(s: &str) -> Content {
@@ -25,13 +25,19 @@ fn full_sync_then_nothing_to_do() {
     assert_eq!(owner.email, h.emulator.email());
     let groups = h.host.store().record_groups(&h.tenant).unwrap();
     assert_eq!(groups.len(), 1);
-    assert_eq!(groups[0].0.name, format!("Dropbox - {}", h.emulator.email()));
+    assert_eq!(
+        groups[0].0.name,
+        format!("Dropbox - {}", h.emulator.email())
+    );
     assert_eq!(groups[0].1[0].principal_external_id, owner.external_id);
 
     let seq = h.last_seq();
     let again = h.sync();
     assert_eq!(again.kind, SyncKind::Incremental);
-    assert!(h.events_since(seq).is_empty(), "an incremental sync with no change emits nothing");
+    assert!(
+        h.events_since(seq).is_empty(),
+        "an incremental sync with no change emits nothing"
+    );
 }
 
 #[test]
@@ -40,11 +46,21 @@ fn edits_renames_and_additions_are_classified() {
     h.emulator.create_file("/Docs/a.txt", bytes("one")).unwrap();
     h.emulator.create_file("/Docs/b.txt", bytes("two")).unwrap();
     h.sync();
-    let a = h.records().into_iter().find(|r| r.path_lower == "/docs/a.txt").unwrap();
+    let a = h
+        .records()
+        .into_iter()
+        .find(|r| r.path_lower == "/docs/a.txt")
+        .unwrap();
     let seq = h.last_seq();
-    h.emulator.modify_file("/Docs/a.txt", bytes("one, edited")).unwrap();
-    h.emulator.move_path("/Docs/b.txt", "/Docs/B renamed.txt").unwrap();
-    h.emulator.create_file("/Docs/c.txt", bytes("three")).unwrap();
+    h.emulator
+        .modify_file("/Docs/a.txt", bytes("one, edited"))
+        .unwrap();
+    h.emulator
+        .move_path("/Docs/b.txt", "/Docs/B renamed.txt")
+        .unwrap();
+    h.emulator
+        .create_file("/Docs/c.txt", bytes("three"))
+        .unwrap();
     let s = h.sync();
     assert_eq!(s.kind, SyncKind::Incremental);
     h.assert_matches_truth();
@@ -52,8 +68,16 @@ fn edits_renames_and_additions_are_classified() {
     assert_eq!(count(&events, "content"), 1, "{events:#?}");
     assert_eq!(count(&events, "metadata"), 1, "{events:#?}");
     assert_eq!(count(&events, "created"), 1, "{events:#?}");
-    assert_eq!(count(&events, "deleted"), 0, "a rename is not a deletion: {events:#?}");
-    let a2 = h.records().into_iter().find(|r| r.path_lower == "/docs/a.txt").unwrap();
+    assert_eq!(
+        count(&events, "deleted"),
+        0,
+        "a rename is not a deletion: {events:#?}"
+    );
+    let a2 = h
+        .records()
+        .into_iter()
+        .find(|r| r.path_lower == "/docs/a.txt")
+        .unwrap();
     assert_eq!(a2.external_id, a.external_id);
     assert_ne!(a2.revision, a.revision);
 }
@@ -62,19 +86,36 @@ fn edits_renames_and_additions_are_classified() {
 fn a_folder_moved_across_pages_keeps_every_identity() {
     let h = Harness::new(0, 2);
     for i in 0..2100 {
-        h.emulator.create_file(&format!("/Big/f{i:04}.txt"), bytes("x")).unwrap();
+        h.emulator
+            .create_file(&format!("/Big/f{i:04}.txt"), bytes("x"))
+            .unwrap();
     }
     h.sync();
-    let before: std::collections::HashMap<String, String> =
-        h.records().into_iter().map(|r| (r.external_id, r.path_lower)).collect();
+    let before: std::collections::HashMap<String, String> = h
+        .records()
+        .into_iter()
+        .map(|r| (r.external_id, r.path_lower))
+        .collect();
     let seq = h.last_seq();
     h.emulator.move_path("/Big", "/Archive/Big 2026").unwrap();
     let s = h.sync();
     assert!(s.pages >= 2, "the move must span pages to test this: {s:?}");
     h.assert_matches_truth();
     let events = h.events_since(seq);
-    assert_eq!(count(&events, "deleted"), 0, "a move never becomes a deletion downstream");
-    assert_eq!(count(&events, "created"), 1, "only the new /Archive folder is new: {:?}", events.iter().filter(|e| e.kind == "created").collect::<Vec<_>>());
+    assert_eq!(
+        count(&events, "deleted"),
+        0,
+        "a move never becomes a deletion downstream"
+    );
+    assert_eq!(
+        count(&events, "created"),
+        1,
+        "only the new /Archive folder is new: {:?}",
+        events
+            .iter()
+            .filter(|e| e.kind == "created")
+            .collect::<Vec<_>>()
+    );
     assert_eq!(count(&events, "metadata"), 2101);
     for r in h.records() {
         if let Some(old) = before.get(&r.external_id)
@@ -88,7 +129,13 @@ fn a_folder_moved_across_pages_keeps_every_identity() {
 #[test]
 fn deleting_a_nested_folder_removes_every_descendant_once() {
     let h = Harness::new(0, 3);
-    for p in ["/Top/Sub/Deep/one.txt", "/Top/Sub/two.txt", "/Top/three.txt", "/Top sibling/keep.txt", "/Topping.txt"] {
+    for p in [
+        "/Top/Sub/Deep/one.txt",
+        "/Top/Sub/two.txt",
+        "/Top/three.txt",
+        "/Top sibling/keep.txt",
+        "/Topping.txt",
+    ] {
         h.emulator.create_file(p, bytes(p)).unwrap();
     }
     h.sync();
@@ -101,20 +148,29 @@ fn deleting_a_nested_folder_removes_every_descendant_once() {
     assert_eq!(count(&events, "deleted"), 6, "{events:#?}");
     assert_eq!(events.len(), 6);
     let left: Vec<String> = h.records().into_iter().map(|r| r.path_lower).collect();
-    assert_eq!(left, vec!["/top sibling", "/top sibling/keep.txt", "/topping.txt"]);
+    assert_eq!(
+        left,
+        vec!["/top sibling", "/top sibling/keep.txt", "/topping.txt"]
+    );
 }
 
 #[test]
 fn a_file_replaces_a_folder_and_a_folder_replaces_a_file() {
     let h = Harness::new(0, 4);
-    h.emulator.create_file("/Thing/inside.txt", bytes("in")).unwrap();
+    h.emulator
+        .create_file("/Thing/inside.txt", bytes("in"))
+        .unwrap();
     h.emulator.create_file("/Other", bytes("a file")).unwrap();
     h.sync();
     let seq = h.last_seq();
     h.emulator.delete("/Thing").unwrap();
-    h.emulator.create_file("/Thing", bytes("now a file")).unwrap();
+    h.emulator
+        .create_file("/Thing", bytes("now a file"))
+        .unwrap();
     h.emulator.delete("/Other").unwrap();
-    h.emulator.create_file("/Other/child.txt", bytes("now a folder")).unwrap();
+    h.emulator
+        .create_file("/Other/child.txt", bytes("now a folder"))
+        .unwrap();
     h.sync();
     h.assert_matches_truth();
     let events = h.events_since(seq);
@@ -126,15 +182,31 @@ fn a_file_replaces_a_folder_and_a_folder_replaces_a_file() {
 #[test]
 fn case_only_renames_follow_the_emulators_setting() {
     // Dropbox may report a case-only rename as an entry at the same path_lower with a new name.
-    let h = Harness::with_config(EmulatorConfig { emit_case_only_renames: true, ..Default::default() });
-    h.emulator.create_file("/Folder/report.pdf", bytes("r")).unwrap();
+    let h = Harness::with_config(EmulatorConfig {
+        emit_case_only_renames: true,
+        ..Default::default()
+    });
+    h.emulator
+        .create_file("/Folder/report.pdf", bytes("r"))
+        .unwrap();
     h.sync();
-    let id = h.records().into_iter().find(|r| r.name == "report.pdf").unwrap().external_id;
+    let id = h
+        .records()
+        .into_iter()
+        .find(|r| r.name == "report.pdf")
+        .unwrap()
+        .external_id;
     let seq = h.last_seq();
-    h.emulator.move_path("/Folder/report.pdf", "/Folder/Report.PDF").unwrap();
+    h.emulator
+        .move_path("/Folder/report.pdf", "/Folder/Report.PDF")
+        .unwrap();
     h.sync();
     h.assert_matches_truth();
-    let r = h.records().into_iter().find(|r| r.external_id == id).unwrap();
+    let r = h
+        .records()
+        .into_iter()
+        .find(|r| r.external_id == id)
+        .unwrap();
     assert_eq!(r.name, "Report.PDF");
     assert_eq!(r.path_display, "/Folder/Report.PDF");
     let events = h.events_since(seq);
@@ -145,7 +217,12 @@ fn case_only_renames_follow_the_emulators_setting() {
 #[test]
 fn non_ascii_and_emoji_names() {
     let h = Harness::new(0, 5);
-    let paths = ["/Ünïcödé/Résumé 2026.pdf", "/日本語/ファイル.txt", "/Emoji 😀/🎉 party 🦀.md", "/MiXeD CaSe/ÄÖÜ.TXT"];
+    let paths = [
+        "/Ünïcödé/Résumé 2026.pdf",
+        "/日本語/ファイル.txt",
+        "/Emoji 😀/🎉 party 🦀.md",
+        "/MiXeD CaSe/ÄÖÜ.TXT",
+    ];
     for p in paths {
         h.emulator.create_file(p, bytes(p)).unwrap();
     }
@@ -161,19 +238,38 @@ fn a_reset_cursor_relists_and_sweeps_what_is_gone() {
     let h = Harness::new(200, 6);
     h.sync();
     let seq = h.last_seq();
-    let victims: Vec<_> = h.emulator.truth().into_iter().filter(|t| t.kind == Kind::File).take(5).collect();
+    let victims: Vec<_> = h
+        .emulator
+        .truth()
+        .into_iter()
+        .filter(|t| t.kind == Kind::File)
+        .take(5)
+        .collect();
     for v in &victims {
         h.emulator.delete(&v.path_display).unwrap();
     }
-    h.emulator.create_file("/after reset.txt", bytes("new")).unwrap();
+    h.emulator
+        .create_file("/after reset.txt", bytes("new"))
+        .unwrap();
     h.emulator.invalidate_cursors();
     let outcome = h.try_sync().expect("sync succeeds after a reset");
     assert_eq!(outcome.value.kind, SyncKind::Resync);
-    assert!(outcome.stats.logs.iter().any(|(level, m)| level == "warn" && m.contains("reset")), "the user is told");
+    assert!(
+        outcome
+            .stats
+            .logs
+            .iter()
+            .any(|(level, m)| level == "warn" && m.contains("reset")),
+        "the user is told"
+    );
     h.assert_matches_truth();
     let events = h.events_since(seq);
     assert_eq!(count(&events, "deleted"), 5, "{events:#?}");
-    assert_eq!(count(&events, "created"), 1, "existing records are not re-created");
+    assert_eq!(
+        count(&events, "created"),
+        1,
+        "existing records are not re-created"
+    );
     assert_eq!(events.len(), 6);
     assert_no_duplicate_events(&h.events_since(0));
 }
@@ -182,9 +278,16 @@ fn a_reset_cursor_relists_and_sweeps_what_is_gone() {
 fn replaying_applied_pages_emits_nothing() {
     let h = Harness::new(300, 7);
     h.sync();
-    let old_cursor = h.host.store().get_sync_point(&h.tenant, "dropbox.cursor").unwrap().unwrap();
+    let old_cursor = h
+        .host
+        .store()
+        .get_sync_point(&h.tenant, "dropbox.cursor")
+        .unwrap()
+        .unwrap();
     for i in 0..20 {
-        h.emulator.create_file(&format!("/replay/{i}.txt"), bytes("r")).unwrap();
+        h.emulator
+            .create_file(&format!("/replay/{i}.txt"), bytes("r"))
+            .unwrap();
     }
     h.sync();
     let seq = h.last_seq();
@@ -201,7 +304,14 @@ fn replaying_applied_pages_emits_nothing() {
 fn rusqlite_free_update(db: &std::path::Path, tenant: &str, value: &str) -> bool {
     let store = host_test::store::RecordStore::open(db).unwrap();
     store
-        .apply(tenant, &[], Some(&host_test::bindings::records::SyncPoint { key: "dropbox.cursor".into(), value: value.into() }))
+        .apply(
+            tenant,
+            &[],
+            Some(&host_test::bindings::records::SyncPoint {
+                key: "dropbox.cursor".into(),
+                value: value.into(),
+            }),
+        )
         .is_ok()
 }
 
@@ -209,7 +319,9 @@ fn rusqlite_free_update(db: &std::path::Path, tenant: &str, value: &str) -> bool
 fn an_interrupted_sync_resumes_without_loss_or_duplicates() {
     let h = Harness::new(0, 8);
     for i in 0..4500 {
-        h.emulator.create_file(&format!("/bulk/d{}/f{i}.bin", i % 7), bytes("b")).unwrap();
+        h.emulator
+            .create_file(&format!("/bulk/d{}/f{i}.bin", i % 7), bytes("b"))
+            .unwrap();
     }
     // Stop after the first page (the host asks at each page boundary).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -237,7 +349,9 @@ fn a_filter_change_removes_and_adds_to_match() {
     }
     h.set("include_extensions", "pdf");
     h.sync();
-    let keep_pdf = |t: &dropbox_emulator::TruthEntry| t.kind == Kind::Folder || t.name.to_lowercase().ends_with(".pdf");
+    let keep_pdf = |t: &dropbox_emulator::TruthEntry| {
+        t.kind == Kind::Folder || t.name.to_lowercase().ends_with(".pdf")
+    };
     let diffs = diff_with_truth(&h.emulator.truth(), &h.records(), keep_pdf);
     assert!(diffs.is_empty(), "{diffs:#?}");
     let seq = h.last_seq();
@@ -249,8 +363,16 @@ fn a_filter_change_removes_and_adds_to_match() {
     let diffs = diff_with_truth(&h.emulator.truth(), &h.records(), keep);
     assert!(diffs.is_empty(), "{diffs:#?}");
     let events = h.events_since(seq);
-    assert_eq!(count(&events, "created"), 1, "y.txt starts matching: {events:#?}");
-    assert_eq!(count(&events, "deleted"), 2, "/b and /b/z.pdf stop matching: {events:#?}");
+    assert_eq!(
+        count(&events, "created"),
+        1,
+        "y.txt starts matching: {events:#?}"
+    );
+    assert_eq!(
+        count(&events, "deleted"),
+        2,
+        "/b and /b/z.pdf stop matching: {events:#?}"
+    );
 }
 
 #[test]
@@ -261,7 +383,11 @@ fn shared_state_follows_links_without_walking_records() {
     let url = h.emulator.share("/s/a.txt").unwrap();
     h.sync();
     h.assert_matches_truth();
-    let a = h.records().into_iter().find(|r| r.path_lower == "/s/a.txt").unwrap();
+    let a = h
+        .records()
+        .into_iter()
+        .find(|r| r.path_lower == "/s/a.txt")
+        .unwrap();
     assert!(a.is_shared);
     assert_eq!(a.shared_url.as_deref(), Some(url.as_str()));
     let seq = h.last_seq();
@@ -277,17 +403,27 @@ fn shared_state_follows_links_without_walking_records() {
 #[test]
 fn record_fields_are_complete() {
     let h = Harness::new(0, 12);
-    h.emulator.create_file("/Reports/Q1 summary.pdf", bytes("pdf")).unwrap();
-    h.emulator.create_non_downloadable("/Reports/Plan.paper", "markdown", b"# plan".to_vec()).unwrap();
+    h.emulator
+        .create_file("/Reports/Q1 summary.pdf", bytes("pdf"))
+        .unwrap();
+    h.emulator
+        .create_non_downloadable("/Reports/Plan.paper", "markdown", b"# plan".to_vec())
+        .unwrap();
     h.sync();
     let records = h.records();
     let pdf = records.iter().find(|r| r.name == "Q1 summary.pdf").unwrap();
     assert_eq!(pdf.mime_type, "application/pdf");
     assert!(pdf.content_hash.as_deref().is_some_and(|h| h.len() == 64));
     assert!(pdf.client_modified.is_some() && pdf.server_modified.is_some());
-    assert_eq!(pdf.web_url.as_deref(), Some("https://www.dropbox.com/home/Reports?preview=Q1%20summary.pdf"));
+    assert_eq!(
+        pdf.web_url.as_deref(),
+        Some("https://www.dropbox.com/home/Reports?preview=Q1%20summary.pdf")
+    );
     let folder = records.iter().find(|r| r.name == "Reports").unwrap();
-    assert_eq!(pdf.parent_external_id.as_deref(), Some(folder.external_id.as_str()));
+    assert_eq!(
+        pdf.parent_external_id.as_deref(),
+        Some(folder.external_id.as_str())
+    );
     assert_eq!(folder.parent_external_id, None);
     assert_eq!(folder.mime_type, "inode/directory");
     let paper = records.iter().find(|r| r.name == "Plan.paper").unwrap();
@@ -300,25 +436,21 @@ fn record_fields_are_complete() {
 /// the ground truth after every sync.
 #[test]
 fn random_histories_match_the_ground_truth() {
-    let seeds: u64 = std::env::var("SYNC_MODEL_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(25);
+    let seeds: u64 = std::env::var("SYNC_MODEL_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(25);
     for seed in 1..=seeds {
         if let Err(message) = std::panic::catch_unwind(|| random_history(seed)) {
-            let text = message.downcast_ref::<String>().cloned().or_else(|| message.downcast_ref::<&str>().map(|s| s.to_string()));
-            panic!("seed {seed} failed (rerun: SYNC_MODEL_SEEDS={seed}): {}", text.unwrap_or_default());
+            let text = message
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| message.downcast_ref::<&str>().map(|s| s.to_string()));
+            panic!(
+                "seed {seed} failed (rerun: SYNC_MODEL_SEEDS={seed}): {}",
+                text.unwrap_or_default()
+            );
         }
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
     }
 }
 
@@ -331,44 +463,74 @@ fn random_history(seed: u64) {
         let ops = 1 + rng.below(12);
         for op in 0..ops {
             let truth = h.emulator.truth();
-            let files: Vec<_> = truth.iter().filter(|t| t.kind == Kind::File && t.is_downloadable).collect();
+            let files: Vec<_> = truth
+                .iter()
+                .filter(|t| t.kind == Kind::File && t.is_downloadable)
+                .collect();
             let folders: Vec<_> = truth.iter().filter(|t| t.kind == Kind::Folder).collect();
             let name = format!("r{round}o{op} {}", ["ä", "😀", "X", "b"][rng.below(4)]);
             let result = match rng.below(9) {
                 0 | 1 => {
-                    let dir = folders.get(rng.below(folders.len())).map(|f| f.path_display.clone()).unwrap_or_default();
-                    h.emulator.create_file(&format!("{dir}/{name}.txt"), bytes(&name)).map(|_| ())
+                    let dir = folders
+                        .get(rng.below(folders.len()))
+                        .map(|f| f.path_display.clone())
+                        .unwrap_or_default();
+                    h.emulator
+                        .create_file(&format!("{dir}/{name}.txt"), bytes(&name))
+                        .map(|_| ())
                 }
                 2 if !files.is_empty() => {
                     let f = files[rng.below(files.len())];
-                    h.emulator.modify_file(&f.path_display, bytes(&format!("{name} edit"))).map(|_| ())
+                    h.emulator
+                        .modify_file(&f.path_display, bytes(&format!("{name} edit")))
+                        .map(|_| ())
                 }
                 3 if !files.is_empty() => {
                     let f = files[rng.below(files.len())];
-                    let dir = folders.get(rng.below(folders.len())).map(|f| f.path_display.clone()).unwrap_or_default();
-                    h.emulator.move_path(&f.path_display, &format!("{dir}/{name}.moved")).map(|_| ())
+                    let dir = folders
+                        .get(rng.below(folders.len()))
+                        .map(|f| f.path_display.clone())
+                        .unwrap_or_default();
+                    h.emulator
+                        .move_path(&f.path_display, &format!("{dir}/{name}.moved"))
+                        .map(|_| ())
                 }
                 4 if !folders.is_empty() => {
                     let f = folders[rng.below(folders.len())];
-                    h.emulator.move_path(&f.path_display, &format!("/{name} folder")).map(|_| ())
+                    h.emulator
+                        .move_path(&f.path_display, &format!("/{name} folder"))
+                        .map(|_| ())
                 }
-                5 if !files.is_empty() => h.emulator.delete(&files[rng.below(files.len())].path_display),
-                6 if !folders.is_empty() => h.emulator.delete(&folders[rng.below(folders.len())].path_display),
+                5 if !files.is_empty() => h
+                    .emulator
+                    .delete(&files[rng.below(files.len())].path_display),
+                6 if !folders.is_empty() => h
+                    .emulator
+                    .delete(&folders[rng.below(folders.len())].path_display),
                 7 if !files.is_empty() => {
                     let f = files[rng.below(files.len())];
-                    if f.shared_url.is_some() { h.emulator.unshare(&f.path_display) } else { h.emulator.share(&f.path_display).map(|_| ()) }
+                    if f.shared_url.is_some() {
+                        h.emulator.unshare(&f.path_display)
+                    } else {
+                        h.emulator.share(&f.path_display).map(|_| ())
+                    }
                 }
                 8 if !files.is_empty() => {
                     // A file replaces a folder.
                     match folders.get(rng.below(folders.len())) {
                         Some(folder) => {
                             let p = folder.path_display.clone();
-                            h.emulator.delete(&p).and_then(|_| h.emulator.create_file(&p, bytes("replacement")).map(|_| ()))
+                            h.emulator.delete(&p).and_then(|_| {
+                                h.emulator.create_file(&p, bytes("replacement")).map(|_| ())
+                            })
                         }
                         None => Ok(()),
                     }
                 }
-                _ => h.emulator.create_folder(&format!("/{name} new")).map(|_| ()),
+                _ => h
+                    .emulator
+                    .create_folder(&format!("/{name} new"))
+                    .map(|_| ()),
             };
             // Some random operations are impossible (moving a folder into itself); skip them.
             let _ = result;
@@ -386,11 +548,18 @@ fn random_history(seed: u64) {
 
 #[test]
 fn children_before_parents_within_a_page_still_get_their_parents() {
-    let h = Harness::with_config(EmulatorConfig { files: 300, seed: 13, shuffle_within_page: true, ..Default::default() });
+    let h = Harness::with_config(EmulatorConfig {
+        files: 300,
+        seed: 13,
+        shuffle_within_page: true,
+        ..Default::default()
+    });
     h.sync();
     h.assert_matches_truth();
     let seq = h.last_seq();
-    h.emulator.create_file("/Fresh/deep/er/leaf.txt", bytes("leaf")).unwrap();
+    h.emulator
+        .create_file("/Fresh/deep/er/leaf.txt", bytes("leaf"))
+        .unwrap();
     h.sync();
     h.assert_matches_truth();
     assert_eq!(count(&h.events_since(seq), "created"), 4);
@@ -403,8 +572,20 @@ fn nothing_is_written_to_the_users_dropbox_unless_asked() {
     h.emulator.create_file("/later.txt", bytes("x")).unwrap();
     h.sync();
     let counts = h.emulator.request_counts();
-    assert!(counts.keys().all(|route| !route.starts_with("sharing/create") && !route.contains("upload") && !route.contains("delete") && !route.contains("move")), "{counts:?}");
-    assert_eq!(counts.get("sharing/list_shared_links"), Some(&2), "shared links are listed once per sync: {counts:?}");
+    assert!(
+        counts
+            .keys()
+            .all(|route| !route.starts_with("sharing/create")
+                && !route.contains("upload")
+                && !route.contains("delete")
+                && !route.contains("move")),
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts.get("sharing/list_shared_links"),
+        Some(&2),
+        "shared links are listed once per sync: {counts:?}"
+    );
 }
 
 #[test]
@@ -416,7 +597,11 @@ fn preview_links_are_created_only_when_opted_in_and_reuse_existing_ones() {
     h.set("create_preview_links", "true");
     h.sync();
     let counts = h.emulator.request_counts();
-    assert_eq!(counts.get("sharing/create_shared_link_with_settings"), Some(&1), "only b.txt had no link: {counts:?}");
+    assert_eq!(
+        counts.get("sharing/create_shared_link_with_settings"),
+        Some(&1),
+        "only b.txt had no link: {counts:?}"
+    );
     h.assert_matches_truth();
     let records = h.records();
     let a = records.iter().find(|r| r.name == "a.txt").unwrap();
@@ -429,7 +614,9 @@ fn preview_links_are_created_only_when_opted_in_and_reuse_existing_ones() {
 fn the_batch_size_bounds_each_store_transaction() {
     let h = Harness::new(0, 16);
     for i in 0..50 {
-        h.emulator.create_file(&format!("/b/{i}.txt"), bytes("b")).unwrap();
+        h.emulator
+            .create_file(&format!("/b/{i}.txt"), bytes("b"))
+            .unwrap();
     }
     h.set("batch_size", "7");
     h.sync();
@@ -441,5 +628,8 @@ fn the_batch_size_bounds_each_store_transaction() {
     assert_eq!(events.len(), 51);
     assert!(per_batch.values().all(|n| *n <= 7), "{per_batch:?}");
     assert_eq!(per_batch.len(), 51usize.div_ceil(7));
-    assert!(h.host.set_setting(&h.tenant, "batch_size", "0").is_err(), "out of bounds is refused");
+    assert!(
+        h.host.set_setting(&h.tenant, "batch_size", "0").is_err(),
+        "out of bounds is refused"
+    );
 }

@@ -1,9 +1,9 @@
 //! The host as an application: one runtime, one store, the services, and the operations the
 //! CLI, the demo and the tests run for a tenant. Each operation gets a fresh instance.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
-use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,7 +32,10 @@ pub enum HostError {
 pub fn describe(e: &ConnectorError) -> String {
     match e {
         ConnectorError::AuthRequired(m) => format!("authorization required: {m}"),
-        ConnectorError::RateLimited(r) => format!("rate limited ({}); retry after {} ms", r.reason, r.retry_after_ms),
+        ConnectorError::RateLimited(r) => format!(
+            "rate limited ({}); retry after {} ms",
+            r.reason, r.retry_after_ms
+        ),
         ConnectorError::NotFound(m) => format!("not found: {m}"),
         ConnectorError::InvalidConfig(m) => format!("invalid configuration: {m}"),
         ConnectorError::Transient(m) => format!("temporary failure: {m}"),
@@ -62,10 +65,20 @@ pub struct ConnectorHost {
 impl ConnectorHost {
     /// A host for the embedded Dropbox connector over the database at `db`; `api_url` points
     /// every Dropbox host at another server (an emulator) instead of the real service.
-    pub fn open(db: &Path, api_url: Option<&str>, sandbox: SandboxConfig) -> Result<ConnectorHost, HostError> {
-        let runtime = Runtime::dropbox(sandbox).map_err(|e| HostError::Setup(format!("loading the component: {e:#}")))?;
+    pub fn open(
+        db: &Path,
+        api_url: Option<&str>,
+        sandbox: SandboxConfig,
+    ) -> Result<ConnectorHost, HostError> {
+        let runtime = Runtime::dropbox(sandbox)
+            .map_err(|e| HostError::Setup(format!("loading the component: {e:#}")))?;
         let store = RecordStore::open(db)?;
-        ConnectorHost::new(Arc::new(runtime), Arc::new(store), api_url, HttpSettings::default())
+        ConnectorHost::new(
+            Arc::new(runtime),
+            Arc::new(store),
+            api_url,
+            HttpSettings::default(),
+        )
     }
 
     pub fn new(
@@ -75,13 +88,22 @@ impl ConnectorHost {
         http: HttpSettings,
     ) -> Result<ConnectorHost, HostError> {
         // The manifest comes from the component itself, in a sandbox with no network.
-        let bootstrap_policy = NetPolicy::new(Vec::<String>::new(), None).map_err(|e| HostError::Setup(e.to_string()))?;
+        let bootstrap_policy = NetPolicy::new(Vec::<String>::new(), None)
+            .map_err(|e| HostError::Setup(e.to_string()))?;
         let bootstrap = Services::new(store.clone(), bootstrap_policy, http.clone(), "");
-        let manifest = runtime.instantiate(TenantContext::new("-", bootstrap))?.manifest()?;
-        let policy =
-            NetPolicy::new(manifest.allowed_hosts.clone(), api_url).map_err(|e| HostError::Setup(e.to_string()))?;
+        let manifest = runtime
+            .instantiate(TenantContext::new("-", bootstrap))?
+            .manifest()?;
+        let policy = NetPolicy::new(manifest.allowed_hosts.clone(), api_url)
+            .map_err(|e| HostError::Setup(e.to_string()))?;
         let services = Services::new(store, policy, http.clone(), &manifest.oauth.token_url);
-        Ok(ConnectorHost { runtime, services, manifest, http, redirected: Mutex::new(HashMap::new()) })
+        Ok(ConnectorHost {
+            runtime,
+            services,
+            manifest,
+            http,
+            redirected: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn manifest(&self) -> &ConnectorManifest {
@@ -109,13 +131,21 @@ impl ConnectorHost {
     /// The services a tenant's instance uses: the host's, or a set whose network policy sends
     /// the declared hosts to the tenant's own base URL.
     pub fn services_for(&self, tenant: &str) -> Result<Arc<Services>, HostError> {
-        let Some(url) = self.services.store.tenant_api_url(tenant)? else { return Ok(self.services.clone()) };
+        let Some(url) = self.services.store.tenant_api_url(tenant)? else {
+            return Ok(self.services.clone());
+        };
         let mut redirected = self.redirected.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(services) = redirected.get(&url) {
             return Ok(services.clone());
         }
-        let policy = NetPolicy::new(self.manifest.allowed_hosts.clone(), Some(&url)).map_err(|e| HostError::Setup(e.to_string()))?;
-        let services = Services::new(self.services.store.clone(), policy, self.http.clone(), &self.manifest.oauth.token_url);
+        let policy = NetPolicy::new(self.manifest.allowed_hosts.clone(), Some(&url))
+            .map_err(|e| HostError::Setup(e.to_string()))?;
+        let services = Services::new(
+            self.services.store.clone(),
+            policy,
+            self.http.clone(),
+            &self.manifest.oauth.token_url,
+        );
         redirected.insert(url, services.clone());
         Ok(services)
     }
@@ -140,7 +170,9 @@ impl ConnectorHost {
     fn invoke<T>(
         &self,
         ctx: TenantContext,
-        call: impl FnOnce(&mut crate::runtime::Instance) -> Result<Result<T, ConnectorError>, InvokeError>,
+        call: impl FnOnce(
+            &mut crate::runtime::Instance,
+        ) -> Result<Result<T, ConnectorError>, InvokeError>,
     ) -> Result<Outcome<T>, HostError> {
         let started = Instant::now();
         let mut instance = self.runtime.instantiate(ctx)?;
@@ -154,11 +186,21 @@ impl ConnectorHost {
             self.services.store.set_needs_reauth(&ctx.tenant, true)?;
         }
         let value = value.map_err(HostError::Connector)?;
-        Ok(Outcome { value, stats, peak_memory, elapsed: started.elapsed() })
+        Ok(Outcome {
+            value,
+            stats,
+            peak_memory,
+            elapsed: started.elapsed(),
+        })
     }
 
     /// One sync (full or incremental). The result is also recorded for `status`.
-    pub fn sync(&self, tenant: &str, observer: Option<Observer>, stop: Option<Arc<AtomicBool>>) -> Result<Outcome<SyncSummary>, HostError> {
+    pub fn sync(
+        &self,
+        tenant: &str,
+        observer: Option<Observer>,
+        stop: Option<Arc<AtomicBool>>,
+    ) -> Result<Outcome<SyncSummary>, HostError> {
         let mut ctx = self.context(tenant)?;
         if let Some(o) = observer {
             ctx = ctx.with_observer(o);
@@ -176,7 +218,11 @@ impl ConnectorHost {
                 o.value.content_updates,
                 o.value.metadata_updates,
                 o.value.deletions,
-                if o.value.interrupted { " (interrupted)" } else { "" }
+                if o.value.interrupted {
+                    " (interrupted)"
+                } else {
+                    ""
+                }
             ),
             Err(e) => format!("failed: {e}"),
         };
@@ -192,11 +238,22 @@ impl ConnectorHost {
         self.invoke(self.context(tenant)?, |i| i.get_signed_url(id))
     }
 
-    pub fn stream(&self, tenant: &str, id: &str, sink: Box<dyn Write + Send>) -> Result<Outcome<StreamSummary>, HostError> {
-        self.invoke(self.context(tenant)?.with_sink(sink), |i| i.stream_record(id))
+    pub fn stream(
+        &self,
+        tenant: &str,
+        id: &str,
+        sink: Box<dyn Write + Send>,
+    ) -> Result<Outcome<StreamSummary>, HostError> {
+        self.invoke(self.context(tenant)?.with_sink(sink), |i| {
+            i.stream_record(id)
+        })
     }
 
-    pub fn reindex(&self, tenant: &str, ids: &[String]) -> Result<Outcome<ReindexSummary>, HostError> {
+    pub fn reindex(
+        &self,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<Outcome<ReindexSummary>, HostError> {
         self.invoke(self.context(tenant)?, |i| i.reindex_records(ids))
     }
 
@@ -230,25 +287,50 @@ impl ConnectorHost {
             return Ok(id_or_path.to_string());
         }
         let lower = id_or_path.to_lowercase();
-        match self.services.store.find_by_paths(tenant, &[lower])?.into_iter().flatten().next() {
+        match self
+            .services
+            .store
+            .find_by_paths(tenant, &[lower])?
+            .into_iter()
+            .flatten()
+            .next()
+        {
             Some(r) => Ok(r.external_id),
-            None => Err(HostError::Connector(ConnectorError::NotFound(format!("no record at {id_or_path}")))),
+            None => Err(HostError::Connector(ConnectorError::NotFound(format!(
+                "no record at {id_or_path}"
+            )))),
         }
     }
 }
 
 /// Check a setting against the manifest's field of that key.
-pub fn validate_setting(manifest: &ConnectorManifest, key: &str, value: &str) -> Result<(), String> {
+pub fn validate_setting(
+    manifest: &ConnectorManifest,
+    key: &str,
+    value: &str,
+) -> Result<(), String> {
     let Some(field) = manifest.config_fields.iter().find(|f| f.key == key) else {
-        let known: Vec<&str> = manifest.config_fields.iter().map(|f| f.key.as_str()).collect();
-        return Err(format!("unknown setting '{key}'; known settings: {}", known.join(", ")));
+        let known: Vec<&str> = manifest
+            .config_fields
+            .iter()
+            .map(|f| f.key.as_str())
+            .collect();
+        return Err(format!(
+            "unknown setting '{key}'; known settings: {}",
+            known.join(", ")
+        ));
     };
     let value = value.trim();
     match &field.field_type {
         FieldType::Integer(bounds) => {
-            let n: i64 = value.parse().map_err(|_| format!("{key}: '{value}' is not a whole number"))?;
+            let n: i64 = value
+                .parse()
+                .map_err(|_| format!("{key}: '{value}' is not a whole number"))?;
             if n < bounds.min || n > bounds.max {
-                return Err(format!("{key}: {n} is out of bounds [{}, {}]", bounds.min, bounds.max));
+                return Err(format!(
+                    "{key}: {n} is out of bounds [{}, {}]",
+                    bounds.min, bounds.max
+                ));
             }
         }
         FieldType::Boolean => {
@@ -258,7 +340,10 @@ pub fn validate_setting(manifest: &ConnectorManifest, key: &str, value: &str) ->
         }
         FieldType::Choice(choices) => {
             if !choices.iter().any(|c| c == value) {
-                return Err(format!("{key}: '{value}' is not one of {}", choices.join(", ")));
+                return Err(format!(
+                    "{key}: '{value}' is not one of {}",
+                    choices.join(", ")
+                ));
             }
         }
         FieldType::Date => {
@@ -276,7 +361,11 @@ fn is_date(s: &str) -> bool {
     if parts.len() != 3 || parts[0].len() != 4 || parts[1].len() != 2 || parts[2].len() != 2 {
         return false;
     }
-    let (Ok(_y), Ok(m), Ok(d)) = (parts[0].parse::<u32>(), parts[1].parse::<u32>(), parts[2].parse::<u32>()) else {
+    let (Ok(_y), Ok(m), Ok(d)) = (
+        parts[0].parse::<u32>(),
+        parts[1].parse::<u32>(),
+        parts[2].parse::<u32>(),
+    ) else {
         return false;
     };
     (1..=12).contains(&m) && (1..=31).contains(&d)

@@ -90,10 +90,26 @@ fn guest_timings(logs: &[(String, String)]) -> (Duration, Duration) {
     (Duration::from_micros(decode), Duration::from_micros(plan))
 }
 
-fn host_for(runtime: &Arc<Runtime>, emulator: &Emulator, dir: &tempfile::TempDir, name: &str) -> Result<ConnectorHost> {
+fn host_for(
+    runtime: &Arc<Runtime>,
+    emulator: &Emulator,
+    dir: &tempfile::TempDir,
+    name: &str,
+) -> Result<ConnectorHost> {
     let store = Arc::new(RecordStore::open(&dir.path().join(format!("{name}.db")))?);
-    let host = ConnectorHost::new(runtime.clone(), store, Some(&emulator.base_url()), Default::default())?;
-    host.connect("bench", StoredCredentials { access_token: emulator.access_token(), ..Default::default() })?;
+    let host = ConnectorHost::new(
+        runtime.clone(),
+        store,
+        Some(&emulator.base_url()),
+        Default::default(),
+    )?;
+    host.connect(
+        "bench",
+        StoredCredentials {
+            access_token: emulator.access_token(),
+            ..Default::default()
+        },
+    )?;
     Ok(host)
 }
 
@@ -130,7 +146,10 @@ fn one_sync(host: &ConnectorHost, emulator: &Emulator, links: usize) -> Result<S
 fn native_decode(emulator: &Emulator) -> Result<(u64, Duration)> {
     use dropbox_connector::api::decode;
     use dropbox_connector::api::types::ListFolderResult;
-    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
     let token = emulator.access_token();
     let mut bodies: Vec<Vec<u8>> = Vec::new();
     let mut request = (
@@ -150,7 +169,10 @@ fn native_decode(emulator: &Emulator) -> Result<(u64, Duration)> {
             break;
         }
         let cursor = page["cursor"].as_str().context("no cursor")?.to_string();
-        request = (format!("{}/2/files/list_folder/continue", emulator.base_url()), json!({"cursor": cursor}).to_string());
+        request = (
+            format!("{}/2/files/list_folder/continue", emulator.base_url()),
+            json!({"cursor": cursor}).to_string(),
+        );
     }
     let started = Instant::now();
     let mut entries = 0u64;
@@ -214,7 +236,8 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
             serialized = component.serialize()?;
             let t = Instant::now();
             // SAFETY: the bytes were produced by `serialize` on this engine a moment ago.
-            let _loaded = unsafe { wasmtime::component::Component::deserialize(&engine, &serialized)? };
+            let _loaded =
+                unsafe { wasmtime::component::Component::deserialize(&engine, &serialized)? };
             load.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let bare = Arc::new(RecordStore::open_in_memory()?);
@@ -252,7 +275,8 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
         let mut per_call = Vec::new();
         for _ in 0..opts.repeats.max(3) {
             let n = 200_000u64;
-            let mut i = hostile.instantiate(crate::tenant::TenantContext::new("x", services.clone()))?;
+            let mut i =
+                hostile.instantiate(crate::tenant::TenantContext::new("x", services.clone()))?;
             let t = Instant::now();
             let _ = i.get_signed_url(&format!("calls {n}"))?;
             per_call.push(t.elapsed().as_secs_f64() * 1e9 / n as f64);
@@ -264,8 +288,16 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
     let mut full = Vec::new();
     for &files in &opts.files {
         eprintln!("bench: full sync of {files} files...");
-        let emulator = Emulator::start(EmulatorConfig { files, seed: 42, ..Default::default() })?;
-        let links = emulator.truth().iter().filter(|t| t.shared_url.is_some()).count();
+        let emulator = Emulator::start(EmulatorConfig {
+            files,
+            seed: 42,
+            ..Default::default()
+        })?;
+        let links = emulator
+            .truth()
+            .iter()
+            .filter(|t| t.shared_url.is_some())
+            .count();
         let native = native_decode(&emulator)?;
         let mut runs = Vec::new();
         for r in 0..opts.repeats {
@@ -276,7 +308,10 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
         let mid = &runs[runs.len() / 2];
         full.push(sync_json("full", files, mid, Some(native)));
         if opts.latency_ms > 0 {
-            eprintln!("bench: full sync of {files} files with {} ms per request...", opts.latency_ms);
+            eprintln!(
+                "bench: full sync of {files} files with {} ms per request...",
+                opts.latency_ms
+            );
             emulator.set_latency(Duration::from_millis(opts.latency_ms));
             let host = host_for(&runtime, &emulator, &dir, &format!("latency-{files}"))?;
             let r = one_sync(&host, &emulator, links)?;
@@ -291,17 +326,35 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
 
     // Incremental syncs after k changes.
     if opts.incremental_base > 0 {
-        eprintln!("bench: incremental syncs on a {}-file account...", opts.incremental_base);
-        let emulator = Emulator::start(EmulatorConfig { files: opts.incremental_base, seed: 43, ..Default::default() })?;
-        let links = emulator.truth().iter().filter(|t| t.shared_url.is_some()).count();
+        eprintln!(
+            "bench: incremental syncs on a {}-file account...",
+            opts.incremental_base
+        );
+        let emulator = Emulator::start(EmulatorConfig {
+            files: opts.incremental_base,
+            seed: 43,
+            ..Default::default()
+        })?;
+        let links = emulator
+            .truth()
+            .iter()
+            .filter(|t| t.shared_url.is_some())
+            .count();
         let host = host_for(&runtime, &emulator, &dir, "incremental")?;
         host.sync("bench", None, None)?;
         let mut rows = Vec::new();
         for &k in &opts.incremental_changes {
-            let files: Vec<_> =
-                emulator.truth().into_iter().filter(|t| t.kind == Kind::File && t.is_downloadable).take(k).collect();
+            let files: Vec<_> = emulator
+                .truth()
+                .into_iter()
+                .filter(|t| t.kind == Kind::File && t.is_downloadable)
+                .take(k)
+                .collect();
             for (i, f) in files.iter().enumerate() {
-                emulator.modify_file(&f.path_display, Content::Bytes(format!("bench edit {i}").into_bytes()))?;
+                emulator.modify_file(
+                    &f.path_display,
+                    Content::Bytes(format!("bench edit {i}").into_bytes()),
+                )?;
             }
             let r = one_sync(&host, &emulator, links)?;
             let mut v = sync_json("incremental", opts.incremental_base, &r, None);
@@ -314,7 +367,11 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
     // Streaming through the sandbox vs a plain HTTP download of the same file.
     if opts.stream_mib > 0 {
         eprintln!("bench: streaming a {} MiB file...", opts.stream_mib);
-        let emulator = Emulator::start(EmulatorConfig { files: 0, seed: 44, ..Default::default() })?;
+        let emulator = Emulator::start(EmulatorConfig {
+            files: 0,
+            seed: 44,
+            ..Default::default()
+        })?;
         let len = opts.stream_mib * 1024 * 1024;
         emulator.create_file("/bench/big.bin", Content::Pattern { seed: 9, len })?;
         let host = host_for(&runtime, &emulator, &dir, "stream")?;
@@ -329,7 +386,10 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
             through.push(mib(len) / t.elapsed().as_secs_f64());
             peak = peak.max(o.peak_memory);
             let url = host.signed_url("bench", &id)?.value.url;
-            let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+            let agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .new_agent();
             let t = Instant::now();
             let mut resp = agent.get(&url).call()?;
             let n = std::io::copy(&mut resp.body_mut().as_reader(), &mut std::io::sink())?;
@@ -350,7 +410,11 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
 /// The report as a table for people.
 pub fn table(report: &Value) -> String {
     let mut out = String::new();
-    let f = |v: &Value| v.as_f64().map(|x| format!("{x:.3}")).unwrap_or_else(|| "-".into());
+    let f = |v: &Value| {
+        v.as_f64()
+            .map(|x| format!("{x:.3}"))
+            .unwrap_or_else(|| "-".into())
+    };
     out.push_str(&format!("component: {} bytes\n", report["component_bytes"]));
     let c = &report["cold_start"];
     out.push_str(&format!(
@@ -360,9 +424,16 @@ pub fn table(report: &Value) -> String {
         f(&c["instantiate_us"]),
         f(&c["first_call_manifest_us"])
     ));
-    out.push_str(&format!("one host call (boundary crossing): {} ns\n\n", f(&report["host_call_ns"])));
+    out.push_str(&format!(
+        "one host call (boundary crossing): {} ns\n\n",
+        f(&report["host_call_ns"])
+    ));
     out.push_str("| run | files | changes | entries | wall s | entries/s | decode ceiling/s | ratio | API calls | min | in emulator s | transport s | guest decode s | guest plan s | SQLite s | guest peak MiB | process peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-    let rows = report["full_sync"].as_array().into_iter().flatten().chain(report["incremental_sync"].as_array().into_iter().flatten());
+    let rows = report["full_sync"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(report["incremental_sync"].as_array().into_iter().flatten());
     for r in rows {
         let t = &r["time_s"];
         let label = match r["latency_ms"].as_u64() {

@@ -8,4 +8,6 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::pipeshub::connector::connector;
-pub use pipeshub::connector::{content_sink, credentials, host, http, manifest_types, records, types};
+pub use pipeshub::connector::{
+    content_sink, credentials, host, http, manifest_types, records, types,
+};

@@ -50,18 +50,33 @@ pub struct CredentialManager {
 
 impl CredentialManager {
     pub fn new(store: Arc<RecordStore>, token_url: String) -> CredentialManager {
-        CredentialManager { store, token_url, refresh_locks: Mutex::new(HashMap::new()) }
+        CredentialManager {
+            store,
+            token_url,
+            refresh_locks: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The access token to attach now, refreshed first when it is about to expire.
-    pub fn access_token(&self, tenant: &str, http: &HttpClient, policy: &NetPolicy) -> Result<String, CredentialError> {
-        let creds = self.store.credentials(tenant)?.ok_or_else(|| CredentialError::Missing(tenant.into()))?;
-        let expiring = creds.expires_at.is_some_and(|at| at - now() <= REFRESH_MARGIN_SECS);
+    pub fn access_token(
+        &self,
+        tenant: &str,
+        http: &HttpClient,
+        policy: &NetPolicy,
+    ) -> Result<String, CredentialError> {
+        let creds = self
+            .store
+            .credentials(tenant)?
+            .ok_or_else(|| CredentialError::Missing(tenant.into()))?;
+        let expiring = creds
+            .expires_at
+            .is_some_and(|at| at - now() <= REFRESH_MARGIN_SECS);
         if expiring && creds.refresh_token.is_some() {
             match self.refresh(tenant, http, policy, Some(&creds.access_token)) {
                 Ok(token) => return Ok(token),
                 // A transient failure keeps the old token while it is still valid.
-                Err(CredentialError::Transient(_)) if creds.expires_at.is_some_and(|at| at > now()) => {}
+                Err(CredentialError::Transient(_))
+                    if creds.expires_at.is_some_and(|at| at > now()) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -83,7 +98,10 @@ impl CredentialManager {
             locks.entry(tenant.to_string()).or_default().clone()
         };
         let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let creds = self.store.credentials(tenant)?.ok_or_else(|| CredentialError::Missing(tenant.into()))?;
+        let creds = self
+            .store
+            .credentials(tenant)?
+            .ok_or_else(|| CredentialError::Missing(tenant.into()))?;
         if let Some(seen) = seen_token
             && seen != creds.access_token
         {
@@ -92,7 +110,9 @@ impl CredentialManager {
         // Once refused, a refresh token stays refused: asking again on every run would only
         // load the token endpoint. Authorizing again stores new credentials and clears the flag.
         if self.store.status(tenant)?.needs_reauth {
-            return Err(CredentialError::ReauthRequired("the tenant must be authorized again (host-test auth)".into()));
+            return Err(CredentialError::ReauthRequired(
+                "the tenant must be authorized again (host-test auth)".into(),
+            ));
         }
         let Some(refresh_token) = creds.refresh_token.clone() else {
             self.store.set_needs_reauth(tenant, true)?;
@@ -100,7 +120,10 @@ impl CredentialManager {
                 "the access token expired and no refresh token is stored".into(),
             ));
         };
-        let mut form = vec![("grant_type", "refresh_token".to_string()), ("refresh_token", refresh_token)];
+        let mut form = vec![
+            ("grant_type", "refresh_token".to_string()),
+            ("refresh_token", refresh_token),
+        ];
         if let Some(id) = &creds.client_id {
             form.push(("client_id", id.clone()));
         }
@@ -113,15 +136,19 @@ impl CredentialManager {
             .send(
                 "POST",
                 &url,
-                &[("Content-Type".into(), "application/x-www-form-urlencoded".into())],
+                &[(
+                    "Content-Type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                )],
                 body.into_bytes(),
                 None,
             )
             .map_err(|e| CredentialError::Transient(e.to_string()))?;
         if response.status == 200 {
             // One parser for every token response the host reads (code exchange and refresh).
-            let parsed = crate::oauth::TokenResponse::parse(&response.body)
-                .map_err(|e| CredentialError::Transient(format!("unreadable token response: {e}")))?;
+            let parsed = crate::oauth::TokenResponse::parse(&response.body).map_err(|e| {
+                CredentialError::Transient(format!("unreadable token response: {e}"))
+            })?;
             let updated = StoredCredentials {
                 access_token: parsed.access_token.clone(),
                 refresh_token: parsed.refresh_token.or(creds.refresh_token),
@@ -131,17 +158,26 @@ impl CredentialManager {
             self.store.put_credentials(tenant, &updated)?;
             return Ok(parsed.access_token);
         }
-        let error = serde_json::from_slice::<OAuthErrorBody>(&response.body).map(|b| b.error).unwrap_or_default();
+        let error = serde_json::from_slice::<OAuthErrorBody>(&response.body)
+            .map(|b| b.error)
+            .unwrap_or_default();
         if response.status == 400 && (error == "invalid_grant" || error == "invalid_client") {
             self.store.set_needs_reauth(tenant, true)?;
-            return Err(CredentialError::ReauthRequired(format!("the token endpoint refused the refresh ({error})")));
+            return Err(CredentialError::ReauthRequired(format!(
+                "the token endpoint refused the refresh ({error})"
+            )));
         }
-        Err(CredentialError::Transient(format!("token endpoint answered {} {}", response.status, error)))
+        Err(CredentialError::Transient(format!(
+            "token endpoint answered {} {}",
+            response.status, error
+        )))
     }
 }
 
 pub fn form_encode(pairs: &[(&str, String)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str()))).finish()
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+        .finish()
 }
 
 pub fn now() -> i64 {

@@ -77,7 +77,9 @@ impl HttpClient {
         for (name, value) in headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
-        let request = builder.body(body).map_err(|e| TransportError::InvalidRequest(e.to_string()))?;
+        let request = builder
+            .body(body)
+            .map_err(|e| TransportError::InvalidRequest(e.to_string()))?;
         let timeout = read_timeout.unwrap_or(self.settings.read_timeout);
         let request = self
             .agent
@@ -90,7 +92,12 @@ impl HttpClient {
         let headers = response
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let body = response
             .body_mut()
@@ -98,7 +105,11 @@ impl HttpClient {
             .limit(self.settings.max_body_bytes)
             .read_to_vec()
             .map_err(map_error)?;
-        Ok(HttpResponse { status, headers, body })
+        Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
@@ -106,7 +117,10 @@ fn map_error(e: ureq::Error) -> TransportError {
     match e {
         ureq::Error::Timeout(t) => TransportError::Timeout(t.to_string()),
         ureq::Error::BodyExceedsLimit(n) => TransportError::BodyTooLarge(n),
-        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut || io.kind() == std::io::ErrorKind::WouldBlock => {
+        ureq::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::TimedOut
+                || io.kind() == std::io::ErrorKind::WouldBlock =>
+        {
             TransportError::Timeout(io.to_string())
         }
         ureq::Error::BadUri(u) => TransportError::InvalidRequest(u),

@@ -61,7 +61,9 @@ pub enum OAuthError {
     TimedOut(Duration),
     #[error("the authorization was refused: {error}{}", describe_suffix(.description))]
     Denied { error: String, description: String },
-    #[error("the callback's state does not match this authorization request (a forged or stale redirect); nothing was exchanged")]
+    #[error(
+        "the callback's state does not match this authorization request (a forged or stale redirect); nothing was exchanged"
+    )]
     StateMismatch,
     #[error("the callback carries no authorization code")]
     MissingCode,
@@ -70,7 +72,10 @@ pub enum OAuthError {
     #[error("the token endpoint could not be reached: {0}")]
     Transport(String),
     #[error("the token endpoint refused the request: {code}{}", describe_suffix(.description))]
-    Refused { code: TokenErrorCode, description: String },
+    Refused {
+        code: TokenErrorCode,
+        description: String,
+    },
     #[error("the token endpoint answered HTTP {status}: {excerpt}")]
     Endpoint { status: u16, excerpt: String },
     #[error("unreadable token response: {0}")]
@@ -80,7 +85,11 @@ pub enum OAuthError {
 }
 
 fn describe_suffix(description: &str) -> String {
-    if description.is_empty() { String::new() } else { format!(" ({description})") }
+    if description.is_empty() {
+        String::new()
+    } else {
+        format!(" ({description})")
+    }
 }
 
 /// The `error` of an RFC 6749 token-endpoint error body.
@@ -141,7 +150,10 @@ impl std::fmt::Debug for ClientCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientCredentials")
             .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -159,22 +171,32 @@ pub fn pkce_challenge(verifier: &str) -> String {
 
 /// A fresh `state` value: 32 alphanumeric characters (about 190 bits).
 pub fn random_state() -> String {
-    random_string(32, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+    random_string(
+        32,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+    )
 }
 
 fn random_string(len: usize, alphabet: &[u8]) -> String {
     let mut rng = rand::rng();
-    (0..len).map(|_| alphabet[rng.random_range(0..alphabet.len())] as char).collect()
+    (0..len)
+        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
+        .collect()
 }
 
 /// The redirect URI for a base URL and the manifest's redirect path. The path is used exactly as
 /// the manifest declares it (already percent-encoded: `Dropbox%20Personal`), since Dropbox
 /// compares the registered URI character for character.
 pub fn redirect_uri(base: &str, redirect_path: &str) -> Result<String, OAuthError> {
-    let parsed = Url::parse(base)
-        .map_err(|e| OAuthError::InvalidRedirectBase { url: base.to_string(), reason: e.to_string() })?;
+    let parsed = Url::parse(base).map_err(|e| OAuthError::InvalidRedirectBase {
+        url: base.to_string(),
+        reason: e.to_string(),
+    })?;
     if parsed.scheme() != "http" && parsed.scheme() != "https" {
-        return Err(OAuthError::InvalidRedirectBase { url: base.to_string(), reason: "not an http(s) URL".into() });
+        return Err(OAuthError::InvalidRedirectBase {
+            url: base.to_string(),
+            reason: "not an http(s) URL".into(),
+        });
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err(OAuthError::InvalidRedirectBase {
@@ -182,7 +204,11 @@ pub fn redirect_uri(base: &str, redirect_path: &str) -> Result<String, OAuthErro
             reason: "a base URL has no query or fragment".into(),
         });
     }
-    Ok(format!("{}/{}", base.trim_end_matches('/'), redirect_path.trim_start_matches('/')))
+    Ok(format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        redirect_path.trim_start_matches('/')
+    ))
 }
 
 /// One authorization attempt: the URL to open, and the `state` and verifier that belong to it.
@@ -219,8 +245,10 @@ impl AuthorizationRequest {
         let verifier = pkce_verifier();
         let state = random_state();
         let target = policy.rewrite(&oauth.authorize_url);
-        let mut url = Url::parse(&target)
-            .map_err(|e| OAuthError::InvalidAuthorizeUrl { url: target.clone(), reason: e.to_string() })?;
+        let mut url = Url::parse(&target).map_err(|e| OAuthError::InvalidAuthorizeUrl {
+            url: target.clone(),
+            reason: e.to_string(),
+        })?;
         {
             let mut query = url.query_pairs_mut();
             query
@@ -235,7 +263,11 @@ impl AuthorizationRequest {
             }
             // Offline access is what makes unattended syncs possible; insist on it even if a
             // manifest forgot to ask.
-            if !oauth.extra_authorize_params.iter().any(|(name, _)| name == "token_access_type") {
+            if !oauth
+                .extra_authorize_params
+                .iter()
+                .any(|(name, _)| name == "token_access_type")
+            {
                 query.append_pair("token_access_type", "offline");
             }
             query
@@ -243,7 +275,12 @@ impl AuthorizationRequest {
                 .append_pair("code_challenge", &pkce_challenge(&verifier))
                 .append_pair("code_challenge_method", "S256");
         }
-        Ok(AuthorizationRequest { url: url.to_string(), redirect_uri: redirect_uri.to_string(), state, verifier })
+        Ok(AuthorizationRequest {
+            url: url.to_string(),
+            redirect_uri: redirect_uri.to_string(),
+            state,
+            verifier,
+        })
     }
 
     /// Exchange the code this request's redirect delivered, with this request's verifier.
@@ -254,7 +291,14 @@ impl AuthorizationRequest {
         client: &ClientCredentials,
         code: &str,
     ) -> Result<TokenResponse, OAuthError> {
-        exchange_code(http, token_url, client, code, Some(&self.redirect_uri), &self.verifier)
+        exchange_code(
+            http,
+            token_url,
+            client,
+            code,
+            Some(&self.redirect_uri),
+            &self.verifier,
+        )
     }
 }
 
@@ -275,7 +319,10 @@ pub fn callback_code(query: &str, expected_state: &str) -> Result<String, OAuthE
     }
     // The state is checked first, even for an error: a forged redirect must not be able to
     // make us report anything but a forgery.
-    if !state.as_deref().is_some_and(|s| constant_time_eq(s.as_bytes(), expected_state.as_bytes())) {
+    if !state
+        .as_deref()
+        .is_some_and(|s| constant_time_eq(s.as_bytes(), expected_state.as_bytes()))
+    {
         return Err(OAuthError::StateMismatch);
     }
     if let Some(error) = error {
@@ -324,33 +371,60 @@ impl CallbackListener {
     /// Bind to the host and port of `redirect_base` (loopback only: nothing else may reach the
     /// listener). Port 0 picks a free port; the redirect URI then names the port in use.
     pub fn bind(redirect_base: &str, redirect_path: &str) -> Result<CallbackListener, OAuthError> {
-        let invalid = |reason: &str| OAuthError::InvalidRedirectBase { url: redirect_base.to_string(), reason: reason.into() };
+        let invalid = |reason: &str| OAuthError::InvalidRedirectBase {
+            url: redirect_base.to_string(),
+            reason: reason.into(),
+        };
         let base = Url::parse(redirect_base).map_err(|e| invalid(&e.to_string()))?;
         if base.scheme() != "http" {
-            return Err(invalid("the callback listener speaks plain http on loopback; use --no-listen for any other redirect URI"));
+            return Err(invalid(
+                "the callback listener speaks plain http on loopback; use --no-listen for any other redirect URI",
+            ));
         }
-        let host = base.host_str().ok_or_else(|| invalid("no host"))?.to_string();
+        let host = base
+            .host_str()
+            .ok_or_else(|| invalid("no host"))?
+            .to_string();
         let port = base.port_or_known_default().unwrap_or(80);
-        let bind_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let bind_host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let addrs: Vec<SocketAddr> = (bind_host.as_str(), port)
             .to_socket_addrs()
-            .map_err(|e| OAuthError::Listen { addr: format!("{host}:{port}"), reason: e.to_string() })?
+            .map_err(|e| OAuthError::Listen {
+                addr: format!("{host}:{port}"),
+                reason: e.to_string(),
+            })?
             .collect();
         if addrs.is_empty() || !addrs.iter().all(|a| a.ip().is_loopback()) {
-            return Err(invalid("the callback listener only listens on loopback (127.0.0.1, [::1] or localhost)"));
+            return Err(invalid(
+                "the callback listener only listens on loopback (127.0.0.1, [::1] or localhost)",
+            ));
         }
-        let listener = TcpListener::bind(&addrs[..])
-            .map_err(|e| OAuthError::Listen { addr: format!("{host}:{port}"), reason: e.to_string() })?;
-        let actual = listener.local_addr().map_err(|e| OAuthError::Io(e.to_string()))?.port();
+        let listener = TcpListener::bind(&addrs[..]).map_err(|e| OAuthError::Listen {
+            addr: format!("{host}:{port}"),
+            reason: e.to_string(),
+        })?;
+        let actual = listener
+            .local_addr()
+            .map_err(|e| OAuthError::Io(e.to_string()))?
+            .port();
         let mut base_with_port = base.clone();
-        base_with_port.set_port(Some(actual)).map_err(|_| invalid("cannot set the port"))?;
+        base_with_port
+            .set_port(Some(actual))
+            .map_err(|_| invalid("cannot set the port"))?;
         let base_text = base_with_port.as_str().trim_end_matches('/').to_string();
         let redirect_uri = redirect_uri(&base_text, redirect_path)?;
         let path = Url::parse(&redirect_uri)
             .map_err(|e| invalid(&e.to_string()))?
             .path()
             .to_string();
-        Ok(CallbackListener { listener, path, redirect_uri })
+        Ok(CallbackListener {
+            listener,
+            path,
+            redirect_uri,
+        })
     }
 
     /// The redirect URI to register and to put in the authorization URL.
@@ -361,7 +435,9 @@ impl CallbackListener {
     /// Wait for the redirect and return its code. A state mismatch, a denial or a missing code
     /// ends the wait with that error (the browser is told so); so does the timeout.
     pub fn wait(&self, expected_state: &str, timeout: Duration) -> Result<String, OAuthError> {
-        self.listener.set_nonblocking(true).map_err(|e| OAuthError::Io(e.to_string()))?;
+        self.listener
+            .set_nonblocking(true)
+            .map_err(|e| OAuthError::Io(e.to_string()))?;
         let deadline = Instant::now() + timeout;
         let (tx, rx) = mpsc::channel::<Result<String, OAuthError>>();
         loop {
@@ -395,17 +471,29 @@ impl CallbackListener {
 }
 
 /// Answer one connection. `None` when it was not a request for the callback path.
-fn serve_callback(mut stream: TcpStream, path: &str, expected_state: &str) -> Option<Result<String, OAuthError>> {
+fn serve_callback(
+    mut stream: TcpStream,
+    path: &str,
+    expected_state: &str,
+) -> Option<Result<String, OAuthError>> {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(CONNECTION_READ_TIMEOUT));
     let _ = stream.set_write_timeout(Some(CONNECTION_READ_TIMEOUT));
     let head = read_head(&mut stream)?;
     let request_line = head.lines().next().unwrap_or_default();
     let mut parts = request_line.split(' ');
-    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let (method, target) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
     let (request_path, query) = target.split_once('?').unwrap_or((target, ""));
     if method != "GET" || request_path != path {
-        respond(&mut stream, 404, "Not found", "This address only receives the Dropbox authorization redirect.");
+        respond(
+            &mut stream,
+            404,
+            "Not found",
+            "This address only receives the Dropbox authorization redirect.",
+        );
         return None;
     }
     let result = callback_code(query, expected_state);
@@ -457,7 +545,10 @@ fn respond(stream: &mut TcpStream, status: u16, title: &str, message: &str) {
 }
 
 fn escape_html(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The token endpoint's answer to a code exchange (dropbox-api.md 8.2).
@@ -483,7 +574,10 @@ impl std::fmt::Debug for TokenResponse {
             .field("access_token", &"<redacted>")
             .field("token_type", &self.token_type)
             .field("expires_in", &self.expires_in)
-            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("scope", &self.scope)
             .field("account_id", &self.account_id)
             .finish()
@@ -493,16 +587,21 @@ impl std::fmt::Debug for TokenResponse {
 impl TokenResponse {
     /// Parse a 200 answer. Only bearer tokens are usable.
     pub fn parse(body: &[u8]) -> Result<TokenResponse, OAuthError> {
-        let parsed: TokenResponse =
-            serde_json::from_slice(body).map_err(|e| OAuthError::MalformedResponse(e.to_string()))?;
+        let parsed: TokenResponse = serde_json::from_slice(body)
+            .map_err(|e| OAuthError::MalformedResponse(e.to_string()))?;
         if parsed.access_token.is_empty() {
             return Err(OAuthError::MalformedResponse("empty access_token".into()));
         }
         if !parsed.token_type.eq_ignore_ascii_case("bearer") {
-            return Err(OAuthError::MalformedResponse(format!("token_type {} is not bearer", parsed.token_type)));
+            return Err(OAuthError::MalformedResponse(format!(
+                "token_type {} is not bearer",
+                parsed.token_type
+            )));
         }
         if parsed.expires_in.is_some_and(|s| s <= 0) {
-            return Err(OAuthError::MalformedResponse("expires_in is not positive".into()));
+            return Err(OAuthError::MalformedResponse(
+                "expires_in is not positive".into(),
+            ));
         }
         Ok(parsed)
     }
@@ -510,9 +609,15 @@ impl TokenResponse {
     /// The required scopes the token was not granted (the app's permissions in the App Console
     /// lack them). Empty when the endpoint did not say which scopes it granted.
     pub fn missing_scopes(&self, required: &[String]) -> Vec<String> {
-        let Some(granted) = &self.scope else { return Vec::new() };
+        let Some(granted) = &self.scope else {
+            return Vec::new();
+        };
         let granted: Vec<&str> = granted.split_whitespace().collect();
-        required.iter().filter(|s| !granted.contains(&s.as_str())).cloned().collect()
+        required
+            .iter()
+            .filter(|s| !granted.contains(&s.as_str()))
+            .cloned()
+            .collect()
     }
 
     /// What the store keeps: the tokens, their expiry, the client (needed to refresh) and the
@@ -555,7 +660,10 @@ pub fn exchange_code(
     if let Some(uri) = redirect_uri {
         form.push(("redirect_uri", uri.to_string()));
     }
-    let mut headers = vec![("Content-Type".to_string(), "application/x-www-form-urlencoded".to_string())];
+    let mut headers = vec![(
+        "Content-Type".to_string(),
+        "application/x-www-form-urlencoded".to_string(),
+    )];
     match &client.client_secret {
         Some(secret) => {
             let basic = STANDARD.encode(format!("{}:{}", client.client_id, secret));
@@ -564,7 +672,13 @@ pub fn exchange_code(
         None => form.push(("client_id", client.client_id.clone())),
     }
     let response = http
-        .send("POST", token_url, &headers, form_encode(&form).into_bytes(), None)
+        .send(
+            "POST",
+            token_url,
+            &headers,
+            form_encode(&form).into_bytes(),
+            None,
+        )
         .map_err(|e| OAuthError::Transport(e.to_string()))?;
     // Whatever the endpoint echoes, none of our secrets may end up in an error message.
     let mut secrets = vec![code, verifier];
@@ -575,7 +689,11 @@ pub fn exchange_code(
 }
 
 /// Classify a token endpoint answer; `secrets` are blanked out of anything quoted in an error.
-pub fn token_result(status: u16, body: &[u8], secrets: &[&str]) -> Result<TokenResponse, OAuthError> {
+pub fn token_result(
+    status: u16,
+    body: &[u8],
+    secrets: &[&str],
+) -> Result<TokenResponse, OAuthError> {
     if status == 200 {
         return TokenResponse::parse(body);
     }
@@ -587,11 +705,17 @@ pub fn token_result(status: u16, body: &[u8], secrets: &[&str]) -> Result<TokenR
     }
     let text = String::from_utf8_lossy(body);
     let excerpt: String = text.chars().take(200).collect();
-    Err(OAuthError::Endpoint { status, excerpt: redact(&excerpt, secrets) })
+    Err(OAuthError::Endpoint {
+        status,
+        excerpt: redact(&excerpt, secrets),
+    })
 }
 
 fn redact(text: &str, secrets: &[&str]) -> String {
-    secrets.iter().filter(|s| s.len() >= 4).fold(text.to_string(), |acc, s| acc.replace(s, "<redacted>"))
+    secrets
+        .iter()
+        .filter(|s| s.len() >= 4)
+        .fold(text.to_string(), |acc, s| acc.replace(s, "<redacted>"))
 }
 
 #[cfg(test)]
@@ -612,7 +736,10 @@ mod tests {
 
     #[test]
     fn pkce_matches_the_rfc_7636_example_and_verifiers_are_well_formed() {
-        assert_eq!(pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
         let a = pkce_verifier();
         let b = pkce_verifier();
         assert_eq!(a.len(), VERIFIER_LEN);
@@ -625,7 +752,10 @@ mod tests {
     fn the_authorization_url_carries_every_parameter() {
         let policy = NetPolicy::new(Vec::<String>::new(), None).unwrap();
         let redirect = redirect_uri("http://127.0.0.1:8910/", &oauth().redirect_path).unwrap();
-        assert_eq!(redirect, "http://127.0.0.1:8910/connectors/oauth/callback/Dropbox%20Personal");
+        assert_eq!(
+            redirect,
+            "http://127.0.0.1:8910/connectors/oauth/callback/Dropbox%20Personal"
+        );
         let req = AuthorizationRequest::new(&oauth(), "app-key", &redirect, &policy).unwrap();
         let url = Url::parse(&req.url).unwrap();
         assert_eq!(url.host_str(), Some("www.dropbox.com"));
@@ -642,33 +772,57 @@ mod tests {
         // Pointed at an emulator, the page moves with the API.
         let emu = NetPolicy::new(Vec::<String>::new(), Some("http://127.0.0.1:5000")).unwrap();
         let req = AuthorizationRequest::new(&oauth(), "app-key", &redirect, &emu).unwrap();
-        assert!(req.url.starts_with("http://127.0.0.1:5000/oauth2/authorize?"), "{}", req.url);
+        assert!(
+            req.url
+                .starts_with("http://127.0.0.1:5000/oauth2/authorize?"),
+            "{}",
+            req.url
+        );
     }
 
     #[test]
     fn callbacks_are_checked_before_anything_is_believed() {
         assert_eq!(callback_code("code=abc&state=s1", "s1"), Ok("abc".into()));
         assert_eq!(callback_code("?state=s1&code=abc", "s1"), Ok("abc".into()));
-        assert_eq!(callback_code("code=abc&state=s2", "s1"), Err(OAuthError::StateMismatch));
-        assert_eq!(callback_code("code=abc", "s1"), Err(OAuthError::StateMismatch));
-        assert_eq!(callback_code("error=access_denied&state=forged", "s1"), Err(OAuthError::StateMismatch));
+        assert_eq!(
+            callback_code("code=abc&state=s2", "s1"),
+            Err(OAuthError::StateMismatch)
+        );
+        assert_eq!(
+            callback_code("code=abc", "s1"),
+            Err(OAuthError::StateMismatch)
+        );
+        assert_eq!(
+            callback_code("error=access_denied&state=forged", "s1"),
+            Err(OAuthError::StateMismatch)
+        );
         assert!(matches!(
             callback_code("error=access_denied&error_description=no+thanks&state=s1", "s1"),
             Err(OAuthError::Denied { error, description }) if error == "access_denied" && description == "no thanks"
         ));
-        assert_eq!(callback_code("state=s1", "s1"), Err(OAuthError::MissingCode));
+        assert_eq!(
+            callback_code("state=s1", "s1"),
+            Err(OAuthError::MissingCode)
+        );
     }
 
     #[test]
     fn pasted_urls_and_bare_codes() {
-        let url = "http://127.0.0.1:8910/connectors/oauth/callback/Dropbox%20Personal?code=c0de&state=st";
+        let url =
+            "http://127.0.0.1:8910/connectors/oauth/callback/Dropbox%20Personal?code=c0de&state=st";
         assert_eq!(parse_pasted(url, "st"), Ok("c0de".into()));
         assert_eq!(parse_pasted(&format!("  {url}\n"), "st"), Ok("c0de".into()));
         assert_eq!(parse_pasted(url, "other"), Err(OAuthError::StateMismatch));
-        assert_eq!(parse_pasted("c0de-from-the-page\n", "st"), Ok("c0de-from-the-page".into()));
+        assert_eq!(
+            parse_pasted("c0de-from-the-page\n", "st"),
+            Ok("c0de-from-the-page".into())
+        );
         assert_eq!(parse_pasted("code=x&state=st", "st"), Ok("x".into()));
         assert_eq!(parse_pasted("  \n", "st"), Err(OAuthError::NothingPasted));
-        assert_eq!(parse_pasted("two words", "st"), Err(OAuthError::MissingCode));
+        assert_eq!(
+            parse_pasted("two words", "st"),
+            Err(OAuthError::MissingCode)
+        );
     }
 
     #[test]
@@ -677,28 +831,63 @@ mod tests {
         let t = token_result(200, ok, &[]).unwrap();
         assert_eq!(t.refresh_token.as_deref(), Some("R"));
         assert_eq!(t.account_id.as_deref(), Some("dbid:x"));
-        assert_eq!(t.missing_scopes(&["account_info.read".into(), "sharing.read".into()]), vec!["sharing.read".to_string()]);
+        assert_eq!(
+            t.missing_scopes(&["account_info.read".into(), "sharing.read".into()]),
+            vec!["sharing.read".to_string()]
+        );
         let debug = format!("{t:?}");
-        assert!(!debug.contains("sl.A") && !debug.contains("\"R\""), "{debug}");
-        let creds = t.into_credentials(&ClientCredentials { client_id: "id".into(), client_secret: Some("sec".into()) });
-        assert!(creds.expires_at.is_some_and(|at| (at - now() - 14400).abs() <= 5));
+        assert!(
+            !debug.contains("sl.A") && !debug.contains("\"R\""),
+            "{debug}"
+        );
+        let creds = t.into_credentials(&ClientCredentials {
+            client_id: "id".into(),
+            client_secret: Some("sec".into()),
+        });
+        assert!(
+            creds
+                .expires_at
+                .is_some_and(|at| (at - now() - 14400).abs() <= 5)
+        );
         assert_eq!(creds.client_secret.as_deref(), Some("sec"));
 
-        assert!(matches!(token_result(200, br#"{"access_token":"x","token_type":"mac"}"#, &[]), Err(OAuthError::MalformedResponse(_))));
-        assert!(matches!(token_result(200, b"<html>", &[]), Err(OAuthError::MalformedResponse(_))));
-        let refused = token_result(400, br#"{"error":"invalid_grant","error_description":"bad verifier VERIFIER-123"}"#, &["VERIFIER-123"]);
+        assert!(matches!(
+            token_result(200, br#"{"access_token":"x","token_type":"mac"}"#, &[]),
+            Err(OAuthError::MalformedResponse(_))
+        ));
+        assert!(matches!(
+            token_result(200, b"<html>", &[]),
+            Err(OAuthError::MalformedResponse(_))
+        ));
+        let refused = token_result(
+            400,
+            br#"{"error":"invalid_grant","error_description":"bad verifier VERIFIER-123"}"#,
+            &["VERIFIER-123"],
+        );
         match refused {
-            Err(OAuthError::Refused { code: TokenErrorCode::InvalidGrant, description }) => {
+            Err(OAuthError::Refused {
+                code: TokenErrorCode::InvalidGrant,
+                description,
+            }) => {
                 assert_eq!(description, "bad verifier <redacted>");
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             token_result(400, br#"{"error":"invalid_client"}"#, &[]),
-            Err(OAuthError::Refused { code: TokenErrorCode::InvalidClient, .. })
+            Err(OAuthError::Refused {
+                code: TokenErrorCode::InvalidClient,
+                ..
+            })
         ));
-        assert!(matches!(token_result(503, b"down for maintenance", &[]), Err(OAuthError::Endpoint { status: 503, .. })));
-        let client = ClientCredentials { client_id: "id".into(), client_secret: Some("topsecret".into()) };
+        assert!(matches!(
+            token_result(503, b"down for maintenance", &[]),
+            Err(OAuthError::Endpoint { status: 503, .. })
+        ));
+        let client = ClientCredentials {
+            client_id: "id".into(),
+            client_secret: Some("topsecret".into()),
+        };
         assert!(!format!("{client:?}").contains("topsecret"));
     }
 
@@ -712,9 +901,16 @@ mod tests {
             CallbackListener::bind("http://8.8.8.8:0", "cb"),
             Err(OAuthError::InvalidRedirectBase { .. })
         ));
-        let listener = CallbackListener::bind("http://127.0.0.1:0", "connectors/oauth/callback/Dropbox%20Personal").unwrap();
+        let listener = CallbackListener::bind(
+            "http://127.0.0.1:0",
+            "connectors/oauth/callback/Dropbox%20Personal",
+        )
+        .unwrap();
         let uri = listener.redirect_uri().to_string();
-        assert!(uri.ends_with("/connectors/oauth/callback/Dropbox%20Personal") && !uri.contains(":0/"), "{uri}");
+        assert!(
+            uri.ends_with("/connectors/oauth/callback/Dropbox%20Personal") && !uri.contains(":0/"),
+            "{uri}"
+        );
         let addr = Url::parse(&uri).unwrap();
         let authority = format!("{}:{}", addr.host_str().unwrap(), addr.port().unwrap());
         let client = std::thread::spawn(move || {
@@ -726,14 +922,24 @@ mod tests {
                 out
             };
             let favicon = get("/favicon.ico");
-            let callback = get("/connectors/oauth/callback/Dropbox%20Personal?code=the-code&state=st");
+            let callback =
+                get("/connectors/oauth/callback/Dropbox%20Personal?code=the-code&state=st");
             (favicon, callback)
         });
-        assert_eq!(listener.wait("st", Duration::from_secs(20)), Ok("the-code".into()));
+        assert_eq!(
+            listener.wait("st", Duration::from_secs(20)),
+            Ok("the-code".into())
+        );
         let (favicon, callback) = client.join().unwrap();
         assert!(favicon.starts_with("HTTP/1.1 404"), "{favicon}");
-        assert!(callback.starts_with("HTTP/1.1 200") && callback.contains("connected"), "{callback}");
+        assert!(
+            callback.starts_with("HTTP/1.1 200") && callback.contains("connected"),
+            "{callback}"
+        );
         // Nobody comes: a typed timeout, not a hang.
-        assert_eq!(listener.wait("st", Duration::from_millis(100)), Err(OAuthError::TimedOut(Duration::from_millis(100))));
+        assert_eq!(
+            listener.wait("st", Duration::from_millis(100)),
+            Err(OAuthError::TimedOut(Duration::from_millis(100)))
+        );
     }
 }

@@ -35,19 +35,31 @@ pub struct NetPolicy {
 }
 
 impl NetPolicy {
-    pub fn new(allowed_hosts: impl IntoIterator<Item = String>, redirect_base: Option<&str>) -> Result<Self, PolicyError> {
+    pub fn new(
+        allowed_hosts: impl IntoIterator<Item = String>,
+        redirect_base: Option<&str>,
+    ) -> Result<Self, PolicyError> {
         let redirect_base = match redirect_base {
             None => None,
             Some(base) => {
-                let url = Url::parse(base).map_err(|e| PolicyError::InvalidUrl { url: base.into(), reason: e.to_string() })?;
+                let url = Url::parse(base).map_err(|e| PolicyError::InvalidUrl {
+                    url: base.into(),
+                    reason: e.to_string(),
+                })?;
                 if url.scheme() != "http" && url.scheme() != "https" {
-                    return Err(PolicyError::InvalidUrl { url: base.into(), reason: "not an http(s) URL".into() });
+                    return Err(PolicyError::InvalidUrl {
+                        url: base.into(),
+                        reason: "not an http(s) URL".into(),
+                    });
                 }
                 Some(url)
             }
         };
         Ok(NetPolicy {
-            allowed_hosts: allowed_hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
+            allowed_hosts: allowed_hosts
+                .into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
             redirect_base,
         })
     }
@@ -62,12 +74,19 @@ impl NetPolicy {
 
     /// Decide whether the guest may fetch `url`, and where the request really goes.
     pub fn resolve(&self, url: &str) -> Result<Resolved, PolicyError> {
-        let parsed = Url::parse(url).map_err(|e| PolicyError::InvalidUrl { url: url.into(), reason: e.to_string() })?;
+        let parsed = Url::parse(url).map_err(|e| PolicyError::InvalidUrl {
+            url: url.into(),
+            reason: e.to_string(),
+        })?;
         if parsed.scheme() != "https" {
-            return Err(PolicyError::NotAllowed(format!("{url}: only https URLs may be requested")));
+            return Err(PolicyError::NotAllowed(format!(
+                "{url}: only https URLs may be requested"
+            )));
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(PolicyError::NotAllowed(format!("{url}: URLs with user information are refused")));
+            return Err(PolicyError::NotAllowed(format!(
+                "{url}: URLs with user information are refused"
+            )));
         }
         let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
         if parsed.port().is_some() || !self.allowed_hosts.contains(&host) {
@@ -83,7 +102,10 @@ impl NetPolicy {
                 target.to_string()
             }
         };
-        Ok(Resolved { url: target, declared_host: host })
+        Ok(Resolved {
+            url: target,
+            declared_host: host,
+        })
     }
 
     /// Rewrite a host-side URL (the OAuth endpoints) the same way, without the allowlist:
@@ -107,13 +129,23 @@ mod tests {
     use super::*;
 
     fn policy(redirect: Option<&str>) -> NetPolicy {
-        NetPolicy::new(["api.dropboxapi.com".to_string(), "content.dropboxapi.com".to_string()], redirect).unwrap()
+        NetPolicy::new(
+            [
+                "api.dropboxapi.com".to_string(),
+                "content.dropboxapi.com".to_string(),
+            ],
+            redirect,
+        )
+        .unwrap()
     }
 
     #[test]
     fn declared_hosts_only() {
         let p = policy(None);
-        assert!(p.resolve("https://api.dropboxapi.com/2/files/list_folder").is_ok());
+        assert!(
+            p.resolve("https://api.dropboxapi.com/2/files/list_folder")
+                .is_ok()
+        );
         for bad in [
             "https://evil.example/2/files/list_folder",
             "http://api.dropboxapi.com/2/x",
@@ -123,15 +155,23 @@ mod tests {
             "https://127.0.0.1/",
             "file:///etc/passwd",
         ] {
-            assert!(matches!(p.resolve(bad), Err(PolicyError::NotAllowed(_))), "{bad}");
+            assert!(
+                matches!(p.resolve(bad), Err(PolicyError::NotAllowed(_))),
+                "{bad}"
+            );
         }
-        assert!(matches!(p.resolve("not a url"), Err(PolicyError::InvalidUrl { .. })));
+        assert!(matches!(
+            p.resolve("not a url"),
+            Err(PolicyError::InvalidUrl { .. })
+        ));
     }
 
     #[test]
     fn redirect_to_emulator_keeps_path_and_query() {
         let p = policy(Some("http://127.0.0.1:9999"));
-        let r = p.resolve("https://content.dropboxapi.com/2/files/download?arg=%7B%7D").unwrap();
+        let r = p
+            .resolve("https://content.dropboxapi.com/2/files/download?arg=%7B%7D")
+            .unwrap();
         assert_eq!(r.url, "http://127.0.0.1:9999/2/files/download?arg=%7B%7D");
         assert_eq!(r.declared_host, "content.dropboxapi.com");
         assert!(p.resolve("https://evil.example/2/x").is_err());

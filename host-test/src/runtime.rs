@@ -23,7 +23,9 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::connector::{ChangeHint, ReindexSummary, SignedUrl, StreamSummary, SyncSummary};
+use crate::bindings::connector::{
+    ChangeHint, ReindexSummary, SignedUrl, StreamSummary, SyncSummary,
+};
 use crate::bindings::manifest_types::ConnectorManifest;
 use crate::bindings::types::{ConnectorError, User};
 use crate::bindings::{SourceConnector, SourceConnectorPre};
@@ -75,7 +77,12 @@ pub struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limit {
             self.refused = true;
             return Err(wasmtime::Error::msg(format!(
@@ -87,7 +94,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
 }
@@ -135,7 +147,10 @@ fn start_ticker(engine: &Engine, clock: Arc<AtomicU64>) {
 
 impl WasiView for TenantState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -159,7 +174,8 @@ impl Runtime {
     }
 
     pub fn from_file(path: &Path, config: SandboxConfig) -> anyhow::Result<Runtime> {
-        let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read component {}: {e}", path.display()))?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read component {}: {e}", path.display()))?;
         Runtime::from_bytes(&bytes, config)
     }
 
@@ -172,7 +188,13 @@ impl Runtime {
         let pre = SourceConnectorPre::new(linker.instantiate_pre(&component)?)?;
         let clock = Arc::new(AtomicU64::new(0));
         start_ticker(&engine, clock.clone());
-        Ok(Runtime { engine, clock, pre, config, component_bytes: bytes.len() })
+        Ok(Runtime {
+            engine,
+            clock,
+            pre,
+            config,
+            component_bytes: bytes.len(),
+        })
     }
 
     pub fn config(&self) -> &SandboxConfig {
@@ -190,8 +212,14 @@ impl Runtime {
     /// The component's imports and exports, as the component type declares them.
     pub fn component_interfaces(&self) -> (Vec<String>, Vec<String>) {
         let ty = self.pre.instance_pre().component().component_type();
-        let imports = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
-        let exports = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let imports = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let exports = ty
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
         (imports, exports)
     }
 
@@ -202,7 +230,11 @@ impl Runtime {
         let state = TenantState {
             wasi,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { limit: self.config.memory_limit, peak: 0, refused: false },
+            limiter: MemoryLimiter {
+                limit: self.config.memory_limit,
+                peak: 0,
+                refused: false,
+            },
             clock: self.clock.clone(),
             last_host_call: self.clock.load(Ordering::Relaxed),
             runaway: false,
@@ -211,7 +243,8 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let budget = (self.config.max_compute_between_calls.as_millis() / TICK.as_millis()).max(1) as u64;
+        let budget =
+            (self.config.max_compute_between_calls.as_millis() / TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut ctx| {
             let state = ctx.data_mut();
@@ -222,7 +255,10 @@ impl Runtime {
             }
             Ok(UpdateDeadline::Continue(1))
         });
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(&store, e))?;
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(&store, e))?;
         Ok(Instance { store, bindings })
     }
 }
@@ -244,7 +280,9 @@ fn engine_config(config: &SandboxConfig) -> Config {
 
 fn classify(store: &Store<TenantState>, error: wasmtime::Error) -> InvokeError {
     if store.data().limiter.refused {
-        return InvokeError::MemoryLimit { limit: store.data().limiter.limit };
+        return InvokeError::MemoryLimit {
+            limit: store.data().limiter.limit,
+        };
     }
     if store.data().runaway {
         return InvokeError::Runaway;

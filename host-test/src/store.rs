@@ -76,10 +76,16 @@ impl std::fmt::Debug for StoredCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoredCredentials")
             .field("access_token", &"<redacted>")
-            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("expires_at", &self.expires_at)
             .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("account_id", &self.account_id)
             .finish()
     }
@@ -129,7 +135,10 @@ impl RecordStore {
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
         conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)?;
         migrate(&conn)?;
-        Ok(RecordStore { conn: Mutex::new(conn), fail_after: Mutex::new(None) })
+        Ok(RecordStore {
+            conn: Mutex::new(conn),
+            fail_after: Mutex::new(None),
+        })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -154,16 +163,27 @@ impl RecordStore {
 
     /// Where this tenant's Dropbox requests go instead of the real service (an emulator or a
     /// test server); `None` for the real service or the host's default.
-    pub fn set_tenant_api_url(&self, tenant: &str, api_url: Option<&str>) -> Result<(), StoreError> {
+    pub fn set_tenant_api_url(
+        &self,
+        tenant: &str,
+        api_url: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.ensure_tenant(tenant)?;
-        self.conn().execute("UPDATE tenants SET api_url = ?2 WHERE name = ?1", params![tenant, api_url])?;
+        self.conn().execute(
+            "UPDATE tenants SET api_url = ?2 WHERE name = ?1",
+            params![tenant, api_url],
+        )?;
         Ok(())
     }
 
     pub fn tenant_api_url(&self, tenant: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()
-            .query_row("SELECT api_url FROM tenants WHERE name = ?1", params![tenant], |r| r.get(0))
+            .query_row(
+                "SELECT api_url FROM tenants WHERE name = ?1",
+                params![tenant],
+                |r| r.get(0),
+            )
             .optional()?
             .flatten())
     }
@@ -171,7 +191,9 @@ impl RecordStore {
     pub fn tenants(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT name FROM tenants ORDER BY name")?;
-        let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
         Ok(rows)
     }
 
@@ -197,8 +219,15 @@ impl RecordStore {
         let tx = conn.transaction()?;
         // A batch is numbered by the first sequence number it may use: unique and increasing,
         // at the cost of reading the last rowid (no index on `batch` to maintain).
-        let batch: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events", [], |r| r.get(0))?;
-        let mut summary = ApplySummary { created: 0, content_updates: 0, metadata_updates: 0, deletions: 0 };
+        let batch: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events", [], |r| {
+            r.get(0)
+        })?;
+        let mut summary = ApplySummary {
+            created: 0,
+            content_updates: 0,
+            metadata_updates: 0,
+            deletions: 0,
+        };
         for (index, change) in changes.iter().enumerate() {
             if fail_after == Some(index) {
                 return Err(StoreError::Injected(index));
@@ -223,39 +252,57 @@ impl RecordStore {
     pub fn get_sync_point(&self, tenant: &str, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()
-            .query_row("SELECT value FROM sync_points WHERE tenant = ?1 AND key = ?2", params![tenant, key], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT value FROM sync_points WHERE tenant = ?1 AND key = ?2",
+                params![tenant, key],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 
     pub fn delete_sync_points(&self, tenant: &str) -> Result<(), StoreError> {
-        self.conn().execute("DELETE FROM sync_points WHERE tenant = ?1", params![tenant])?;
+        self.conn()
+            .execute("DELETE FROM sync_points WHERE tenant = ?1", params![tenant])?;
         Ok(())
     }
 
-    pub fn get_records(&self, tenant: &str, ids: &[String]) -> Result<Vec<StoredRecord>, StoreError> {
+    pub fn get_records(
+        &self,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<Vec<StoredRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {RECORD_COLUMNS} FROM records WHERE tenant = ?1 AND external_id = ?2"
         ))?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(found) = stmt.query_row(params![tenant, id], read_stored).optional()? {
+            if let Some(found) = stmt
+                .query_row(params![tenant, id], read_stored)
+                .optional()?
+            {
                 out.push(found);
             }
         }
         Ok(out)
     }
 
-    pub fn find_by_paths(&self, tenant: &str, paths: &[String]) -> Result<Vec<Option<Record>>, StoreError> {
+    pub fn find_by_paths(
+        &self,
+        tenant: &str,
+        paths: &[String],
+    ) -> Result<Vec<Option<Record>>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {RECORD_COLUMNS} FROM records INDEXED BY records_by_path WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0"
         ))?;
         let mut out = Vec::with_capacity(paths.len());
         for path in paths {
-            out.push(stmt.query_row(params![tenant, path], read_stored).optional()?.map(|s| s.record));
+            out.push(
+                stmt.query_row(params![tenant, path], read_stored)
+                    .optional()?
+                    .map(|s| s.record),
+            );
         }
         Ok(out)
     }
@@ -266,7 +313,9 @@ impl RecordStore {
             "SELECT {RECORD_COLUMNS} FROM records INDEXED BY records_shared WHERE tenant = ?1 AND is_shared = 1 AND pending_removal = 0"
         ))?;
         let rows = stmt.query_map(params![tenant], read_stored)?;
-        Ok(rows.map(|r| r.map(|s| s.record)).collect::<Result<Vec<_>, _>>()?)
+        Ok(rows
+            .map(|r| r.map(|s| s.record))
+            .collect::<Result<Vec<_>, _>>()?)
     }
 
     /// The tenant's live records, ordered by path.
@@ -276,7 +325,9 @@ impl RecordStore {
             "SELECT {RECORD_COLUMNS} FROM records WHERE tenant = ?1 AND pending_removal = 0 ORDER BY path_lower"
         ))?;
         let rows = stmt.query_map(params![tenant], read_stored)?;
-        Ok(rows.map(|r| r.map(|s| s.record)).collect::<Result<Vec<_>, _>>()?)
+        Ok(rows
+            .map(|r| r.map(|s| s.record))
+            .collect::<Result<Vec<_>, _>>()?)
     }
 
     pub fn record_count(&self, tenant: &str) -> Result<u64, StoreError> {
@@ -342,9 +393,13 @@ impl RecordStore {
             .optional()?)
     }
 
-    pub fn record_groups(&self, tenant: &str) -> Result<Vec<(RecordGroup, Vec<Permission>)>, StoreError> {
+    pub fn record_groups(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<(RecordGroup, Vec<Permission>)>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT external_id, name, kind FROM record_groups WHERE tenant = ?1")?;
+        let mut stmt =
+            conn.prepare("SELECT external_id, name, kind FROM record_groups WHERE tenant = ?1")?;
         let groups = stmt
             .query_map(params![tenant], |r| {
                 Ok(RecordGroup {
@@ -361,7 +416,10 @@ impl RecordStore {
         for g in groups {
             let perms = perm_stmt
                 .query_map(params![tenant, g.external_id], |r| {
-                    Ok(Permission { principal_external_id: r.get(0)?, role: parse_role(&r.get::<_, String>(1)?) })
+                    Ok(Permission {
+                        principal_external_id: r.get(0)?,
+                        role: parse_role(&r.get::<_, String>(1)?),
+                    })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             out.push((g, perms));
@@ -373,8 +431,17 @@ impl RecordStore {
     pub fn clear(&self, tenant: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        for table in ["records", "sync_points", "users", "record_groups", "permissions"] {
-            tx.execute(&format!("DELETE FROM {table} WHERE tenant = ?1"), params![tenant])?;
+        for table in [
+            "records",
+            "sync_points",
+            "users",
+            "record_groups",
+            "permissions",
+        ] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE tenant = ?1"),
+                params![tenant],
+            )?;
         }
         tx.commit()?;
         Ok(())
@@ -402,12 +469,18 @@ impl RecordStore {
     }
 
     pub fn last_event_seq(&self) -> Result<i64, StoreError> {
-        Ok(self.conn().query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
+        Ok(self
+            .conn()
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
     }
 
     // ---- credentials (host only; never exposed to a guest) ----
 
-    pub fn put_credentials(&self, tenant: &str, creds: &StoredCredentials) -> Result<(), StoreError> {
+    pub fn put_credentials(
+        &self,
+        tenant: &str,
+        creds: &StoredCredentials,
+    ) -> Result<(), StoreError> {
         self.ensure_tenant(tenant)?;
         let conn = self.conn();
         conn.execute(
@@ -427,7 +500,10 @@ impl RecordStore {
                 now()
             ],
         )?;
-        conn.execute("UPDATE tenants SET needs_reauth = 0 WHERE name = ?1", params![tenant])?;
+        conn.execute(
+            "UPDATE tenants SET needs_reauth = 0 WHERE name = ?1",
+            params![tenant],
+        )?;
         Ok(())
     }
 
@@ -452,13 +528,17 @@ impl RecordStore {
     }
 
     pub fn delete_credentials(&self, tenant: &str) -> Result<(), StoreError> {
-        self.conn().execute("DELETE FROM credentials WHERE tenant = ?1", params![tenant])?;
+        self.conn()
+            .execute("DELETE FROM credentials WHERE tenant = ?1", params![tenant])?;
         Ok(())
     }
 
     pub fn set_needs_reauth(&self, tenant: &str, needs: bool) -> Result<(), StoreError> {
         self.ensure_tenant(tenant)?;
-        self.conn().execute("UPDATE tenants SET needs_reauth = ?2 WHERE name = ?1", params![tenant, needs as i64])?;
+        self.conn().execute(
+            "UPDATE tenants SET needs_reauth = ?2 WHERE name = ?1",
+            params![tenant, needs as i64],
+        )?;
         Ok(())
     }
 
@@ -483,8 +563,10 @@ impl RecordStore {
             .unwrap_or((false, None, None));
         let sync_points = {
             let conn = self.conn();
-            let mut stmt = conn.prepare("SELECT key, value FROM sync_points WHERE tenant = ?1 ORDER BY key")?;
-            stmt.query_map(params![tenant], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?
+            let mut stmt =
+                conn.prepare("SELECT key, value FROM sync_points WHERE tenant = ?1 ORDER BY key")?;
+            stmt.query_map(params![tenant], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?
         };
         Ok(TenantStatus {
             tenant: tenant.to_string(),
@@ -501,8 +583,11 @@ impl RecordStore {
 
     pub fn settings(&self, tenant: &str) -> Result<Vec<(String, String)>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT key, value FROM settings WHERE tenant = ?1 ORDER BY key")?;
-        Ok(stmt.query_map(params![tenant], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?)
+        let mut stmt =
+            conn.prepare("SELECT key, value FROM settings WHERE tenant = ?1 ORDER BY key")?;
+        Ok(stmt
+            .query_map(params![tenant], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?)
     }
 
     pub fn set_setting(&self, tenant: &str, key: &str, value: &str) -> Result<(), StoreError> {
@@ -529,7 +614,8 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL);")?;
-    let version: Option<i64> = conn.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))?;
+    let version: Option<i64> =
+        conn.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))?;
     let version = version.unwrap_or(0);
     if version > SCHEMA_VERSION {
         return Err(StoreError::Invalid(format!(
@@ -592,7 +678,9 @@ fn apply_change(
         Change::Upsert(upsert) => {
             let r = &upsert.record;
             if r.external_id.is_empty() || r.path_lower.is_empty() {
-                return Err(StoreError::Invalid("a record needs an external id and a path".into()));
+                return Err(StoreError::Invalid(
+                    "a record needs an external id and a path".into(),
+                ));
             }
             let occupant: Option<String> = tx
                 .prepare_cached(
@@ -656,7 +744,15 @@ fn apply_change(
                 }
                 ChangeKind::Unchanged => return Ok(()),
             };
-            insert_event(tx, tenant, batch, kind, &r.external_id, &r.path_lower, &record_json(r))?;
+            insert_event(
+                tx,
+                tenant,
+                batch,
+                kind,
+                &r.external_id,
+                &r.path_lower,
+                &record_json(r),
+            )?;
         }
         Change::Replace(rep) => {
             let old: Option<(String, String)> = tx
@@ -665,7 +761,9 @@ fn apply_change(
                 )?
                 .query_row(params![tenant, rep.path_lower, rep.new_external_id], |row| Ok((row.get(0)?, row.get(1)?)))
                 .optional()?;
-            let Some((old_id, _old_kind)) = old else { return Ok(()) };
+            let Some((old_id, _old_kind)) = old else {
+                return Ok(());
+            };
             if rep.keep_children {
                 tx.execute(
                     "UPDATE records SET pending_removal = 1 WHERE tenant = ?1 AND external_id = ?2",
@@ -679,8 +777,12 @@ fn apply_change(
                         "SELECT {RECORD_COLUMNS} FROM records INDEXED BY records_by_path WHERE tenant = ?1 AND parent_external_id = ?2 AND pending_removal = 0
                          AND path_lower >= ?3 AND path_lower < ?4"
                     ))?;
-                    let (lower, upper) = (format!("{}/", rep.path_lower), format!("{}0", rep.path_lower));
-                    stmt.query_map(params![tenant, old_id, lower, upper], read_stored)?.collect::<Result<Vec<_>, _>>()?
+                    let (lower, upper) = (
+                        format!("{}/", rep.path_lower),
+                        format!("{}0", rep.path_lower),
+                    );
+                    stmt.query_map(params![tenant, old_id, lower, upper], read_stored)?
+                        .collect::<Result<Vec<_>, _>>()?
                 };
                 for mut child in children {
                     child.record.parent_external_id = Some(rep.new_external_id.clone());
@@ -707,7 +809,10 @@ fn apply_change(
             mark_subtree(tx, tenant, path)?;
         }
         Change::MarkAllPending => {
-            tx.execute("UPDATE records SET pending_removal = 1 WHERE tenant = ?1 AND pending_removal = 0", params![tenant])?;
+            tx.execute(
+                "UPDATE records SET pending_removal = 1 WHERE tenant = ?1 AND pending_removal = 0",
+                params![tenant],
+            )?;
         }
         Change::Purge => {
             let at = now();
@@ -718,7 +823,10 @@ fn apply_change(
                  FROM records INDEXED BY records_pending WHERE tenant = ?1 AND pending_removal = 1 ORDER BY path_lower DESC",
                 params![tenant, batch, at],
             )?;
-            tx.execute("DELETE FROM records WHERE tenant = ?1 AND pending_removal = 1", params![tenant])?;
+            tx.execute(
+                "DELETE FROM records WHERE tenant = ?1 AND pending_removal = 1",
+                params![tenant],
+            )?;
             summary.deletions += removed as u64;
         }
     }
@@ -772,7 +880,11 @@ fn read_stored(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
             path_display: row.get(3)?,
             path_lower: row.get(4)?,
             parent_external_id: row.get(5)?,
-            kind: if row.get::<_, String>(6)? == "folder" { RecordKind::Folder } else { RecordKind::File },
+            kind: if row.get::<_, String>(6)? == "folder" {
+                RecordKind::Folder
+            } else {
+                RecordKind::File
+            },
             mime_type: row.get(7)?,
             size: size.max(0) as u64,
             content_hash: row.get(9)?,
@@ -894,18 +1006,34 @@ mod tests {
     fn batch_with_sync_point_is_all_or_nothing() {
         let store = RecordStore::open_in_memory().unwrap();
         store
-            .apply("t", &[up(rec("id:a", "/a", RecordKind::File), ChangeKind::Created)], Some(&SyncPoint { key: "c".into(), value: "1".into() }))
+            .apply(
+                "t",
+                &[up(rec("id:a", "/a", RecordKind::File), ChangeKind::Created)],
+                Some(&SyncPoint {
+                    key: "c".into(),
+                    value: "1".into(),
+                }),
+            )
             .unwrap();
         store.inject_apply_failure(Some((0, 1)));
         let err = store.apply(
             "t",
-            &[up(rec("id:b", "/b", RecordKind::File), ChangeKind::Created), up(rec("id:c", "/c", RecordKind::File), ChangeKind::Created)],
-            Some(&SyncPoint { key: "c".into(), value: "2".into() }),
+            &[
+                up(rec("id:b", "/b", RecordKind::File), ChangeKind::Created),
+                up(rec("id:c", "/c", RecordKind::File), ChangeKind::Created),
+            ],
+            Some(&SyncPoint {
+                key: "c".into(),
+                value: "2".into(),
+            }),
         );
         assert!(matches!(err, Err(StoreError::Injected(1))));
         store.inject_apply_failure(None);
         assert_eq!(store.records("t").unwrap().len(), 1);
-        assert_eq!(store.get_sync_point("t", "c").unwrap().as_deref(), Some("1"));
+        assert_eq!(
+            store.get_sync_point("t", "c").unwrap().as_deref(),
+            Some("1")
+        );
         assert_eq!(store.events(None, 0).unwrap().len(), 1);
     }
 
@@ -919,43 +1047,95 @@ mod tests {
             up(rec("id:z", "/d z", RecordKind::File), ChangeKind::Created),
         ];
         store.apply("t", &changes, None).unwrap();
-        store.apply("t", &[Change::RemoveSubtree("/d".into())], None).unwrap();
+        store
+            .apply("t", &[Change::RemoveSubtree("/d".into())], None)
+            .unwrap();
         // "/d z" is not inside "/d".
         assert_eq!(store.records("t").unwrap().len(), 1);
         // x moved elsewhere: restored with its identity.
-        store.apply("t", &[up(rec("id:x", "/e/x", RecordKind::File), ChangeKind::Metadata)], None).unwrap();
+        store
+            .apply(
+                "t",
+                &[up(
+                    rec("id:x", "/e/x", RecordKind::File),
+                    ChangeKind::Metadata,
+                )],
+                None,
+            )
+            .unwrap();
         let summary = store.apply("t", &[Change::Purge], None).unwrap();
         assert_eq!(summary.deletions, 2);
-        let ids: Vec<String> = store.records("t").unwrap().into_iter().map(|r| r.external_id).collect();
+        let ids: Vec<String> = store
+            .records("t")
+            .unwrap()
+            .into_iter()
+            .map(|r| r.external_id)
+            .collect();
         assert_eq!(ids, vec!["id:z".to_string(), "id:x".to_string()]);
     }
 
     #[test]
     fn two_live_records_at_one_path_is_a_conflict_and_replace_resolves_it() {
         let store = RecordStore::open_in_memory().unwrap();
-        store.apply("t", &[up(rec("id:f", "/p", RecordKind::Folder), ChangeKind::Created), up(rec("id:c", "/p/c", RecordKind::File), ChangeKind::Created)], None).unwrap();
-        let err = store.apply("t", &[up(rec("id:g", "/p", RecordKind::File), ChangeKind::Created)], None);
+        store
+            .apply(
+                "t",
+                &[
+                    up(rec("id:f", "/p", RecordKind::Folder), ChangeKind::Created),
+                    up(rec("id:c", "/p/c", RecordKind::File), ChangeKind::Created),
+                ],
+                None,
+            )
+            .unwrap();
+        let err = store.apply(
+            "t",
+            &[up(rec("id:g", "/p", RecordKind::File), ChangeKind::Created)],
+            None,
+        );
         assert!(matches!(err, Err(StoreError::Conflict(_))));
         store
             .apply(
                 "t",
                 &[
-                    Change::Replace(Replacement { path_lower: "/p".into(), new_external_id: "id:g".into(), keep_children: false }),
+                    Change::Replace(Replacement {
+                        path_lower: "/p".into(),
+                        new_external_id: "id:g".into(),
+                        keep_children: false,
+                    }),
                     up(rec("id:g", "/p", RecordKind::File), ChangeKind::Created),
                     Change::Purge,
                 ],
                 None,
             )
             .unwrap();
-        let ids: Vec<String> = store.records("t").unwrap().into_iter().map(|r| r.external_id).collect();
+        let ids: Vec<String> = store
+            .records("t")
+            .unwrap()
+            .into_iter()
+            .map(|r| r.external_id)
+            .collect();
         assert_eq!(ids, vec!["id:g".to_string()]);
     }
 
     #[test]
     fn tenants_are_isolated() {
         let store = RecordStore::open_in_memory().unwrap();
-        store.apply("a", &[up(rec("id:1", "/one", RecordKind::File), ChangeKind::Created)], Some(&SyncPoint { key: "k".into(), value: "va".into() })).unwrap();
-        store.apply("b", &[Change::MarkAllPending, Change::Purge], None).unwrap();
+        store
+            .apply(
+                "a",
+                &[up(
+                    rec("id:1", "/one", RecordKind::File),
+                    ChangeKind::Created,
+                )],
+                Some(&SyncPoint {
+                    key: "k".into(),
+                    value: "va".into(),
+                }),
+            )
+            .unwrap();
+        store
+            .apply("b", &[Change::MarkAllPending, Change::Purge], None)
+            .unwrap();
         assert_eq!(store.records("a").unwrap().len(), 1);
         assert!(store.get_records("b", &["id:1".into()]).unwrap().is_empty());
         assert_eq!(store.get_sync_point("b", "k").unwrap(), None);
@@ -987,8 +1167,31 @@ mod perf {
         let store = RecordStore::open(&dir.path().join("p.db")).unwrap();
         let t = std::time::Instant::now();
         for b in 0..1000 {
-            let changes: Vec<Change> = (0..100).map(|i| up(rec(&format!("id:{:x}", (b * 100 + i as u64).wrapping_mul(0x9E3779B97F4A7C15)), &format!("/f{b}/x{i}"), RecordKind::File), ChangeKind::Created)).collect();
-            store.apply("t", &changes, Some(&SyncPoint { key: "c".into(), value: b.to_string() })).unwrap();
+            let changes: Vec<Change> = (0..100)
+                .map(|i| {
+                    up(
+                        rec(
+                            &format!(
+                                "id:{:x}",
+                                (b * 100 + i as u64).wrapping_mul(0x9E3779B97F4A7C15)
+                            ),
+                            &format!("/f{b}/x{i}"),
+                            RecordKind::File,
+                        ),
+                        ChangeKind::Created,
+                    )
+                })
+                .collect();
+            store
+                .apply(
+                    "t",
+                    &changes,
+                    Some(&SyncPoint {
+                        key: "c".into(),
+                        value: b.to_string(),
+                    }),
+                )
+                .unwrap();
         }
         eprintln!("100k upserts in 1000 batches: {:?}", t.elapsed());
         let t = std::time::Instant::now();
@@ -1004,9 +1207,23 @@ mod tests_support {
     use crate::bindings::records::Upsert;
     pub fn rec(id: &str, path: &str, kind: RecordKind) -> Record {
         Record {
-            external_id: id.into(), revision: None, name: "n".into(), path_display: path.into(), path_lower: path.to_lowercase(),
-            parent_external_id: None, kind, mime_type: "m".into(), size: 1, content_hash: None, client_modified: None,
-            server_modified: None, is_downloadable: true, export_format: None, web_url: None, is_shared: false, shared_url: None,
+            external_id: id.into(),
+            revision: None,
+            name: "n".into(),
+            path_display: path.into(),
+            path_lower: path.to_lowercase(),
+            parent_external_id: None,
+            kind,
+            mime_type: "m".into(),
+            size: 1,
+            content_hash: None,
+            client_modified: None,
+            server_modified: None,
+            is_downloadable: true,
+            export_format: None,
+            web_url: None,
+            is_shared: false,
+            shared_url: None,
         }
     }
     pub fn up(r: Record, event: ChangeKind) -> Change {

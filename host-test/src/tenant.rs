@@ -22,7 +22,12 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn new(store: Arc<RecordStore>, policy: NetPolicy, http: HttpSettings, token_url: &str) -> Arc<Services> {
+    pub fn new(
+        store: Arc<RecordStore>,
+        policy: NetPolicy,
+        http: HttpSettings,
+        token_url: &str,
+    ) -> Arc<Services> {
         Arc::new(Services {
             credentials: CredentialManager::new(store.clone(), token_url.to_string()),
             store,
@@ -35,8 +40,16 @@ impl Services {
 /// A log line or a progress report from the guest.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GuestSignal {
-    Log { level: String, message: String },
-    Progress { phase: String, pages: u32, entries: u64, total: Option<u64> },
+    Log {
+        level: String,
+        message: String,
+    },
+    Progress {
+        phase: String,
+        pages: u32,
+        entries: u64,
+        total: Option<u64>,
+    },
 }
 
 pub type Observer = Box<dyn FnMut(&GuestSignal) + Send>;

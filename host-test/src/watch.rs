@@ -99,11 +99,17 @@ pub struct WatchTenant {
 
 impl WatchTenant {
     pub fn new(name: &str) -> WatchTenant {
-        WatchTenant { name: name.to_string(), interval: None }
+        WatchTenant {
+            name: name.to_string(),
+            interval: None,
+        }
     }
 
     pub fn every(name: &str, interval: Duration) -> WatchTenant {
-        WatchTenant { name: name.to_string(), interval: Some(interval) }
+        WatchTenant {
+            name: name.to_string(),
+            interval: Some(interval),
+        }
     }
 }
 
@@ -177,7 +183,11 @@ impl SyncReport {
                 s.deletions,
                 s.pages,
                 self.duration.as_secs_f64(),
-                if s.interrupted { " (interrupted; the next sync resumes)" } else { "" }
+                if s.interrupted {
+                    " (interrupted; the next sync resumes)"
+                } else {
+                    ""
+                }
             ),
             Err(e) => format!(
                 "{} {} sync failed after {:.2}s: {e}; {}",
@@ -198,14 +208,32 @@ impl SyncReport {
 pub enum WatchEvent {
     /// A tenant is watched: its schedule (`None`: manual, syncs only when asked) and whether it
     /// long-polls.
-    Watching { tenant: String, interval: Option<Duration>, longpoll: bool, first_sync_in: Option<Duration> },
+    Watching {
+        tenant: String,
+        interval: Option<Duration>,
+        longpoll: bool,
+        first_sync_in: Option<Duration>,
+    },
     /// A tenant could not be watched (its stored settings are invalid); the others are.
-    Skipped { tenant: String, reason: String },
-    SyncStarted { tenant: String, trigger: Trigger, at: Instant },
+    Skipped {
+        tenant: String,
+        reason: String,
+    },
+    SyncStarted {
+        tenant: String,
+        trigger: Trigger,
+        at: Instant,
+    },
     SyncFinished(SyncReport),
     /// One long-poll returned: its hint, or the error (then the schedule carries the tenant and
     /// the long-poll is tried again after `retry_in`).
-    Longpoll { tenant: String, started: Instant, finished: Instant, result: Result<ChangeHint, String>, retry_in: Option<Duration> },
+    Longpoll {
+        tenant: String,
+        started: Instant,
+        finished: Instant,
+        result: Result<ChangeHint, String>,
+        retry_in: Option<Duration>,
+    },
 }
 
 pub type EventSink = Arc<dyn Fn(WatchEvent) + Send + Sync>;
@@ -312,7 +340,9 @@ impl Shared {
     /// waiting.
     fn request(&self, index: usize, trigger: Trigger) {
         let mut st = self.lock();
-        let Some(slot) = st.slots.get_mut(index) else { return };
+        let Some(slot) = st.slots.get_mut(index) else {
+            return;
+        };
         if slot.running {
             slot.follow_up = true;
         } else if slot.requested.is_none() {
@@ -323,14 +353,20 @@ impl Shared {
 
     /// Sleep up to `d`, waking early when stopping.
     fn pause(&self, d: Duration) {
-        let Some(deadline) = Instant::now().checked_add(d) else { return self.wait_for_stop() };
+        let Some(deadline) = Instant::now().checked_add(d) else {
+            return self.wait_for_stop();
+        };
         let mut st = self.lock();
         while !self.stopping() {
             let now = Instant::now();
             if now >= deadline {
                 return;
             }
-            st = self.idle.wait_timeout(st, deadline - now).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
+            st = self
+                .idle
+                .wait_timeout(st, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
         }
     }
 
@@ -377,7 +413,10 @@ impl Watcher {
             let interval = match schedule_of(&host, tenant, &options) {
                 Ok(i) => i,
                 Err(reason) => {
-                    sink(WatchEvent::Skipped { tenant: tenant.name.clone(), reason });
+                    sink(WatchEvent::Skipped {
+                        tenant: tenant.name.clone(),
+                        reason,
+                    });
                     continue;
                 }
             };
@@ -426,10 +465,18 @@ impl Watcher {
             stop: Arc::new(AtomicBool::new(false)),
             sink,
         });
-        let mut watcher = Watcher { shared: shared.clone(), index, workers: Vec::new(), longpolls: Vec::new() };
+        let mut watcher = Watcher {
+            shared: shared.clone(),
+            index,
+            workers: Vec::new(),
+            longpolls: Vec::new(),
+        };
         for n in 0..workers_wanted {
             let s = shared.clone();
-            match std::thread::Builder::new().name(format!("watch-worker-{n}")).spawn(move || worker(&s)) {
+            match std::thread::Builder::new()
+                .name(format!("watch-worker-{n}"))
+                .spawn(move || worker(&s))
+            {
                 Ok(h) => watcher.workers.push(h),
                 Err(e) => {
                     watcher.stop();
@@ -439,7 +486,10 @@ impl Watcher {
         }
         for (i, name) in longpolled {
             let s = shared.clone();
-            match std::thread::Builder::new().name(format!("longpoll-{name}")).spawn(move || longpoll_loop(&s, i, &name)) {
+            match std::thread::Builder::new()
+                .name(format!("longpoll-{name}"))
+                .spawn(move || longpoll_loop(&s, i, &name))
+            {
                 Ok(h) => watcher.longpolls.push(h),
                 Err(e) => {
                     watcher.stop();
@@ -452,7 +502,12 @@ impl Watcher {
 
     /// The tenants being watched.
     pub fn tenants(&self) -> Vec<String> {
-        self.shared.lock().slots.iter().map(|s| s.name.clone()).collect()
+        self.shared
+            .lock()
+            .slots
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
     }
 
     /// Ask for a sync of `tenant` now (coalesced with one running or waiting). False when the
@@ -478,7 +533,9 @@ impl Watcher {
             requested: slot.requested.map(|(t, _)| t),
             failures: slot.failures,
             finished_syncs: slot.finished_syncs,
-            next_scheduled_in: slot.next_scheduled.map(|n| n.saturating_duration_since(now)),
+            next_scheduled_in: slot
+                .next_scheduled
+                .map(|n| n.saturating_duration_since(now)),
         })
     }
 
@@ -486,7 +543,11 @@ impl Watcher {
     /// future do not count).
     pub fn is_quiet(&self) -> bool {
         let now = Instant::now();
-        self.shared.lock().slots.iter().all(|s| !s.running && s.due().is_none_or(|(at, _)| at > now))
+        self.shared
+            .lock()
+            .slots
+            .iter()
+            .all(|s| !s.running && s.due().is_none_or(|(at, _)| at > now))
     }
 
     /// The stop flag every sync of this watcher checks (for a Ctrl-C handler).
@@ -529,10 +590,20 @@ impl Drop for Watcher {
 }
 
 /// The tenant's schedule: `None` for manual, else its interval.
-fn schedule_of(host: &ConnectorHost, tenant: &WatchTenant, options: &WatchOptions) -> Result<Option<Duration>, String> {
-    let settings = host.store().settings(&tenant.name).map_err(|e| e.to_string())?;
+fn schedule_of(
+    host: &ConnectorHost,
+    tenant: &WatchTenant,
+    options: &WatchOptions,
+) -> Result<Option<Duration>, String> {
+    let settings = host
+        .store()
+        .settings(&tenant.name)
+        .map_err(|e| e.to_string())?;
     let value_of = |key: &str| -> Result<Option<String>, String> {
-        let stored = settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let stored = settings
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone());
         let field = host.manifest().config_fields.iter().find(|f| f.key == key);
         let value = stored.or_else(|| field.and_then(|f| f.default_value.clone()));
         if let Some(v) = &value {
@@ -558,15 +629,31 @@ fn schedule_of(host: &ConnectorHost, tenant: &WatchTenant, options: &WatchOption
 /// When a scheduled tenant's first sync is due: at once unless its last sync completed less
 /// than one interval ago (a restarted watcher keeps the schedule; the long-poll, which sees any
 /// change since the stored position at once, covers the gap).
-fn first_due(host: &ConnectorHost, tenant: &str, interval: Duration, now: Instant) -> Result<Instant, HostError> {
+fn first_due(
+    host: &ConnectorHost,
+    tenant: &str,
+    interval: Duration,
+    now: Instant,
+) -> Result<Instant, HostError> {
     let status = host.store().status(tenant)?;
     // The host's own note of the last sync (`ConnectorHost::sync`): "ok: ..." for a sync that
     // returned, with " (interrupted)" when it stopped early.
-    let completed = status.last_sync_result.as_deref().is_some_and(|r| r.starts_with("ok") && !r.contains("(interrupted)"));
-    let Some(at) = status.last_sync_at.filter(|_| completed) else { return Ok(now) };
-    let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let completed = status
+        .last_sync_result
+        .as_deref()
+        .is_some_and(|r| r.starts_with("ok") && !r.contains("(interrupted)"));
+    let Some(at) = status.last_sync_at.filter(|_| completed) else {
+        return Ok(now);
+    };
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     let age = Duration::from_secs(unix_now.saturating_sub(at).max(0) as u64);
-    Ok(interval.checked_sub(age).and_then(|left| now.checked_add(left)).unwrap_or(now))
+    Ok(interval
+        .checked_sub(age)
+        .and_then(|left| now.checked_add(left))
+        .unwrap_or(now))
 }
 
 /// What to do after a failed sync.
@@ -576,22 +663,32 @@ enum AfterFailure {
     WaitForSchedule,
 }
 
-fn after_failure(error: &HostError, failures: u32, interval: Option<Duration>, options: &WatchOptions) -> AfterFailure {
+fn after_failure(
+    error: &HostError,
+    failures: u32,
+    interval: Option<Duration>,
+    options: &WatchOptions,
+) -> AfterFailure {
     let cap = interval.map_or(options.sync_retry_max, |i| i.min(options.sync_retry_max));
     let exp = doubling(options.sync_retry_base, failures, cap);
     match error {
-        HostError::Connector(ConnectorError::AuthRequired(_) | ConnectorError::InvalidConfig(_)) | HostError::Setup(_) => {
-            AfterFailure::WaitForSchedule
-        }
+        HostError::Connector(
+            ConnectorError::AuthRequired(_) | ConnectorError::InvalidConfig(_),
+        )
+        | HostError::Setup(_) => AfterFailure::WaitForSchedule,
         // The source said how long: never earlier than that, whatever the cap.
-        HostError::Connector(ConnectorError::RateLimited(r)) => AfterFailure::Retry(exp.max(Duration::from_millis(r.retry_after_ms))),
+        HostError::Connector(ConnectorError::RateLimited(r)) => {
+            AfterFailure::Retry(exp.max(Duration::from_millis(r.retry_after_ms)))
+        }
         _ => AfterFailure::Retry(exp),
     }
 }
 
 /// `base * 2^(n-1)`, capped.
 fn doubling(base: Duration, n: u32, cap: Duration) -> Duration {
-    let factor = 1u32.checked_shl(n.saturating_sub(1).min(20)).unwrap_or(u32::MAX);
+    let factor = 1u32
+        .checked_shl(n.saturating_sub(1).min(20))
+        .unwrap_or(u32::MAX);
     base.saturating_mul(factor).min(cap)
 }
 
@@ -621,14 +718,22 @@ fn worker(shared: &Shared) {
                         break (i, slot.name.clone(), trigger);
                     }
                     Some((_, at, _)) => {
-                        st = shared.work.wait_timeout(st, at - now).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
+                        st = shared
+                            .work
+                            .wait_timeout(st, at - now)
+                            .map(|(g, _)| g)
+                            .unwrap_or_else(|p| p.into_inner().0);
                     }
                     None => st = shared.work.wait(st).unwrap_or_else(|p| p.into_inner()),
                 }
             }
         };
         let started = Instant::now();
-        shared.emit(WatchEvent::SyncStarted { tenant: name.clone(), trigger, at: started });
+        shared.emit(WatchEvent::SyncStarted {
+            tenant: name.clone(),
+            trigger,
+            at: started,
+        });
         let result = shared.host.sync(&name, None, Some(shared.stop.clone()));
         let finished = Instant::now();
         // Two steps, so that a tenant's events come in order: decide what follows while the
@@ -702,7 +807,11 @@ fn longpoll_loop(shared: &Shared, index: usize, name: &str) {
             }
         }
         let started = Instant::now();
-        let result = shared.host.wait_for_changes(name, options.longpoll_timeout_secs, Some(shared.stop.clone()));
+        let result = shared.host.wait_for_changes(
+            name,
+            options.longpoll_timeout_secs,
+            Some(shared.stop.clone()),
+        );
         let finished = Instant::now();
         if shared.stopping() {
             return;
@@ -714,17 +823,34 @@ fn longpoll_loop(shared: &Shared, index: usize, name: &str) {
                 if hint.changes {
                     shared.request(index, Trigger::Change);
                 }
-                let backoff = hint.backoff_seconds.map(|s| Duration::from_secs(u64::from(s)));
+                let backoff = hint
+                    .backoff_seconds
+                    .map(|s| Duration::from_secs(u64::from(s)));
                 (Ok(hint), backoff)
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                (Err(e.to_string()), Some(doubling(options.longpoll_retry_base, failures, options.longpoll_retry_max)))
+                (
+                    Err(e.to_string()),
+                    Some(doubling(
+                        options.longpoll_retry_base,
+                        failures,
+                        options.longpoll_retry_max,
+                    )),
+                )
             }
         };
         let retry_in = if result.is_err() { pause } else { None };
-        shared.emit(WatchEvent::Longpoll { tenant: name.to_string(), started, finished, result, retry_in });
-        let spacing = options.longpoll_min_spacing.saturating_sub(finished - started);
+        shared.emit(WatchEvent::Longpoll {
+            tenant: name.to_string(),
+            started,
+            finished,
+            result,
+            retry_in,
+        });
+        let spacing = options
+            .longpoll_min_spacing
+            .saturating_sub(finished - started);
         shared.pause(pause.unwrap_or_default().max(spacing));
     }
 }
@@ -775,20 +901,38 @@ mod tests {
         let mut s = slot();
         assert!(s.due().is_none());
         s.next_scheduled = Some(now + Duration::from_secs(10));
-        assert_eq!(s.due(), Some((now + Duration::from_secs(10), Trigger::Scheduled)));
+        assert_eq!(
+            s.due(),
+            Some((now + Duration::from_secs(10), Trigger::Scheduled))
+        );
         s.requested = Some((Trigger::Change, now));
         assert_eq!(s.due(), Some((now, Trigger::Change)));
         s.backoff_until = Some(now + Duration::from_secs(5));
-        assert_eq!(s.due(), Some((now + Duration::from_secs(5), Trigger::Change)));
+        assert_eq!(
+            s.due(),
+            Some((now + Duration::from_secs(5), Trigger::Change))
+        );
         s.running = true;
-        assert!(s.due().is_none(), "a running tenant is never due: single flight");
+        assert!(
+            s.due().is_none(),
+            "a running tenant is never due: single flight"
+        );
     }
 
     #[test]
     fn doubling_is_capped() {
         let base = Duration::from_secs(1);
-        assert_eq!(doubling(base, 1, Duration::from_secs(60)), Duration::from_secs(1));
-        assert_eq!(doubling(base, 3, Duration::from_secs(60)), Duration::from_secs(4));
-        assert_eq!(doubling(base, 40, Duration::from_secs(60)), Duration::from_secs(60));
+        assert_eq!(
+            doubling(base, 1, Duration::from_secs(60)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            doubling(base, 3, Duration::from_secs(60)),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            doubling(base, 40, Duration::from_secs(60)),
+            Duration::from_secs(60)
+        );
     }
 }

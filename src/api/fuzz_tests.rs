@@ -9,31 +9,12 @@
 
 use super::time::{format_timestamp, parse_date, parse_timestamp};
 use super::types::{
-    ExportResult, FileMetadata, FullAccount, LatestCursorResult, ListFolderResult, ListSharedLinksResult,
-    LongpollResult, Metadata, SharedLinkMetadata, TemporaryLinkResult, TokenErrorResponse, TokenResponse,
+    ExportResult, FileMetadata, FullAccount, LatestCursorResult, ListFolderResult,
+    ListSharedLinksResult, LongpollResult, Metadata, SharedLinkMetadata, TemporaryLinkResult,
+    TokenErrorResponse, TokenResponse,
 };
 use super::{ApiError, classify, decode, decode_api_result, to_header_safe_json};
-
-fn iterations(default: usize) -> usize {
-    std::env::var("FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % (n.max(1) as u64)).unwrap_or(0)
-    }
-}
+use crate::test_support::{XorShift, iterations};
 
 const SAMPLES: &[&str] = &[
     r#"{"entries":[{".tag":"file","name":"a.txt","id":"id:1","client_modified":"2015-05-12T15:50:38Z","server_modified":"2015-05-12T15:50:38Z","rev":"a1c10ce0dd78","size":7212,"path_lower":"/a.txt","content_hash":"e3b0"},{".tag":"folder","name":"m","id":"id:2","sharing_info":{"read_only":false}},{".tag":"deleted","name":"pi.txt","path_lower":"/pi.txt"}],"cursor":"Ztk","has_more":true}"#,
@@ -169,24 +150,75 @@ fn decode_checked<T: serde::de::DeserializeOwned>(bytes: &[u8]) {
     if let Err(e) = decode::<T>(bytes) {
         let text = e.to_string();
         assert!(text.chars().count() < 600, "{text}");
-        assert!(!text.contains(PLANTED), "an error quotes a credential: {text}");
+        assert!(
+            !text.contains(PLANTED),
+            "an error quotes a credential: {text}"
+        );
     }
     if let Err(e) = decode_api_result::<T>(bytes) {
         let text = e.to_string();
         assert!(text.chars().count() < 600, "{text}");
-        assert!(!text.contains(PLANTED), "an error quotes a credential: {text}");
+        assert!(
+            !text.contains(PLANTED),
+            "an error quotes a credential: {text}"
+        );
     }
 }
 
 /// Keys and tags the decoders look for, so random trees reach their inner branches.
 const KEYS: &[&str] = &[
-    ".tag", "entries", "cursor", "has_more", "name", "id", "path_lower", "path_display", "rev", "size",
-    "client_modified", "server_modified", "content_hash", "is_downloadable", "export_info", "export_as",
-    "sharing_info", "read_only", "links", "url", "link", "metadata", "changes", "backoff", "access_token",
-    "refresh_token", "expires_in", "error", "error_summary", "reason", "retry_after", "account_id", "email",
-    "display_name", "root_info", "export_metadata", "file_metadata", "user_message", "text",
+    ".tag",
+    "entries",
+    "cursor",
+    "has_more",
+    "name",
+    "id",
+    "path_lower",
+    "path_display",
+    "rev",
+    "size",
+    "client_modified",
+    "server_modified",
+    "content_hash",
+    "is_downloadable",
+    "export_info",
+    "export_as",
+    "sharing_info",
+    "read_only",
+    "links",
+    "url",
+    "link",
+    "metadata",
+    "changes",
+    "backoff",
+    "access_token",
+    "refresh_token",
+    "expires_in",
+    "error",
+    "error_summary",
+    "reason",
+    "retry_after",
+    "account_id",
+    "email",
+    "display_name",
+    "root_info",
+    "export_metadata",
+    "file_metadata",
+    "user_message",
+    "text",
 ];
-const TAGS: &[&str] = &["file", "folder", "deleted", "path", "not_found", "reset", "too_many_requests", "expired_access_token", "", "x"];
+const TAGS: &[&str] = &[
+    "file",
+    "folder",
+    "deleted",
+    "path",
+    "not_found",
+    "reset",
+    "too_many_requests",
+    "expired_access_token",
+    "",
+    "x",
+];
 
 /// A random JSON value built from the decoders' vocabulary, nested a few levels.
 fn random_json(rng: &mut XorShift, depth: usize) -> serde_json::Value {
@@ -197,13 +229,23 @@ fn random_json(rng: &mut XorShift, depth: usize) -> serde_json::Value {
         2 => json!(rng.next() as i64 >> rng.below(64)),
         3 => json!(f64::from(rng.next() as u32) / 7.0),
         4 => Value::String(TAGS[rng.below(TAGS.len())].to_string()),
-        5 => Value::String(["2015-05-12T15:50:38Z", "id:1", "/a/B", PLANTED, "ü😀"][rng.below(5)].to_string()),
-        6 => Value::Array((0..rng.below(4)).map(|_| random_json(rng, depth - 1)).collect()),
+        5 => Value::String(
+            ["2015-05-12T15:50:38Z", "id:1", "/a/B", PLANTED, "ü😀"][rng.below(5)].to_string(),
+        ),
+        6 => Value::Array(
+            (0..rng.below(4))
+                .map(|_| random_json(rng, depth - 1))
+                .collect(),
+        ),
         _ => {
             let mut map = serde_json::Map::new();
             for _ in 0..rng.below(8) {
                 let key = KEYS[rng.below(KEYS.len())].to_string();
-                let value = if key == ".tag" { Value::String(TAGS[rng.below(TAGS.len())].into()) } else { random_json(rng, depth - 1) };
+                let value = if key == ".tag" {
+                    Value::String(TAGS[rng.below(TAGS.len())].into())
+                } else {
+                    random_json(rng, depth - 1)
+                };
                 map.insert(key, value);
             }
             Value::Object(map)
@@ -215,7 +257,11 @@ fn random_json(rng: &mut XorShift, depth: usize) -> serde_json::Value {
 fn every_decoder_gives_a_typed_error_on_any_input() {
     let mut rng = XorShift(0x0DEC_0DE5);
     for i in 0..iterations(10_000) {
-        let bytes = if i % 2 == 0 { input(&mut rng) } else { serde_json::to_vec(&random_json(&mut rng, 4)).unwrap_or_default() };
+        let bytes = if i % 2 == 0 {
+            input(&mut rng)
+        } else {
+            serde_json::to_vec(&random_json(&mut rng, 4)).unwrap_or_default()
+        };
         decode_checked::<ListFolderResult>(&bytes);
         decode_checked::<Metadata>(&bytes);
         decode_checked::<FileMetadata>(&bytes);
@@ -235,7 +281,13 @@ fn every_decoder_gives_a_typed_error_on_any_input() {
 #[test]
 fn any_status_headers_and_body_classify_by_status() {
     let mut rng = XorShift(0xC1A5_51F7);
-    let names = ["Retry-After", "retry-after", " RETRY-AFTER ", "Content-Type", "X-Other"];
+    let names = [
+        "Retry-After",
+        "retry-after",
+        " RETRY-AFTER ",
+        "Content-Type",
+        "X-Other",
+    ];
     for i in 0..iterations(10_000) {
         let status = match rng.below(3) {
             0 => rng.next() as u16,
@@ -257,7 +309,8 @@ fn any_status_headers_and_body_classify_by_status() {
             input(&mut rng)
         } else {
             let error = random_json(&mut rng, 3);
-            serde_json::to_vec(&serde_json::json!({"error_summary": PLANTED, "error": error})).unwrap_or_default()
+            serde_json::to_vec(&serde_json::json!({"error_summary": PLANTED, "error": error}))
+                .unwrap_or_default()
         };
         let error = classify(status, &headers, &body);
         // The class follows the status, whatever the body says.
@@ -265,19 +318,29 @@ fn any_status_headers_and_body_classify_by_status() {
             400 => matches!(error, ApiError::BadRequest(_)),
             401 => matches!(error, ApiError::Auth(_)),
             403 => matches!(error, ApiError::AccessDenied(_)),
-            409 => matches!(error, ApiError::Route(_) | ApiError::Unexpected { status: 409, .. }),
+            409 => matches!(
+                error,
+                ApiError::Route(_) | ApiError::Unexpected { status: 409, .. }
+            ),
             422 => matches!(error, ApiError::PathRoot(_)),
             429 => matches!(error, ApiError::RateLimited { .. }),
             500..=599 => matches!(error, ApiError::Server { .. }),
             _ => matches!(error, ApiError::Unexpected { .. }),
         };
         assert!(expected_class, "{status}: {error:?}");
-        assert_eq!(error.is_retryable(), matches!(status, 429 | 500 | 502 | 503 | 504), "{status}: {error:?}");
+        assert_eq!(
+            error.is_retryable(),
+            matches!(status, 429 | 500 | 502 | 503 | 504),
+            "{status}: {error:?}"
+        );
         // (403 and 422 quote the error's tag, cut to the same length: see the test below.)
         if !matches!(status, 403 | 422) {
             let text = error.to_string();
             assert!(text.chars().count() < 1_300, "{text}");
-            assert!(!text.contains(PLANTED), "an error quotes a credential: {text}");
+            assert!(
+                !text.contains(PLANTED),
+                "an error quotes a credential: {text}"
+            );
         }
     }
 }
@@ -292,7 +355,11 @@ fn forbidden_and_path_root_messages_are_short_and_scrubbed() {
         for tag in [PLANTED, long_tag.as_str()] {
             let body = serde_json::to_vec(&serde_json::json!({"error": tag})).unwrap_or_default();
             let text = classify(status, &[], &body).to_string();
-            assert!(text.chars().count() < 600 && !text.contains(PLANTED), "{status}: {} chars", text.len());
+            assert!(
+                text.chars().count() < 600 && !text.contains(PLANTED),
+                "{status}: {} chars",
+                text.len()
+            );
         }
     }
 }
@@ -322,21 +389,38 @@ fn timestamps_round_trip_and_garbage_is_refused() {
 #[test]
 fn paths_and_names_become_display_paths_and_urls_without_panics() {
     use crate::model::RecordKind;
-    use crate::sync::mapping::{child_display, mime_for_export, mime_for_name, parent_path, web_url};
+    use crate::sync::mapping::{
+        child_display, mime_for_export, mime_for_name, parent_path, web_url,
+    };
     let mut rng = XorShift(0x9A75_0001);
-    let alphabet = ["/", "a", "É", "😀", " ", ".", "..", "%", "?", "#", "\u{0}", "\u{202e}", "日本", "//"];
+    let alphabet = [
+        "/", "a", "É", "😀", " ", ".", "..", "%", "?", "#", "\u{0}", "\u{202e}", "日本", "//",
+    ];
     for _ in 0..iterations(20_000) {
-        let path: String = (0..rng.below(12)).map(|_| alphabet[rng.below(alphabet.len())]).collect();
-        let name: String = (0..rng.below(4)).map(|_| alphabet[rng.below(alphabet.len())]).collect();
+        let path: String = (0..rng.below(12))
+            .map(|_| alphabet[rng.below(alphabet.len())])
+            .collect();
+        let name: String = (0..rng.below(4))
+            .map(|_| alphabet[rng.below(alphabet.len())])
+            .collect();
         if let Some(parent) = parent_path(&path) {
-            assert!(path.starts_with(parent) && parent.len() < path.len(), "{path:?} -> {parent:?}");
+            assert!(
+                path.starts_with(parent) && parent.len() < path.len(),
+                "{path:?} -> {parent:?}"
+            );
         }
         let display = child_display(parent_path(&path), &name, Some(&path));
-        assert!(display.ends_with(&name), "{display:?} must end with {name:?}");
+        assert!(
+            display.ends_with(&name),
+            "{display:?} must end with {name:?}"
+        );
         for kind in [RecordKind::File, RecordKind::Folder] {
             let url = web_url(kind, &display);
             assert!(url.starts_with("https://www.dropbox.com/home"), "{url}");
-            assert!(url.bytes().all(|b| b.is_ascii_graphic()), "not URL-safe: {url:?}");
+            assert!(
+                url.bytes().all(|b| b.is_ascii_graphic()),
+                "not URL-safe: {url:?}"
+            );
         }
         let _ = mime_for_name(&name);
         let _ = mime_for_export(&name);

@@ -7,7 +7,9 @@ use crate::api::types::{FileMetadata, Metadata};
 use crate::config::Filters;
 
 fn under(path_lower: &str, folder: &str) -> bool {
-    path_lower == folder || (path_lower.starts_with(folder) && path_lower.as_bytes().get(folder.len()) == Some(&b'/'))
+    path_lower == folder
+        || (path_lower.starts_with(folder)
+            && path_lower.as_bytes().get(folder.len()) == Some(&b'/'))
 }
 
 impl Filters {
@@ -18,11 +20,17 @@ impl Filters {
         if self.include_paths.is_empty() {
             return true;
         }
-        self.include_paths.iter().any(|p| under(path_lower, p) || (is_folder && under(p, path_lower)))
+        self.include_paths
+            .iter()
+            .any(|p| under(path_lower, p) || (is_folder && under(p, path_lower)))
     }
 
     fn file_allowed(&self, meta: &FileMetadata) -> bool {
-        let ext = meta.name.rsplit_once('.').map(|(_, e)| e.to_lowercase()).unwrap_or_default();
+        let ext = meta
+            .name
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_lowercase())
+            .unwrap_or_default();
         if !self.include_extensions.is_empty() && !self.include_extensions.contains(&ext) {
             return false;
         }
@@ -34,11 +42,20 @@ impl Filters {
                 return true;
             }
             // An unreadable timestamp cannot be shown to match a date filter.
-            let Ok(t) = parse_timestamp(value) else { return false };
+            let Ok(t) = parse_timestamp(value) else {
+                return false;
+            };
             after.is_none_or(|a| t >= a) && before.is_none_or(|b| t < b)
         };
-        in_range(&meta.server_modified, self.modified_after, self.modified_before)
-            && in_range(&meta.client_modified, self.created_after, self.created_before)
+        in_range(
+            &meta.server_modified,
+            self.modified_after,
+            self.modified_before,
+        ) && in_range(
+            &meta.client_modified,
+            self.created_after,
+            self.created_before,
+        )
     }
 
     /// Whether a file or folder entry is kept.
@@ -74,7 +91,13 @@ mod tests {
     }
 
     fn folder() -> Metadata {
-        Metadata::Folder(FolderMetadata { name: "f".into(), id: "id:f".into(), path_lower: None, path_display: None, sharing_info: None })
+        Metadata::Folder(FolderMetadata {
+            name: "f".into(),
+            id: "id:f".into(),
+            path_lower: None,
+            path_display: None,
+            sharing_info: None,
+        })
     }
 
     #[test]
@@ -86,12 +109,18 @@ mod tests {
             modified_after: Some(1_600_000_000),
             ..Filters::default()
         };
-        assert!(f.matches(&folder(), "/docs"), "ancestor of an included folder");
+        assert!(
+            f.matches(&folder(), "/docs"),
+            "ancestor of an included folder"
+        );
         assert!(f.matches(&folder(), "/docs/work/x"));
         assert!(!f.matches(&folder(), "/docs/workshop"));
         assert!(!f.matches(&folder(), "/docs/work/old"));
         assert!(f.matches(&file("a.PDF", "2021-01-01T00:00:00Z"), "/docs/work/a.pdf"));
-        assert!(!f.matches(&file("a.pdf", "2021-01-01T00:00:00Z"), "/docs/a.pdf"), "file outside the included folder");
+        assert!(
+            !f.matches(&file("a.pdf", "2021-01-01T00:00:00Z"), "/docs/a.pdf"),
+            "file outside the included folder"
+        );
         assert!(!f.matches(&file("a.txt", "2021-01-01T00:00:00Z"), "/docs/work/a.txt"));
         assert!(!f.matches(&file("a.pdf", "2019-01-01T00:00:00Z"), "/docs/work/a.pdf"));
         assert!(!f.matches(&file("a.pdf", "garbage"), "/docs/work/a.pdf"));

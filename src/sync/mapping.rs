@@ -32,7 +32,10 @@ pub fn child_display(parent_display: Option<&str>, name: &str, fallback: Option<
 }
 
 pub fn mime_for_name(name: &str) -> String {
-    mime_guess::from_path(name).first_raw().unwrap_or("application/octet-stream").to_string()
+    mime_guess::from_path(name)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
+        .to_string()
 }
 
 /// What an exported document is delivered as.
@@ -41,7 +44,10 @@ pub fn mime_for_export(format: &str) -> String {
         "markdown" | "md" => "text/markdown".into(),
         "html" => "text/html".into(),
         "txt" | "text" => "text/plain".into(),
-        other => mime_guess::from_ext(other).first_raw().unwrap_or("application/octet-stream").to_string(),
+        other => mime_guess::from_ext(other)
+            .first_raw()
+            .unwrap_or("application/octet-stream")
+            .to_string(),
     }
 }
 
@@ -49,7 +55,9 @@ pub fn mime_for_export(format: &str) -> String {
 fn encode_segment(segment: &str, out: &mut String) {
     for byte in segment.bytes() {
         match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(byte as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(byte as char)
+            }
             _ => out.push_str(&format!("%{byte:02X}")),
         }
     }
@@ -81,12 +89,19 @@ pub fn web_url(kind: RecordKind, path_display: &str) -> String {
     }
 }
 
-pub fn file_record(meta: &FileMetadata, path_lower: &str, path_display: String, parent: Option<String>) -> Record {
+pub fn file_record(
+    meta: &FileMetadata,
+    path_lower: &str,
+    path_display: String,
+    parent: Option<String>,
+) -> Record {
     let export_format = if meta.is_downloadable {
         None
     } else {
         meta.export_info.as_ref().and_then(|e| {
-            e.export_as.clone().or_else(|| e.export_options.as_ref().and_then(|o| o.first().cloned()))
+            e.export_as
+                .clone()
+                .or_else(|| e.export_options.as_ref().and_then(|o| o.first().cloned()))
         })
     };
     let mime_type = match &export_format {
@@ -114,7 +129,12 @@ pub fn file_record(meta: &FileMetadata, path_lower: &str, path_display: String, 
     }
 }
 
-pub fn folder_record(meta: &FolderMetadata, path_lower: &str, path_display: String, parent: Option<String>) -> Record {
+pub fn folder_record(
+    meta: &FolderMetadata,
+    path_lower: &str,
+    path_display: String,
+    parent: Option<String>,
+) -> Record {
     Record {
         external_id: meta.id.clone(),
         revision: None,
@@ -145,18 +165,30 @@ mod tests {
     fn parents_and_display_paths() {
         assert_eq!(parent_path("/a"), None);
         assert_eq!(parent_path("/a/b c/d"), Some("/a/b c"));
-        assert_eq!(child_display(Some("/Docs/Work"), "Résumé.PDF", None), "/Docs/Work/Résumé.PDF");
-        assert_eq!(child_display(None, "X.txt", Some("/docs/x.txt")), "/docs/X.txt");
+        assert_eq!(
+            child_display(Some("/Docs/Work"), "Résumé.PDF", None),
+            "/Docs/Work/Résumé.PDF"
+        );
+        assert_eq!(
+            child_display(None, "X.txt", Some("/docs/x.txt")),
+            "/docs/X.txt"
+        );
     }
 
     #[test]
     fn web_urls_are_encoded() {
-        assert_eq!(web_url(RecordKind::Folder, "/My Docs/Ünï"), "https://www.dropbox.com/home/My%20Docs/%C3%9Cn%C3%AF");
+        assert_eq!(
+            web_url(RecordKind::Folder, "/My Docs/Ünï"),
+            "https://www.dropbox.com/home/My%20Docs/%C3%9Cn%C3%AF"
+        );
         assert_eq!(
             web_url(RecordKind::File, "/a b/c&d 😀.txt"),
             "https://www.dropbox.com/home/a%20b?preview=c%26d%20%F0%9F%98%80.txt"
         );
-        assert_eq!(web_url(RecordKind::File, "/top.txt"), "https://www.dropbox.com/home?preview=top.txt");
+        assert_eq!(
+            web_url(RecordKind::File, "/top.txt"),
+            "https://www.dropbox.com/home?preview=top.txt"
+        );
     }
 
     #[test]

@@ -18,14 +18,14 @@ pub mod planner;
 use serde::{Deserialize, Serialize};
 
 use crate::api::types::{
-    CreateSharedLinkArg, FullAccount, ListFolderArg, ListFolderContinueArg, ListFolderResult, ListSharedLinksArg,
-    ListSharedLinksResult, SharedLinkMetadata, SharedLinkSettings,
+    CreateSharedLinkArg, FullAccount, ListFolderArg, ListFolderContinueArg, ListFolderResult,
+    ListSharedLinksArg, ListSharedLinksResult, SharedLinkMetadata, SharedLinkSettings,
 };
 use crate::client::{CallError, DropboxClient};
 use crate::config::{self, SyncConfig};
 use crate::model::{
-    ApplySummary, Change, ChangeKind, ConnectorError, GroupKind, Permission, Record, RecordGroup, Role, SyncKind,
-    SyncPoint, SyncSummary, User,
+    ApplySummary, Change, ChangeKind, ConnectorError, GroupKind, Permission, Record, RecordGroup,
+    Role, SyncKind, SyncPoint, SyncSummary, User,
 };
 use crate::ports::{HostEnv, Level, Store, StoreError};
 use planner::{SharedLinks, plan_page};
@@ -67,12 +67,20 @@ impl From<StoreError> for ConnectorError {
     }
 }
 
-pub fn load_state(store: &mut dyn Store, host: &mut dyn HostEnv) -> Result<Option<SyncState>, ConnectorError> {
-    let Some(raw) = store.get_sync_point(CURSOR_KEY)? else { return Ok(None) };
+pub fn load_state(
+    store: &mut dyn Store,
+    host: &mut dyn HostEnv,
+) -> Result<Option<SyncState>, ConnectorError> {
+    let Some(raw) = store.get_sync_point(CURSOR_KEY)? else {
+        return Ok(None);
+    };
     match serde_json::from_str::<SyncState>(&raw) {
         Ok(state) => Ok(Some(state)),
         Err(e) => {
-            host.log(Level::Warn, &format!("the stored sync point is unreadable ({e}); starting a full re-listing"));
+            host.log(
+                Level::Warn,
+                &format!("the stored sync point is unreadable ({e}); starting a full re-listing"),
+            );
             Ok(None)
         }
     }
@@ -90,7 +98,10 @@ pub fn owner_and_group(account: &FullAccount) -> (User, RecordGroup, Vec<Permiss
         name: format!("Dropbox - {}", account.email),
         kind: GroupKind::Drive,
     };
-    let permissions = vec![Permission { principal_external_id: account.account_id.clone(), role: Role::Owner }];
+    let permissions = vec![Permission {
+        principal_external_id: account.account_id.clone(),
+        role: Role::Owner,
+    }];
     (owner, group, permissions)
 }
 
@@ -105,7 +116,11 @@ fn write_batches(
     let batch_size = batch_size.max(1);
     let mut changes = changes;
     loop {
-        let rest = if changes.len() > batch_size { changes.split_off(batch_size) } else { Vec::new() };
+        let rest = if changes.len() > batch_size {
+            changes.split_off(batch_size)
+        } else {
+            Vec::new()
+        };
         let last = rest.is_empty();
         let summary = store.apply(changes, if last { sync_point.clone() } else { None })?;
         totals.add(summary);
@@ -121,7 +136,13 @@ fn write_batches(
 /// this: it fails the sync like any other call would.
 fn is_permission_problem(e: &CallError) -> bool {
     use crate::api::{ApiError, AuthError};
-    matches!(e, CallError::Api { error: ApiError::Auth(AuthError::MissingScope(_)) | ApiError::AccessDenied(_), .. })
+    matches!(
+        e,
+        CallError::Api {
+            error: ApiError::Auth(AuthError::MissingScope(_)) | ApiError::AccessDenied(_),
+            ..
+        }
+    )
 }
 
 /// A page of `sharing/list_shared_links` whose links are decoded one by one, so that a link of
@@ -135,15 +156,26 @@ struct LenientLinksPage {
 }
 
 /// Every shared link of the account (files and folders), listed once.
-fn list_shared_links(client: &mut DropboxClient<'_>) -> Result<Option<SharedLinks>, ConnectorError> {
+fn list_shared_links(
+    client: &mut DropboxClient<'_>,
+) -> Result<Option<SharedLinks>, ConnectorError> {
     let mut links = SharedLinks::default();
     let mut cursor: Option<String> = None;
     loop {
-        let arg = ListSharedLinksArg { path: None, cursor: cursor.clone(), direct_only: None };
+        let arg = ListSharedLinksArg {
+            path: None,
+            cursor: cursor.clone(),
+            direct_only: None,
+        };
         let page: LenientLinksPage = match client.rpc("sharing/list_shared_links", Some(&arg)) {
             Ok(page) => page,
             Err(e) if is_permission_problem(&e) => {
-                client.host().log(Level::Warn, &format!("shared links are not readable ({e}); sharing state is left as stored"));
+                client.host().log(
+                    Level::Warn,
+                    &format!(
+                        "shared links are not readable ({e}); sharing state is left as stored"
+                    ),
+                );
                 return Ok(None);
             }
             Err(e) => return Err(e.into()),
@@ -156,7 +188,10 @@ fn list_shared_links(client: &mut DropboxClient<'_>) -> Result<Option<SharedLink
             }
         }
         if unreadable > 0 {
-            client.host().log(Level::Warn, &format!("skipped {unreadable} shared link(s) of an unknown shape"));
+            client.host().log(
+                Level::Warn,
+                &format!("skipped {unreadable} shared link(s) of an unknown shape"),
+            );
         }
         if links.by_id.len() + links.by_path.len() > MAX_SHARED_LINKS {
             client.host().log(Level::Warn, "more shared links than this connector keeps in memory; sharing state is left as stored");
@@ -172,9 +207,15 @@ fn list_shared_links(client: &mut DropboxClient<'_>) -> Result<Option<SharedLink
 fn add_link(links: &mut SharedLinks, link: &SharedLinkMetadata) {
     // A link with an expiry is still the item's link; Dropbox refuses it once expired.
     if let Some(id) = &link.id {
-        links.by_id.entry(id.clone()).or_insert_with(|| link.url.clone());
+        links
+            .by_id
+            .entry(id.clone())
+            .or_insert_with(|| link.url.clone());
     } else if let Some(path) = &link.path_lower {
-        links.by_path.entry(path.clone()).or_insert_with(|| link.url.clone());
+        links
+            .by_path
+            .entry(path.clone())
+            .or_insert_with(|| link.url.clone());
     }
 }
 
@@ -191,17 +232,27 @@ fn reconcile_shared(
     let mut seen = std::collections::HashSet::new();
     for record in shared_now {
         seen.insert(record.external_id.clone());
-        let url = links.url_for(&record.external_id, &record.path_lower).cloned();
+        let url = links
+            .url_for(&record.external_id, &record.path_lower)
+            .cloned();
         if url != record.shared_url || url.is_none() {
             let mut updated = record.clone();
             updated.is_shared = url.is_some();
             updated.shared_url = url;
             if updated != record {
-                changes.push(Change::Upsert { record: updated, event: ChangeKind::Metadata });
+                changes.push(Change::Upsert {
+                    record: updated,
+                    event: ChangeKind::Metadata,
+                });
             }
         }
     }
-    let missing: Vec<String> = links.by_id.keys().filter(|id| !seen.contains(*id)).cloned().collect();
+    let missing: Vec<String> = links
+        .by_id
+        .keys()
+        .filter(|id| !seen.contains(*id))
+        .cloned()
+        .collect();
     for chunk in missing.chunks(1000) {
         for stored in store.get_records(chunk.to_vec())? {
             if stored.pending_removal || stored.record.is_shared {
@@ -210,7 +261,10 @@ fn reconcile_shared(
             let mut updated = stored.record.clone();
             updated.is_shared = true;
             updated.shared_url = links.by_id.get(&updated.external_id).cloned();
-            changes.push(Change::Upsert { record: updated, event: ChangeKind::Metadata });
+            changes.push(Change::Upsert {
+                record: updated,
+                event: ChangeKind::Metadata,
+            });
         }
     }
     let by_path: Vec<String> = links.by_path.keys().cloned().collect();
@@ -222,7 +276,10 @@ fn reconcile_shared(
             let mut updated = record.clone();
             updated.is_shared = true;
             updated.shared_url = links.by_path.get(&record.path_lower).cloned();
-            changes.push(Change::Upsert { record: updated, event: ChangeKind::Metadata });
+            changes.push(Change::Upsert {
+                record: updated,
+                event: ChangeKind::Metadata,
+            });
         }
     }
     if !changes.is_empty() {
@@ -246,11 +303,16 @@ fn create_preview_links(
             if stored.pending_removal || stored.record.is_shared {
                 continue;
             }
-            let Some(url) = create_link(client, &stored.record)? else { continue };
+            let Some(url) = create_link(client, &stored.record)? else {
+                continue;
+            };
             let mut updated: Record = stored.record.clone();
             updated.is_shared = true;
             updated.shared_url = Some(url);
-            changes.push(Change::Upsert { record: updated, event: ChangeKind::Metadata });
+            changes.push(Change::Upsert {
+                record: updated,
+                event: ChangeKind::Metadata,
+            });
         }
     }
     if !changes.is_empty() {
@@ -259,30 +321,48 @@ fn create_preview_links(
     Ok(())
 }
 
-fn create_link(client: &mut DropboxClient<'_>, record: &Record) -> Result<Option<String>, ConnectorError> {
+fn create_link(
+    client: &mut DropboxClient<'_>,
+    record: &Record,
+) -> Result<Option<String>, ConnectorError> {
     // Most private first; a basic account may only create public links (settings_error).
     let audiences = [Some("no_one"), Some("team"), None];
     for audience in audiences {
         let arg = CreateSharedLinkArg {
             path: record.external_id.clone(),
-            settings: audience.map(|a| SharedLinkSettings { audience: Some(a.into()), ..Default::default() }),
+            settings: audience.map(|a| SharedLinkSettings {
+                audience: Some(a.into()),
+                ..Default::default()
+            }),
         };
-        match client.rpc::<_, SharedLinkMetadata>("sharing/create_shared_link_with_settings", Some(&arg)) {
+        match client
+            .rpc::<_, SharedLinkMetadata>("sharing/create_shared_link_with_settings", Some(&arg))
+        {
             Ok(link) => return Ok(Some(link.url)),
             Err(e) => {
-                let Some(route) = e.route_error() else { return Err(e.into()) };
+                let Some(route) = e.route_error() else {
+                    return Err(e.into());
+                };
                 if let Some(existing) = route.shared_link_already_exists() {
                     if let Some(url) = existing {
                         return Ok(Some(url));
                     }
-                    let arg = ListSharedLinksArg { path: Some(record.external_id.clone()), cursor: None, direct_only: Some(true) };
-                    let found: ListSharedLinksResult = client.rpc("sharing/list_shared_links", Some(&arg))?;
+                    let arg = ListSharedLinksArg {
+                        path: Some(record.external_id.clone()),
+                        cursor: None,
+                        direct_only: Some(true),
+                    };
+                    let found: ListSharedLinksResult =
+                        client.rpc("sharing/list_shared_links", Some(&arg))?;
                     return Ok(found.links.into_iter().next().map(|l| l.url));
                 }
                 if route.tag == "settings_error" {
                     continue;
                 }
-                client.host().log(Level::Warn, &format!("no preview link for {}: {e}", record.path_lower));
+                client.host().log(
+                    Level::Warn,
+                    &format!("no preview link for {}: {e}", record.path_lower),
+                );
                 return Ok(None);
             }
         }
@@ -291,7 +371,10 @@ fn create_link(client: &mut DropboxClient<'_>, record: &Record) -> Result<Option
 }
 
 /// Run one sync: full when no cursor is stored, incremental otherwise.
-pub fn run_sync(client: &mut DropboxClient<'_>, store: &mut dyn Store) -> Result<SyncSummary, ConnectorError> {
+pub fn run_sync(
+    client: &mut DropboxClient<'_>,
+    store: &mut dyn Store,
+) -> Result<SyncSummary, ConnectorError> {
     let settings = client.host().config();
     let cfg: SyncConfig = config::parse(&settings)?;
 
@@ -304,7 +387,10 @@ pub fn run_sync(client: &mut DropboxClient<'_>, store: &mut dyn Store) -> Result
     let (mut kind, mut cursor, mut fresh_listing) = match stored {
         None => (SyncKind::Full, None, true),
         Some(state) if state.filters != fingerprint => {
-            client.host().log(Level::Info, "the filters changed: re-listing the account to apply them");
+            client.host().log(
+                Level::Info,
+                "the filters changed: re-listing the account to apply them",
+            );
             (SyncKind::Resync, None, true)
         }
         Some(state) if state.listing => (SyncKind::Full, Some(state.cursor), true),
@@ -338,7 +424,10 @@ pub fn run_sync(client: &mut DropboxClient<'_>, store: &mut dyn Store) -> Result
                 let arg = ListFolderContinueArg { cursor: c.clone() };
                 match client.rpc("files/list_folder/continue", Some(&arg)) {
                     Ok(page) => page,
-                    Err(e) if e.route_error().is_some_and(|r| r.is_reset() || r.is_not_found()) => {
+                    Err(e)
+                        if e.route_error()
+                            .is_some_and(|r| r.is_reset() || r.is_not_found()) =>
+                    {
                         client.host().log(
                             Level::Warn,
                             "Dropbox reset the change cursor: re-listing the whole account; records not seen again will be removed",
@@ -357,7 +446,9 @@ pub fn run_sync(client: &mut DropboxClient<'_>, store: &mut dyn Store) -> Result
         let mut plan = plan_page(store, &page.entries, &cfg.filters, links.as_ref())?;
         plan_time += plan_started.elapsed();
         for skipped in &plan.skipped {
-            client.host().log(Level::Warn, &format!("skipped entry {skipped}"));
+            client
+                .host()
+                .log(Level::Warn, &format!("skipped entry {skipped}"));
         }
         // Only kept when preview links are wanted: on a large account it grows with the account.
         if cfg.create_preview_links {
@@ -378,16 +469,34 @@ pub fn run_sync(client: &mut DropboxClient<'_>, store: &mut dyn Store) -> Result
             listing: fresh_listing && page.has_more,
             unfinished: page.has_more,
         };
-        let value = serde_json::to_string(&state).map_err(|e| ConnectorError::Internal(e.to_string()))?;
-        write_batches(store, changes, cfg.batch_size, Some(SyncPoint { key: CURSOR_KEY.into(), value }), &mut totals)?;
+        let value =
+            serde_json::to_string(&state).map_err(|e| ConnectorError::Internal(e.to_string()))?;
+        write_batches(
+            store,
+            changes,
+            cfg.batch_size,
+            Some(SyncPoint {
+                key: CURSOR_KEY.into(),
+                value,
+            }),
+            &mut totals,
+        )?;
         pages += 1;
         entries += page.entries.len() as u64;
-        client.host().progress(if fresh_listing { "listing" } else { "changes" }, pages, entries, None);
+        client.host().progress(
+            if fresh_listing { "listing" } else { "changes" },
+            pages,
+            entries,
+            None,
+        );
         if !page.has_more {
             break;
         }
         if client.host().should_stop() {
-            client.host().log(Level::Info, "stopping at a page boundary as asked; the next sync resumes from here");
+            client.host().log(
+                Level::Info,
+                "stopping at a page boundary as asked; the next sync resumes from here",
+            );
             interrupted = true;
             break;
         }
@@ -399,11 +508,30 @@ pub fn run_sync(client: &mut DropboxClient<'_>, store: &mut dyn Store) -> Result
             reconcile_shared(store, links, cfg.batch_size, &mut totals)?;
         }
         if cfg.create_preview_links && !created_unshared.is_empty() {
-            create_preview_links(client, store, &created_unshared, cfg.batch_size, &mut totals)?;
+            create_preview_links(
+                client,
+                store,
+                &created_unshared,
+                cfg.batch_size,
+                &mut totals,
+            )?;
         }
     }
     // Measured in the guest, for benchmarks (`host-test bench` reads this line).
     let decode_us = client.decode_time().as_micros();
-    client.host().log(Level::Debug, &format!("timings: decode_us={decode_us} plan_us={}", plan_time.as_micros()));
-    Ok(SyncSummary { kind, pages, entries, applied: totals, api_calls: client.calls(), interrupted })
+    client.host().log(
+        Level::Debug,
+        &format!(
+            "timings: decode_us={decode_us} plan_us={}",
+            plan_time.as_micros()
+        ),
+    );
+    Ok(SyncSummary {
+        kind,
+        pages,
+        entries,
+        applied: totals,
+        api_calls: client.calls(),
+        interrupted,
+    })
 }

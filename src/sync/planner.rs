@@ -41,7 +41,9 @@ pub struct PagePlan {
 
 /// Compare a record with what the store held and say what the change means downstream.
 pub fn classify(before: Option<&Record>, after: &Record) -> ChangeKind {
-    let Some(b) = before else { return ChangeKind::Created };
+    let Some(b) = before else {
+        return ChangeKind::Created;
+    };
     let content = b.revision != after.revision
         || b.content_hash != after.content_hash
         || b.size != after.size
@@ -56,7 +58,9 @@ pub fn classify(before: Option<&Record>, after: &Record) -> ChangeKind {
         || b.is_downloadable != after.is_downloadable
         || b.export_format != after.export_format
         || b.web_url != after.web_url
-        || (!content && (b.client_modified != after.client_modified || b.server_modified != after.server_modified));
+        || (!content
+            && (b.client_modified != after.client_modified
+                || b.server_modified != after.server_modified));
     match (content, metadata) {
         (true, true) => ChangeKind::ContentAndMetadata,
         (true, false) => ChangeKind::Content,
@@ -98,7 +102,10 @@ pub fn plan_page(
     filters: &Filters,
     links: Option<&SharedLinks>,
 ) -> Result<PagePlan, StoreError> {
-    let ids: Vec<String> = entries.iter().filter_map(|e| e.id().map(String::from)).collect();
+    let ids: Vec<String> = entries
+        .iter()
+        .filter_map(|e| e.id().map(String::from))
+        .collect();
     let mut paths: Vec<String> = Vec::new();
     for e in entries {
         if let Some(p) = e.path_lower() {
@@ -110,10 +117,21 @@ pub fn plan_page(
     }
     paths.sort();
     paths.dedup();
-    let known = if ids.is_empty() { Vec::new() } else { store.get_records(ids)? };
-    let found = if paths.is_empty() { Vec::new() } else { store.find_by_paths(paths.clone())? };
+    let known = if ids.is_empty() {
+        Vec::new()
+    } else {
+        store.get_records(ids)?
+    };
+    let found = if paths.is_empty() {
+        Vec::new()
+    } else {
+        store.find_by_paths(paths.clone())?
+    };
     let mut overlay = Overlay {
-        by_id: known.into_iter().map(|s| (s.record.external_id.clone(), s.record)).collect(),
+        by_id: known
+            .into_iter()
+            .map(|s| (s.record.external_id.clone(), s.record))
+            .collect(),
         at_path: paths.into_iter().zip(found).collect(),
     };
 
@@ -125,12 +143,16 @@ pub fn plan_page(
 
     for entry in entries {
         let Some(path) = entry.path_lower().map(String::from) else {
-            plan.skipped.push(format!("{} (not mounted: no path)", entry.name().unwrap_or("?")));
+            plan.skipped.push(format!(
+                "{} (not mounted: no path)",
+                entry.name().unwrap_or("?")
+            ));
             continue;
         };
         match entry {
             Metadata::Unknown { tag } => {
-                plan.skipped.push(format!("{path} (unknown entry type '{tag}')"));
+                plan.skipped
+                    .push(format!("{path} (unknown entry type '{tag}')"));
             }
             Metadata::Deleted(_) => {
                 plan.changes.push(Change::RemoveSubtree(path.clone()));
@@ -158,13 +180,17 @@ pub fn plan_page(
                 let previous = overlay.by_id.get(&id).cloned();
                 // Whether the store still holds the item where it was (before the move below
                 // frees that path in the overlay).
-                let held_where_it_was = previous
-                    .as_ref()
-                    .is_some_and(|prev| overlay.occupant(&prev.path_lower).is_some_and(|r| r.external_id == id));
+                let held_where_it_was = previous.as_ref().is_some_and(|prev| {
+                    overlay
+                        .occupant(&prev.path_lower)
+                        .is_some_and(|r| r.external_id == id)
+                });
                 // The item moved away from where the store had it.
                 if let Some(prev) = &previous
                     && prev.path_lower != path
-                    && overlay.occupant(&prev.path_lower).is_some_and(|r| r.external_id == id)
+                    && overlay
+                        .occupant(&prev.path_lower)
+                        .is_some_and(|r| r.external_id == id)
                 {
                     overlay.at_path.insert(prev.path_lower.clone(), None);
                 }
@@ -175,7 +201,8 @@ pub fn plan_page(
                     // not in the store).
                     if let Some(prev) = previous {
                         if held_where_it_was || prev.path_lower == path {
-                            plan.changes.push(Change::RemoveSubtree(prev.path_lower.clone()));
+                            plan.changes
+                                .push(Change::RemoveSubtree(prev.path_lower.clone()));
                             overlay.clear_subtree(&prev.path_lower);
                         }
                         overlay.by_id.remove(&id);
@@ -187,7 +214,11 @@ pub fn plan_page(
                 let parent = parent_path_lower.and_then(|pp| overlay.occupant(pp));
                 let parent_id = parent.map(|p| p.external_id.clone());
                 let parent_display = parent.map(|p| p.path_display.clone());
-                let display = child_display(parent_display.as_deref(), entry.name().unwrap_or_default(), entry.path_display());
+                let display = child_display(
+                    parent_display.as_deref(),
+                    entry.name().unwrap_or_default(),
+                    entry.path_display(),
+                );
                 let mut record = match entry {
                     Metadata::File(f) => file_record(f, &path, display, parent_id.clone()),
                     Metadata::Folder(f) => folder_record(f, &path, display, parent_id.clone()),
@@ -209,7 +240,10 @@ pub fn plan_page(
                     }
                 }
                 let event = classify(previous.as_ref(), &record);
-                if event == ChangeKind::Created && record.kind == RecordKind::File && !record.is_shared {
+                if event == ChangeKind::Created
+                    && record.kind == RecordKind::File
+                    && !record.is_shared
+                {
                     plan.created_unshared_files.push(id.clone());
                 }
                 // Also when known: a later entry of the page may replace the parent folder.
@@ -231,8 +265,13 @@ pub fn plan_page(
         _ => 0,
     });
     for (index, prior) in unresolved {
-        let Some(Change::Upsert { record, event }) = plan.changes.get_mut(index) else { continue };
-        let Some(parent) = parent_path(&record.path_lower).and_then(|pp| overlay.occupant(pp)) else { continue };
+        let Some(Change::Upsert { record, event }) = plan.changes.get_mut(index) else {
+            continue;
+        };
+        let Some(parent) = parent_path(&record.path_lower).and_then(|pp| overlay.occupant(pp))
+        else {
+            continue;
+        };
         if record.parent_external_id.as_deref() == Some(parent.external_id.as_str())
             && record.path_display == child_display(Some(&parent.path_display), &record.name, None)
         {
@@ -243,7 +282,9 @@ pub fn plan_page(
         record.web_url = Some(web_url(record.kind, &record.path_display));
         *event = classify(prior.as_ref(), record);
         if let Some(slot) = overlay.at_path.get_mut(&record.path_lower)
-            && slot.as_ref().is_some_and(|r| r.external_id == record.external_id)
+            && slot
+                .as_ref()
+                .is_some_and(|r| r.external_id == record.external_id)
         {
             *slot = Some(record.clone());
         }

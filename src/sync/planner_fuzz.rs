@@ -11,38 +11,17 @@
 //!
 //! Seeded and bounded; `FUZZ_ITERATIONS=N` runs N sequences instead of the default.
 
+use crate::test_support::{XorShift, iterations};
 use std::collections::{BTreeMap, HashMap};
 
 use super::plan_page;
 use crate::api::types::{DeletedMetadata, FileMetadata, FolderMetadata, Metadata};
 use crate::config::Filters;
-use crate::model::{ApplySummary, Change, ChangeKind, Permission, Record, RecordGroup, StoredRecord, SyncPoint, User};
+use crate::model::{
+    ApplySummary, Change, ChangeKind, Permission, Record, RecordGroup, StoredRecord, SyncPoint,
+    User,
+};
 use crate::ports::{Store, StoreError};
-
-fn iterations(default: usize) -> usize {
-    std::env::var("FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % (n.max(1) as u64)).unwrap_or(0)
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 /// The host store's semantics, in memory. `apply` is all or nothing.
 #[derive(Default, Clone, PartialEq, Debug)]
@@ -60,7 +39,11 @@ fn under(path: &str, folder: &str) -> bool {
 
 impl FakeStore {
     fn live_at(&self, path: &str) -> Vec<&Record> {
-        self.records.values().filter(|(r, pending)| !pending && r.path_lower == path).map(|(r, _)| r).collect()
+        self.records
+            .values()
+            .filter(|(r, pending)| !pending && r.path_lower == path)
+            .map(|(r, _)| r)
+            .collect()
     }
 
     fn mark_subtree(&mut self, path: &str) {
@@ -75,18 +58,36 @@ impl FakeStore {
         match change {
             Change::Upsert { record, event } => {
                 if record.external_id.is_empty() || record.path_lower.is_empty() {
-                    return Err(StoreError::Invalid("a record needs an external id and a path".into()));
+                    return Err(StoreError::Invalid(
+                        "a record needs an external id and a path".into(),
+                    ));
                 }
-                if let Some(other) = self.live_at(&record.path_lower).into_iter().find(|r| r.external_id != record.external_id) {
-                    return Err(StoreError::Conflict(format!("{} is held by {}", record.path_lower, other.external_id)));
+                if let Some(other) = self
+                    .live_at(&record.path_lower)
+                    .into_iter()
+                    .find(|r| r.external_id != record.external_id)
+                {
+                    return Err(StoreError::Conflict(format!(
+                        "{} is held by {}",
+                        record.path_lower, other.external_id
+                    )));
                 }
                 if event != ChangeKind::Unchanged {
                     self.events.push((event, record.external_id.clone()));
                 }
-                self.records.insert(record.external_id.clone(), (record, false));
+                self.records
+                    .insert(record.external_id.clone(), (record, false));
             }
-            Change::Replace { path_lower, new_external_id, keep_children } => {
-                let old = self.live_at(&path_lower).into_iter().find(|r| r.external_id != new_external_id).map(|r| r.external_id.clone());
+            Change::Replace {
+                path_lower,
+                new_external_id,
+                keep_children,
+            } => {
+                let old = self
+                    .live_at(&path_lower)
+                    .into_iter()
+                    .find(|r| r.external_id != new_external_id)
+                    .map(|r| r.external_id.clone());
                 let Some(old) = old else { return Ok(()) };
                 if keep_children {
                     if let Some((_, pending)) = self.records.get_mut(&old) {
@@ -94,9 +95,13 @@ impl FakeStore {
                     }
                     let prefix = format!("{path_lower}/");
                     for (r, pending) in self.records.values_mut() {
-                        if !*pending && r.parent_external_id.as_deref() == Some(old.as_str()) && r.path_lower.starts_with(&prefix) {
+                        if !*pending
+                            && r.parent_external_id.as_deref() == Some(old.as_str())
+                            && r.path_lower.starts_with(&prefix)
+                        {
                             r.parent_external_id = Some(new_external_id.clone());
-                            self.events.push((ChangeKind::Metadata, r.external_id.clone()));
+                            self.events
+                                .push((ChangeKind::Metadata, r.external_id.clone()));
                         }
                     }
                 } else {
@@ -104,7 +109,10 @@ impl FakeStore {
                 }
             }
             Change::RemoveSubtree(path) => self.mark_subtree(&path),
-            Change::MarkAllPending => self.records.values_mut().for_each(|(_, pending)| *pending = true),
+            Change::MarkAllPending => self
+                .records
+                .values_mut()
+                .for_each(|(_, pending)| *pending = true),
             Change::Purge => self.records.retain(|_, (_, pending)| !*pending),
         }
         Ok(())
@@ -115,7 +123,10 @@ impl FakeStore {
         let mut by_path: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (r, pending) in self.records.values() {
             if !pending {
-                by_path.entry(r.path_lower.clone()).or_default().push(r.external_id.clone());
+                by_path
+                    .entry(r.path_lower.clone())
+                    .or_default()
+                    .push(r.external_id.clone());
             }
         }
         by_path
@@ -123,7 +134,11 @@ impl FakeStore {
 }
 
 impl Store for FakeStore {
-    fn apply(&mut self, changes: Vec<Change>, sync_point: Option<SyncPoint>) -> Result<ApplySummary, StoreError> {
+    fn apply(
+        &mut self,
+        changes: Vec<Change>,
+        sync_point: Option<SyncPoint>,
+    ) -> Result<ApplySummary, StoreError> {
         let mut next = self.clone();
         next.events.clear();
         for change in changes {
@@ -144,16 +159,27 @@ impl Store for FakeStore {
         Ok(ids
             .iter()
             .filter_map(|id| self.records.get(id))
-            .map(|(record, pending)| StoredRecord { record: record.clone(), pending_removal: *pending })
+            .map(|(record, pending)| StoredRecord {
+                record: record.clone(),
+                pending_removal: *pending,
+            })
             .collect())
     }
 
     fn find_by_paths(&mut self, paths: Vec<String>) -> Result<Vec<Option<Record>>, StoreError> {
-        Ok(paths.iter().map(|p| self.live_at(p).first().map(|r| (*r).clone())).collect())
+        Ok(paths
+            .iter()
+            .map(|p| self.live_at(p).first().map(|r| (*r).clone()))
+            .collect())
     }
 
     fn list_shared(&mut self) -> Result<Vec<Record>, StoreError> {
-        Ok(self.records.values().filter(|(r, pending)| !pending && r.is_shared).map(|(r, _)| r.clone()).collect())
+        Ok(self
+            .records
+            .values()
+            .filter(|(r, pending)| !pending && r.is_shared)
+            .map(|(r, _)| r.clone())
+            .collect())
     }
 
     fn put_owner(&mut self, _: User, _: RecordGroup, _: Vec<Permission>) -> Result<(), StoreError> {
@@ -172,7 +198,9 @@ const IDS: usize = 12;
 
 fn random_path(rng: &mut XorShift) -> (String, String) {
     let depth = 1 + rng.below(3);
-    let display: String = (0..depth).map(|_| format!("/{}", rng.pick(SEGMENTS))).collect();
+    let display: String = (0..depth)
+        .map(|_| format!("/{}", rng.pick(SEGMENTS)))
+        .collect();
     let lower = display.to_lowercase();
     (lower, display)
 }
@@ -202,9 +230,21 @@ fn random_entry(rng: &mut XorShift) -> Metadata {
             export_info: None,
             sharing_info: None,
         }),
-        4..=6 => Metadata::Folder(FolderMetadata { name, id, path_lower: path(rng, lower), path_display: Some(display), sharing_info: None }),
-        7 | 8 => Metadata::Deleted(DeletedMetadata { name, path_lower: Some(lower), path_display: Some(display) }),
-        _ => Metadata::Unknown { tag: "future_kind".into() },
+        4..=6 => Metadata::Folder(FolderMetadata {
+            name,
+            id,
+            path_lower: path(rng, lower),
+            path_display: Some(display),
+            sharing_info: None,
+        }),
+        7 | 8 => Metadata::Deleted(DeletedMetadata {
+            name,
+            path_lower: Some(lower),
+            path_display: Some(display),
+        }),
+        _ => Metadata::Unknown {
+            tag: "future_kind".into(),
+        },
     }
 }
 
@@ -222,9 +262,13 @@ fn placed(entry: &Metadata) -> Option<(&str, Option<&str>)> {
 fn expected_at_paths(entries: &[Metadata]) -> Vec<(String, Option<String>)> {
     let mut out = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
-        let Some((path, id)) = placed(entry) else { continue };
+        let Some((path, id)) = placed(entry) else {
+            continue;
+        };
         let later = &entries[i + 1..];
-        let superseded = later.iter().any(|e| placed(e).is_some_and(|(p, _)| p == path));
+        let superseded = later
+            .iter()
+            .any(|e| placed(e).is_some_and(|(p, _)| p == path));
         // A later file or deletion at an ancestor clears the subtree; a later entry with the
         // same id moves the item away.
         let undone = later.iter().any(|e| {
@@ -249,14 +293,17 @@ fn check_page(
     listing_start: bool,
     exact_replay: bool,
 ) -> Result<(), String> {
-    let plan = plan_page(store, entries, filters, None).map_err(|e| format!("planning failed: {e}"))?;
+    let plan =
+        plan_page(store, entries, filters, None).map_err(|e| format!("planning failed: {e}"))?;
     let mut changes = Vec::new();
     if listing_start {
         changes.push(Change::MarkAllPending);
     }
     changes.extend(plan.changes);
     let held_before: std::collections::HashSet<String> = store.records.keys().cloned().collect();
-    store.apply(changes, None).map_err(|e| format!("the store refused the plan: {e}"))?;
+    store
+        .apply(changes, None)
+        .map_err(|e| format!("the store refused the plan: {e}"))?;
     one_live_per_path(store)?;
     // "Created" only for an item the store did not hold, and once per page even when the page
     // names the item several times. (Under filters, a page that names an item, then excludes
@@ -269,16 +316,25 @@ fn check_page(
     let mut created = std::collections::HashSet::new();
     for (kind, id) in &store.events {
         let checked = filters.is_empty() || named.get(id.as_str()) == Some(&1);
-        if checked && *kind == ChangeKind::Created && (held_before.contains(id) || !created.insert(id.clone())) {
+        if checked
+            && *kind == ChangeKind::Created
+            && (held_before.contains(id) || !created.insert(id.clone()))
+        {
             return Err(format!("{id} announced as created again"));
         }
     }
     if filters.is_empty() {
         for (path, id) in expected_at_paths(entries) {
-            let live: Vec<String> = store.live_at(&path).iter().map(|r| r.external_id.clone()).collect();
+            let live: Vec<String> = store
+                .live_at(&path)
+                .iter()
+                .map(|r| r.external_id.clone())
+                .collect();
             let want: Vec<String> = id.into_iter().collect();
             if live != want {
-                return Err(format!("the last entry at {path} must win: {want:?} expected, {live:?} live"));
+                return Err(format!(
+                    "the last entry at {path} must win: {want:?} expected, {live:?} live"
+                ));
             }
         }
     }
@@ -288,8 +344,11 @@ fn check_page(
     // nothing at all and announces nothing. (The listing's mark is not repeated: it went with
     // the page's first batch.)
     let applied = store.clone();
-    let replan = plan_page(store, entries, filters, None).map_err(|e| format!("replanning failed: {e}"))?;
-    store.apply(replan.changes, None).map_err(|e| format!("the store refused the replayed plan: {e}"))?;
+    let replan =
+        plan_page(store, entries, filters, None).map_err(|e| format!("replanning failed: {e}"))?;
+    store
+        .apply(replan.changes, None)
+        .map_err(|e| format!("the store refused the replayed plan: {e}"))?;
     one_live_per_path(store).map_err(|e| format!("after a replay: {e}"))?;
     if !exact_replay {
         return Ok(());
@@ -310,7 +369,11 @@ fn check_page(
 }
 
 fn one_live_per_path(store: &FakeStore) -> Result<(), String> {
-    match store.live_by_path().into_iter().find(|(_, ids)| ids.len() > 1) {
+    match store
+        .live_by_path()
+        .into_iter()
+        .find(|(_, ids)| ids.len() > 1)
+    {
         Some((path, ids)) => Err(format!("{path} is held by {ids:?}")),
         None => Ok(()),
     }
@@ -318,8 +381,15 @@ fn one_live_per_path(store: &FakeStore) -> Result<(), String> {
 
 /// The smallest page (by dropping entries one at a time) that still breaks a property from
 /// the same starting store: what a failure report shows.
-fn shrink(start: &FakeStore, entries: Vec<Metadata>, filters: &Filters, listing_start: bool) -> (Vec<Metadata>, String) {
-    let fails = |entries: &[Metadata]| check_page(&mut start.clone(), entries, filters, listing_start, false).err();
+fn shrink(
+    start: &FakeStore,
+    entries: Vec<Metadata>,
+    filters: &Filters,
+    listing_start: bool,
+) -> (Vec<Metadata>, String) {
+    let fails = |entries: &[Metadata]| {
+        check_page(&mut start.clone(), entries, filters, listing_start, false).err()
+    };
     let mut entries = entries;
     let mut error = fails(&entries).unwrap_or_default();
     let mut i = 0;
@@ -344,7 +414,12 @@ fn describe(entry: &Metadata) -> String {
         Metadata::Deleted(_) => "deleted",
         Metadata::Unknown { .. } => "unknown",
     };
-    format!("{kind} {} {:?} ({:?})", entry.id().unwrap_or("-"), entry.path_lower(), entry.path_display())
+    format!(
+        "{kind} {} {:?} ({:?})",
+        entry.id().unwrap_or("-"),
+        entry.path_lower(),
+        entry.path_display()
+    )
 }
 
 /// One sequence: pages of random entries, applied as `run_sync` applies them.
@@ -362,13 +437,20 @@ fn run_sequence(seed: u64, filters: &Filters) {
         let start = store.clone();
         if check_page(&mut store, &entries, filters, listing_start, false).is_err() {
             let (minimal, error) = shrink(&start, entries, filters, listing_start);
-            let held: Vec<(String, String, bool)> =
-                start.records.values().map(|(r, pending)| (r.external_id.clone(), r.path_lower.clone(), *pending)).collect();
+            let held: Vec<(String, String, bool)> = start
+                .records
+                .values()
+                .map(|(r, pending)| (r.external_id.clone(), r.path_lower.clone(), *pending))
+                .collect();
             let minimal: Vec<String> = minimal.iter().map(describe).collect();
-            panic!("seed {seed} page {page_no} ({filters:?}): {error}\nstore before: {held:?}\nentries: {minimal:#?}");
+            panic!(
+                "seed {seed} page {page_no} ({filters:?}): {error}\nstore before: {held:?}\nentries: {minimal:#?}"
+            );
         }
         if last {
-            store.apply(vec![Change::Purge], None).unwrap_or_else(|e| panic!("seed {seed}: purge failed: {e}"));
+            store
+                .apply(vec![Change::Purge], None)
+                .unwrap_or_else(|e| panic!("seed {seed}: purge failed: {e}"));
             assert!(store.records.values().all(|(_, pending)| !pending));
             one_live_per_path(&store).unwrap_or_else(|e| panic!("seed {seed}: after purge: {e}"));
         }
@@ -385,17 +467,27 @@ fn arbitrary_entry_sequences_keep_one_live_record_per_path() {
 #[test]
 fn arbitrary_entry_sequences_under_filters() {
     let filters = [
-        Filters { include_extensions: vec!["txt".into()], ..Filters::default() },
-        Filters { exclude_paths: vec!["/a".into()], ..Filters::default() },
-        Filters { include_paths: vec!["/ünï/b".into()], ..Filters::default() },
-        Filters { modified_after: Some(1_704_164_660), ..Filters::default() },
+        Filters {
+            include_extensions: vec!["txt".into()],
+            ..Filters::default()
+        },
+        Filters {
+            exclude_paths: vec!["/a".into()],
+            ..Filters::default()
+        },
+        Filters {
+            include_paths: vec!["/ünï/b".into()],
+            ..Filters::default()
+        },
+        Filters {
+            modified_after: Some(1_704_164_660),
+            ..Filters::default()
+        },
     ];
     for seed in 0..iterations(1_000) as u64 {
         run_sequence(seed, &filters[seed as usize % filters.len()]);
     }
 }
-
-
 
 // ---------------------------------------------------------------------------------------------
 // Consistent feeds: pages generated from a model account, as Dropbox reports changes
@@ -410,12 +502,21 @@ struct Model {
 
 impl Model {
     fn subtree(&self, lower: &str) -> Vec<String> {
-        self.items.keys().filter(|p| *p == lower || under(p, lower)).cloned().collect()
+        self.items
+            .keys()
+            .filter(|p| *p == lower || under(p, lower))
+            .cloned()
+            .collect()
     }
 
     /// Create an item and any missing folders above it; false if impossible (taken, or a file
     /// in the way).
-    fn create(&mut self, display: &str, folder: bool, touched: &mut std::collections::BTreeSet<String>) -> bool {
+    fn create(
+        &mut self,
+        display: &str,
+        folder: bool,
+        touched: &mut std::collections::BTreeSet<String>,
+    ) -> bool {
         let segments: Vec<&str> = display.split('/').filter(|s| !s.is_empty()).collect();
         if segments.is_empty() || self.items.contains_key(&display.to_lowercase()) {
             return false;
@@ -436,7 +537,8 @@ impl Model {
                     self.next_id += 1;
                     let id = format!("id:m{}", self.next_id);
                     self.revs.insert(id.clone(), 1);
-                    self.items.insert(lower.clone(), (id, folder || !last, at.clone()));
+                    self.items
+                        .insert(lower.clone(), (id, folder || !last, at.clone()));
                     touched.insert(lower);
                 }
             }
@@ -452,12 +554,22 @@ impl Model {
     }
 
     /// Move an item (with its subtree) to a new display path under an existing folder.
-    fn move_to(&mut self, from: &str, to_display: &str, touched: &mut std::collections::BTreeSet<String>) -> bool {
+    fn move_to(
+        &mut self,
+        from: &str,
+        to_display: &str,
+        touched: &mut std::collections::BTreeSet<String>,
+    ) -> bool {
         let to = to_display.to_lowercase();
-        let Some((_, _, from_display)) = self.items.get(from).cloned() else { return false };
+        let Some((_, _, from_display)) = self.items.get(from).cloned() else {
+            return false;
+        };
         let parent_ok = match to.rfind('/') {
             Some(0) => true,
-            Some(i) => self.items.get(&to[..i]).is_some_and(|(_, folder, _)| *folder),
+            Some(i) => self
+                .items
+                .get(&to[..i])
+                .is_some_and(|(_, folder, _)| *folder),
             None => false,
         };
         if !parent_ok || self.items.contains_key(&to) || to == from || under(&to, from) {
@@ -517,7 +629,10 @@ impl Model {
     /// The latest state of each touched path, in path order (parents first); a deleted folder
     /// is one entry, as Dropbox reports it.
     fn feed(&self, touched: &std::collections::BTreeSet<String>) -> Vec<Metadata> {
-        let gone: Vec<&String> = touched.iter().filter(|p| !self.items.contains_key(*p)).collect();
+        let gone: Vec<&String> = touched
+            .iter()
+            .filter(|p| !self.items.contains_key(*p))
+            .collect();
         touched
             .iter()
             .filter(|p| self.items.contains_key(*p) || !gone.iter().any(|g| under(p, g)))
@@ -544,7 +659,11 @@ impl Model {
                 _ => None,
             };
             let kind_ok = (record.kind == crate::model::RecordKind::Folder) == *folder;
-            if record.path_lower != *lower || record.path_display != *display || record.parent_external_id != parent || !kind_ok {
+            if record.path_lower != *lower
+                || record.path_display != *display
+                || record.parent_external_id != parent
+                || !kind_ok
+            {
                 diffs.push(format!(
                     "{id}: expected {display} (parent {parent:?}), stored {} (parent {:?}, {:?})",
                     record.path_display, record.parent_external_id, record.kind
@@ -572,7 +691,11 @@ fn pages_of(rng: &mut XorShift, mut feed: Vec<Metadata>, shuffled: bool) -> Vec<
     let mut pages = Vec::new();
     let count = 1 + rng.below(3);
     for i in 0..count {
-        let take = if i + 1 == count { feed.len() } else { rng.below(feed.len() + 1) };
+        let take = if i + 1 == count {
+            feed.len()
+        } else {
+            rng.below(feed.len() + 1)
+        };
         let mut page: Vec<Metadata> = feed.drain(..take).collect();
         if shuffled {
             shuffle(rng, &mut page);
@@ -582,7 +705,11 @@ fn pages_of(rng: &mut XorShift, mut feed: Vec<Metadata>, shuffled: bool) -> Vec<
     pages
 }
 
-fn random_op(model: &mut Model, rng: &mut XorShift, touched: &mut std::collections::BTreeSet<String>) {
+fn random_op(
+    model: &mut Model,
+    rng: &mut XorShift,
+    touched: &mut std::collections::BTreeSet<String>,
+) {
     let paths: Vec<String> = model.items.keys().cloned().collect();
     let existing = |rng: &mut XorShift| paths.get(rng.below(paths.len())).cloned();
     let (_, display) = random_path(rng);
@@ -623,21 +750,38 @@ fn random_op(model: &mut Model, rng: &mut XorShift, touched: &mut std::collectio
 }
 
 /// Applies a feed's pages as `run_sync` does; after its last page the store must equal the model.
-fn apply_feed(store: &mut FakeStore, pages: Vec<Vec<Metadata>>, listing: bool, seed: u64, model: &Model) {
+fn apply_feed(
+    store: &mut FakeStore,
+    pages: Vec<Vec<Metadata>>,
+    listing: bool,
+    seed: u64,
+    model: &Model,
+) {
     let count = pages.len();
     for (i, page) in pages.into_iter().enumerate() {
         let listing_start = listing && i == 0;
         let start = store.clone();
         if let Err(error) = check_page(store, &page, &Filters::default(), listing_start, true) {
-            let held: Vec<(String, String, bool)> =
-                start.records.values().map(|(r, pending)| (r.external_id.clone(), r.path_lower.clone(), *pending)).collect();
+            let held: Vec<(String, String, bool)> = start
+                .records
+                .values()
+                .map(|(r, pending)| (r.external_id.clone(), r.path_lower.clone(), *pending))
+                .collect();
             let page: Vec<String> = page.iter().map(describe).collect();
-            panic!("seed {seed}, page {i} of {count}: {error}\nstore before: {held:?}\npage: {page:#?}");
+            panic!(
+                "seed {seed}, page {i} of {count}: {error}\nstore before: {held:?}\npage: {page:#?}"
+            );
         }
     }
-    store.apply(vec![Change::Purge], None).unwrap_or_else(|e| panic!("seed {seed}: purge failed: {e}"));
+    store
+        .apply(vec![Change::Purge], None)
+        .unwrap_or_else(|e| panic!("seed {seed}: purge failed: {e}"));
     let diffs = model.diff(store);
-    assert!(diffs.is_empty(), "seed {seed}: the store differs from the account:\n{}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "seed {seed}: the store differs from the account:\n{}",
+        diffs.join("\n")
+    );
 }
 
 fn consistent_feeds(shuffled: bool) {

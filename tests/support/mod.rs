@@ -15,7 +15,11 @@ use host_test::store::{Event, RecordStore, StoredCredentials};
 /// The Dropbox component, compiled once per test binary.
 pub fn dropbox_runtime() -> Arc<Runtime> {
     static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
-    RUNTIME.get_or_init(|| Arc::new(Runtime::dropbox(SandboxConfig::default()).expect("the component loads"))).clone()
+    RUNTIME
+        .get_or_init(|| {
+            Arc::new(Runtime::dropbox(SandboxConfig::default()).expect("the component loads"))
+        })
+        .clone()
 }
 
 pub struct Harness {
@@ -27,19 +31,40 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(files: usize, seed: u64) -> Harness {
-        Harness::with_config(EmulatorConfig { files, seed, ..Default::default() })
+        Harness::with_config(EmulatorConfig {
+            files,
+            seed,
+            ..Default::default()
+        })
     }
 
     pub fn with_config(config: EmulatorConfig) -> Harness {
         let emulator = Emulator::start(config).expect("the emulator starts");
         let dir = tempfile::tempdir().expect("a temp dir");
-        let store = Arc::new(RecordStore::open(&dir.path().join("store.db")).expect("the store opens"));
-        let host = ConnectorHost::new(dropbox_runtime(), store, Some(&emulator.base_url()), Default::default())
-            .expect("the host starts");
+        let store =
+            Arc::new(RecordStore::open(&dir.path().join("store.db")).expect("the store opens"));
+        let host = ConnectorHost::new(
+            dropbox_runtime(),
+            store,
+            Some(&emulator.base_url()),
+            Default::default(),
+        )
+        .expect("the host starts");
         let tenant = "t1".to_string();
-        host.connect(&tenant, StoredCredentials { access_token: emulator.access_token(), ..Default::default() })
-            .expect("credentials stored");
-        Harness { emulator, host, tenant, dir }
+        host.connect(
+            &tenant,
+            StoredCredentials {
+                access_token: emulator.access_token(),
+                ..Default::default()
+            },
+        )
+        .expect("credentials stored");
+        Harness {
+            emulator,
+            host,
+            tenant,
+            dir,
+        }
     }
 
     pub fn try_sync(&self) -> Result<Outcome<SyncSummary>, HostError> {
@@ -58,7 +83,10 @@ impl Harness {
     }
 
     pub fn events_since(&self, seq: i64) -> Vec<Event> {
-        self.host.store().events(Some(&self.tenant), seq).expect("events")
+        self.host
+            .store()
+            .events(Some(&self.tenant), seq)
+            .expect("events")
     }
 
     pub fn last_seq(&self) -> i64 {
@@ -66,80 +94,169 @@ impl Harness {
     }
 
     pub fn set(&self, key: &str, value: &str) {
-        self.host.set_setting(&self.tenant, key, value).expect("setting accepted");
+        self.host
+            .set_setting(&self.tenant, key, value)
+            .expect("setting accepted");
     }
 
     /// Panics with every difference between the store and the emulator's account, and checks
     /// that a downstream indexer fed only the event stream would hold the same records.
     pub fn assert_matches_truth(&self) {
         let diffs = diff_with_truth(&self.emulator.truth(), &self.records(), |_| true);
-        assert!(diffs.is_empty(), "store differs from the account:\n{}", diffs.join("\n"));
+        assert!(
+            diffs.is_empty(),
+            "store differs from the account:\n{}",
+            diffs.join("\n")
+        );
         self.assert_events_replay_to_store();
     }
 
     /// Replaying the event stream from the start gives exactly the stored records: every
     /// creation, update and deletion reached the indexer, in an order that makes sense.
     pub fn assert_events_replay_to_store(&self) {
-        assert_eq!(self.host.store().pending_count(&self.tenant).unwrap(), 0, "records left pending removal");
+        assert_eq!(
+            self.host.store().pending_count(&self.tenant).unwrap(),
+            0,
+            "records left pending removal"
+        );
         let mut replayed: BTreeMap<String, serde_json::Value> = BTreeMap::new();
         for e in self.events_since(0) {
             match e.kind.as_str() {
                 "created" => {
                     let previous = replayed.insert(e.external_id.clone(), e.record.clone());
-                    assert!(previous.is_none(), "event {}: {} created twice", e.seq, e.external_id);
+                    assert!(
+                        previous.is_none(),
+                        "event {}: {} created twice",
+                        e.seq,
+                        e.external_id
+                    );
                 }
                 "deleted" => {
-                    assert!(replayed.remove(&e.external_id).is_some(), "event {}: {} deleted but unknown", e.seq, e.external_id);
+                    assert!(
+                        replayed.remove(&e.external_id).is_some(),
+                        "event {}: {} deleted but unknown",
+                        e.seq,
+                        e.external_id
+                    );
                 }
                 _ => {
                     let slot = replayed.get_mut(&e.external_id);
-                    assert!(slot.is_some(), "event {}: update of unknown {}", e.seq, e.external_id);
+                    assert!(
+                        slot.is_some(),
+                        "event {}: update of unknown {}",
+                        e.seq,
+                        e.external_id
+                    );
                     if let Some(slot) = slot {
                         *slot = e.record.clone();
                     }
                 }
             }
         }
-        let stored: BTreeMap<String, serde_json::Value> =
-            self.records().iter().map(|r| (r.external_id.clone(), host_test::store::record_json(r))).collect();
-        let missing: Vec<_> = stored.keys().filter(|k| !replayed.contains_key(*k)).collect();
-        let extra: Vec<_> = replayed.keys().filter(|k| !stored.contains_key(*k)).collect();
-        assert!(missing.is_empty() && extra.is_empty(), "event stream vs store: missing {missing:?}, extra {extra:?}");
+        let stored: BTreeMap<String, serde_json::Value> = self
+            .records()
+            .iter()
+            .map(|r| (r.external_id.clone(), host_test::store::record_json(r)))
+            .collect();
+        let missing: Vec<_> = stored
+            .keys()
+            .filter(|k| !replayed.contains_key(*k))
+            .collect();
+        let extra: Vec<_> = replayed
+            .keys()
+            .filter(|k| !stored.contains_key(*k))
+            .collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "event stream vs store: missing {missing:?}, extra {extra:?}"
+        );
         for (id, record) in &stored {
-            assert_eq!(replayed.get(id), Some(record), "the last event for {id} does not carry the stored record");
+            assert_eq!(
+                replayed.get(id),
+                Some(record),
+                "the last event for {id} does not carry the stored record"
+            );
         }
     }
 }
 
 /// Differences between the expected (truth filtered by `keep`) and the stored records.
-pub fn diff_with_truth(truth: &[TruthEntry], records: &[Record], keep: impl Fn(&TruthEntry) -> bool) -> Vec<String> {
-    let by_path: HashMap<&str, &TruthEntry> = truth.iter().map(|t| (t.path_lower.as_str(), t)).collect();
-    let expected: BTreeMap<&str, &TruthEntry> = truth.iter().filter(|t| keep(t)).map(|t| (t.id.as_str(), t)).collect();
-    let stored: BTreeMap<&str, &Record> = records.iter().map(|r| (r.external_id.as_str(), r)).collect();
+pub fn diff_with_truth(
+    truth: &[TruthEntry],
+    records: &[Record],
+    keep: impl Fn(&TruthEntry) -> bool,
+) -> Vec<String> {
+    let by_path: HashMap<&str, &TruthEntry> =
+        truth.iter().map(|t| (t.path_lower.as_str(), t)).collect();
+    let expected: BTreeMap<&str, &TruthEntry> = truth
+        .iter()
+        .filter(|t| keep(t))
+        .map(|t| (t.id.as_str(), t))
+        .collect();
+    let stored: BTreeMap<&str, &Record> = records
+        .iter()
+        .map(|r| (r.external_id.as_str(), r))
+        .collect();
     let mut diffs = Vec::new();
     for (id, t) in &expected {
         let Some(r) = stored.get(id) else {
             diffs.push(format!("missing {id} {}", t.path_display));
             continue;
         };
-        let parent = t.path_lower.rfind('/').filter(|&i| i > 0).and_then(|i| by_path.get(&t.path_lower[..i])).map(|p| p.id.clone());
-        let kind = if t.kind == Kind::Folder { RecordKind::Folder } else { RecordKind::File };
+        let parent = t
+            .path_lower
+            .rfind('/')
+            .filter(|&i| i > 0)
+            .and_then(|i| by_path.get(&t.path_lower[..i]))
+            .map(|p| p.id.clone());
+        let kind = if t.kind == Kind::Folder {
+            RecordKind::Folder
+        } else {
+            RecordKind::File
+        };
         let checks: [(&str, String, String); 11] = [
             ("path_lower", t.path_lower.clone(), r.path_lower.clone()),
-            ("path_display", t.path_display.clone(), r.path_display.clone()),
+            (
+                "path_display",
+                t.path_display.clone(),
+                r.path_display.clone(),
+            ),
             ("name", t.name.clone(), r.name.clone()),
             ("kind", format!("{kind:?}"), format!("{:?}", r.kind)),
             ("rev", format!("{:?}", t.rev), format!("{:?}", r.revision)),
             ("size", t.size.to_string(), r.size.to_string()),
-            ("content_hash", format!("{:?}", t.content_hash), format!("{:?}", r.content_hash)),
-            ("parent", format!("{parent:?}"), format!("{:?}", r.parent_external_id)),
-            ("is_downloadable", t.is_downloadable.to_string(), r.is_downloadable.to_string()),
-            ("shared_url", format!("{:?}", t.shared_url), format!("{:?}", r.shared_url)),
-            ("server_modified", format!("{:?}", t.server_modified), format!("{:?}", r.server_modified)),
+            (
+                "content_hash",
+                format!("{:?}", t.content_hash),
+                format!("{:?}", r.content_hash),
+            ),
+            (
+                "parent",
+                format!("{parent:?}"),
+                format!("{:?}", r.parent_external_id),
+            ),
+            (
+                "is_downloadable",
+                t.is_downloadable.to_string(),
+                r.is_downloadable.to_string(),
+            ),
+            (
+                "shared_url",
+                format!("{:?}", t.shared_url),
+                format!("{:?}", r.shared_url),
+            ),
+            (
+                "server_modified",
+                format!("{:?}", t.server_modified),
+                format!("{:?}", r.server_modified),
+            ),
         ];
         for (field, want, got) in checks {
             if want != got {
-                diffs.push(format!("{id} {}: {field} expected {want}, stored {got}", t.path_display));
+                diffs.push(format!(
+                    "{id} {}: {field} expected {want}, stored {got}",
+                    t.path_display
+                ));
             }
         }
     }
@@ -165,8 +282,30 @@ pub fn assert_no_duplicate_events(events: &[Event]) {
     }
     let dup_created: Vec<_> = created.iter().filter(|(_, n)| **n > 1).collect();
     let dup_deleted: Vec<_> = deleted.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(dup_created.is_empty(), "records created more than once: {dup_created:?}");
-    assert!(dup_deleted.is_empty(), "records deleted more than once: {dup_deleted:?}");
+    assert!(
+        dup_created.is_empty(),
+        "records created more than once: {dup_created:?}"
+    );
+    assert!(
+        dup_deleted.is_empty(),
+        "records deleted more than once: {dup_deleted:?}"
+    );
+}
+
+/// xorshift64 for seeded random histories: reproducible from the seed a failure prints.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
 }
 
 pub fn count(events: &[Event], kind: &str) -> usize {

@@ -11,7 +11,9 @@ use anyhow::{Context, Result, bail};
 
 use super::{Target, open, progress_bar};
 use crate::bindings::connector::SyncKind;
-use crate::oauth::{AuthorizationRequest, CallbackListener, ClientCredentials, parse_pasted, redirect_uri};
+use crate::oauth::{
+    AuthorizationRequest, CallbackListener, ClientCredentials, parse_pasted, redirect_uri,
+};
 
 /// Where the user can unlink an app when revoking from here failed.
 const CONNECTED_APPS_PAGE: &str = "https://www.dropbox.com/account/connected_apps";
@@ -51,8 +53,14 @@ pub(super) fn auth(args: AuthArgs) -> Result<()> {
         .or_else(|| std::env::var("DROPBOX_CLIENT_ID").ok())
         .filter(|s| !s.is_empty())
         .context("give --client-id (the app key) or set DROPBOX_CLIENT_ID")?;
-    let client_secret = args.client_secret.or_else(|| std::env::var("DROPBOX_CLIENT_SECRET").ok()).filter(|s| !s.is_empty());
-    let client = ClientCredentials { client_id, client_secret };
+    let client_secret = args
+        .client_secret
+        .or_else(|| std::env::var("DROPBOX_CLIENT_SECRET").ok())
+        .filter(|s| !s.is_empty());
+    let client = ClientCredentials {
+        client_id,
+        client_secret,
+    };
     let tenant = &args.target.tenant;
 
     let host = open(&args.target)?;
@@ -60,12 +68,20 @@ pub(super) fn auth(args: AuthArgs) -> Result<()> {
     let oauth = host.manifest().oauth.clone();
 
     // Bind before printing the URL: the redirect URI names the port actually in use.
-    let listener = if args.no_listen { None } else { Some(CallbackListener::bind(&args.redirect_base, &oauth.redirect_path)?) };
+    let listener = if args.no_listen {
+        None
+    } else {
+        Some(CallbackListener::bind(
+            &args.redirect_base,
+            &oauth.redirect_path,
+        )?)
+    };
     let redirect = match &listener {
         Some(l) => l.redirect_uri().to_string(),
         None => redirect_uri(&args.redirect_base, &oauth.redirect_path)?,
     };
-    let request = AuthorizationRequest::new(&oauth, &client.client_id, &redirect, &services.policy)?;
+    let request =
+        AuthorizationRequest::new(&oauth, &client.client_id, &redirect, &services.policy)?;
 
     let mut out = std::io::stdout().lock();
     writeln!(out, "Authorize access to your Dropbox for tenant {tenant}.")?;
@@ -81,15 +97,25 @@ pub(super) fn auth(args: AuthArgs) -> Result<()> {
             if !args.no_browser {
                 open_browser(&request.url);
             }
-            writeln!(out, "Waiting up to {} s for Dropbox to redirect to {redirect} ...", args.timeout)?;
+            writeln!(
+                out,
+                "Waiting up to {} s for Dropbox to redirect to {redirect} ...",
+                args.timeout
+            )?;
             out.flush()?;
             listener.wait(&request.state, Duration::from_secs(args.timeout))?
         }
         None => {
-            writeln!(out, "After allowing access, paste the address the browser was sent to (or the code shown), then press Enter:")?;
+            writeln!(
+                out,
+                "After allowing access, paste the address the browser was sent to (or the code shown), then press Enter:"
+            )?;
             out.flush()?;
             let mut line = String::new();
-            std::io::stdin().lock().read_line(&mut line).context("reading the pasted redirect URL")?;
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading the pasted redirect URL")?;
             parse_pasted(&line, &request.state)?
         }
     };
@@ -104,14 +130,22 @@ pub(super) fn auth(args: AuthArgs) -> Result<()> {
         );
     }
     if token.refresh_token.is_none() {
-        eprintln!("warning: no refresh token was issued (offline access refused?); the connection ends when the access token expires");
+        eprintln!(
+            "warning: no refresh token was issued (offline access refused?); the connection ends when the access token expires"
+        );
     }
     host.connect(tenant, token.into_credentials(&client))?;
     let account = host
         .test_connection(tenant)
-        .with_context(|| format!("the tokens were stored for tenant {tenant}, but the connection test failed"))?
+        .with_context(|| {
+            format!("the tokens were stored for tenant {tenant}, but the connection test failed")
+        })?
         .value;
-    writeln!(out, "connected tenant {tenant} to {} ({})", account.email, account.external_id)?;
+    writeln!(
+        out,
+        "connected tenant {tenant} to {} ({})",
+        account.email, account.external_id
+    )?;
     out.flush()?;
     drop(out);
 
@@ -135,14 +169,23 @@ pub(super) fn auth(args: AuthArgs) -> Result<()> {
         s.created,
         s.api_calls,
         outcome.elapsed.as_secs_f64(),
-        if s.interrupted { " (interrupted; the next sync resumes)" } else { "" }
+        if s.interrupted {
+            " (interrupted; the next sync resumes)"
+        } else {
+            ""
+        }
     );
     Ok(())
 }
 
 /// Best effort: a desktop's URL opener, if there is one. Failing is fine, the URL is printed.
 fn open_browser(url: &str) {
-    let spawned = Process::new("xdg-open").arg(url).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    let spawned = Process::new("xdg-open")
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
     if let Ok(mut child) = spawned {
         // Reap it in the background so it never lingers as a zombie.
         std::thread::spawn(move || {
@@ -165,7 +208,9 @@ pub(super) fn disconnect(target: Target) -> Result<()> {
     host.store().delete_credentials(tenant)?;
     match revoked {
         Ok(_) => {
-            println!("revoked the token at Dropbox and deleted the stored credentials of tenant {tenant}");
+            println!(
+                "revoked the token at Dropbox and deleted the stored credentials of tenant {tenant}"
+            );
             Ok(())
         }
         Err(e) => bail!(

@@ -11,20 +11,41 @@ use crate::runtime::SandboxConfig;
 use crate::store::StoredCredentials;
 
 pub fn demo(files: usize, seed: u64, db: Option<PathBuf>) -> Result<()> {
-    let db = db.unwrap_or_else(|| std::env::temp_dir().join(format!("dropbox-demo-{}.db", std::process::id())));
+    let db = db.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("dropbox-demo-{}.db", std::process::id()))
+    });
     if db.exists() {
         std::fs::remove_file(&db).with_context(|| format!("cannot replace {}", db.display()))?;
     }
-    println!("Starting the Dropbox emulator with a sample account of {files} files (seed {seed})...");
-    let emulator = Emulator::start(EmulatorConfig { seed, files, ..Default::default() })?;
+    println!(
+        "Starting the Dropbox emulator with a sample account of {files} files (seed {seed})..."
+    );
+    let emulator = Emulator::start(EmulatorConfig {
+        seed,
+        files,
+        ..Default::default()
+    })?;
     let host = ConnectorHost::open(&db, Some(&emulator.base_url()), SandboxConfig::default())?;
     let tenant = "demo";
-    host.connect(tenant, StoredCredentials { access_token: emulator.access_token(), ..Default::default() })?;
+    host.connect(
+        tenant,
+        StoredCredentials {
+            access_token: emulator.access_token(),
+            ..Default::default()
+        },
+    )?;
 
     println!("\n1. Full sync");
     let full = host.sync(tenant, Some(progress_bar()), None)?;
     eprintln!();
-    report("full sync", &host, &full.value, full.elapsed, full.peak_memory, 0)?;
+    report(
+        "full sync",
+        &host,
+        &full.value,
+        full.elapsed,
+        full.peak_memory,
+        0,
+    )?;
     let after_full = host.store().last_event_seq()?;
 
     println!("\n2. Changing the account");
@@ -36,12 +57,23 @@ pub fn demo(files: usize, seed: u64, db: Option<PathBuf>) -> Result<()> {
     println!("\n3. Incremental sync");
     let incremental = host.sync(tenant, Some(progress_bar()), None)?;
     eprintln!();
-    report("incremental sync", &host, &incremental.value, incremental.elapsed, incremental.peak_memory, after_full)?;
+    report(
+        "incremental sync",
+        &host,
+        &incremental.value,
+        incremental.elapsed,
+        incremental.peak_memory,
+        after_full,
+    )?;
 
     let truth = emulator.truth();
     let records = host.store().records(tenant)?;
     let same = truth.len() == records.len()
-        && truth.iter().all(|t| records.iter().any(|r| r.external_id == t.id && r.path_lower == t.path_lower));
+        && truth.iter().all(|t| {
+            records
+                .iter()
+                .any(|r| r.external_id == t.id && r.path_lower == t.path_lower)
+        });
     println!(
         "\nThe store holds {} records; the emulator's account has {} items; {}",
         records.len(),
@@ -49,7 +81,10 @@ pub fn demo(files: usize, seed: u64, db: Option<PathBuf>) -> Result<()> {
         if same { "they match." } else { "THEY DIFFER." }
     );
     println!("Database: {}", db.display());
-    println!("Look inside: host-test records --db {} --tenant {tenant} --json", db.display());
+    println!(
+        "Look inside: host-test records --db {} --tenant {tenant} --json",
+        db.display()
+    );
     println!("             host-test events --db {} --json", db.display());
     if !same {
         bail!("the store does not match the account");
@@ -90,10 +125,19 @@ fn report(
 fn change_account(emulator: &Emulator) -> Result<Vec<String>> {
     let truth = emulator.truth();
     let mut lines = Vec::new();
-    let files: Vec<_> = truth.iter().filter(|t| t.kind == crate::emulator::Kind::File && t.is_downloadable).collect();
-    let folders: Vec<_> = truth.iter().filter(|t| t.kind == crate::emulator::Kind::Folder).collect();
+    let files: Vec<_> = truth
+        .iter()
+        .filter(|t| t.kind == crate::emulator::Kind::File && t.is_downloadable)
+        .collect();
+    let folders: Vec<_> = truth
+        .iter()
+        .filter(|t| t.kind == crate::emulator::Kind::Folder)
+        .collect();
     if let Some(f) = files.first() {
-        emulator.modify_file(&f.path_display, Content::Bytes(b"edited by the demo\n".to_vec()))?;
+        emulator.modify_file(
+            &f.path_display,
+            Content::Bytes(b"edited by the demo\n".to_vec()),
+        )?;
         lines.push(format!("edited {}", f.path_display));
     }
     if let Some(f) = files.get(1) {
@@ -102,25 +146,48 @@ fn change_account(emulator: &Emulator) -> Result<Vec<String>> {
         lines.push(format!("renamed {} -> {}", f.path_display, to));
     }
     // A folder with descendants to delete, and a different one to move.
-    let with_children = |path: &str| truth.iter().filter(|t| t.path_lower.starts_with(&format!("{path}/"))).count();
-    let mut candidates: Vec<_> = folders.iter().filter(|f| with_children(&f.path_lower) > 0).collect();
+    let with_children = |path: &str| {
+        truth
+            .iter()
+            .filter(|t| t.path_lower.starts_with(&format!("{path}/")))
+            .count()
+    };
+    let mut candidates: Vec<_> = folders
+        .iter()
+        .filter(|f| with_children(&f.path_lower) > 0)
+        .collect();
     candidates.sort_by_key(|f| std::cmp::Reverse(with_children(&f.path_lower)));
-    if let Some(del) = candidates.iter().find(|f| f.path_lower.matches('/').count() >= 2) {
+    if let Some(del) = candidates
+        .iter()
+        .find(|f| f.path_lower.matches('/').count() >= 2)
+    {
         let n = with_children(&del.path_lower);
         emulator.delete(&del.path_display)?;
-        lines.push(format!("deleted folder {} with {n} descendants", del.path_display));
+        lines.push(format!(
+            "deleted folder {} with {n} descendants",
+            del.path_display
+        ));
         if let Some(mv) = candidates.iter().find(|f| {
             !f.path_lower.starts_with(&del.path_lower) && !del.path_lower.starts_with(&f.path_lower)
         }) {
             let to = format!("/Moved by demo {}", mv.name);
             let n = with_children(&mv.path_lower);
             emulator.move_path(&mv.path_display, &to)?;
-            lines.push(format!("moved folder {} ({n} descendants) -> {to}", mv.path_display));
+            lines.push(format!(
+                "moved folder {} ({n} descendants) -> {to}",
+                mv.path_display
+            ));
         }
     }
-    for (i, name) in ["Notes 2026.md", "Résumé final.pdf", "Ideas 💡.txt"].iter().enumerate() {
+    for (i, name) in ["Notes 2026.md", "Résumé final.pdf", "Ideas 💡.txt"]
+        .iter()
+        .enumerate()
+    {
         let path = format!("/New from demo/{name}");
-        emulator.create_file(&path, Content::Bytes(format!("new file {i}\n").into_bytes()))?;
+        emulator.create_file(
+            &path,
+            Content::Bytes(format!("new file {i}\n").into_bytes()),
+        )?;
         lines.push(format!("added {path}"));
     }
     Ok(lines)

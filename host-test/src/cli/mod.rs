@@ -24,7 +24,11 @@ use crate::store::{RecordStore, StoredCredentials, record_json};
 use crate::tenant::{GuestSignal, Observer};
 
 #[derive(Parser)]
-#[command(name = "host-test", version, about = "Runs the Dropbox connector component in a sandboxed wasmtime host")]
+#[command(
+    name = "host-test",
+    version,
+    about = "Runs the Dropbox connector component in a sandboxed wasmtime host"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -176,7 +180,15 @@ enum ConfigAction {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo { files, seed, db } => demo::demo(files, seed, db),
-        Command::Bench { files, latency_ms, incremental_base, changes, stream_mib, repeats, json } => bench::bench(
+        Command::Bench {
+            files,
+            latency_ms,
+            incremental_base,
+            changes,
+            stream_mib,
+            repeats,
+            json,
+        } => bench::bench(
             crate::bench::BenchOptions {
                 files,
                 latency_ms,
@@ -189,34 +201,64 @@ pub fn run(cli: Cli) -> Result<()> {
         ),
         Command::Manifest => {
             let host = bare_host()?;
-            println!("{}", serde_json::to_string_pretty(&manifest_json(host.manifest()))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&manifest_json(host.manifest()))?
+            );
             Ok(())
         }
         Command::Inspect => inspect(),
-        Command::Emulator { listen, seed, files } => emulator::run_emulator(&listen, seed, files),
+        Command::Emulator {
+            listen,
+            seed,
+            files,
+        } => emulator::run_emulator(&listen, seed, files),
         Command::Auth(args) => auth::auth(args),
         Command::Disconnect { target } => auth::disconnect(target),
         Command::Watch(args) => watch::run(args),
-        Command::Connect { target, access_token } => {
+        Command::Connect {
+            target,
+            access_token,
+        } => {
             let token = access_token
                 .or_else(|| std::env::var("DROPBOX_ACCESS_TOKEN").ok())
                 .context("give --access-token or set DROPBOX_ACCESS_TOKEN")?;
             let host = open(&target)?;
-            host.connect(&target.tenant, StoredCredentials { access_token: token, ..Default::default() })?;
+            host.connect(
+                &target.tenant,
+                StoredCredentials {
+                    access_token: token,
+                    ..Default::default()
+                },
+            )?;
             let account = host.test_connection(&target.tenant)?.value;
-            println!("connected tenant {} to {} ({})", target.tenant, account.email, account.external_id);
+            println!(
+                "connected tenant {} to {} ({})",
+                target.tenant, account.email, account.external_id
+            );
             Ok(())
         }
         Command::Sync { target, quiet } => {
             let host = open(&target)?;
             if let Ok(token) = std::env::var("DROPBOX_ACCESS_TOKEN") {
-                host.connect(&target.tenant, StoredCredentials { access_token: token, ..Default::default() })?;
+                host.connect(
+                    &target.tenant,
+                    StoredCredentials {
+                        access_token: token,
+                        ..Default::default()
+                    },
+                )?;
             }
-            let outcome = host.sync(&target.tenant, if quiet { None } else { Some(progress_bar()) }, None);
+            let outcome = host.sync(
+                &target.tenant,
+                if quiet { None } else { Some(progress_bar()) },
+                None,
+            );
             if !quiet {
                 eprintln!();
             }
-            let outcome = outcome.with_context(|| format!("sync of tenant {} failed", target.tenant))?;
+            let outcome =
+                outcome.with_context(|| format!("sync of tenant {} failed", target.tenant))?;
             let s = &outcome.value;
             println!(
                 "{:?} sync of {}: {} pages, {} entries, {} created, {} content updates, {} metadata updates, {} deleted, {} API calls, {:.2}s{}",
@@ -230,7 +272,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 s.deletions,
                 s.api_calls,
                 outcome.elapsed.as_secs_f64(),
-                if s.interrupted { " (interrupted; the next sync resumes)" } else { "" }
+                if s.interrupted {
+                    " (interrupted; the next sync resumes)"
+                } else {
+                    ""
+                }
             );
             Ok(())
         }
@@ -255,7 +301,12 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Events { db, tenant, since, json: _ } => {
+        Command::Events {
+            db,
+            tenant,
+            since,
+            json: _,
+        } => {
             let store = RecordStore::open(&db)?;
             let mut out = std::io::stdout().lock();
             for e in store.events(tenant.as_deref(), since)? {
@@ -271,7 +322,10 @@ pub fn run(cli: Cli) -> Result<()> {
             let store = RecordStore::open(&target.db)?;
             let status = store.status(&target.tenant)?;
             let creds = store.credentials(&target.tenant)?;
-            let cursor = status.sync_points.iter().any(|(k, _)| k == "dropbox.cursor");
+            let cursor = status
+                .sync_points
+                .iter()
+                .any(|(k, _)| k == "dropbox.cursor");
             println!(
                 "{}",
                 serde_json::to_string_pretty(&json!({
@@ -298,27 +352,51 @@ pub fn run(cli: Cli) -> Result<()> {
                 ConfigAction::Get { key } => {
                     let settings = host.store().settings(&target.tenant)?;
                     let field = host.manifest().config_fields.iter().find(|f| f.key == key);
-                    let Some(field) = field else { bail!("unknown setting '{key}'") };
-                    let value = settings.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone());
-                    println!("{}", value.or(field.default_value.clone()).unwrap_or_default());
+                    let Some(field) = field else {
+                        bail!("unknown setting '{key}'")
+                    };
+                    let value = settings
+                        .iter()
+                        .find(|(k, _)| *k == key)
+                        .map(|(_, v)| v.clone());
+                    println!(
+                        "{}",
+                        value.or(field.default_value.clone()).unwrap_or_default()
+                    );
                 }
                 ConfigAction::List => {
                     let settings = host.store().settings(&target.tenant)?;
                     for field in &host.manifest().config_fields {
-                        let value = settings.iter().find(|(k, _)| *k == field.key).map(|(_, v)| v.clone());
-                        let shown = value.clone().or(field.default_value.clone()).unwrap_or_default();
-                        println!("{} = {}{}", field.key, shown, if value.is_none() { " (default)" } else { "" });
+                        let value = settings
+                            .iter()
+                            .find(|(k, _)| *k == field.key)
+                            .map(|(_, v)| v.clone());
+                        let shown = value
+                            .clone()
+                            .or(field.default_value.clone())
+                            .unwrap_or_default();
+                        println!(
+                            "{} = {}{}",
+                            field.key,
+                            shown,
+                            if value.is_none() { " (default)" } else { "" }
+                        );
                     }
                 }
             }
             Ok(())
         }
-        Command::Cat { target, record, out } => {
+        Command::Cat {
+            target,
+            record,
+            out,
+        } => {
             let host = open(&target)?;
             let id = host.resolve_record(&target.tenant, &record)?;
             let sink: Box<dyn Write + Send> = match &out {
                 Some(path) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+                    std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?,
                 )),
                 None => Box::new(std::io::stdout()),
             };
@@ -337,7 +415,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 "{} bytes, content hash {}, {}",
                 s.size,
                 s.content_hash.as_deref().unwrap_or("-"),
-                if s.verified { "verified" } else { "not verified (no published hash)" }
+                if s.verified {
+                    "verified"
+                } else {
+                    "not verified (no published hash)"
+                }
             );
             Ok(())
         }
@@ -351,14 +433,23 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn open(target: &Target) -> Result<ConnectorHost> {
-    Ok(ConnectorHost::open(&target.db, target.api_url.as_deref(), SandboxConfig::default())?)
+    Ok(ConnectorHost::open(
+        &target.db,
+        target.api_url.as_deref(),
+        SandboxConfig::default(),
+    )?)
 }
 
 /// A host over an in-memory store: for commands that only ask the component about itself.
 fn bare_host() -> Result<ConnectorHost> {
     let runtime = Arc::new(Runtime::dropbox(SandboxConfig::default())?);
     let store = Arc::new(RecordStore::open_in_memory()?);
-    Ok(ConnectorHost::new(runtime, store, None, Default::default())?)
+    Ok(ConnectorHost::new(
+        runtime,
+        store,
+        None,
+        Default::default(),
+    )?)
 }
 
 pub fn manifest_json(m: &ConnectorManifest) -> serde_json::Value {
@@ -426,7 +517,12 @@ fn inspect() -> Result<()> {
 pub(crate) fn progress_bar() -> Observer {
     let started = Instant::now();
     Box::new(move |signal| match signal {
-        GuestSignal::Progress { phase, pages, entries, total } => {
+        GuestSignal::Progress {
+            phase,
+            pages,
+            entries,
+            total,
+        } => {
             let rate = *entries as f64 / started.elapsed().as_secs_f64().max(1e-3);
             let total = total.map(|t| format!("/{t}")).unwrap_or_default();
             eprint!("\r{phase}: {pages} pages, {entries}{total} entries, {rate:.0} entries/s   ");
@@ -437,4 +533,3 @@ pub(crate) fn progress_bar() -> Observer {
         GuestSignal::Log { .. } => {}
     })
 }
-

@@ -66,9 +66,16 @@ struct TenantsFile {
 
 pub fn run(args: WatchArgs) -> Result<()> {
     if !(30..=480).contains(&args.longpoll_timeout) {
-        bail!("--longpoll-timeout {}: Dropbox accepts 30 to 480 seconds", args.longpoll_timeout);
+        bail!(
+            "--longpoll-timeout {}: Dropbox accepts 30 to 480 seconds",
+            args.longpoll_timeout
+        );
     }
-    let host = Arc::new(ConnectorHost::open(&args.db, args.api_url.as_deref(), SandboxConfig::default())?);
+    let host = Arc::new(ConnectorHost::open(
+        &args.db,
+        args.api_url.as_deref(),
+        SandboxConfig::default(),
+    )?);
     let interval = match args.interval {
         Some(minutes) => {
             // The same bounds as the stored setting, with the same message.
@@ -94,7 +101,9 @@ pub fn run(args: WatchArgs) -> Result<()> {
         }
     }
     if names.is_empty() {
-        bail!("no tenants to watch: connect one (host-test connect / auth), or give --tenant or --tenants-file");
+        bail!(
+            "no tenants to watch: connect one (host-test connect / auth), or give --tenant or --tenants-file"
+        );
     }
 
     let options = WatchOptions {
@@ -126,15 +135,26 @@ pub fn run(args: WatchArgs) -> Result<()> {
     let syncs = Arc::new(AtomicU64::new(0));
     let counter = syncs.clone();
     let tenants: Vec<WatchTenant> = names.iter().map(|n| WatchTenant::new(n)).collect();
-    let mut watcher = Watcher::start(host.clone(), &tenants, options, move |event| print_event(&event, started, &counter))?;
-    eprintln!("watching {} tenant(s); Ctrl-C to stop", watcher.tenants().len());
+    let mut watcher = Watcher::start(host.clone(), &tenants, options, move |event| {
+        print_event(&event, started, &counter)
+    })?;
+    eprintln!(
+        "watching {} tenant(s); Ctrl-C to stop",
+        watcher.tenants().len()
+    );
 
     // Nothing else to do until Ctrl-C; a closed channel (impossible while the handler lives)
     // stops too.
     let _ = ctrl_c_rx.recv();
-    eprintln!("stopping: syncs in progress finish their current page and commit (Ctrl-C again to quit at once)");
+    eprintln!(
+        "stopping: syncs in progress finish their current page and commit (Ctrl-C again to quit at once)"
+    );
     watcher.stop();
-    println!("stopped after {} syncs in {:.1}s", syncs.load(Ordering::SeqCst), started.elapsed().as_secs_f64());
+    println!(
+        "stopped after {} syncs in {:.1}s",
+        syncs.load(Ordering::SeqCst),
+        started.elapsed().as_secs_f64()
+    );
     std::io::stdout().flush()?;
     Ok(())
 }
@@ -142,8 +162,10 @@ pub fn run(args: WatchArgs) -> Result<()> {
 /// Apply a tenants file to the database (API URL, token, interval: validated like `config set`)
 /// and return its tenant names.
 fn configure_from_file(host: &ConnectorHost, path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let file: TenantsFile = toml::from_str(&text).with_context(|| format!("{} is not a valid tenants file", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file: TenantsFile = toml::from_str(&text)
+        .with_context(|| format!("{} is not a valid tenants file", path.display()))?;
     let mut names = Vec::new();
     for entry in file.tenant {
         let name = entry.name.trim().to_string();
@@ -152,13 +174,23 @@ fn configure_from_file(host: &ConnectorHost, path: &Path) -> Result<Vec<String>>
         }
         let context = || format!("{}: tenant {name}", path.display());
         if let Some(url) = &entry.api_url {
-            host.store().set_tenant_api_url(&name, Some(url)).with_context(context)?;
+            host.store()
+                .set_tenant_api_url(&name, Some(url))
+                .with_context(context)?;
         }
         if let Some(token) = entry.access_token {
-            host.connect(&name, StoredCredentials { access_token: token, ..Default::default() }).with_context(context)?;
+            host.connect(
+                &name,
+                StoredCredentials {
+                    access_token: token,
+                    ..Default::default()
+                },
+            )
+            .with_context(context)?;
         }
         if let Some(minutes) = entry.interval_minutes {
-            host.set_setting(&name, SYNC_INTERVAL_MINUTES, &minutes.to_string()).with_context(context)?;
+            host.set_setting(&name, SYNC_INTERVAL_MINUTES, &minutes.to_string())
+                .with_context(context)?;
         }
         names.push(name);
     }
@@ -168,12 +200,31 @@ fn configure_from_file(host: &ConnectorHost, path: &Path) -> Result<Vec<String>>
 fn print_event(event: &WatchEvent, started: Instant, syncs: &AtomicU64) {
     let at = started.elapsed().as_secs_f64();
     match event {
-        WatchEvent::Watching { tenant, interval, longpoll, first_sync_in } => {
+        WatchEvent::Watching {
+            tenant,
+            interval,
+            longpoll,
+            first_sync_in,
+        } => {
             let schedule = match interval {
-                Some(i) => format!("every {}{}", human(*i), if *longpoll { ", plus changes by long-poll" } else { "" }),
+                Some(i) => format!(
+                    "every {}{}",
+                    human(*i),
+                    if *longpoll {
+                        ", plus changes by long-poll"
+                    } else {
+                        ""
+                    }
+                ),
                 None => "manual: syncs only when asked".to_string(),
             };
-            let first = first_sync_in.map(|d| if d.is_zero() { ", first sync now".to_string() } else { format!(", first sync in {}", human(d)) });
+            let first = first_sync_in.map(|d| {
+                if d.is_zero() {
+                    ", first sync now".to_string()
+                } else {
+                    format!(", first sync in {}", human(d))
+                }
+            });
             eprintln!("{tenant}: {schedule}{}", first.unwrap_or_default());
         }
         WatchEvent::Skipped { tenant, reason } => eprintln!("{tenant}: not watched: {reason}"),
@@ -185,7 +236,12 @@ fn print_event(event: &WatchEvent, started: Instant, syncs: &AtomicU64) {
             let _ = writeln!(out, "[{at:8.1}s] {}", report.line());
             let _ = out.flush();
         }
-        WatchEvent::Longpoll { tenant, result: Err(e), retry_in, .. } => {
+        WatchEvent::Longpoll {
+            tenant,
+            result: Err(e),
+            retry_in,
+            ..
+        } => {
             eprintln!(
                 "[{at:8.1}s] {tenant}: long-poll failed: {e}; the schedule keeps it current, long-poll again in {}",
                 retry_in.map(human).unwrap_or_else(|| "a moment".into())

@@ -8,7 +8,9 @@ impl Host for TenantState {
         self.stats.host_calls += 1;
         self.touch();
         let Some(sink) = self.tenant.sink.as_mut() else {
-            return Err(SinkError::Closed("this invocation has no content sink".into()));
+            return Err(SinkError::Closed(
+                "this invocation has no content sink".into(),
+            ));
         };
         let result = sink.write_all(&chunk).map_err(|e| match e.kind() {
             std::io::ErrorKind::BrokenPipe => SinkError::Closed(e.to_string()),

@@ -9,8 +9,18 @@ impl Host for TenantState {
         self.stats.host_calls += 1;
         self.touch();
         let services = self.tenant.services.clone();
-        let current = services.store.credentials(&self.tenant.tenant).ok().flatten().map(|c| c.access_token);
-        let result = services.credentials.refresh(&self.tenant.tenant, &services.http, &services.policy, current.as_deref());
+        let current = services
+            .store
+            .credentials(&self.tenant.tenant)
+            .ok()
+            .flatten()
+            .map(|c| c.access_token);
+        let result = services.credentials.refresh(
+            &self.tenant.tenant,
+            &services.http,
+            &services.policy,
+            current.as_deref(),
+        );
         self.touch();
         match result {
             Ok(_) => Ok(()),

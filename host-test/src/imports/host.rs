@@ -30,7 +30,10 @@ impl Host for TenantState {
             message.truncate(cut);
             message.push('…');
         }
-        let signal = GuestSignal::Log { level: level.to_string(), message: message.clone() };
+        let signal = GuestSignal::Log {
+            level: level.to_string(),
+            message: message.clone(),
+        };
         if let Some(observer) = self.tenant.observer.as_mut() {
             observer(&signal);
         }
@@ -56,7 +59,14 @@ impl Host for TenantState {
     fn config(&mut self) -> Vec<Setting> {
         self.stats.host_calls += 1;
         self.touch();
-        self.tenant.settings.iter().map(|(key, value)| Setting { key: key.clone(), value: value.clone() }).collect()
+        self.tenant
+            .settings
+            .iter()
+            .map(|(key, value)| Setting {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect()
     }
 
     fn should_stop(&mut self) -> bool {

@@ -16,12 +16,16 @@ impl Host for TenantState {
         let services = self.tenant.services.clone();
         let resolved = services.policy.resolve(&req.url).map_err(|e| match e {
             PolicyError::NotAllowed(host) => HttpError::DestinationNotAllowed(host),
-            PolicyError::InvalidUrl { url, reason } => HttpError::InvalidRequest(format!("{url}: {reason}")),
+            PolicyError::InvalidUrl { url, reason } => {
+                HttpError::InvalidRequest(format!("{url}: {reason}"))
+            }
         })?;
         let mut headers = Vec::with_capacity(req.headers.len() + 1);
         for (name, value) in req.headers {
             if name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("host") {
-                return Err(HttpError::InvalidRequest(format!("the {name} header is set by the host")));
+                return Err(HttpError::InvalidRequest(format!(
+                    "the {name} header is set by the host"
+                )));
             }
             headers.push((name, value));
         }
@@ -46,10 +50,18 @@ impl Host for TenantState {
             Method::Put => "PUT",
             Method::Delete => "DELETE",
         };
-        let path = url::Url::parse(&req.url).map(|u| u.path().to_string()).unwrap_or_default();
+        let path = url::Url::parse(&req.url)
+            .map(|u| u.path().to_string())
+            .unwrap_or_default();
         *self.stats.requests.entry(path).or_default() += 1;
         let started = Instant::now();
-        let result = services.http.send(method, &resolved.url, &headers, req.body, req.timeout_ms.map(Duration::from_millis));
+        let result = services.http.send(
+            method,
+            &resolved.url,
+            &headers,
+            req.body,
+            req.timeout_ms.map(Duration::from_millis),
+        );
         self.stats.http_time += started.elapsed();
         self.touch();
         let response = result.map_err(|e| match e {
@@ -59,6 +71,10 @@ impl Host for TenantState {
             TransportError::InvalidRequest(m) => HttpError::InvalidRequest(m),
         })?;
         self.stats.bytes_received += response.body.len() as u64;
-        Ok(Response { status: response.status, headers: response.headers, body: response.body })
+        Ok(Response {
+            status: response.status,
+            headers: response.headers,
+            body: response.body,
+        })
     }
 }

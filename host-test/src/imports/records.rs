@@ -16,7 +16,10 @@ fn to_wit(e: DbError) -> StoreError {
 }
 
 impl TenantState {
-    fn timed<T>(&mut self, f: impl FnOnce(&crate::store::RecordStore, &str) -> Result<T, DbError>) -> Result<T, StoreError> {
+    fn timed<T>(
+        &mut self,
+        f: impl FnOnce(&crate::store::RecordStore, &str) -> Result<T, DbError>,
+    ) -> Result<T, StoreError> {
         self.stats.host_calls += 1;
         self.touch();
         let started = Instant::now();
@@ -28,7 +31,11 @@ impl TenantState {
 }
 
 impl Host for TenantState {
-    fn apply(&mut self, changes: Vec<Change>, sync_point: Option<SyncPoint>) -> Result<ApplySummary, StoreError> {
+    fn apply(
+        &mut self,
+        changes: Vec<Change>,
+        sync_point: Option<SyncPoint>,
+    ) -> Result<ApplySummary, StoreError> {
         self.timed(|store, tenant| store.apply(tenant, &changes, sync_point.as_ref()))
     }
 
@@ -40,7 +47,10 @@ impl Host for TenantState {
         self.timed(|store, tenant| store.get_records(tenant, &external_ids))
     }
 
-    fn find_by_paths(&mut self, paths_lower: Vec<String>) -> Result<Vec<Option<Record>>, StoreError> {
+    fn find_by_paths(
+        &mut self,
+        paths_lower: Vec<String>,
+    ) -> Result<Vec<Option<Record>>, StoreError> {
         self.timed(|store, tenant| store.find_by_paths(tenant, &paths_lower))
     }
 
@@ -48,7 +58,12 @@ impl Host for TenantState {
         self.timed(|store, tenant| store.list_shared(tenant))
     }
 
-    fn put_owner(&mut self, owner: User, group: RecordGroup, permissions: Vec<Permission>) -> Result<(), StoreError> {
+    fn put_owner(
+        &mut self,
+        owner: User,
+        group: RecordGroup,
+        permissions: Vec<Permission>,
+    ) -> Result<(), StoreError> {
         self.timed(|store, tenant| store.put_owner(tenant, &owner, &group, &permissions))
     }
 

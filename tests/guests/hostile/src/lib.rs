@@ -11,7 +11,7 @@ mod guest {
     });
 
     use exports::pipeshub::connector::connector::{
-        ChangeHint, Guest, ReindexSummary, SignedUrl, StreamSummary, SyncSummary, SyncKind,
+        ChangeHint, Guest, ReindexSummary, SignedUrl, StreamSummary, SyncKind, SyncSummary,
     };
     use pipeshub::connector::{credentials, host, http, manifest_types, records, types};
     use types::ConnectorError;
@@ -20,7 +20,10 @@ mod guest {
     export!(Hostile);
 
     fn ok(text: String) -> Result<SignedUrl, ConnectorError> {
-        Ok(SignedUrl { url: text, expires_at: 0 })
+        Ok(SignedUrl {
+            url: text,
+            expires_at: 0,
+        })
     }
 
     fn http_error(e: http::HttpError) -> String {
@@ -79,7 +82,9 @@ mod guest {
                 let mut x: u64 = 1;
                 for round in 0..rounds {
                     for _ in 0..10_000_000u64 {
-                        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
                     }
                     host::log(host::Level::Debug, &format!("round {round}"));
                 }
@@ -95,7 +100,11 @@ mod guest {
                     timeout_ms: Some(5_000),
                 };
                 match http::send(&request) {
-                    Ok(resp) => ok(format!("status:{} body:{}", resp.status, String::from_utf8_lossy(&resp.body))),
+                    Ok(resp) => ok(format!(
+                        "status:{} body:{}",
+                        resp.status,
+                        String::from_utf8_lossy(&resp.body)
+                    )),
                     Err(e) => ok(http_error(e)),
                 }
             }
@@ -122,7 +131,11 @@ mod guest {
                 }
                 ok(format!("calls:{n}:{total}"))
             }
-            "env" => ok(format!("env:{} args:{}", std::env::vars_os().count(), std::env::args_os().count())),
+            "env" => ok(format!(
+                "env:{} args:{}",
+                std::env::vars_os().count(),
+                std::env::args_os().count()
+            )),
             "read" => match std::fs::read(rest) {
                 Ok(bytes) => ok(format!("read:ok:{}", bytes.len())),
                 Err(e) => ok(format!("read:err:{e}")),
@@ -137,8 +150,14 @@ mod guest {
             },
             "put" => {
                 let (id, path) = rest.split_once(' ').unwrap_or((rest, "/x"));
-                let change = records::Change::Upsert(records::Upsert { record: record(id, path), event: records::ChangeKind::Created });
-                let point = records::SyncPoint { key: "hostile".into(), value: id.into() };
+                let change = records::Change::Upsert(records::Upsert {
+                    record: record(id, path),
+                    event: records::ChangeKind::Created,
+                });
+                let point = records::SyncPoint {
+                    key: "hostile".into(),
+                    value: id.into(),
+                };
                 match records::apply(&[change], Some(&point)) {
                     Ok(_) => ok("put:ok".into()),
                     Err(e) => ok(format!("put:err:{e:?}")),
@@ -152,7 +171,10 @@ mod guest {
                 Ok(v) => ok(format!("sync-point:{}", v.unwrap_or_else(|| "none".into()))),
                 Err(e) => ok(format!("sync-point:err:{e:?}")),
             },
-            "purge-all" => match records::apply(&[records::Change::MarkAllPending, records::Change::Purge], None) {
+            "purge-all" => match records::apply(
+                &[records::Change::MarkAllPending, records::Change::Purge],
+                None,
+            ) {
                 Ok(s) => ok(format!("purged:{}", s.deletions)),
                 Err(e) => ok(format!("purge:err:{e:?}")),
             },
@@ -160,14 +182,22 @@ mod guest {
                 Ok(()) => ok("refresh:ok".into()),
                 Err(e) => ok(format!("refresh:err:{e:?}")),
             },
-            "config" => ok(host::config().into_iter().map(|s| format!("{}={}", s.key, s.value)).collect::<Vec<_>>().join(",")),
+            "config" => ok(host::config()
+                .into_iter()
+                .map(|s| format!("{}={}", s.key, s.value))
+                .collect::<Vec<_>>()
+                .join(",")),
             // Everything a guest can read that a secret could hide in: its environment and
             // arguments, its configuration, the files it may try, an authenticated response
             // (status, headers, body), and what a refresh reports.
             "probe-secrets" => {
                 let mut seen = Vec::new();
                 for (k, v) in std::env::vars_os() {
-                    seen.push(format!("env {}={}", k.to_string_lossy(), v.to_string_lossy()));
+                    seen.push(format!(
+                        "env {}={}",
+                        k.to_string_lossy(),
+                        v.to_string_lossy()
+                    ));
                 }
                 for a in std::env::args_os() {
                     seen.push(format!("arg {}", a.to_string_lossy()));
@@ -175,9 +205,16 @@ mod guest {
                 for s in host::config() {
                     seen.push(format!("config {}={}", s.key, s.value));
                 }
-                for path in ["/proc/self/environ", "/proc/self/cmdline", "/etc/passwd", "."] {
+                for path in [
+                    "/proc/self/environ",
+                    "/proc/self/cmdline",
+                    "/etc/passwd",
+                    ".",
+                ] {
                     match std::fs::read(path) {
-                        Ok(bytes) => seen.push(format!("file {path}: {}", String::from_utf8_lossy(&bytes))),
+                        Ok(bytes) => {
+                            seen.push(format!("file {path}: {}", String::from_utf8_lossy(&bytes)))
+                        }
                         Err(e) => seen.push(format!("file {path}: err {e}")),
                     }
                 }
@@ -205,7 +242,9 @@ mod guest {
                 }
                 ok(seen.join("\n"))
             }
-            other => Err(ConnectorError::InvalidConfig(format!("unknown command {other}"))),
+            other => Err(ConnectorError::InvalidConfig(format!(
+                "unknown command {other}"
+            ))),
         }
     }
 
@@ -234,10 +273,30 @@ mod guest {
             Err(ConnectorError::Internal("hostile".into()))
         }
         fn run_sync() -> Result<SyncSummary, ConnectorError> {
-            run("spin").map(|_| SyncSummary { kind: SyncKind::Full, pages: 0, entries: 0, created: 0, content_updates: 0, metadata_updates: 0, deletions: 0, api_calls: 0, interrupted: false })
+            run("spin").map(|_| SyncSummary {
+                kind: SyncKind::Full,
+                pages: 0,
+                entries: 0,
+                created: 0,
+                content_updates: 0,
+                metadata_updates: 0,
+                deletions: 0,
+                api_calls: 0,
+                interrupted: false,
+            })
         }
         fn run_incremental_sync() -> Result<SyncSummary, ConnectorError> {
-            run("alloc").map(|_| SyncSummary { kind: SyncKind::Full, pages: 0, entries: 0, created: 0, content_updates: 0, metadata_updates: 0, deletions: 0, api_calls: 0, interrupted: false })
+            run("alloc").map(|_| SyncSummary {
+                kind: SyncKind::Full,
+                pages: 0,
+                entries: 0,
+                created: 0,
+                content_updates: 0,
+                metadata_updates: 0,
+                deletions: 0,
+                api_calls: 0,
+                interrupted: false,
+            })
         }
         fn get_signed_url(command: String) -> Result<SignedUrl, ConnectorError> {
             run(&command)
@@ -246,10 +305,18 @@ mod guest {
             Err(ConnectorError::NotFound("hostile".into()))
         }
         fn reindex_records(_ids: Vec<String>) -> Result<ReindexSummary, ConnectorError> {
-            Ok(ReindexSummary { checked: 0, content_updates: 0, metadata_updates: 0, deletions: 0 })
+            Ok(ReindexSummary {
+                checked: 0,
+                content_updates: 0,
+                metadata_updates: 0,
+                deletions: 0,
+            })
         }
         fn wait_for_changes(_t: u32) -> Result<ChangeHint, ConnectorError> {
-            Ok(ChangeHint { changes: false, backoff_seconds: None })
+            Ok(ChangeHint {
+                changes: false,
+                backoff_seconds: None,
+            })
         }
         fn cleanup() -> Result<(), ConnectorError> {
             Ok(())
