@@ -998,7 +998,7 @@ mod tests {
         }
     }
 
-    fn up(r: Record, event: ChangeKind) -> Change {
+    pub(crate) fn up(r: Record, event: ChangeKind) -> Change {
         Change::Upsert(Upsert { record: r, event })
     }
 
@@ -1157,7 +1157,7 @@ mod tests {
 
 #[cfg(test)]
 mod perf {
-    use super::tests_support::*;
+    use super::tests::{rec, up};
     use super::*;
 
     #[test]
@@ -1198,35 +1198,5 @@ mod perf {
         let paths: Vec<String> = (0..2000).map(|i| format!("/f1/x{i}")).collect();
         store.find_by_paths("t", &paths).unwrap();
         eprintln!("2000 path lookups: {:?}", t.elapsed());
-    }
-}
-
-#[cfg(test)]
-mod tests_support {
-    use super::*;
-    use crate::bindings::records::Upsert;
-    pub fn rec(id: &str, path: &str, kind: RecordKind) -> Record {
-        Record {
-            external_id: id.into(),
-            revision: None,
-            name: "n".into(),
-            path_display: path.into(),
-            path_lower: path.to_lowercase(),
-            parent_external_id: None,
-            kind,
-            mime_type: "m".into(),
-            size: 1,
-            content_hash: None,
-            client_modified: None,
-            server_modified: None,
-            is_downloadable: true,
-            export_format: None,
-            web_url: None,
-            is_shared: false,
-            shared_url: None,
-        }
-    }
-    pub fn up(r: Record, event: ChangeKind) -> Change {
-        Change::Upsert(Upsert { record: r, event })
     }
 }
