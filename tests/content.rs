@@ -88,6 +88,44 @@ fn read(h: &Harness, id: &str) -> Result<(StreamSummary, Vec<u8>), HostError> {
     Ok((outcome.value, sink.take()))
 }
 
+/// The guest memory cap of the streaming tests.
+const CAP: usize = 32 * 1024 * 1024;
+
+/// A guest capped at `CAP` of linear memory streams `content`, stored at `path`, into a
+/// hashing sink: the outcome, and the sink's (content hash, length).
+fn stream_under_cap(
+    seed: u64,
+    path: &str,
+    content: &Content,
+) -> (
+    Harness,
+    host_test::app::Outcome<StreamSummary>,
+    (String, u64),
+) {
+    let h = Harness::new(0, seed);
+    h.emulator.create_file(path, content.clone()).unwrap();
+    h.sync();
+    let id = record_at(&h, &path.to_lowercase()).external_id;
+    let runtime = Runtime::dropbox(SandboxConfig {
+        memory_limit: CAP,
+        ..Default::default()
+    })
+    .expect("the component loads");
+    let host = ConnectorHost::new(
+        Arc::new(runtime),
+        h.host.store().clone(),
+        Some(&h.emulator.base_url()),
+        Default::default(),
+    )
+    .expect("a host with a 32 MiB guest");
+    let sink = Hashing::default();
+    let outcome = host
+        .stream(&h.tenant, &id, Box::new(sink.clone()))
+        .expect("the stream fits under the cap");
+    let result = sink.result();
+    (h, outcome, result)
+}
+
 fn downloads(emulator: &Emulator) -> u64 {
     emulator
         .request_counts()
@@ -564,34 +602,11 @@ fn a_signed_url_serves_the_content_without_credentials() {
 
 #[test]
 fn guest_memory_stays_bounded_while_streaming_a_file_larger_than_the_cap() {
-    const CAP: usize = 32 * 1024 * 1024;
-    let h = Harness::new(0, 9);
     let content = Content::Pattern {
         seed: 41,
         len: 96 * MIB,
     };
-    h.emulator
-        .create_file("/Video/huge.mov", content.clone())
-        .unwrap();
-    h.sync();
-    let id = record_at(&h, "/video/huge.mov").external_id;
-    let runtime = Runtime::dropbox(SandboxConfig {
-        memory_limit: CAP,
-        ..Default::default()
-    })
-    .expect("the component loads");
-    let host = ConnectorHost::new(
-        Arc::new(runtime),
-        h.host.store().clone(),
-        Some(&h.emulator.base_url()),
-        Default::default(),
-    )
-    .expect("a host with a 32 MiB guest");
-    let sink = Hashing::default();
-    let outcome = host
-        .stream(&h.tenant, &id, Box::new(sink.clone()))
-        .expect("the stream fits in 32 MiB");
-    let (hash, n) = sink.result();
+    let (_h, outcome, (hash, n)) = stream_under_cap(9, "/Video/huge.mov", &content);
     assert_eq!(n, content.len());
     assert_eq!(hash, content.content_hash());
     assert!(outcome.value.verified);
@@ -944,34 +959,11 @@ fn bench_stream_throughput() {
 #[test]
 #[ignore]
 fn two_gib_stream_under_a_32_mib_cap() {
-    const CAP: usize = 32 * 1024 * 1024;
-    let h = Harness::new(0, 15);
     let content = Content::Pattern {
         seed: 91,
         len: 2048 * MIB,
     };
-    h.emulator
-        .create_file("/huge/2 GiB.bin", content.clone())
-        .unwrap();
-    h.sync();
-    let id = record_at(&h, "/huge/2 gib.bin").external_id;
-    let runtime = Runtime::dropbox(SandboxConfig {
-        memory_limit: CAP,
-        ..Default::default()
-    })
-    .expect("the component loads");
-    let host = ConnectorHost::new(
-        Arc::new(runtime),
-        h.host.store().clone(),
-        Some(&h.emulator.base_url()),
-        Default::default(),
-    )
-    .expect("a host with a 32 MiB guest");
-    let sink = Hashing::default();
-    let outcome = host
-        .stream(&h.tenant, &id, Box::new(sink.clone()))
-        .expect("2 GiB fit through 32 MiB");
-    let (hash, n) = sink.result();
+    let (h, outcome, (hash, n)) = stream_under_cap(15, "/huge/2 GiB.bin", &content);
     assert_eq!((hash, n), (content.content_hash(), content.len()));
     assert!(outcome.value.verified && outcome.peak_memory < CAP);
     eprintln!(

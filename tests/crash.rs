@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dropbox_emulator::{Content, Emulator, EmulatorConfig, Kind};
-use e2e_tests::{Harness, Rng, assert_no_duplicate_events, diff_with_truth, dropbox_runtime};
+use e2e_tests::{
+    Harness, Rng, assert_no_duplicate_events, diff_with_truth, dropbox_runtime, env_or,
+};
 use host_test::app::ConnectorHost;
 use host_test::http::HttpSettings;
 use host_test::store::{Event, RecordStore};
@@ -201,14 +203,8 @@ fn assert_no_repeated_updates(events: &[Event]) {
 
 #[test]
 fn killed_at_random_points_the_next_run_is_exact() {
-    let kills: usize = std::env::var("CRASH_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15);
-    let seed: u64 = std::env::var("CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0xC0FFEE);
+    let kills: usize = env_or("CRASH_KILLS", 15);
+    let seed: u64 = env_or("CRASH_SEED", 0xC0FFEE);
     let started = Instant::now();
     let emulator = Emulator::start(EmulatorConfig {
         files: 3000,

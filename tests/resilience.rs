@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use dropbox_emulator::{Content, Emulator, EmulatorConfig, Fault, FaultKind, Kind};
-use e2e_tests::{Harness, Rng, assert_no_duplicate_events, diff_with_truth, dropbox_runtime};
+use e2e_tests::{
+    Harness, Rng, assert_no_duplicate_events, diff_with_truth, dropbox_runtime, env_or,
+};
 use host_test::app::{ConnectorHost, HostError, Outcome};
 use host_test::bindings::connector::{StreamSummary, SyncKind, SyncSummary};
 use host_test::bindings::types::ConnectorError;
@@ -1030,10 +1032,7 @@ fn soak_fault(rng: &mut Rng) -> (&'static str, FaultKind) {
 #[test]
 fn soak_many_incremental_syncs_with_random_changes_and_faults() {
     let _serial = serial();
-    let syncs: usize = std::env::var("SOAK_SYNCS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+    let syncs: usize = env_or("SOAK_SYNCS", 200);
     let started = Instant::now();
     let emulator = Emulator::start(EmulatorConfig {
         files: 300,
@@ -1142,10 +1141,10 @@ fn soak_many_incremental_syncs_with_random_changes_and_faults() {
     assert!(ok >= syncs / 2, "most runs succeed: {ok} of {syncs}");
 }
 
-/// Known gap, reported: when the stored token is already past its expiry, the host refreshes
-/// before sending; a transient failure of that refresh (a 503 of the token endpoint) reaches
-/// the guest as "no credentials", which becomes `auth-required` and flags the tenant for
-/// re-authorization, although nothing is wrong with the grant. It should be transient.
+/// When the stored token is already past its expiry, the host refreshes before sending; a
+/// transient failure of that refresh (a 503 of the token endpoint) must stay transient: not
+/// `auth-required`, and the tenant is not flagged for re-authorization (nothing is wrong with
+/// the grant).
 #[test]
 fn a_token_endpoint_outage_during_a_proactive_refresh_is_transient() {
     let _serial = serial();

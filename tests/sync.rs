@@ -3,7 +3,7 @@
 //! truth.
 
 use dropbox_emulator::{Content, EmulatorConfig, Kind};
-use e2e_tests::{Harness, Rng, assert_no_duplicate_events, count, diff_with_truth};
+use e2e_tests::{Harness, Rng, assert_no_duplicate_events, count, diff_with_truth, env_or};
 use host_test::bindings::connector::SyncKind;
 
 fn bytes(s: &str) -> Content {
@@ -436,10 +436,7 @@ fn record_fields_are_complete() {
 /// the ground truth after every sync.
 #[test]
 fn random_histories_match_the_ground_truth() {
-    let seeds: u64 = std::env::var("SYNC_MODEL_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(25);
+    let seeds: u64 = env_or("SYNC_MODEL_SEEDS", 25);
     for seed in 1..=seeds {
         if let Err(message) = std::panic::catch_unwind(|| random_history(seed)) {
             let text = message

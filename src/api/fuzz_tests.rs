@@ -345,9 +345,8 @@ fn any_status_headers_and_body_classify_by_status() {
     }
 }
 
-/// Known gap, reported: for 403 and 422 the message is the error's tag path as the server
-/// sent it, neither cut to an excerpt nor scrubbed of token-like runs (every other status
-/// goes through `excerpt`). Passing `tag_path`'s result through `excerpt` closes it.
+/// For 403 and 422 the message is the error's tag path; like every other status it is cut to
+/// an excerpt and scrubbed of token-like runs.
 #[test]
 fn forbidden_and_path_root_messages_are_short_and_scrubbed() {
     let long_tag = "x".repeat(100_000);

@@ -817,11 +817,9 @@ fn consistent_feeds_end_at_the_account_and_replay_cleanly() {
     consistent_feeds(false);
 }
 
-/// The same with entries in random order within each page. Known to fail: when a folder is
-/// created where another one moved away and the page names the newcomer before the mover, the
-/// host store's `replace` (keep children) re-parents the mover's children by parent id, also
-/// those already stored at the mover's new place. The store should re-parent only children
-/// under the replaced path.
+/// The same with entries in random order within each page. This covers a folder created where
+/// another one moved away, named before the mover: `replace` (keep children) must re-parent
+/// only the children still under the replaced path, not the mover's children at its new place.
 #[test]
 fn consistent_feeds_in_any_order_within_a_page() {
     consistent_feeds(true);

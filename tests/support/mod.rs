@@ -292,6 +292,14 @@ pub fn assert_no_duplicate_events(events: &[Event]) {
     );
 }
 
+/// A number from the environment (test budgets such as `CRASH_KILLS`), or the default.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// xorshift64 for seeded random histories: reproducible from the seed a failure prints.
 pub struct Rng(pub u64);
 
