@@ -13,7 +13,8 @@ pub struct Filters {
     /// Lower-case extensions without the dot.
     pub include_extensions: Vec<String>,
     pub exclude_extensions: Vec<String>,
-    /// Folder paths as the user wrote them, compared case-insensitively against `path_lower`.
+    /// Folder paths as the user wrote them, folded (`sync::filters::fold_path`) and compared
+    /// with each entry's folded `path_lower`.
     pub include_paths: Vec<String>,
     pub exclude_paths: Vec<String>,
     pub modified_after: Option<i64>,
@@ -133,7 +134,7 @@ pub fn parse(settings: &[(String, String)]) -> Result<SyncConfig, ConnectorError
                     "'/' is the whole Dropbox; leave the field empty instead".into(),
                 ));
             }
-            out.push(p.to_lowercase());
+            out.push(crate::sync::filters::fold_path(p));
         }
         out.sort();
         out.dedup();

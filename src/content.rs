@@ -22,8 +22,8 @@ use crate::model::{
     Change, ConnectorError, Record, RecordKind, ReindexSummary, SignedUrl, StreamSummary,
 };
 use crate::ports::{Level, Sink, SinkError, Store};
-use crate::sync::load_state;
-use crate::sync::planner::plan_page;
+use crate::sync::planner::{PageContext, plan_page};
+use crate::sync::{finish_follow_ups, load_state};
 
 /// Temporary links live four hours.
 const TEMPORARY_LINK_SECS: u64 = 4 * 3600;
@@ -292,8 +292,10 @@ pub fn reindex_records(
     // re-listing or a change feed is unfinished, records it has not seen again (or whose move
     // it has not reached yet) are marked too, so purging now would delete live records or turn
     // a move into a deletion and a creation; the sync purges what is gone when it completes.
-    let listing_unfinished =
-        load_state(store, client.host())?.is_some_and(|s| s.removals_pending());
+    let mut state = load_state(store, client.host())?;
+    let listing_unfinished = state.as_ref().is_some_and(|s| s.removals_pending());
+    let no_orphans = std::collections::BTreeSet::new();
+    let mut totals = crate::model::ApplySummary::default();
     let mut summary = ReindexSummary::default();
     for id in ids {
         let Ok((record, pending)) = stored_record(store, id) else {
@@ -303,11 +305,20 @@ pub fn reindex_records(
             continue;
         };
         summary.checked += 1;
+        let mut follow_ups = Vec::new();
         let mut changes = match client
             .rpc::<_, Metadata>("files/get_metadata", Some(&PathArg { path: id.clone() }))
         {
             // The planner compares with the stored record: an unchanged record gives no event.
-            Ok(meta) => plan_page(store, &[meta], &cfg.filters, None)?.changes,
+            Ok(meta) => {
+                let context = PageContext {
+                    orphans: &no_orphans,
+                    after_mark_all: false,
+                };
+                let plan = plan_page(store, &[meta], &cfg.filters, None, context)?;
+                follow_ups.extend(plan.follow_ups.into_iter().map(|(_, f)| f));
+                plan.changes
+            }
             // Already marked by a sync that will purge it: nothing to add.
             Err(e) if e.route_error().is_some_and(|r| r.is_not_found()) && pending => continue,
             Err(e) if e.route_error().is_some_and(|r| r.is_not_found()) => {
@@ -334,11 +345,26 @@ pub fn reindex_records(
         if changes.is_empty() {
             continue;
         }
+        // A folder renamed in place owes its descendants their new display path: that work is
+        // recorded in the sync state with the change that makes it necessary, so a crash
+        // cannot leave it undone (see `sync::follow`).
+        let sync_point = match state.as_mut() {
+            Some(state) if !follow_ups.is_empty() => {
+                state.follow.append(&mut follow_ups);
+                Some(state.sync_point()?)
+            }
+            _ => None,
+        };
         // Each record is applied on its own so later lookups see earlier results.
-        let applied = store.apply(changes, None)?;
-        summary.content_updates += applied.content_updates;
-        summary.metadata_updates += applied.metadata_updates;
-        summary.deletions += applied.deletions;
+        totals.add(store.apply(changes, sync_point)?);
+        if let Some(state) = state.as_mut()
+            && !state.follow.is_empty()
+        {
+            finish_follow_ups(store, state, &mut totals)?;
+        }
     }
+    summary.content_updates = totals.content_updates;
+    summary.metadata_updates = totals.metadata_updates;
+    summary.deletions = totals.deletions;
     Ok(summary)
 }

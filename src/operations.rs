@@ -72,15 +72,22 @@ pub fn wait_for_changes(
     timeout_seconds: u32,
 ) -> Result<ChangeHint, ConnectorError> {
     let (mut client, store) = ports.split();
+    let sync_now = ChangeHint {
+        changes: true,
+        backoff_seconds: None,
+    };
+    // No position, or one that is not the end of a finished sequence (a listing or a change
+    // feed is half way, or descendants still owe an update): a sync has work to do now.
+    // Long-polling an unfinished listing's cursor would wait for changes that are already due.
     let Some(state) = load_state(store, client.host())? else {
-        return Ok(ChangeHint {
-            changes: true,
-            backoff_seconds: None,
-        });
+        return Ok(sync_now);
+    };
+    let Some(cursor) = state.cursor.as_deref().filter(|_| !state.work_pending()) else {
+        return Ok(sync_now);
     };
     // Dropbox accepts 30..=480 seconds.
     let timeout = u64::from(timeout_seconds).clamp(30, 480);
-    match client.longpoll::<LongpollResult>(&state.cursor, timeout) {
+    match client.longpoll::<LongpollResult>(cursor, timeout) {
         Ok(result) => Ok(ChangeHint {
             changes: result.changes,
             backoff_seconds: result.backoff.map(|b| b.min(u64::from(u32::MAX)) as u32),

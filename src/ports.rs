@@ -94,6 +94,13 @@ pub trait Store {
     fn get_records(&mut self, ids: Vec<String>) -> Result<Vec<StoredRecord>, StoreError>;
     fn find_by_paths(&mut self, paths: Vec<String>) -> Result<Vec<Option<Record>>, StoreError>;
     fn list_shared(&mut self) -> Result<Vec<Record>, StoreError>;
+    /// Live records below `path_lower/`, in path order, after `after`, at most `limit`.
+    fn list_subtree(
+        &mut self,
+        path_lower: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Record>, StoreError>;
     fn put_owner(
         &mut self,
         owner: User,

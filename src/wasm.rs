@@ -192,6 +192,17 @@ impl ports::Store for WasmStore {
             .map_err(store_err)
     }
 
+    fn list_subtree(
+        &mut self,
+        path_lower: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<model::Record>, ports::StoreError> {
+        records::list_subtree(path_lower, after, limit)
+            .map(|v| v.into_iter().map(record_from_wit).collect())
+            .map_err(store_err)
+    }
+
     fn put_owner(
         &mut self,
         owner: model::User,

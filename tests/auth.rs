@@ -1063,3 +1063,354 @@ fn a_new_database_file_and_its_journal_are_private() {
         assert_eq!(mode(&file), 0o600, "{}", file.display());
     }
 }
+
+// ---- a token given for one run (DROPBOX_ACCESS_TOKEN, a watch tenants file) ----
+
+/// `auth --no-listen --no-sync` for `tenant`, as a user runs it (the redirect pasted), and what
+/// it stored: an access token, its expiry, a refresh token, the client id and secret.
+fn auth_by_paste(emulator: &Emulator, db: &std::path::Path, tenant: &str) -> StoredCredentials {
+    let mut auth = Running::spawn(
+        &[
+            "auth",
+            "--db",
+            db.to_str().unwrap(),
+            "--tenant",
+            tenant,
+            "--api-url",
+            &emulator.base_url(),
+            "--no-listen",
+            "--no-sync",
+        ],
+        &[
+            ("DROPBOX_CLIENT_ID", CLIENT_ID),
+            ("DROPBOX_CLIENT_SECRET", CLIENT_SECRET),
+        ],
+    );
+    let url = auth.wait_for_line(is_authorize_url);
+    let location = authorize(&url);
+    writeln!(auth.stdin(), "{location}").unwrap();
+    let out = auth.finish();
+    assert!(out.status.success(), "auth failed:\n{}", out.all());
+    let creds = stored_credentials(db, tenant).expect("auth stored credentials");
+    assert!(
+        creds.refresh_token.is_some()
+            && creds.expires_at.is_some()
+            && creds.client_id.as_deref() == Some(CLIENT_ID)
+            && creds.client_secret.as_deref() == Some(CLIENT_SECRET),
+        "auth stores the whole set: {creds:?}"
+    );
+    creds
+}
+
+fn stored_credentials(db: &std::path::Path, tenant: &str) -> Option<StoredCredentials> {
+    RecordStore::open(db)
+        .expect("the store opens")
+        .credentials(tenant)
+        .expect("credentials readable")
+}
+
+/// Field by field, without printing a secret when they differ.
+fn assert_same_credentials(what: &str, before: &StoredCredentials, after: &StoredCredentials) {
+    assert!(
+        after.access_token == before.access_token,
+        "{what}: the stored access token was replaced"
+    );
+    assert!(
+        after.refresh_token == before.refresh_token,
+        "{what}: the stored refresh token changed (now {})",
+        if after.refresh_token.is_some() {
+            "another one"
+        } else {
+            "gone"
+        }
+    );
+    assert_eq!(
+        after.expires_at, before.expires_at,
+        "{what}: the stored expiry changed"
+    );
+    assert_eq!(
+        after.client_id, before.client_id,
+        "{what}: the stored client id changed"
+    );
+    assert!(
+        after.client_secret == before.client_secret,
+        "{what}: the stored client secret changed (now {})",
+        if after.client_secret.is_some() {
+            "another one"
+        } else {
+            "gone"
+        }
+    );
+    assert_eq!(
+        after.account_id, before.account_id,
+        "{what}: the stored account id changed"
+    );
+}
+
+fn sync_cli(db: &std::path::Path, tenant: &str, api_url: &str, env_token: Option<&str>) -> Output {
+    let env: Vec<(&str, &str)> = env_token
+        .map(|t| vec![("DROPBOX_ACCESS_TOKEN", t)])
+        .unwrap_or_default();
+    Running::spawn(
+        &[
+            "sync",
+            "--db",
+            db.to_str().unwrap(),
+            "--tenant",
+            tenant,
+            "--api-url",
+            api_url,
+            "--quiet",
+        ],
+        &env,
+    )
+    .finish()
+}
+
+#[test]
+fn sync_with_a_token_in_the_environment_keeps_the_credentials_auth_stored() {
+    let emulator = Emulator::start(config(40, 41)).expect("emulator");
+    let base = emulator.base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("env.db");
+    let before = auth_by_paste(&emulator, &db, "alice");
+    assert_eq!(token_calls(&emulator), 1, "the code exchange");
+
+    // A token Dropbox does not know: a run that used it could not sync at all.
+    let env_token = "sl.from-the-environment-unknown-to-dropbox";
+    let sync = sync_cli(&db, "alice", &base, Some(env_token));
+    let after = stored_credentials(&db, "alice").expect("the tenant is still connected");
+    assert_same_credentials("sync with DROPBOX_ACCESS_TOKEN", &before, &after);
+    assert!(
+        sync.status.success(),
+        "the stored credentials win:\n{}",
+        sync.all()
+    );
+    assert!(sync.stdout.contains("Full sync of alice"), "{}", sync.all());
+    let notices: Vec<&str> = sync
+        .stderr
+        .lines()
+        .filter(|l| l.contains("DROPBOX_ACCESS_TOKEN"))
+        .collect();
+    assert!(
+        notices.len() == 1 && notices[0].contains("ignored"),
+        "one line says the variable was ignored:\n{}",
+        sync.stderr
+    );
+    assert_eq!(
+        token_calls(&emulator),
+        1,
+        "the stored token was good: no refresh"
+    );
+    let store = RecordStore::open(&db).unwrap();
+    assert!(
+        diff_with_truth(&emulator.truth(), &store.records("alice").unwrap(), |_| {
+            true
+        })
+        .is_empty()
+    );
+    assert!(!store.status("alice").unwrap().needs_reauth);
+    assert_no_secret(
+        "sync",
+        &sync.all(),
+        &[
+            env_token,
+            CLIENT_SECRET,
+            before.refresh_token.as_deref().unwrap(),
+            &before.access_token,
+        ],
+    );
+
+    // The refresh token still works: an expired access token is refreshed as before.
+    emulator.expire_access_tokens();
+    let again = sync_cli(&db, "alice", &base, Some(env_token));
+    assert!(again.status.success(), "{}", again.all());
+    assert_eq!(token_calls(&emulator), 2, "one refresh");
+    let refreshed = stored_credentials(&db, "alice").unwrap();
+    assert!(refreshed.access_token != before.access_token);
+    assert!(refreshed.access_token != env_token);
+    assert_eq!(refreshed.client_id, before.client_id);
+    assert!(refreshed.client_secret == before.client_secret);
+    assert!(refreshed.refresh_token.is_some());
+}
+
+#[test]
+fn a_token_in_a_watch_tenants_file_never_replaces_stored_credentials() {
+    let emulator = Emulator::start(config(40, 42)).expect("emulator");
+    let base = emulator.base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("watch.db");
+    // alice: connected by `auth` (refresh token, client secret, expiry).
+    let alice = auth_by_paste(&emulator, &db, "alice");
+    // bob: a bare access token stored by `connect` earlier, which Dropbox no longer knows.
+    let bob = StoredCredentials {
+        access_token: "sl.stale-token-of-bob".into(),
+        ..Default::default()
+    };
+    RecordStore::open(&db)
+        .unwrap()
+        .put_credentials("bob", &bob)
+        .unwrap();
+
+    let file_token_alice = "sl.file-token-unknown-to-dropbox";
+    let file = dir.path().join("tenants.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[tenant]]\nname = \"alice\"\napi_url = \"{base}\"\naccess_token = \"{file_token_alice}\"\n\n\
+             [[tenant]]\nname = \"bob\"\napi_url = \"{base}\"\naccess_token = \"{}\"\n",
+            emulator.access_token()
+        ),
+    )
+    .unwrap();
+    let mut watch = Running::spawn(
+        &[
+            "watch",
+            "--db",
+            db.to_str().unwrap(),
+            "--tenants-file",
+            file.to_str().unwrap(),
+            "--no-longpoll",
+        ],
+        &[],
+    );
+    let synced = |seen: &[String], tenant: &str| {
+        seen.iter()
+            .find(|l| l.contains(&format!("{tenant} scheduled ")) && l.contains(" sync"))
+            .cloned()
+    };
+    while synced(&watch.seen, "alice").is_none() || synced(&watch.seen, "bob").is_none() {
+        watch.wait_for_line(|l| l.contains(" sync"));
+    }
+    let (alice_line, bob_line) = (
+        synced(&watch.seen, "alice").unwrap(),
+        synced(&watch.seen, "bob").unwrap(),
+    );
+    let status = Command::new("kill")
+        .args(["-INT", &watch.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let out = watch.finish();
+
+    let alice_after = stored_credentials(&db, "alice").expect("alice is still connected");
+    assert_same_credentials("alice after watch", &alice, &alice_after);
+    let bob_after = stored_credentials(&db, "bob").expect("bob is still connected");
+    assert_same_credentials("bob after watch", &bob, &bob_after);
+    assert!(out.status.success(), "{}", out.all());
+    assert!(
+        alice_line.contains("alice scheduled full sync:"),
+        "alice syncs with her stored credentials: {alice_line}\n{}",
+        out.all()
+    );
+    assert!(
+        bob_line.contains("bob scheduled full sync:"),
+        "bob syncs with the file's token, for this run: {bob_line}\n{}",
+        out.all()
+    );
+    let notices: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("access_token"))
+        .collect();
+    assert!(
+        notices.len() == 1 && notices[0].contains("alice") && notices[0].contains("ignored"),
+        "one line says alice's token in the file was ignored:\n{}",
+        out.stderr
+    );
+    assert_eq!(
+        token_calls(&emulator),
+        1,
+        "no refresh: alice's token was good"
+    );
+    let store = RecordStore::open(&db).unwrap();
+    for tenant in ["alice", "bob"] {
+        assert!(
+            diff_with_truth(&emulator.truth(), &store.records(tenant).unwrap(), |_| true)
+                .is_empty(),
+            "{tenant}"
+        );
+        assert!(!store.status(tenant).unwrap().needs_reauth, "{tenant}");
+    }
+    assert_no_secret(
+        "watch",
+        &out.all(),
+        &[
+            file_token_alice,
+            &emulator.access_token(),
+            CLIENT_SECRET,
+            alice.refresh_token.as_deref().unwrap(),
+        ],
+    );
+}
+
+#[test]
+fn sync_with_a_token_in_the_environment_and_no_stored_credentials_uses_it_for_that_run_only() {
+    let emulator = Emulator::start(config(40, 43)).expect("emulator");
+    let base = emulator.base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fresh.db");
+    let token = emulator.access_token();
+
+    let first = sync_cli(&db, "t", &base, Some(&token));
+    assert!(first.status.success(), "{}", first.all());
+    assert!(first.stdout.contains("Full sync of t"), "{}", first.all());
+    assert!(
+        stored_credentials(&db, "t").is_none(),
+        "the token is for that run only: nothing is written"
+    );
+    emulator
+        .create_file(
+            "/added by hand.txt",
+            dropbox_emulator::Content::Bytes(b"new".to_vec()),
+        )
+        .expect("a new file");
+    let second = sync_cli(&db, "t", &base, Some(&token));
+    assert!(second.status.success(), "{}", second.all());
+    assert!(
+        second.stdout.contains("Incremental sync of t"),
+        "{}",
+        second.all()
+    );
+    assert!(stored_credentials(&db, "t").is_none());
+    let store = RecordStore::open(&db).unwrap();
+    assert!(diff_with_truth(&emulator.truth(), &store.records("t").unwrap(), |_| true).is_empty());
+    assert!(!store.status("t").unwrap().needs_reauth);
+
+    // Without the variable, the tenant has no credentials: `connect` stores a token.
+    let third = sync_cli(&db, "t", &base, None);
+    assert!(!third.status.success(), "{}", third.all());
+    for (what, out) in [("first", &first), ("second", &second), ("third", &third)] {
+        assert_no_secret(what, &out.all(), &[&token]);
+    }
+}
+
+#[test]
+fn sync_with_a_token_in_the_environment_stands_in_for_a_stored_bare_token_without_replacing_it() {
+    let emulator = Emulator::start(config(40, 44)).expect("emulator");
+    let base = emulator.base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bare.db");
+    // A token stored by `connect` some time ago, which Dropbox no longer accepts.
+    let stale = StoredCredentials {
+        access_token: "sl.stale-token-from-connect".into(),
+        ..Default::default()
+    };
+    RecordStore::open(&db)
+        .unwrap()
+        .put_credentials("t", &stale)
+        .unwrap();
+    let token = emulator.access_token();
+    let sync = sync_cli(&db, "t", &base, Some(&token));
+    let after = stored_credentials(&db, "t").expect("still stored");
+    assert_same_credentials("sync with DROPBOX_ACCESS_TOKEN", &stale, &after);
+    assert!(
+        sync.status.success(),
+        "the variable's token is used for the run:\n{}",
+        sync.all()
+    );
+    let store = RecordStore::open(&db).unwrap();
+    assert!(diff_with_truth(&emulator.truth(), &store.records("t").unwrap(), |_| true).is_empty());
+    assert!(!store.status("t").unwrap().needs_reauth);
+    assert_no_secret("sync", &sync.all(), &[&token, &stale.access_token]);
+}

@@ -285,6 +285,8 @@ fn expect(kind: &FaultKind, phase: Phase) -> Expect {
         K::UnknownFieldsAndTags | K::Slow(_) => Expect::SameRun(Check::Tolerated),
         K::CorruptByte if phase == Phase::Download => Expect::NextRun(ErrorKind::Integrity),
         K::CorruptByte => Expect::NotApplicable,
+        // A server that never progresses is bounded per run: tests/integrity.rs.
+        K::NoProgress => Expect::NotApplicable,
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::bindings::connector::{ReindexSummary, SignedUrl, StreamSummary, SyncSummary};
 use crate::bindings::manifest_types::{ConnectorManifest, FieldType};
 use crate::bindings::types::{ConnectorError, User};
+use crate::credentials::RunTokens;
 use crate::http::HttpSettings;
 use crate::policy::NetPolicy;
 use crate::runtime::{InvokeError, Runtime, SandboxConfig};
@@ -44,6 +45,19 @@ pub fn describe(e: &ConnectorError) -> String {
     }
 }
 
+/// What became of an access token given for one run ([`ConnectorHost::use_token_for_this_run`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunToken {
+    /// The tenant has no stored credentials: the token is attached for this run.
+    Used,
+    /// The tenant has only an access token stored (no refresh token): the given token is
+    /// attached instead for this run; the stored one is kept as it is.
+    InsteadOfStored,
+    /// The tenant has stored credentials with a refresh token: those win, and the given token
+    /// is not used.
+    Ignored,
+}
+
 /// What an operation returned, and what the host measured of it.
 #[derive(Debug)]
 pub struct Outcome<T> {
@@ -60,6 +74,8 @@ pub struct ConnectorHost {
     http: HttpSettings,
     /// Services for tenants whose requests go to another base URL, by that URL.
     redirected: Mutex<HashMap<String, Arc<Services>>>,
+    /// Access tokens given for one run, shared by every set of services; never stored.
+    run_tokens: Arc<RunTokens>,
 }
 
 impl ConnectorHost {
@@ -96,13 +112,21 @@ impl ConnectorHost {
             .manifest()?;
         let policy = NetPolicy::new(manifest.allowed_hosts.clone(), api_url)
             .map_err(|e| HostError::Setup(e.to_string()))?;
-        let services = Services::new(store, policy, http.clone(), &manifest.oauth.token_url);
+        let run_tokens = Arc::new(RunTokens::default());
+        let services = Services::with_run_tokens(
+            store,
+            policy,
+            http.clone(),
+            &manifest.oauth.token_url,
+            run_tokens.clone(),
+        );
         Ok(ConnectorHost {
             runtime,
             services,
             manifest,
             http,
             redirected: Mutex::new(HashMap::new()),
+            run_tokens,
         })
     }
 
@@ -122,10 +146,33 @@ impl ConnectorHost {
         &self.runtime
     }
 
-    /// Store an access token (and optionally a refresh token) for the tenant.
+    /// Store an access token (and optionally a refresh token) for the tenant, replacing what
+    /// was stored. This is the explicit "store these credentials" operation; it also ends any
+    /// token given for one run to that tenant, so the stored credentials are the ones used.
     pub fn connect(&self, tenant: &str, creds: StoredCredentials) -> Result<(), HostError> {
         self.services.store.put_credentials(tenant, &creds)?;
+        self.run_tokens.remove(tenant);
         Ok(())
+    }
+
+    /// Use `token` for the tenant's requests while this host lives, without writing it
+    /// anywhere: the stored credentials (refresh token, client id and secret, expiry) are never
+    /// touched. Stored credentials with a refresh token win and the token is not used
+    /// ([`RunToken::Ignored`]); otherwise it is attached instead of any stored access token and
+    /// never refreshed. A refusal of it ends the operation with `auth-required` but does not
+    /// flag the tenant as needing re-authentication (its stored credentials were not tried).
+    pub fn use_token_for_this_run(
+        &self,
+        tenant: &str,
+        token: String,
+    ) -> Result<RunToken, HostError> {
+        let outcome = match self.services.store.credentials(tenant)? {
+            Some(c) if c.refresh_token.is_some() => return Ok(RunToken::Ignored),
+            Some(_) => RunToken::InsteadOfStored,
+            None => RunToken::Used,
+        };
+        self.run_tokens.set(tenant, token);
+        Ok(outcome)
     }
 
     /// The services a tenant's instance uses: the host's, or a set whose network policy sends
@@ -140,11 +187,12 @@ impl ConnectorHost {
         }
         let policy = NetPolicy::new(self.manifest.allowed_hosts.clone(), Some(&url))
             .map_err(|e| HostError::Setup(e.to_string()))?;
-        let services = Services::new(
+        let services = Services::with_run_tokens(
             self.services.store.clone(),
             policy,
             self.http.clone(),
             &self.manifest.oauth.token_url,
+            self.run_tokens.clone(),
         );
         redirected.insert(url, services.clone());
         Ok(services)
@@ -179,10 +227,13 @@ impl ConnectorHost {
         let result = call(&mut instance);
         let (ctx, stats, peak_memory) = instance.into_parts();
         let value = result?;
-        if let Err(ConnectorError::AuthRequired(_)) = &value {
+        if let Err(ConnectorError::AuthRequired(_)) = &value
+            && !ctx.services.credentials.run_token_in_force(&ctx.tenant)?
+        {
             // Only the user can fix this (a refused refresh, a revoked or unlinked token, a
             // missing scope): flag the tenant so `status` says so and later runs do not go back
-            // to the token endpoint with a refresh token it already refused.
+            // to the token endpoint with a refresh token it already refused. Not when the token
+            // refused was one given for this run: the stored credentials were not tried.
             self.services.store.set_needs_reauth(&ctx.tenant, true)?;
         }
         let value = value.map_err(HostError::Connector)?;
@@ -287,14 +338,26 @@ impl ConnectorHost {
             return Ok(id_or_path.to_string());
         }
         let lower = id_or_path.to_lowercase();
-        match self
+        let exact = self
             .services
             .store
             .find_by_paths(tenant, &[lower])?
             .into_iter()
             .flatten()
-            .next()
-        {
+            .next();
+        // Dropbox's lower-casing differs from `to_lowercase` in corners (final sigma, dotted
+        // I, ß, ligatures): compare folded forms when the plain one finds nothing.
+        let found =
+            match exact {
+                Some(r) => Some(r),
+                None => {
+                    let wanted = dropbox_connector::sync::filters::fold_path(id_or_path);
+                    self.services.store.records(tenant)?.into_iter().find(|r| {
+                        dropbox_connector::sync::filters::fold_path(&r.path_lower) == wanted
+                    })
+                }
+            };
+        match found {
             Some(r) => Ok(r.external_id),
             None => Err(HostError::Connector(ConnectorError::NotFound(format!(
                 "no record at {id_or_path}"

@@ -5,6 +5,13 @@
 //! happens proactively shortly before expiry and on request after a 401
 //! `expired_access_token`; a refused refresh token (`invalid_grant`) marks the tenant as needing
 //! re-authentication and is never retried in a loop.
+//!
+//! A token may also be given for one run only ([`RunTokens`]: `DROPBOX_ACCESS_TOKEN` for
+//! `host-test sync`, an `access_token` in a `watch` tenants file for a tenant that already has
+//! credentials). It lives in the host's memory and is never written to the store, and it never
+//! stands in for stored credentials that carry a refresh token: those always win. Otherwise (no
+//! stored credentials, or only a bare access token) it is the token attached for the run; it is
+//! never refreshed, and the stored row is left exactly as it was.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,33 +48,93 @@ struct OAuthErrorBody {
     error: String,
 }
 
+/// Access tokens given for one run, by tenant: held in memory only, shared by every
+/// [`CredentialManager`] of a host (a tenant whose requests go to another base URL has a
+/// manager of its own), and gone with the process. See the module documentation for when one
+/// is used.
+#[derive(Default)]
+pub struct RunTokens {
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+impl RunTokens {
+    pub fn set(&self, tenant: &str, token: String) {
+        self.lock().insert(tenant.to_string(), token);
+    }
+
+    pub fn remove(&self, tenant: &str) {
+        self.lock().remove(tenant);
+    }
+
+    pub fn get(&self, tenant: &str) -> Option<String> {
+        self.lock().get(tenant).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The rule for a token given for one run: stored credentials with a refresh token win;
+/// otherwise the run's token, when there is one, is the one to attach.
+fn run_token_for(
+    run_tokens: &RunTokens,
+    tenant: &str,
+    stored: Option<&StoredCredentials>,
+) -> Option<String> {
+    if stored.is_some_and(|c| c.refresh_token.is_some()) {
+        return None;
+    }
+    run_tokens.get(tenant)
+}
+
 pub struct CredentialManager {
     store: Arc<RecordStore>,
     token_url: String,
+    run_tokens: Arc<RunTokens>,
     /// One refresh at a time per tenant: concurrent callers wait and reuse its result.
     refresh_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl CredentialManager {
     pub fn new(store: Arc<RecordStore>, token_url: String) -> CredentialManager {
+        CredentialManager::with_run_tokens(store, token_url, Arc::default())
+    }
+
+    /// A manager that also attaches the tokens given for one run in `run_tokens`.
+    pub fn with_run_tokens(
+        store: Arc<RecordStore>,
+        token_url: String,
+        run_tokens: Arc<RunTokens>,
+    ) -> CredentialManager {
         CredentialManager {
             store,
             token_url,
+            run_tokens,
             refresh_locks: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The access token to attach now, refreshed first when it is about to expire.
+    /// Whether the tenant's requests carry a token given for this run rather than stored
+    /// credentials.
+    pub fn run_token_in_force(&self, tenant: &str) -> Result<bool, StoreError> {
+        let stored = self.store.credentials(tenant)?;
+        Ok(run_token_for(&self.run_tokens, tenant, stored.as_ref()).is_some())
+    }
+
+    /// The access token to attach now, refreshed first when it is about to expire: the stored
+    /// one, or a token given for this run (see the module documentation).
     pub fn access_token(
         &self,
         tenant: &str,
         http: &HttpClient,
         policy: &NetPolicy,
     ) -> Result<String, CredentialError> {
-        let creds = self
-            .store
-            .credentials(tenant)?
-            .ok_or_else(|| CredentialError::Missing(tenant.into()))?;
+        let stored = self.store.credentials(tenant)?;
+        if let Some(token) = run_token_for(&self.run_tokens, tenant, stored.as_ref()) {
+            return Ok(token);
+        }
+        let creds = stored.ok_or_else(|| CredentialError::Missing(tenant.into()))?;
         let expiring = creds
             .expires_at
             .is_some_and(|at| at - now() <= REFRESH_MARGIN_SECS);
@@ -85,7 +152,8 @@ impl CredentialManager {
 
     /// Exchange the refresh token for a new access token. `seen_token` is the token the caller
     /// found expired: when another thread already replaced it, that result is reused instead of
-    /// refreshing again.
+    /// refreshing again. A token given for this run is never refreshed: its refusal ends the
+    /// run, and nothing is written.
     pub fn refresh(
         &self,
         tenant: &str,
@@ -98,10 +166,15 @@ impl CredentialManager {
             locks.entry(tenant.to_string()).or_default().clone()
         };
         let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let creds = self
-            .store
-            .credentials(tenant)?
-            .ok_or_else(|| CredentialError::Missing(tenant.into()))?;
+        let stored = self.store.credentials(tenant)?;
+        if run_token_for(&self.run_tokens, tenant, stored.as_ref()).is_some() {
+            return Err(CredentialError::ReauthRequired(
+                "the access token given for this run was refused, and it cannot be refreshed; \
+                 store credentials with host-test auth or host-test connect"
+                    .into(),
+            ));
+        }
+        let creds = stored.ok_or_else(|| CredentialError::Missing(tenant.into()))?;
         if let Some(seen) = seen_token
             && seen != creds.access_token
         {

@@ -318,6 +318,33 @@ impl RecordStore {
             .collect::<Result<Vec<_>, _>>()?)
     }
 
+    /// Live descendants of `path` (paths below `path/`), in path order, after `after`.
+    pub fn list_subtree(
+        &self,
+        tenant: &str,
+        path: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Record>, StoreError> {
+        let lower = format!("{path}/");
+        // No stored path ends with '/', so "after the prefix itself" starts the subtree.
+        let from = match after {
+            Some(a) if a > lower.as_str() => a.to_string(),
+            _ => lower,
+        };
+        let upper = format!("{path}0");
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM records INDEXED BY records_by_path
+             WHERE tenant = ?1 AND path_lower > ?2 AND path_lower < ?3 AND pending_removal = 0
+             ORDER BY path_lower LIMIT ?4"
+        ))?;
+        let rows = stmt.query_map(params![tenant, from, upper, limit], read_stored)?;
+        Ok(rows
+            .map(|r| r.map(|s| s.record))
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// The tenant's live records, ordered by path.
     pub fn records(&self, tenant: &str) -> Result<Vec<Record>, StoreError> {
         let conn = self.conn();
@@ -714,6 +741,7 @@ fn apply_change(
                 r.parent_external_id,
                 kind_str(r.kind),
                 r.mime_type,
+                // SQLite integers are signed 64-bit: store the bits, read them back the same.
                 r.size as i64,
                 r.content_hash,
                 r.client_modified,
@@ -765,42 +793,13 @@ fn apply_change(
                 return Ok(());
             };
             if rep.keep_children {
+                // Only the replaced folder goes; its descendants stay as they are. Updating
+                // their parent and display path is the connector's (one upsert, one event,
+                // each), so that a child also named by the page is not reported twice.
                 tx.execute(
                     "UPDATE records SET pending_removal = 1 WHERE tenant = ?1 AND external_id = ?2",
                     params![tenant, old_id],
                 )?;
-                // The children still at this path now belong to the newcomer: a metadata change
-                // for each of them. (Children of the replaced folder that already moved away
-                // with it keep their parent.)
-                let children: Vec<StoredRecord> = {
-                    let mut stmt = tx.prepare_cached(&format!(
-                        "SELECT {RECORD_COLUMNS} FROM records INDEXED BY records_by_path WHERE tenant = ?1 AND parent_external_id = ?2 AND pending_removal = 0
-                         AND path_lower >= ?3 AND path_lower < ?4"
-                    ))?;
-                    let (lower, upper) = (
-                        format!("{}/", rep.path_lower),
-                        format!("{}0", rep.path_lower),
-                    );
-                    stmt.query_map(params![tenant, old_id, lower, upper], read_stored)?
-                        .collect::<Result<Vec<_>, _>>()?
-                };
-                for mut child in children {
-                    child.record.parent_external_id = Some(rep.new_external_id.clone());
-                    tx.execute(
-                        "UPDATE records SET parent_external_id = ?3 WHERE tenant = ?1 AND external_id = ?2",
-                        params![tenant, child.record.external_id, rep.new_external_id],
-                    )?;
-                    summary.metadata_updates += 1;
-                    insert_event(
-                        tx,
-                        tenant,
-                        batch,
-                        "metadata",
-                        &child.record.external_id,
-                        &child.record.path_lower,
-                        &record_json(&child.record),
-                    )?;
-                }
             } else {
                 mark_subtree(tx, tenant, &rep.path_lower)?;
             }
@@ -886,7 +885,7 @@ fn read_stored(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
                 RecordKind::File
             },
             mime_type: row.get(7)?,
-            size: size.max(0) as u64,
+            size: size as u64,
             content_hash: row.get(9)?,
             client_modified: row.get(10)?,
             server_modified: row.get(11)?,
@@ -1115,6 +1114,97 @@ mod tests {
             .map(|r| r.external_id)
             .collect();
         assert_eq!(ids, vec!["id:g".to_string()]);
+    }
+
+    #[test]
+    fn sizes_beyond_i64_round_trip() {
+        let store = RecordStore::open_in_memory().unwrap();
+        let mut huge = rec("id:h", "/huge.bin", RecordKind::File);
+        huge.size = u64::MAX - 7;
+        let mut big = rec("id:b", "/big.bin", RecordKind::File);
+        big.size = i64::MAX as u64 + 1;
+        store
+            .apply(
+                "t",
+                &[
+                    up(huge.clone(), ChangeKind::Created),
+                    up(big.clone(), ChangeKind::Created),
+                ],
+                None,
+            )
+            .unwrap();
+        let back = store
+            .get_records("t", &["id:h".into(), "id:b".into()])
+            .unwrap();
+        assert_eq!(back[0].record, huge);
+        assert_eq!(back[1].record, big);
+    }
+
+    #[test]
+    fn subtree_listing_pages_in_path_order_and_skips_pending() {
+        let store = RecordStore::open_in_memory().unwrap();
+        let changes: Vec<Change> = ["/p", "/p/a", "/p/a/x", "/p b", "/p/c", "/p/d", "/q"]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                up(
+                    rec(&format!("id:{i}"), p, RecordKind::Folder),
+                    ChangeKind::Created,
+                )
+            })
+            .collect();
+        store.apply("t", &changes, None).unwrap();
+        store
+            .apply("t", &[Change::RemoveSubtree("/p/c".into())], None)
+            .unwrap();
+        let paths = |v: Vec<Record>| v.into_iter().map(|r| r.path_lower).collect::<Vec<_>>();
+        assert_eq!(
+            paths(store.list_subtree("t", "/p", None, 2).unwrap()),
+            ["/p/a", "/p/a/x"]
+        );
+        assert_eq!(
+            paths(store.list_subtree("t", "/p", Some("/p/a/x"), 2).unwrap()),
+            ["/p/d"]
+        );
+        assert!(store.list_subtree("u", "/p", None, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_folder_replacing_a_folder_leaves_its_children_to_the_connector() {
+        let store = RecordStore::open_in_memory().unwrap();
+        let mut child = rec("id:c", "/p/c", RecordKind::File);
+        child.parent_external_id = Some("id:old".into());
+        store
+            .apply(
+                "t",
+                &[
+                    up(rec("id:old", "/p", RecordKind::Folder), ChangeKind::Created),
+                    up(child.clone(), ChangeKind::Created),
+                ],
+                None,
+            )
+            .unwrap();
+        let seq = store.last_event_seq().unwrap();
+        store
+            .apply(
+                "t",
+                &[
+                    Change::Replace(Replacement {
+                        path_lower: "/p".into(),
+                        new_external_id: "id:new".into(),
+                        keep_children: true,
+                    }),
+                    up(rec("id:new", "/p", RecordKind::Folder), ChangeKind::Created),
+                ],
+                None,
+            )
+            .unwrap();
+        let events = store.events(Some("t"), seq).unwrap();
+        assert_eq!(events.len(), 1, "only the newcomer's creation: {events:?}");
+        assert_eq!(
+            store.get_records("t", &["id:c".into()]).unwrap()[0].record,
+            child
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::credentials::CredentialManager;
+use crate::credentials::{CredentialManager, RunTokens};
 use crate::http::{HttpClient, HttpSettings};
 use crate::policy::NetPolicy;
 use crate::store::RecordStore;
@@ -28,8 +28,24 @@ impl Services {
         http: HttpSettings,
         token_url: &str,
     ) -> Arc<Services> {
+        Services::with_run_tokens(store, policy, http, token_url, Arc::default())
+    }
+
+    /// Services whose credential manager also attaches the tokens given for one run in
+    /// `run_tokens` (shared by every set of services of one host).
+    pub fn with_run_tokens(
+        store: Arc<RecordStore>,
+        policy: NetPolicy,
+        http: HttpSettings,
+        token_url: &str,
+        run_tokens: Arc<RunTokens>,
+    ) -> Arc<Services> {
         Arc::new(Services {
-            credentials: CredentialManager::new(store.clone(), token_url.to_string()),
+            credentials: CredentialManager::with_run_tokens(
+                store.clone(),
+                token_url.to_string(),
+                run_tokens,
+            ),
             store,
             http: HttpClient::new(http),
             policy,

@@ -2,9 +2,32 @@
 //! extension and date filters apply to files. Ancestors of an included folder are kept so the
 //! hierarchy above it exists.
 
+use unicode_normalization::UnicodeNormalization;
+
 use crate::api::time::parse_timestamp;
 use crate::api::types::{FileMetadata, Metadata};
 use crate::config::Filters;
+
+/// A path as a user may type it, and a `path_lower` as Dropbox sends it, reduced to one form
+/// so that they compare equal whenever they name the same item. Dropbox lower-cases paths its
+/// own way, and `str::to_lowercase` differs from it in corners: the final sigma (`ς` and `σ`),
+/// the dotted capital I (`İ` may become `i̇` or `i`), `ß` against `SS`, ligatures such as `ﬁ`,
+/// and composed against decomposed accents. Full Unicode case folding, the dot above an `i`
+/// dropped, then NFC, makes all of these meet. Identity of records still uses the server's
+/// `path_lower` unchanged; this is only for matching what a person typed.
+pub fn fold_path(path: &str) -> String {
+    let folded = caseless::default_case_fold_str(path);
+    let mut out = String::with_capacity(folded.len());
+    let mut previous = '\0';
+    for c in folded.nfd() {
+        if c == '\u{307}' && previous == 'i' {
+            continue;
+        }
+        out.push(c);
+        previous = c;
+    }
+    out.nfc().collect()
+}
 
 fn under(path_lower: &str, folder: &str) -> bool {
     path_lower == folder
@@ -14,6 +37,11 @@ fn under(path_lower: &str, folder: &str) -> bool {
 
 impl Filters {
     fn path_allowed(&self, path_lower: &str, is_folder: bool) -> bool {
+        if self.include_paths.is_empty() && self.exclude_paths.is_empty() {
+            return true;
+        }
+        let folded = fold_path(path_lower);
+        let path_lower = folded.as_str();
         if self.exclude_paths.iter().any(|p| under(path_lower, p)) {
             return false;
         }
@@ -98,6 +126,32 @@ mod tests {
             path_display: None,
             sharing_info: None,
         })
+    }
+
+    #[test]
+    fn typed_paths_meet_dropbox_lower_casing() {
+        // (what a person types, what Dropbox may send as path_lower)
+        let pairs = [
+            ("/ΟΔΟΣ/Φάκελος", "/οδοσ/φάκελος"),
+            ("/ΟΔΟΣ", "/οδος"),
+            ("/İstanbul", "/istanbul"),
+            ("/İstanbul", "/i\u{307}stanbul"),
+            ("/STRASSE", "/straße"),
+            ("/Straße", "/strasse"),
+            ("/ﬁles", "/files"),
+            ("/Cafe\u{301}", "/café"),
+            ("/ÅNGSTRÖM", "/ångström"),
+        ];
+        for (typed, server) in pairs {
+            assert_eq!(fold_path(typed), fold_path(server), "{typed} vs {server}");
+        }
+        assert_ne!(fold_path("/a"), fold_path("/b"));
+        // The config keeps typed paths folded, and entries are folded before comparing.
+        let f = crate::config::parse(&[("exclude_paths".into(), "/ΟΔΟΣ, /STRASSE".into())])
+            .expect("valid");
+        assert!(!f.filters.matches(&folder(), "/οδος"));
+        assert!(!f.filters.matches(&folder(), "/straße/x"));
+        assert!(f.filters.matches(&folder(), "/other"));
     }
 
     #[test]

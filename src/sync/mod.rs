@@ -10,10 +10,26 @@
 //! A `reset` from Dropbox (or a change of filters) starts a full re-listing that first marks
 //! every record pending removal: what the listing sees again is restored, the rest is deleted
 //! at the end. Nothing is lost, nothing is duplicated.
+//!
+//! The invariant that makes this safe across crashes, failed writes and changed settings:
+//! **at every commit, the stored sync state says exactly what the store's pending-removal marks
+//! mean.** Every batch carries a sync state, not only a page's last one. A batch that is not
+//! its page's last stores the position the page was fetched from (none for a listing's first
+//! page) and says that a sequence is unfinished (and whether it is a listing): the marks it
+//! leaves are then owned by a sequence that the next run resumes from that position, replaying
+//! the page (a replay changes nothing that was applied) and purging only when that sequence
+//! reaches its end. A purge is only ever sent in the batch that ends a sequence. A run that
+//! does not resume the sequence (the filters changed, Dropbox reset the cursor) starts a
+//! re-listing, whose first batch marks everything: every earlier mark is then one the
+//! re-listing itself made, and it restores whatever it sees again. So no run can purge a mark
+//! that it did not make or that its own sequence cannot justify.
 
 pub mod filters;
+pub mod follow;
 pub mod mapping;
 pub mod planner;
+
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,33 +44,61 @@ use crate::model::{
     Role, SyncKind, SyncPoint, SyncSummary, User,
 };
 use crate::ports::{HostEnv, Level, Store, StoreError};
-use planner::{SharedLinks, plan_page};
+use planner::{FollowUp, PagePlan, SharedLinks, plan_page};
 
 pub const CURSOR_KEY: &str = "dropbox.cursor";
+/// Resets in one run beyond which the run gives up (a service that resets every fresh cursor
+/// would otherwise keep the connector re-listing forever).
+const MAX_RESETS_PER_RUN: u32 = 3;
+/// Consecutive pages with `has_more` and no entries beyond which the run gives up.
+const MAX_EMPTY_PAGES: u32 = 50;
+/// Times the same cursor may come back with `has_more` before the run gives up.
+const MAX_REPEATED_CURSOR: u32 = 3;
 /// Entries per listing page (the maximum Dropbox accepts).
 pub const PAGE_LIMIT: u32 = 2000;
 /// More shared links than this are not held in memory; shared state is then left as stored.
 const MAX_SHARED_LINKS: usize = 200_000;
 
-/// What is stored under `CURSOR_KEY`.
+/// What is stored under `CURSOR_KEY` (see the module's doc for what it guarantees).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncState {
-    pub cursor: String,
+    /// Where the next run resumes. `None`: a listing has started (its marks are committed) but
+    /// none of its pages is complete; the next run lists from the start again.
+    pub cursor: Option<String>,
     /// The filters the cursor's records were selected with.
     pub filters: String,
     /// A full listing is in progress (its pages so far are committed).
     #[serde(default)]
     pub listing: bool,
-    /// The change feed has more pages: removals marked so far wait for the sequence's end to be
-    /// purged (a move may still restore them).
+    /// The change feed has more pages, or the page at `cursor` is partly applied: removals
+    /// marked so far wait for the sequence's end to be purged (a move may still restore them).
     #[serde(default)]
     pub unfinished: bool,
+    /// Folders whose descendants still have to follow them (see `follow`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub follow: Vec<FollowUp>,
+    /// Parent paths that listed children wait for (see `planner::PagePlan::orphans_added`).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub orphans: BTreeSet<String>,
 }
 
 impl SyncState {
     /// Records marked for removal may still be restored by the rest of the sequence.
     pub fn removals_pending(&self) -> bool {
         self.listing || self.unfinished
+    }
+
+    /// Something is owed before the account can be called current.
+    pub fn work_pending(&self) -> bool {
+        self.cursor.is_none() || self.removals_pending() || !self.follow.is_empty()
+    }
+
+    pub fn sync_point(&self) -> Result<SyncPoint, ConnectorError> {
+        Ok(SyncPoint {
+            key: CURSOR_KEY.into(),
+            value: serde_json::to_string(self)
+                .map_err(|e| ConnectorError::Internal(e.to_string()))?,
+        })
     }
 }
 
@@ -86,6 +130,31 @@ pub fn load_state(
     }
 }
 
+/// Bring descendants in line with the folders `state` names, committing the remaining work
+/// with each chunk.
+pub fn finish_follow_ups(
+    store: &mut dyn Store,
+    state: &mut SyncState,
+    totals: &mut ApplySummary,
+) -> Result<(), ConnectorError> {
+    let mut follow = std::mem::take(&mut state.follow);
+    let template = state.clone();
+    follow::run(
+        store,
+        &mut follow,
+        &mut |remaining| {
+            SyncState {
+                follow: remaining.to_vec(),
+                ..template.clone()
+            }
+            .sync_point()
+        },
+        totals,
+    )?;
+    state.follow = follow;
+    Ok(())
+}
+
 /// The account owner, the record group, and the owner's permission on it.
 pub fn owner_and_group(account: &FullAccount) -> (User, RecordGroup, Vec<Permission>) {
     let owner = User {
@@ -105,29 +174,109 @@ pub fn owner_and_group(account: &FullAccount) -> (User, RecordGroup, Vec<Permiss
     (owner, group, permissions)
 }
 
-/// Write changes in batches of `batch_size`; the last batch carries the sync point.
+/// Write changes in batches of `batch_size`. Each batch carries `point(end, last)`: the sync
+/// point for the store as it is once the changes before index `end` are applied (`last`: the
+/// batch is the last). A `replace` is never the last change of a batch: the upsert that takes
+/// its place commits with it, so no commit leaves a path emptied by a replacement whose
+/// newcomer a replay could no longer recognise as one.
 fn write_batches(
     store: &mut dyn Store,
     changes: Vec<Change>,
     batch_size: usize,
-    sync_point: Option<SyncPoint>,
+    point: &mut dyn FnMut(usize, bool) -> Result<Option<SyncPoint>, ConnectorError>,
     totals: &mut ApplySummary,
 ) -> Result<(), ConnectorError> {
     let batch_size = batch_size.max(1);
-    let mut changes = changes;
+    let mut changes = changes.into_iter().peekable();
+    let mut end = 0usize;
     loop {
-        let rest = if changes.len() > batch_size {
-            changes.split_off(batch_size)
-        } else {
-            Vec::new()
-        };
-        let last = rest.is_empty();
-        let summary = store.apply(changes, if last { sync_point.clone() } else { None })?;
-        totals.add(summary);
+        let mut batch = Vec::with_capacity(batch_size + 1);
+        while let Some(change) = changes.next() {
+            let is_replace = matches!(change, Change::Replace { .. });
+            batch.push(change);
+            if batch.len() >= batch_size && !is_replace {
+                break;
+            }
+        }
+        end += batch.len();
+        let last = changes.peek().is_none();
+        let sync_point = point(end, last)?;
+        totals.add(store.apply(batch, sync_point)?);
         if last {
             return Ok(());
         }
-        changes = rest;
+    }
+}
+
+/// Write changes that leave no marks and owe no sync state (shared state, preview links).
+fn write_plain(
+    store: &mut dyn Store,
+    changes: Vec<Change>,
+    batch_size: usize,
+    totals: &mut ApplySummary,
+) -> Result<(), ConnectorError> {
+    write_batches(store, changes, batch_size, &mut |_, _| Ok(None), totals)
+}
+
+/// The sync state of each batch of a page (see the module's doc).
+struct PageCommit<'a> {
+    /// The state before the page: where the page was fetched from, what was owed.
+    before: &'a SyncState,
+    /// The position after the page, and whether the sequence goes on.
+    next_cursor: &'a str,
+    has_more: bool,
+    /// Offset of the plan's changes in the written list (a leading mark-all).
+    offset: usize,
+    plan: &'a PagePlan,
+}
+
+impl PageCommit<'_> {
+    fn state(&self, end: usize, last: bool) -> SyncState {
+        let committed = |index: &usize| index + self.offset < end;
+        let mut follow = self.before.follow.clone();
+        follow.extend(
+            self.plan
+                .follow_ups
+                .iter()
+                .filter(|(i, _)| committed(i))
+                .map(|(_, f)| f.clone()),
+        );
+        let mut orphans = self.before.orphans.clone();
+        for (i, path) in &self.plan.orphans_added {
+            if committed(i) {
+                orphans.insert(path.clone());
+            }
+        }
+        for (i, path) in &self.plan.orphans_resolved {
+            if committed(i) {
+                orphans.remove(path);
+            }
+        }
+        if last && !self.has_more {
+            // The sequence is complete: a parent never listed will not come any more.
+            orphans.clear();
+        }
+        if last {
+            SyncState {
+                cursor: Some(self.next_cursor.to_string()),
+                filters: self.before.filters.clone(),
+                listing: self.before.listing && self.has_more,
+                unfinished: self.has_more,
+                follow,
+                orphans,
+            }
+        } else {
+            // Part of the page is committed: its marks belong to a sequence that resumes at
+            // the page's own position.
+            SyncState {
+                cursor: self.before.cursor.clone(),
+                filters: self.before.filters.clone(),
+                listing: self.before.listing,
+                unfinished: true,
+                follow,
+                orphans,
+            }
+        }
     }
 }
 
@@ -161,6 +310,7 @@ fn list_shared_links(
 ) -> Result<Option<SharedLinks>, ConnectorError> {
     let mut links = SharedLinks::default();
     let mut cursor: Option<String> = None;
+    let mut repeated = 0u32;
     loop {
         let arg = ListSharedLinksArg {
             path: None,
@@ -198,8 +348,26 @@ fn list_shared_links(
             return Ok(None);
         }
         match (page.has_more, page.cursor) {
-            (true, Some(next)) => cursor = Some(next),
-            _ => return Ok(Some(links)),
+            (false, _) => return Ok(Some(links)),
+            (true, Some(next)) if cursor.as_deref() == Some(next.as_str()) => {
+                repeated += 1;
+                if repeated >= MAX_REPEATED_CURSOR {
+                    return Err(ConnectorError::Internal(format!(
+                        "sharing/list_shared_links returned the same cursor {repeated} times with has_more; the shared links cannot be listed completely"
+                    )));
+                }
+            }
+            (true, Some(next)) => {
+                repeated = 0;
+                cursor = Some(next);
+            }
+            // An incomplete list would unshare every record whose link is on a page it did
+            // not get.
+            (true, None) => {
+                return Err(ConnectorError::Internal(
+                    "sharing/list_shared_links said has_more without a cursor; the shared links cannot be listed completely".into(),
+                ));
+            }
         }
     }
 }
@@ -283,7 +451,7 @@ fn reconcile_shared(
         }
     }
     if !changes.is_empty() {
-        write_batches(store, changes, batch_size, None, totals)?;
+        write_plain(store, changes, batch_size, totals)?;
     }
     Ok(())
 }
@@ -316,7 +484,7 @@ fn create_preview_links(
         }
     }
     if !changes.is_empty() {
-        write_batches(store, changes, batch_size, None, totals)?;
+        write_plain(store, changes, batch_size, totals)?;
     }
     Ok(())
 }
@@ -383,32 +551,60 @@ pub fn run_sync(
     store.put_owner(owner, group, permissions)?;
 
     let fingerprint = cfg.filters.fingerprint();
-    let stored = load_state(store, client.host())?;
-    let (mut kind, mut cursor, mut fresh_listing) = match stored {
-        None => (SyncKind::Full, None, true),
+    let mut totals = ApplySummary::default();
+    let mut stored = load_state(store, client.host())?;
+    // Work an earlier run committed but did not finish comes first: it is consistent with the
+    // store as it is now.
+    if let Some(state) = stored.as_mut()
+        && !state.follow.is_empty()
+    {
+        finish_follow_ups(store, state, &mut totals)?;
+    }
+    let fresh = |cursor: Option<String>| SyncState {
+        cursor,
+        filters: fingerprint.clone(),
+        listing: true,
+        unfinished: true,
+        follow: Vec::new(),
+        orphans: BTreeSet::new(),
+    };
+    let (mut kind, mut state) = match stored {
+        None => (SyncKind::Full, fresh(None)),
         Some(state) if state.filters != fingerprint => {
             client.host().log(
                 Level::Info,
                 "the filters changed: re-listing the account to apply them",
             );
-            (SyncKind::Resync, None, true)
+            (SyncKind::Resync, fresh(None))
         }
-        Some(state) if state.listing => (SyncKind::Full, Some(state.cursor), true),
-        Some(state) => (SyncKind::Incremental, Some(state.cursor), false),
+        Some(state) if state.listing || state.cursor.is_none() => (
+            SyncKind::Full,
+            SyncState {
+                listing: true,
+                ..state
+            },
+        ),
+        Some(state) => (SyncKind::Incremental, state),
     };
     // A listing starts by marking everything pending; only the first page of it does that.
-    let mut mark_all = cursor.is_none();
+    let mut mark_all = state.cursor.is_none();
+    if mark_all {
+        // A new listing: what earlier pages waited for is the new listing's to find again.
+        state.orphans.clear();
+    }
 
     let links = list_shared_links(client)?;
 
-    let mut totals = ApplySummary::default();
     let mut pages: u32 = 0;
     let mut entries: u64 = 0;
     let mut interrupted = false;
     let mut created_unshared: Vec<String> = Vec::new();
     let mut plan_time = std::time::Duration::ZERO;
+    let mut resets = 0u32;
+    let mut empty_pages = 0u32;
+    let mut repeated_cursor = 0u32;
     loop {
-        let page: ListFolderResult = match &cursor {
+        let page: ListFolderResult = match &state.cursor {
             None => {
                 let arg = ListFolderArg {
                     path: String::new(),
@@ -428,13 +624,21 @@ pub fn run_sync(
                         if e.route_error()
                             .is_some_and(|r| r.is_reset() || r.is_not_found()) =>
                     {
+                        resets += 1;
+                        if resets > MAX_RESETS_PER_RUN {
+                            return Err(ConnectorError::Transient(format!(
+                                "Dropbox reset the change cursor {resets} times in one sync; the re-listing resumes on the next run"
+                            )));
+                        }
                         client.host().log(
                             Level::Warn,
                             "Dropbox reset the change cursor: re-listing the whole account; records not seen again will be removed",
                         );
                         kind = SyncKind::Resync;
-                        cursor = None;
-                        fresh_listing = true;
+                        state = SyncState {
+                            follow: std::mem::take(&mut state.follow),
+                            ..fresh(None)
+                        };
                         mark_all = true;
                         continue;
                     }
@@ -442,8 +646,39 @@ pub fn run_sync(
                 }
             }
         };
+        if page.has_more {
+            if page.entries.is_empty() {
+                empty_pages += 1;
+                if empty_pages > MAX_EMPTY_PAGES {
+                    return Err(ConnectorError::Internal(format!(
+                        "Dropbox returned {empty_pages} pages in a row with has_more and no entries; stopping, nothing was removed"
+                    )));
+                }
+            } else {
+                empty_pages = 0;
+            }
+            if state.cursor.as_deref() == Some(page.cursor.as_str()) {
+                repeated_cursor += 1;
+                if repeated_cursor >= MAX_REPEATED_CURSOR {
+                    return Err(ConnectorError::Internal(format!(
+                        "Dropbox returned the same cursor {repeated_cursor} times with has_more; stopping, nothing was removed"
+                    )));
+                }
+            } else {
+                repeated_cursor = 0;
+            }
+        }
         let plan_started = std::time::Instant::now();
-        let mut plan = plan_page(store, &page.entries, &cfg.filters, links.as_ref())?;
+        let mut plan = plan_page(
+            store,
+            &page.entries,
+            &cfg.filters,
+            links.as_ref(),
+            planner::PageContext {
+                orphans: &state.orphans,
+                after_mark_all: mark_all,
+            },
+        )?;
         plan_time += plan_started.elapsed();
         for skipped in &plan.skipped {
             client
@@ -455,6 +690,7 @@ pub fn run_sync(
             created_unshared.append(&mut plan.created_unshared_files);
         }
         let mut changes = Vec::with_capacity(plan.changes.len() + 2);
+        let offset = usize::from(mark_all);
         if mark_all {
             changes.push(Change::MarkAllPending);
             mark_all = false;
@@ -463,28 +699,43 @@ pub fn run_sync(
         if !page.has_more {
             changes.push(Change::Purge);
         }
-        let state = SyncState {
-            cursor: page.cursor.clone(),
-            filters: fingerprint.clone(),
-            listing: fresh_listing && page.has_more,
-            unfinished: page.has_more,
+        let next = {
+            let commit = PageCommit {
+                before: &state,
+                next_cursor: &page.cursor,
+                has_more: page.has_more,
+                offset,
+                plan: &plan,
+            };
+            let mut last_state = None;
+            write_batches(
+                store,
+                changes,
+                cfg.batch_size,
+                &mut |end, last| {
+                    let batch_state = commit.state(end, last);
+                    let point = batch_state.sync_point()?;
+                    if last {
+                        last_state = Some(batch_state);
+                    }
+                    Ok(Some(point))
+                },
+                &mut totals,
+            )?;
+            last_state.unwrap_or_else(|| commit.state(usize::MAX, true))
         };
-        let value =
-            serde_json::to_string(&state).map_err(|e| ConnectorError::Internal(e.to_string()))?;
-        write_batches(
-            store,
-            changes,
-            cfg.batch_size,
-            Some(SyncPoint {
-                key: CURSOR_KEY.into(),
-                value,
-            }),
-            &mut totals,
-        )?;
+        state = next;
+        if !state.follow.is_empty() {
+            finish_follow_ups(store, &mut state, &mut totals)?;
+        }
         pages += 1;
         entries += page.entries.len() as u64;
         client.host().progress(
-            if fresh_listing { "listing" } else { "changes" },
+            if kind == SyncKind::Incremental {
+                "changes"
+            } else {
+                "listing"
+            },
             pages,
             entries,
             None,
@@ -500,7 +751,6 @@ pub fn run_sync(
             interrupted = true;
             break;
         }
-        cursor = Some(page.cursor);
     }
 
     if !interrupted {

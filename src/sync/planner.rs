@@ -7,9 +7,17 @@
 //! Records are identified by the Dropbox `id`, so a move keeps its record (a metadata update),
 //! and events are classified against what the store holds: replaying a page emits nothing.
 //!
+//! Descendants follow their folder: when a folder takes another folder's path, when a folder's
+//! display name changes without a move (a case-only rename, which Dropbox may report as the
+//! folder's entry alone), or when a folder arrives after children that an earlier page listed,
+//! the plan names the folder in `follow_ups`; `sync::follow` then updates the descendants the
+//! page did not list, one upsert (and one event) each.
+//!
 //! One page costs two store lookups (records by id, live records by path), whatever its size.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
 
 use crate::api::types::Metadata;
 use crate::config::Filters;
@@ -30,6 +38,17 @@ impl SharedLinks {
     }
 }
 
+/// A folder whose descendants in the store must be brought in line with it: parent id for
+/// its direct children, display path (and web URL) for all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowUp {
+    pub path_lower: String,
+    pub folder_id: String,
+    /// The last descendant already brought in line (descendants are walked in path order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
 #[derive(Debug, Default)]
 pub struct PagePlan {
     pub changes: Vec<Change>,
@@ -37,6 +56,15 @@ pub struct PagePlan {
     pub skipped: Vec<String>,
     /// Ids of files this page created that have no shared link (for opt-in preview links).
     pub created_unshared_files: Vec<String>,
+    /// Folders whose descendants must follow them, each with the index in `changes` of the
+    /// upsert that makes it necessary: a follow-up is owed once that change is committed.
+    pub follow_ups: Vec<(usize, FollowUp)>,
+    /// Parent paths that children of this page point at but that hold no live folder yet (a
+    /// listing may name a child before its parent), with the index of the child's upsert.
+    pub orphans_added: Vec<(usize, String)>,
+    /// Parent paths, of earlier pages' orphans, that this page's folders now occupy, with the
+    /// index of the folder's upsert.
+    pub orphans_resolved: Vec<(usize, String)>,
 }
 
 /// Compare a record with what the store held and say what the change means downstream.
@@ -44,11 +72,16 @@ pub fn classify(before: Option<&Record>, after: &Record) -> ChangeKind {
     let Some(b) = before else {
         return ChangeKind::Created;
     };
-    let content = b.revision != after.revision
+    // Dropbox may give a moved file a new `rev`; the content hash says whether the bytes
+    // changed. Without a hash on either side (exports, folders), a new revision is new content.
+    let hashes_known = b.content_hash.is_some() && after.content_hash.is_some();
+    let new_revision = b.revision != after.revision;
+    let content = (new_revision && !hashes_known)
         || b.content_hash != after.content_hash
         || b.size != after.size
         || b.kind != after.kind;
-    let metadata = b.name != after.name
+    let metadata = (new_revision && !content)
+        || b.name != after.name
         || b.path_lower != after.path_lower
         || b.path_display != after.path_display
         || b.parent_external_id != after.parent_external_id
@@ -69,7 +102,7 @@ pub fn classify(before: Option<&Record>, after: &Record) -> ChangeKind {
     }
 }
 
-fn is_under(path: &str, folder: &str) -> bool {
+pub(crate) fn is_under(path: &str, folder: &str) -> bool {
     path.len() > folder.len() && path.starts_with(folder) && path.as_bytes()[folder.len()] == b'/'
 }
 
@@ -96,12 +129,25 @@ impl Overlay {
     }
 }
 
+/// What a page is planned in the light of, besides the store.
+#[derive(Debug, Clone, Copy)]
+pub struct PageContext<'a> {
+    /// Parent paths that earlier pages' children wait for.
+    pub orphans: &'a BTreeSet<String>,
+    /// The page's changes follow a `mark-all-pending` (the first page of a listing): no
+    /// record will be live when they apply, whatever the store holds now.
+    pub after_mark_all: bool,
+}
+
+/// Plan one page.
 pub fn plan_page(
     store: &mut dyn Store,
     entries: &[Metadata],
     filters: &Filters,
     links: Option<&SharedLinks>,
+    context: PageContext<'_>,
 ) -> Result<PagePlan, StoreError> {
+    let orphans = context.orphans;
     let ids: Vec<String> = entries
         .iter()
         .filter_map(|e| e.id().map(String::from))
@@ -122,7 +168,9 @@ pub fn plan_page(
     } else {
         store.get_records(ids)?
     };
-    let found = if paths.is_empty() {
+    let found = if context.after_mark_all {
+        vec![None; paths.len()]
+    } else if paths.is_empty() {
         Vec::new()
     } else {
         store.find_by_paths(paths.clone())?
@@ -140,6 +188,9 @@ pub fn plan_page(
     // page's end state, with what the record was classified against (the store's record, or
     // the page's earlier entry for it).
     let mut unresolved: Vec<(usize, Option<Record>)> = Vec::new();
+    // Folder upserts: index, what the folder was classified against, and whether it took the
+    // place of another folder (whose children it inherits).
+    let mut folders: Vec<(usize, Option<Record>, bool)> = Vec::new();
 
     for entry in entries {
         let Some(path) = entry.path_lower().map(String::from) else {
@@ -164,8 +215,13 @@ pub fn plan_page(
                     continue;
                 };
                 let is_folder = matches!(entry, Metadata::Folder(_));
+                let mut inherits_children = false;
                 // Whatever else holds this path goes (a folder keeps its children).
                 if overlay.occupant(&path).is_some_and(|r| r.external_id != id) {
+                    inherits_children = is_folder
+                        && overlay
+                            .occupant(&path)
+                            .is_some_and(|r| r.kind == RecordKind::Folder);
                     plan.changes.push(Change::Replace {
                         path_lower: path.clone(),
                         new_external_id: id.clone(),
@@ -198,14 +254,15 @@ pub fn plan_page(
                 if !filters.matches(entry, &path) {
                     // Not kept: a record the store has for it must go, also when it moved
                     // out of the kept set (its old path is free in the overlay by now, but
-                    // not in the store).
-                    if let Some(prev) = previous {
-                        if held_where_it_was || prev.path_lower == path {
-                            plan.changes
-                                .push(Change::RemoveSubtree(prev.path_lower.clone()));
-                            overlay.clear_subtree(&prev.path_lower);
-                        }
-                        overlay.by_id.remove(&id);
+                    // not in the store). The record stays known by id: it is only pending
+                    // removal, still live downstream, so a later entry that brings it back
+                    // is an update of it, not a creation.
+                    if let Some(prev) = previous
+                        && (held_where_it_was || prev.path_lower == path)
+                    {
+                        plan.changes
+                            .push(Change::RemoveSubtree(prev.path_lower.clone()));
+                        overlay.clear_subtree(&prev.path_lower);
                     }
                     continue;
                 }
@@ -250,6 +307,9 @@ pub fn plan_page(
                 if parent_path_lower.is_some() {
                     unresolved.push((plan.changes.len(), previous.clone()));
                 }
+                if is_folder {
+                    folders.push((plan.changes.len(), previous.clone(), inherits_children));
+                }
                 overlay.by_id.insert(id.clone(), record.clone());
                 overlay.at_path.insert(path.clone(), Some(record.clone()));
                 plan.changes.push(Change::Upsert { record, event });
@@ -268,8 +328,27 @@ pub fn plan_page(
         let Some(Change::Upsert { record, event }) = plan.changes.get_mut(index) else {
             continue;
         };
-        let Some(parent) = parent_path(&record.path_lower).and_then(|pp| overlay.occupant(pp))
-        else {
+        let Some(pp) = parent_path(&record.path_lower).map(String::from) else {
+            continue;
+        };
+        let Some(parent) = overlay.occupant(&pp) else {
+            // No live folder holds the parent path (yet): a listing may name children before
+            // their folder, and in a re-listing the folder may still be pending until it is
+            // seen again. Keep what the store knew of the child's parent if it did not move,
+            // and remember the path, so the folder re-parents it when it comes.
+            if let Some(prior) = &prior
+                && parent_path(&prior.path_lower) == Some(pp.as_str())
+            {
+                record.parent_external_id = prior.parent_external_id.clone();
+                if let Some(i) = prior.path_display.rfind('/') {
+                    record.path_display = format!("{}/{}", &prior.path_display[..i], record.name);
+                    record.web_url = Some(web_url(record.kind, &record.path_display));
+                }
+                *event = classify(Some(prior), record);
+            }
+            if !orphans.contains(&pp) {
+                plan.orphans_added.push((index, pp));
+            }
             continue;
         };
         if record.parent_external_id.as_deref() == Some(parent.external_id.as_str())
@@ -287,6 +366,38 @@ pub fn plan_page(
                 .is_some_and(|r| r.external_id == record.external_id)
         {
             *slot = Some(record.clone());
+        }
+    }
+
+    // Folders whose descendants must follow them (see the module's doc).
+    for (index, prior, inherits_children) in folders {
+        let Some(Change::Upsert { record, .. }) = plan.changes.get(index) else {
+            continue;
+        };
+        // Only the folder's last entry of the page counts: it is what the store ends with.
+        if overlay
+            .occupant(&record.path_lower)
+            .is_none_or(|r| r.external_id != record.external_id)
+        {
+            continue;
+        }
+        let renamed_in_place = prior.as_ref().is_some_and(|p| {
+            p.path_lower == record.path_lower && p.path_display != record.path_display
+        });
+        let awaited = orphans.contains(&record.path_lower);
+        if awaited {
+            plan.orphans_resolved
+                .push((index, record.path_lower.clone()));
+        }
+        if inherits_children || renamed_in_place || awaited {
+            plan.follow_ups.push((
+                index,
+                FollowUp {
+                    path_lower: record.path_lower.clone(),
+                    folder_id: record.external_id.clone(),
+                    after: None,
+                },
+            ));
         }
     }
     Ok(plan)

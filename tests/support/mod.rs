@@ -102,7 +102,12 @@ impl Harness {
     /// Panics with every difference between the store and the emulator's account, and checks
     /// that a downstream indexer fed only the event stream would hold the same records.
     pub fn assert_matches_truth(&self) {
-        let diffs = diff_with_truth(&self.emulator.truth(), &self.records(), |_| true);
+        self.assert_matches_truth_where(|_| true);
+    }
+
+    /// `assert_matches_truth` for an account whose filters keep only what `keep` accepts.
+    pub fn assert_matches_truth_where(&self, keep: impl Fn(&TruthEntry) -> bool) {
+        let diffs = diff_with_truth(&self.emulator.truth(), &self.records(), keep);
         assert!(
             diffs.is_empty(),
             "store differs from the account:\n{}",

@@ -80,6 +80,10 @@ pub enum FaultKind {
     Slow(Duration),
     /// A body of (at least) this many bytes: JSON padded with an extra field, bytes otherwise.
     HugeBody(usize),
+    /// 200 with `has_more: true` and nothing in it: no entries (links) and the request's own
+    /// cursor back, or no cursor at all when the request had none (a misbehaving server that
+    /// never lets a client make progress).
+    NoProgress,
 }
 
 #[derive(Default)]
@@ -142,6 +146,18 @@ pub(crate) fn early_response(kind: &FaultKind) -> Option<Response> {
         FaultKind::InvalidToken => auth_error("invalid_access_token", None),
         _ => return None,
     })
+}
+
+/// The `NoProgress` answer to a request: what a listing or link page says when it moves nowhere.
+pub(crate) fn no_progress(request_body: &[u8]) -> Response {
+    let cursor = serde_json::from_slice::<Value>(request_body)
+        .ok()
+        .and_then(|v| v.get("cursor").and_then(Value::as_str).map(String::from));
+    let mut page = json!({"entries": [], "links": [], "has_more": true});
+    if let Some(cursor) = cursor {
+        page["cursor"] = json!(cursor);
+    }
+    Response::json_value(200, &page)
 }
 
 /// Where the JSON of a response is: the body (RPC) or the Dropbox-API-Result header (download).

@@ -51,6 +51,58 @@ pub struct EmulatorConfig {
     pub recursive_listing_includes_self: bool,
     /// Shuffle the entries within each listing page (parents may then follow children).
     pub shuffle_within_page: bool,
+    /// Report a case-only rename of a FOLDER from `list_folder/continue` as the folder's own
+    /// entry alone: one `FolderMetadata` with the new `name` / `path_display`, the same
+    /// `path_lower` and the same `id`, and no entry for anything under it.
+    ///
+    /// Real Dropbox: the spec says casing-only changes are not returned by `continue`, yet
+    /// clients see a remote case-only folder rename propagate (dropbox-api.md 5.6), and nothing
+    /// promises entries for the folder's descendants when it does: the minimal report is the
+    /// folder's own entry, and `path_display` may show stale casing in ancestor components
+    /// anyway. A connector has to carry the folder's new casing down to what it holds under it.
+    /// With [`emit_case_only_renames`](Self::emit_case_only_renames) alone the emulator journals
+    /// the folder AND every descendant with its new casing; this option exists to test the terse
+    /// form. It implies the folder's rename IS reported (it works without
+    /// `emit_case_only_renames`, and wins over it for folders). Case-only renames of FILES are
+    /// unaffected (still governed by `emit_case_only_renames`). Only the journal is terse: the
+    /// account itself changes fully, so `get_metadata`, downloads and [`Emulator::truth`] show
+    /// every descendant's new `path_display`.
+    pub case_only_rename_folder_entry_only: bool,
+    /// Give every file that is moved or renamed a fresh `rev` (allocated like the rev of a
+    /// content change), while its bytes, `size` and `content_hash` stay as they were. This covers
+    /// a moved or renamed file, every file under a moved or renamed folder, and case-only renames
+    /// (of the file itself or of a folder above it): any file whose `path_display` changes.
+    ///
+    /// Real Dropbox: `rev` is a version identifier that may change when a file is moved;
+    /// whether the content changed is told by `content_hash`, not by `rev`. By default the
+    /// emulator keeps the rev across moves; this option exists so a connector is tested to cope
+    /// with a new rev on a move whose `content_hash` is unchanged. The old rev stays resolvable
+    /// like every earlier version (`rev:` paths, `files/download` with `rev`) and serves the same
+    /// bytes, with the metadata the file had before the move; the new rev resolves to the file
+    /// at its new path. `server_modified` and `client_modified` are kept. Only a file whose move
+    /// the change feed reports gets a new rev (a case-only rename that is not reported, or the
+    /// descendants of a folder under `case_only_rename_folder_entry_only`, keep theirs): a rev
+    /// no client could ever learn would make the account unknowable.
+    pub new_rev_on_move: bool,
+    /// Return the initial enumeration of a RECURSIVE listing (`files/list_folder` and the
+    /// `continue` pages read from its snapshot) in post-order: every folder's entry comes after
+    /// the entries of all its descendants, so with small pages a child is on an earlier page
+    /// than its parent. With `recursive_listing_includes_self` the listed folder's own entry is
+    /// therefore the very last one. Siblings are ordered by `path_lower` bytes, except that a
+    /// key sorts after every key it is a prefix of. Paging stays exact: the cursor carries the
+    /// last key emitted and every live entry is returned exactly once; deleted entries
+    /// (`include_deleted`) are merged into the same order.
+    ///
+    /// Real Dropbox promises no order of entries within a listing: its documented sync rules
+    /// ("if the required parent folders don't exist yet, create them") imply a child may come
+    /// before its parent (dropbox-api.md 3.9), so a connector must cope with that, even pages
+    /// apart. The default (parents first, pre-order) is what the reference recommends for the
+    /// emulator; this option exists to test the other extreme, deterministically and across page
+    /// boundaries (`shuffle_within_page` only reorders within one page). Non-recursive listings
+    /// ignore it (they hold no folder together with its descendants, so there is nothing to
+    /// reorder), and so do the change pages of `list_folder/continue` after the enumeration
+    /// (journal order).
+    pub children_before_parents: bool,
     /// Add 0..90 s of random jitter to longpoll waits, as the real service may.
     pub longpoll_jitter: bool,
     /// `backoff` to return with every longpoll result, if any.
@@ -59,6 +111,10 @@ pub struct EmulatorConfig {
     pub longpoll_max_wait: Option<Duration>,
     /// Page size of list_folder when the request has no `limit`.
     pub default_page_size: usize,
+    /// Listing pages hold at most this many entries, whatever `limit` the request asks for.
+    /// Dropbox documents `limit` as a maximum, not a promise; tests use a small value to put
+    /// page boundaries into small accounts.
+    pub max_page_size: Option<usize>,
     /// Page size of `sharing/list_shared_links` without a path.
     pub shared_links_page_size: usize,
     /// How many in-progress initial listings keep their snapshot; the oldest beyond that is
@@ -81,10 +137,14 @@ impl Default for EmulatorConfig {
             emit_case_only_renames: false,
             recursive_listing_includes_self: true,
             shuffle_within_page: false,
+            case_only_rename_folder_entry_only: false,
+            new_rev_on_move: false,
+            children_before_parents: false,
             longpoll_jitter: false,
             longpoll_backoff: None,
             longpoll_max_wait: None,
             default_page_size: 500,
+            max_page_size: None,
             shared_links_page_size: 200,
             snapshot_capacity: 256,
             client_id: "emu-app-key".into(),
@@ -281,8 +341,12 @@ impl Shared {
     }
 
     pub(crate) fn move_path(&self, from: &str, to: &str) -> Result<EntryInfo, EmulatorError> {
-        let emit_case = self.cfg.emit_case_only_renames;
-        self.mutate(|st, _| st.move_path(from, to, emit_case))
+        let opts = state::MoveOptions {
+            emit_case_only: self.cfg.emit_case_only_renames,
+            case_only_folder_entry_only: self.cfg.case_only_rename_folder_entry_only,
+            new_rev: self.cfg.new_rev_on_move,
+        };
+        self.mutate(|st, _| st.move_path(from, to, opts))
     }
 
     pub(crate) fn delete(&self, path: &str) -> Result<(), EmulatorError> {

@@ -686,7 +686,12 @@ fn dispatch(shared: &Shared, req: &Request) -> Outcome {
     if let Some(FaultKind::DropConnection) = fault {
         return Outcome::Drop;
     }
-    let mut resp = match fault.as_ref().and_then(faults::early_response) {
+    let early = match &fault {
+        Some(FaultKind::NoProgress) => Some(faults::no_progress(&req.body)),
+        Some(kind) => faults::early_response(kind),
+        None => None,
+    };
+    let mut resp = match early {
         Some(r) => r,
         None => {
             // A bug in a handler must not kill the connection thread silently.

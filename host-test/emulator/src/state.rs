@@ -5,7 +5,8 @@
 //! mutate the account between pages. `imbl::OrdMap` clones in O(1) and shares structure, so every
 //! paged listing simply keeps its own clone (in a bounded table). Keys are `path_lower`; plain
 //! string order puts every parent before its children (a prefix sorts first), which is exactly
-//! the order Dropbox promises, and makes a folder's subtree one contiguous key range.
+//! the order Dropbox promises, and makes a folder's subtree one contiguous key range. The
+//! `children_before_parents` option pages the same map in post-order instead (`scan_post`).
 
 use crate::blob::Blob;
 use crate::content_hash::to_hex;
@@ -177,6 +178,17 @@ struct SnapEntry {
     tree: Tree,
     jpos: u64,
     last_used: u64,
+}
+
+/// How `State::move_path` reports a move and what it does to revs (from `EmulatorConfig`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct MoveOptions {
+    /// Journal case-only renames (the item and, for a folder, every descendant).
+    pub emit_case_only: bool,
+    /// Journal a case-only rename of a folder as the folder's entry alone (implies it is journaled).
+    pub case_only_folder_entry_only: bool,
+    /// Every file whose move the change feed reports gets a fresh rev (content unchanged).
+    pub new_rev: bool,
 }
 
 /// What a path argument resolved to.
@@ -511,11 +523,13 @@ impl State {
         out
     }
 
+    /// Rename, move or case-only rename `from` (and its subtree) to `to`; ids are kept. How the
+    /// change is journaled and whether moved files get new revs follow `opts`.
     pub fn move_path(
         &mut self,
         from: &str,
         to: &str,
-        emit_case_only: bool,
+        opts: MoveOptions,
     ) -> Result<Arc<Node>, EmulatorError> {
         split_path(from)?;
         let to_comps = split_path(to)?;
@@ -562,6 +576,17 @@ impl State {
                     .insert(n.path_lower.clone(), n.path_display.clone());
             }
         }
+        // Which of the moved items the change feed will name: only those can carry a new rev
+        // that a client could learn (the journal below reports exactly these).
+        let journaled = |n: &Node| {
+            if !case_only {
+                true
+            } else if src.is_folder() && opts.case_only_folder_entry_only {
+                n.id == src.id
+            } else {
+                opts.emit_case_only
+            }
+        };
         let mut fresh = Vec::with_capacity(moved.len());
         for n in &moved {
             let suffix = n
@@ -569,11 +594,20 @@ impl State {
                 .strip_prefix(src.path_display.as_ref())
                 .unwrap_or("");
             let display = format!("{new_display}{suffix}");
+            // Same content, and a new rev if asked: the old rev stays in `revs`, still mapped to
+            // the version as it was before the move (like the old revs of a content change).
+            let file = match &n.file {
+                Some(f) if opts.new_rev && journaled(n) => Some(FileInfo {
+                    rev: self.alloc_rev(),
+                    ..f.clone()
+                }),
+                other => other.clone(),
+            };
             let node = Arc::new(Node {
                 id: n.id,
                 path_lower: lower(&display).into(),
                 path_display: display.into(),
-                file: n.file.clone(),
+                file,
             });
             self.insert_node(node.clone());
             fresh.push(node);
@@ -589,8 +623,11 @@ impl State {
                 path_lower: src.path_lower.clone(),
                 path_display: src.path_display.clone(),
             });
-        }
-        if !case_only || emit_case_only {
+            self.journal.extend(fresh.into_iter().map(JEntry::Live));
+        } else if src.is_folder() && opts.case_only_folder_entry_only {
+            // The folder's own entry only; its descendants changed casing all the same.
+            self.journal.push(JEntry::Live(top.clone()));
+        } else if opts.emit_case_only {
             self.journal.extend(fresh.into_iter().map(JEntry::Live));
         }
         Ok(top)
@@ -928,16 +965,120 @@ fn scan<V: Clone>(
     out
 }
 
+/// The post-order of keys (`children_before_parents`): byte order, except that a key sorts
+/// AFTER every key it is a prefix of (as if each key ended with a byte above all others). So a
+/// folder follows its whole subtree; two keys that are not prefixes of one another keep their
+/// usual order.
+fn post_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len().min(b.len());
+    a[..n].cmp(&b[..n]).then_with(|| b.len().cmp(&a.len()))
+}
+
+/// The smallest string above every string that starts with `key` (None: there is none).
+fn prefix_successor(key: &str) -> Option<String> {
+    let mut s = key.to_string();
+    while let Some(c) = s.pop() {
+        let next = match c as u32 + 1 {
+            0xD800 => Some('\u{E000}'),
+            n => char::from_u32(n),
+        };
+        if let Some(n) = next {
+            s.push(n);
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// `scan` in post-order (see `post_cmp`), always recursive: up to `want` entries of `map` whose
+/// key starts with `prefix`, plus the entry at `self_key` if given (it sorts after all of them),
+/// strictly after the key `after`.
+///
+/// The map is walked in its own order with a stack of pending keys, each a prefix of the next:
+/// a key is emitted when the walk reaches a key it is not a prefix of (its subtree is done).
+/// Resuming after `after`: the keys still due are the stored proper prefixes of `after` (its
+/// pending ancestors, rebuilt as the stack) and the keys above every key that starts with
+/// `after` (whose subtree was emitted before it). Each page costs O(entries walked, filtered ones
+/// included, + key length * log n).
+fn scan_post<V: Clone>(
+    map: &Map<V>,
+    prefix: &str,
+    self_key: Option<&str>,
+    after: Option<&str>,
+    want: usize,
+    mut accept: impl FnMut(&V) -> bool,
+) -> Vec<(Arc<str>, V)> {
+    let mut out = Vec::new();
+    if want == 0 || (after.is_some() && after == self_key) {
+        return out;
+    }
+    let in_scope = |k: &str| k.starts_with(prefix) || Some(k) == self_key;
+    let entry = |k: &str| map.get_key_value(k).map(|(k, v)| (k.clone(), v.clone()));
+    let mut stack: Vec<(Arc<str>, V)> = Vec::new();
+    let start = match after {
+        None => {
+            stack.extend(self_key.and_then(entry));
+            Some(prefix.to_string())
+        }
+        Some(a) => {
+            // Proper prefixes of `after` in scope, shortest first (the listed folder included).
+            stack.extend(
+                a.char_indices()
+                    .map(|(i, _)| &a[..i])
+                    .filter(|p| in_scope(p))
+                    .filter_map(entry),
+            );
+            prefix_successor(a).map(|s| s.max(prefix.to_string()))
+        }
+    };
+    let mut emit = |out: &mut Vec<(Arc<str>, V)>, (k, v): (Arc<str>, V)| {
+        if accept(&v) {
+            out.push((k, v));
+        }
+        out.len() >= want
+    };
+    if let Some(start) = start {
+        let range = map.range::<_, str>((Bound::Included(start.as_str()), Bound::Unbounded));
+        for (k, v) in range {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            while stack
+                .last()
+                .is_some_and(|(top, _)| !k.starts_with(top.as_ref()))
+            {
+                if let Some(done) = stack.pop()
+                    && emit(&mut out, done)
+                {
+                    return out;
+                }
+            }
+            stack.push((k.clone(), v.clone()));
+        }
+    }
+    while let Some(done) = stack.pop() {
+        if emit(&mut out, done) {
+            break;
+        }
+    }
+    out
+}
+
 /// One page of an initial enumeration from a snapshot: (entries, last key, has_more).
+/// `post_order` (`children_before_parents`, recursive listings only) puts every folder after
+/// its descendants, the listed folder itself (if included) last.
 pub(crate) fn snapshot_page(
     tree: &Tree,
     c: &Cursor,
     cfg_self: bool,
+    post_order: bool,
 ) -> (Vec<JEntry>, Option<String>, bool) {
     let limit = c.l.max(1) as usize;
+    let post = post_order && c.r;
     let mut items = Vec::new();
     let mut last = c.k.clone();
-    if c.k.is_none() && c.includes_self(cfg_self) {
+    if !post && c.k.is_none() && c.includes_self(cfg_self) {
         if let Some(n) = tree.live.get(c.p.as_str()) {
             items.push(JEntry::Live(n.clone()));
         }
@@ -946,23 +1087,30 @@ pub(crate) fn snapshot_page(
     let remaining = limit.saturating_sub(items.len());
     let prefix = format!("{}/", c.p);
     let after = last.as_deref();
-    let live = scan(
-        &tree.live,
-        &prefix,
-        c.r,
-        after,
-        remaining + 1,
-        |n: &Arc<Node>| c.n || n.is_downloadable(),
-    );
-    let tombs = if c.d {
-        scan(&tree.tombs, &prefix, c.r, after, remaining + 1, |_| true)
+    let accept_live = |n: &Arc<Node>| c.n || n.is_downloadable();
+    let live = if post {
+        let self_key = c.includes_self(cfg_self).then_some(c.p.as_str());
+        scan_post(
+            &tree.live,
+            &prefix,
+            self_key,
+            after,
+            remaining + 1,
+            accept_live,
+        )
     } else {
-        Vec::new()
+        scan(&tree.live, &prefix, c.r, after, remaining + 1, accept_live)
+    };
+    let tombs = match (c.d, post) {
+        (false, _) => Vec::new(),
+        (true, false) => scan(&tree.tombs, &prefix, c.r, after, remaining + 1, |_| true),
+        (true, true) => scan_post(&tree.tombs, &prefix, None, after, remaining + 1, |_| true),
     };
     let mut merged: Vec<JEntry> = Vec::with_capacity(remaining + 1);
     let (mut li, mut ti) = (live.into_iter().peekable(), tombs.into_iter().peekable());
     while merged.len() <= remaining {
         let take_live = match (li.peek(), ti.peek()) {
+            (Some(l), Some(t)) if post => post_cmp(&l.0, &t.0).is_le(),
             (Some(l), Some(t)) => l.0 <= t.0,
             (Some(_), None) => true,
             (None, Some(_)) => false,
@@ -1016,4 +1164,139 @@ pub(crate) fn has_change(journal: &[JEntry], c: &Cursor, from: u64, cfg_self: bo
     journal
         .get(from as usize..)
         .is_some_and(|tail| tail.iter().any(|e| c.wants(e, cfg_self)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn folder(id: u64, key: &str) -> Arc<Node> {
+        Arc::new(Node {
+            id,
+            path_lower: key.into(),
+            path_display: key.into(),
+            file: None,
+        })
+    }
+
+    fn cursor(p: &str, d: bool, limit: u32) -> Cursor {
+        Cursor {
+            a: 0,
+            e: 0,
+            p: p.to_string(),
+            i: None,
+            r: true,
+            d,
+            n: true,
+            h: false,
+            l: limit,
+            s: None,
+            k: None,
+            j: 0,
+        }
+    }
+
+    /// Every page of a listing, concatenated (keys only).
+    fn all_pages(tree: &Tree, mut c: Cursor, cfg_self: bool) -> Vec<String> {
+        let mut keys = Vec::new();
+        loop {
+            let (entries, last, has_more) = snapshot_page(tree, &c, cfg_self, true);
+            assert!(entries.len() <= c.l as usize);
+            keys.extend(entries.iter().map(|e| e.key().to_string()));
+            if !has_more {
+                return keys;
+            }
+            assert!(!entries.is_empty(), "a page with has_more is never empty");
+            c.k = last;
+        }
+    }
+
+    #[test]
+    fn post_order_pages_are_exact_and_children_come_first() {
+        // Components chosen to sit around '/' in byte order and at the ends of the code space.
+        let comps = [
+            "a",
+            "a b",
+            "a-b",
+            "a0",
+            "ab",
+            "b",
+            "é",
+            "z\u{10FFFF}",
+            "\u{10FFFF}",
+        ];
+        for seed in 0..40u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut tree = Tree::default();
+            let mut id = 0;
+            for _ in 0..rng.random_range(1..40) {
+                let depth = rng.random_range(1..5);
+                let mut key = String::new();
+                for _ in 0..depth {
+                    key.push('/');
+                    key.push_str(comps[rng.random_range(0..comps.len())]);
+                    if !tree.live.contains_key(key.as_str()) {
+                        id += 1;
+                        tree.live.insert(key.as_str().into(), folder(id, &key));
+                    }
+                }
+            }
+            for _ in 0..rng.random_range(0..8) {
+                let key = format!(
+                    "/{}/{}",
+                    comps[rng.random_range(0..comps.len())],
+                    comps[rng.random_range(0..comps.len())]
+                );
+                if !tree.live.contains_key(key.as_str()) {
+                    tree.tombs.insert(key.as_str().into(), key.as_str().into());
+                }
+            }
+            let listed: Vec<String> = std::iter::once(String::new())
+                .chain(tree.live.keys().take(5).map(|k| k.to_string()))
+                .collect();
+            for p in &listed {
+                for (cfg_self, d) in [(true, false), (false, true), (true, true)] {
+                    let prefix = format!("{p}/");
+                    let mut want: Vec<String> = tree
+                        .live
+                        .keys()
+                        .filter(|k| {
+                            k.starts_with(&prefix)
+                                || (cfg_self && !p.is_empty() && k.as_ref() == p.as_str())
+                        })
+                        .chain(tree.tombs.keys().filter(|k| d && k.starts_with(&prefix)))
+                        .map(|k| k.to_string())
+                        .collect();
+                    want.sort_by(|a, b| post_cmp(a, b));
+                    for limit in [1, 2, 3, 7, 1000] {
+                        let got = all_pages(&tree, cursor(p, d, limit), cfg_self);
+                        assert_eq!(got, want, "seed {seed} listing {p:?} limit {limit}");
+                        for (i, k) in got.iter().enumerate() {
+                            let sub = format!("{k}/");
+                            assert!(
+                                got[i..].iter().all(|later| !later.starts_with(&sub)),
+                                "{k} comes before one of its descendants"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn prefix_successor_bounds_a_subtree() {
+        assert_eq!(prefix_successor("/a").as_deref(), Some("/b"));
+        assert_eq!(
+            prefix_successor("/a\u{D7FF}").as_deref(),
+            Some("/a\u{E000}")
+        );
+        assert_eq!(prefix_successor("/a\u{10FFFF}").as_deref(), Some("/b"));
+        assert_eq!(prefix_successor("\u{10FFFF}"), None);
+        assert!(post_cmp("/a/x", "/a").is_lt());
+        assert!(post_cmp("/ab", "/a").is_lt());
+        assert!(post_cmp("/a b", "/a/x").is_lt());
+    }
 }

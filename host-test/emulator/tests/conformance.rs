@@ -1054,6 +1054,301 @@ fn case_only_renames_can_be_emitted() {
 }
 
 #[test]
+fn case_only_folder_rename_can_be_reported_as_the_folder_alone() {
+    // Without emit_case_only_renames: the option alone makes the rename reported.
+    for emit_all in [false, true] {
+        let t = with_cfg(EmulatorConfig {
+            case_only_rename_folder_entry_only: true,
+            emit_case_only_renames: emit_all,
+            ..Default::default()
+        });
+        let folder = t.emu.create_folder("/Photos").unwrap();
+        let deep = t
+            .emu
+            .create_file("/Photos/2024/Trip/a.jpg", bytes("a"))
+            .unwrap();
+        t.emu.create_file("/Photos/b.txt", bytes("b")).unwrap();
+        let (_, cursor) = t.list_all(json!({"path": "", "recursive": true}));
+        let moved = t.emu.move_path("/Photos", "/PHOTOS").unwrap();
+        assert_eq!(moved.id, folder.id);
+        let (c, cursor) = t.changes(&cursor);
+        assert_eq!(c.len(), 1, "only the folder's entry: {c:?}");
+        assert_eq!(c[0][".tag"], "folder");
+        assert_eq!(c[0]["name"], "PHOTOS");
+        assert_eq!(c[0]["path_display"], "/PHOTOS");
+        assert_eq!(c[0]["path_lower"], "/photos");
+        assert_eq!(c[0]["id"], folder.id.as_str());
+        // The account itself changed in full: descendants show the new casing.
+        let md = t
+            .rpc(
+                "files/get_metadata",
+                json!({"path": "/photos/2024/trip/a.jpg"}),
+            )
+            .json();
+        assert_eq!(md["path_display"], "/PHOTOS/2024/Trip/a.jpg");
+        assert_eq!(md["id"], deep.id.as_str());
+        let md = t.rpc("files/get_metadata", json!({"path": deep.id})).json();
+        assert_eq!(md["path_display"], "/PHOTOS/2024/Trip/a.jpg");
+        let md = t
+            .rpc("files/get_metadata", json!({"path": "/photos/2024"}))
+            .json();
+        assert_eq!(md["path_display"], "/PHOTOS/2024");
+        assert!(
+            t.emu
+                .truth()
+                .iter()
+                .filter(|e| e.path_lower.starts_with("/photos"))
+                .all(|e| e.path_display.starts_with("/PHOTOS")),
+            "truth has the new casing everywhere"
+        );
+        // A case-only rename of a FILE follows emit_case_only_renames only.
+        t.emu.move_path("/PHOTOS/b.txt", "/PHOTOS/B.TXT").unwrap();
+        let (c, _) = t.changes(&cursor);
+        if emit_all {
+            assert_eq!(paths(&c), vec![("file".into(), "/PHOTOS/B.TXT".into())]);
+        } else {
+            assert!(c.is_empty(), "{c:?}");
+        }
+    }
+}
+
+#[test]
+fn moves_can_give_files_a_new_rev() {
+    let md = |t: &T, path: &str| {
+        let r = t.rpc("files/get_metadata", json!({"path": path}));
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+    // Default: a move keeps the rev.
+    let t = new();
+    let info = t.emu.create_file("/a/f.txt", bytes("hello")).unwrap();
+    t.emu.move_path("/a/f.txt", "/b/g.txt").unwrap();
+    assert_eq!(
+        md(&t, "/b/g.txt")["rev"],
+        info.rev.clone().unwrap().as_str()
+    );
+
+    let t = with_cfg(EmulatorConfig {
+        new_rev_on_move: true,
+        ..Default::default()
+    });
+    let info = t.emu.create_file("/a/f.txt", bytes("hello")).unwrap();
+    let inner = t.emu.create_file("/d/sub/x.txt", bytes("inner")).unwrap();
+    let before = md(&t, "/a/f.txt");
+    let old_rev = before["rev"].as_str().unwrap().to_string();
+    assert_eq!(Some(old_rev.clone()), info.rev);
+    let (_, cursor) = t.list_all(json!({"path": "", "recursive": true}));
+
+    let moved = t.emu.move_path("/a/f.txt", "/b/g.txt").unwrap();
+    let after = md(&t, "/b/g.txt");
+    let new_rev = after["rev"].as_str().unwrap().to_string();
+    assert_ne!(new_rev, old_rev, "a moved file has a new rev");
+    assert_eq!(moved.rev.as_deref(), Some(new_rev.as_str()));
+    assert_eq!(after["id"], info.id.as_str());
+    assert_eq!(after["content_hash"], before["content_hash"]);
+    assert_eq!(after["content_hash"], content_hash(b"hello"));
+    assert_eq!(after["size"], before["size"]);
+    assert_eq!(after["server_modified"], before["server_modified"]);
+    // The new rev serves the content, by `rev` argument and by `rev:` path.
+    let r = t.download(
+        "files/download",
+        json!({"path": "/b/g.txt", "rev": new_rev}),
+        &[],
+    );
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, &b"hello"[..]),
+        "{}",
+        r.text()
+    );
+    let result: Value = serde_json::from_str(&r.header("dropbox-api-result").unwrap()).unwrap();
+    assert_eq!(result["rev"], new_rev.as_str());
+    assert_eq!(result["path_display"], "/b/g.txt");
+    let r = t.download(
+        "files/download",
+        json!({"path": format!("rev:{new_rev}")}),
+        &[],
+    );
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+    let r = t.download("files/download", json!({"path": "/b/g.txt"}), &[]);
+    assert_eq!(r.body, b"hello");
+    assert_eq!(r.header("etag"), Some(format!("W/\"{new_rev}\"")));
+    let by_rev = md(&t, &format!("rev:{new_rev}"));
+    assert_eq!(by_rev["path_display"], "/b/g.txt");
+    // The old rev still serves the same bytes, like any earlier version.
+    let r = t.download(
+        "files/download",
+        json!({"path": "/b/g.txt", "rev": old_rev}),
+        &[],
+    );
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+    let r = t.rpc(
+        "files/get_temporary_link",
+        json!({"path": format!("rev:{new_rev}")}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Files under a moved folder get new revs too; the journal carries them.
+    t.emu.move_path("/d", "/e").unwrap();
+    let x = md(&t, "/e/sub/x.txt");
+    assert_ne!(x["rev"], inner.rev.clone().unwrap().as_str());
+    assert_eq!(x["content_hash"], content_hash(b"inner"));
+    let (c, _) = t.changes(&cursor);
+    let listed = |path: &str| {
+        c.iter()
+            .rev()
+            .find(|e| e["path_lower"] == path && e[".tag"] == "file")
+            .unwrap_or_else(|| panic!("{path} not in {c:?}"))
+            .clone()
+    };
+    assert_eq!(listed("/b/g.txt")["rev"], new_rev.as_str());
+    assert_eq!(listed("/e/sub/x.txt")["rev"], x["rev"]);
+    let r = t.download(
+        "files/download",
+        json!({"path": "/e/sub/x.txt", "rev": x["rev"]}),
+        &[],
+    );
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"inner"[..]));
+
+    // A case-only rename of a file that the feed does not report (emit_case_only_renames is
+    // off) keeps its rev: no client could learn a new one.
+    t.emu.move_path("/b/g.txt", "/b/G.txt").unwrap();
+    let renamed = md(&t, "/b/g.txt");
+    assert_eq!(renamed["path_display"], "/b/G.txt");
+    assert_eq!(renamed["rev"], new_rev.as_str());
+    assert_eq!(renamed["content_hash"], content_hash(b"hello"));
+    // A content change still gets a new rev and a new hash.
+    let modified = t.emu.modify_file("/b/g.txt", bytes("changed")).unwrap();
+    assert_ne!(modified.rev.as_deref(), renamed["rev"].as_str());
+    assert_eq!(modified.content_hash, Some(content_hash(b"changed")));
+}
+
+/// Every page of a listing: each entry's path_lower with the index of its page.
+fn pages(t: &T, arg: Value) -> (Vec<(String, String, usize)>, String) {
+    let mut page = t.list(arg);
+    let mut out = Vec::new();
+    let mut n = 0;
+    loop {
+        for e in page["entries"].as_array().unwrap() {
+            out.push((
+                e[".tag"].as_str().unwrap().to_string(),
+                e["path_lower"].as_str().unwrap().to_string(),
+                n,
+            ));
+        }
+        if page["has_more"] != true {
+            return (out, page["cursor"].as_str().unwrap().to_string());
+        }
+        page = t.cont(page["cursor"].as_str().unwrap());
+        n += 1;
+    }
+}
+
+/// Every key once, each folder after all of its descendants, and at least one child on an
+/// earlier page than its parent.
+fn assert_post_order(listed: &[(String, String, usize)], expected: &[String]) {
+    let keys: Vec<&str> = listed.iter().map(|e| e.1.as_str()).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), keys.len(), "an entry came twice: {keys:?}");
+    let mut want: Vec<&str> = expected.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(sorted, want, "entries lost or invented");
+    let mut across_pages = false;
+    for (i, (tag, key, page)) in listed.iter().enumerate() {
+        let sub = format!("{key}/");
+        for (_, later, _) in &listed[i + 1..] {
+            assert!(!later.starts_with(&sub), "{key} came before {later}");
+        }
+        if tag == "folder" {
+            across_pages |= listed[..i]
+                .iter()
+                .any(|(_, k, p)| k.starts_with(&sub) && p < page);
+        }
+    }
+    assert!(across_pages, "no child on an earlier page than its parent");
+}
+
+#[test]
+fn children_before_parents_across_pages() {
+    let t = with_cfg(EmulatorConfig {
+        children_before_parents: true,
+        ..Default::default()
+    });
+    for p in [
+        "/A/B/C/deep.txt",
+        "/A/B/b.txt",
+        "/A/a.txt",
+        "/A b.txt",
+        "/A-x/y.txt",
+        "/Ab/c/d.txt",
+        "/Z/z.txt",
+        "/root.txt",
+    ] {
+        t.emu.create_file(p, bytes(p)).unwrap();
+    }
+    t.emu.create_folder("/A/B/C/Empty").unwrap();
+    t.emu.create_folder("/A/E").unwrap();
+    let truth: Vec<String> = t.emu.truth().into_iter().map(|e| e.path_lower).collect();
+    let (listed, cursor) = pages(&t, json!({"path": "", "recursive": true, "limit": 2}));
+    assert!(listed.iter().all(|e| e.2 < listed.len().div_ceil(2)));
+    assert!(listed.chunk_by(|a, b| a.2 == b.2).all(|p| p.len() <= 2));
+    assert_post_order(&listed, &truth);
+    // Every page size gives the same complete order.
+    for limit in [1, 3, 5, 2000] {
+        let (again, _) = pages(&t, json!({"path": "", "recursive": true, "limit": limit}));
+        let keys =
+            |l: &[(String, String, usize)]| l.iter().map(|e| e.1.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&again), keys(&listed), "limit {limit}");
+    }
+    // A non-root listing: the listed folder itself comes last.
+    let under_a: Vec<String> = truth
+        .iter()
+        .filter(|k| *k == "/a" || k.starts_with("/a/"))
+        .cloned()
+        .collect();
+    let (listed_a, _) = pages(&t, json!({"path": "/A", "recursive": true, "limit": 2}));
+    assert_post_order(&listed_a, &under_a);
+    assert_eq!(listed_a.last().unwrap().1, "/a");
+    // Deleted entries are merged, in the same order, and nothing is lost.
+    t.emu.delete("/Z").unwrap();
+    t.emu.delete("/A/B/C/deep.txt").unwrap();
+    let truth: Vec<String> = t.emu.truth().into_iter().map(|e| e.path_lower).collect();
+    let (with_deleted, _) = pages(
+        &t,
+        json!({"path": "", "recursive": true, "limit": 2, "include_deleted": true}),
+    );
+    let live: Vec<(String, String, usize)> = with_deleted
+        .iter()
+        .filter(|e| e.0 != "deleted")
+        .cloned()
+        .collect();
+    assert_post_order(&live, &truth);
+    let deleted: Vec<&str> = with_deleted
+        .iter()
+        .filter(|e| e.0 == "deleted")
+        .map(|e| e.1.as_str())
+        .collect();
+    assert_eq!(deleted, vec!["/a/b/c/deep.txt", "/z/z.txt", "/z"]);
+    // The cursor after the enumeration replays later changes as usual.
+    t.emu.create_file("/new.txt", bytes("n")).unwrap();
+    let (c, _) = t.changes(&cursor);
+    assert_eq!(
+        paths(&c),
+        vec![
+            ("deleted".into(), "/Z".into()),
+            ("deleted".into(), "/A/B/C/deep.txt".into()),
+            ("file".into(), "/new.txt".into())
+        ]
+    );
+    // Non-recursive listings are unaffected (nothing to reorder).
+    let (flat, _) = pages(&t, json!({"path": "/A", "limit": 2}));
+    let flat: Vec<&str> = flat.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(flat, vec!["/a/a.txt", "/a/b", "/a/e"]);
+}
+
+#[test]
 fn include_deleted_and_scoped_cursors() {
     let t = new();
     t.emu.create_file("/keep/a.txt", bytes("a")).unwrap();

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
-use crate::app::ConnectorHost;
+use crate::app::{ConnectorHost, RunToken};
 use crate::bindings::manifest_types::{ConnectorManifest, FieldType};
 use crate::runtime::{Runtime, SandboxConfig};
 use crate::store::{RecordStore, StoredCredentials, record_json};
@@ -108,14 +108,25 @@ enum Command {
     /// long-poll, many tenants at once; one line per sync.
     Watch(watch::WatchArgs),
     /// Store an access token for a tenant (a token from the Dropbox App Console).
+    ///
+    /// This is the command that writes a token to the database: it replaces whatever
+    /// credentials the tenant has stored, including a refresh token, client id and client
+    /// secret from `auth`. (`sync` never stores DROPBOX_ACCESS_TOKEN; see `sync --help`.)
     Connect {
         #[command(flatten)]
         target: Target,
-        /// The access token; DROPBOX_ACCESS_TOKEN when absent.
+        /// The access token to store; DROPBOX_ACCESS_TOKEN when absent.
         #[arg(long)]
         access_token: Option<String>,
     },
     /// One sync of the tenant: full when no cursor is stored, incremental otherwise.
+    ///
+    /// DROPBOX_ACCESS_TOKEN, when set, is a token for this run only and is never written to
+    /// the database. If the tenant has stored credentials with a refresh token (from `auth`),
+    /// the stored credentials win: the variable is ignored, with a one-line notice on stderr.
+    /// Otherwise (no stored credentials, or only an access token stored by `connect`) this run
+    /// uses the variable's token, and what is stored stays exactly as it was. To store a token,
+    /// use `connect`.
     Sync {
         #[command(flatten)]
         target: Target,
@@ -221,7 +232,7 @@ pub fn run(cli: Cli) -> Result<()> {
             access_token,
         } => {
             let token = access_token
-                .or_else(|| std::env::var("DROPBOX_ACCESS_TOKEN").ok())
+                .or_else(env_access_token)
                 .context("give --access-token or set DROPBOX_ACCESS_TOKEN")?;
             let host = open(&target)?;
             host.connect(
@@ -240,14 +251,14 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Sync { target, quiet } => {
             let host = open(&target)?;
-            if let Ok(token) = std::env::var("DROPBOX_ACCESS_TOKEN") {
-                host.connect(
-                    &target.tenant,
-                    StoredCredentials {
-                        access_token: token,
-                        ..Default::default()
-                    },
-                )?;
+            // For this run only (never stored); see `sync --help` for which token wins.
+            if let Some(token) = env_access_token()
+                && host.use_token_for_this_run(&target.tenant, token)? == RunToken::Ignored
+            {
+                eprintln!(
+                    "DROPBOX_ACCESS_TOKEN ignored: tenant {} has stored credentials with a refresh token (from `auth`), and those win; `host-test connect` replaces them",
+                    target.tenant
+                );
             }
             let outcome = host.sync(
                 &target.tenant,
@@ -430,6 +441,13 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// DROPBOX_ACCESS_TOKEN, unless unset or empty.
+fn env_access_token() -> Option<String> {
+    std::env::var("DROPBOX_ACCESS_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
 }
 
 fn open(target: &Target) -> Result<ConnectorHost> {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::app::{ConnectorHost, validate_setting};
+use crate::app::{ConnectorHost, RunToken, validate_setting};
 use crate::runtime::SandboxConfig;
 use crate::store::StoredCredentials;
 use crate::watch::{SYNC_INTERVAL_MINUTES, WatchEvent, WatchOptions, WatchTenant, Watcher, human};
@@ -37,6 +37,12 @@ pub struct WatchArgs {
     max_concurrent: usize,
     /// Tenants to configure and watch, in TOML: [[tenant]] name = "...", api_url = "..."
     /// (optional), access_token = "..." (optional), interval_minutes = N (optional).
+    ///
+    /// An access_token never overwrites stored credentials. It is stored only for a tenant
+    /// with no stored credentials at all. If the tenant has stored credentials with a refresh
+    /// token (from `auth`), those win and the file's token is ignored, with a one-line notice
+    /// on stderr. If only an access token is stored (from `connect`), the file's token is used
+    /// instead for this watch run and is never written.
     #[arg(long)]
     tenants_file: Option<PathBuf>,
     /// Send the requests of tenants without an API URL of their own to this base URL.
@@ -53,6 +59,10 @@ pub struct WatchArgs {
 struct TenantEntry {
     name: String,
     api_url: Option<String>,
+    /// Never overwrites stored credentials: stored for a tenant with none; for a tenant with
+    /// stored credentials with a refresh token (from `auth`), ignored with a notice (those
+    /// win); for a tenant with only a stored access token, attached instead of it for this
+    /// run, in memory only ([`ConnectorHost::use_token_for_this_run`]).
     access_token: Option<String>,
     interval_minutes: Option<u64>,
 }
@@ -160,7 +170,8 @@ pub fn run(args: WatchArgs) -> Result<()> {
 }
 
 /// Apply a tenants file to the database (API URL, token, interval: validated like `config set`)
-/// and return its tenant names.
+/// and return its tenant names. A token never overwrites stored credentials (see
+/// [`TenantEntry::access_token`]).
 fn configure_from_file(host: &ConnectorHost, path: &Path) -> Result<Vec<String>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -178,15 +189,28 @@ fn configure_from_file(host: &ConnectorHost, path: &Path) -> Result<Vec<String>>
                 .set_tenant_api_url(&name, Some(url))
                 .with_context(context)?;
         }
-        if let Some(token) = entry.access_token {
-            host.connect(
-                &name,
-                StoredCredentials {
-                    access_token: token,
-                    ..Default::default()
-                },
-            )
-            .with_context(context)?;
+        if let Some(token) = entry.access_token.filter(|t| !t.trim().is_empty()) {
+            let stored = host.store().credentials(&name).with_context(context)?;
+            if stored.is_none() {
+                // Nothing to overwrite: the file configures the tenant, as `connect` would.
+                host.connect(
+                    &name,
+                    StoredCredentials {
+                        access_token: token,
+                        ..Default::default()
+                    },
+                )
+                .with_context(context)?;
+            } else if host
+                .use_token_for_this_run(&name, token)
+                .with_context(context)?
+                == RunToken::Ignored
+            {
+                eprintln!(
+                    "{}: tenant {name}: access_token ignored: the tenant has stored credentials with a refresh token (from `auth`), and those win; `host-test connect` replaces them",
+                    path.display()
+                );
+            }
         }
         if let Some(minutes) = entry.interval_minutes {
             host.set_setting(&name, SYNC_INTERVAL_MINUTES, &minutes.to_string())

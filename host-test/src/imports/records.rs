@@ -58,6 +58,15 @@ impl Host for TenantState {
         self.timed(|store, tenant| store.list_shared(tenant))
     }
 
+    fn list_subtree(
+        &mut self,
+        path_lower: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<Record>, StoreError> {
+        self.timed(|store, tenant| store.list_subtree(tenant, &path_lower, after.as_deref(), limit))
+    }
+
     fn put_owner(
         &mut self,
         owner: User,

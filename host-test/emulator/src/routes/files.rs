@@ -100,6 +100,10 @@ fn parse_list_arg(ctx: &Ctx, arg: &Value) -> Result<Cursor, ApiError> {
         other => return Err(lookup_failure(&other)),
     };
     let page = limit.map_or(shared.cfg.default_page_size.max(1), |l| l as usize);
+    let page = shared
+        .cfg
+        .max_page_size
+        .map_or(page, |most| page.min(most.max(1)));
     Ok(Cursor {
         a: shared.account.instance,
         e: st.cursor_epoch,
@@ -119,13 +123,14 @@ fn parse_list_arg(ctx: &Ctx, arg: &Value) -> Result<Cursor, ApiError> {
 pub(crate) fn list_folder(ctx: &Ctx, arg: &Value) -> ApiResult {
     let mut cursor = parse_list_arg(ctx, arg)?;
     let cfg_self = ctx.shared.cfg.recursive_listing_includes_self;
+    let post_order = ctx.shared.cfg.children_before_parents;
     // The snapshot: an O(1) clone of the persistent tree, consistent with the journal position.
     let tree = {
         let st = ctx.shared.state();
         cursor.j = st.journal_len();
         st.tree.clone()
     };
-    let (entries, last, has_more) = snapshot_page(&tree, &cursor, cfg_self);
+    let (entries, last, has_more) = snapshot_page(&tree, &cursor, cfg_self, post_order);
     if has_more {
         let sid = ctx.shared.state().register_snapshot(tree, cursor.j);
         cursor.s = Some(sid);
@@ -149,6 +154,7 @@ pub(crate) fn list_folder_continue(ctx: &Ctx, arg: &Value) -> ApiResult {
     let a = Args::root(arg)?;
     a.only(&["cursor"])?;
     let cfg_self = ctx.shared.cfg.recursive_listing_includes_self;
+    let post_order = ctx.shared.cfg.children_before_parents;
     let mut st = ctx.shared.state();
     let mut c = take_cursor(ctx, &a, st.cursor_epoch)?;
     if let Some(sid) = c.s {
@@ -157,7 +163,7 @@ pub(crate) fn list_folder_continue(ctx: &Ctx, arg: &Value) -> ApiResult {
             return Err(tag_error("reset").into());
         };
         drop(st);
-        let (entries, last, has_more) = snapshot_page(&tree, &c, cfg_self);
+        let (entries, last, has_more) = snapshot_page(&tree, &c, cfg_self, post_order);
         if has_more {
             c.k = last;
         } else {
