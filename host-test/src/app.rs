@@ -76,6 +76,8 @@ pub struct ConnectorHost {
     redirected: Mutex<HashMap<String, Arc<Services>>>,
     /// Access tokens given for one run, shared by every set of services; never stored.
     run_tokens: Arc<RunTokens>,
+    /// Where each invocation's measurements go ([`ConnectorHost::set_metrics`]).
+    metrics: std::sync::RwLock<Option<Arc<crate::metrics::Metrics>>>,
 }
 
 impl ConnectorHost {
@@ -127,6 +129,7 @@ impl ConnectorHost {
             http,
             redirected: Mutex::new(HashMap::new()),
             run_tokens,
+            metrics: std::sync::RwLock::new(None),
         })
     }
 
@@ -144,6 +147,19 @@ impl ConnectorHost {
 
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    /// Count what every later invocation does (API calls, retries, waits) in `metrics`; `None`
+    /// stops counting.
+    pub fn set_metrics(&self, metrics: Option<Arc<crate::metrics::Metrics>>) {
+        *self.metrics.write().unwrap_or_else(|p| p.into_inner()) = metrics;
+    }
+
+    pub fn metrics(&self) -> Option<Arc<crate::metrics::Metrics>> {
+        self.metrics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Store an access token (and optionally a refresh token) for the tenant, replacing what
@@ -203,20 +219,21 @@ impl ConnectorHost {
         self.services.store.ensure_tenant(tenant)?;
         let settings = self.services.store.settings(tenant)?;
         for (key, value) in &settings {
-            validate_setting(&self.manifest, key, value).map_err(HostError::Setup)?;
+            validate_setting(&self.manifest, key, value).map_err(invalid_setting)?;
         }
         Ok(TenantContext::new(tenant, self.services_for(tenant)?).with_settings(settings))
     }
 
     /// Set a tenant's setting after checking it against the manifest's field.
     pub fn set_setting(&self, tenant: &str, key: &str, value: &str) -> Result<(), HostError> {
-        validate_setting(&self.manifest, key, value).map_err(HostError::Setup)?;
+        validate_setting(&self.manifest, key, value).map_err(invalid_setting)?;
         self.services.store.set_setting(tenant, key, value)?;
         Ok(())
     }
 
     fn invoke<T>(
         &self,
+        op: &'static str,
         ctx: TenantContext,
         call: impl FnOnce(
             &mut crate::runtime::Instance,
@@ -226,6 +243,18 @@ impl ConnectorHost {
         let mut instance = self.runtime.instantiate(ctx)?;
         let result = call(&mut instance);
         let (ctx, stats, peak_memory) = instance.into_parts();
+        if let Some(metrics) = self.metrics() {
+            metrics.record_invocation(op, &stats);
+        }
+        tracing::debug!(
+            requests = stats.total_requests(),
+            http_ms = stats.http_time.as_millis() as u64,
+            store_ms = stats.store_time.as_millis() as u64,
+            waited_ms = stats.sleep_time.as_millis() as u64,
+            peak_memory,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "invocation finished"
+        );
         let value = result?;
         if let Err(ConnectorError::AuthRequired(_)) = &value
             && !ctx.services.credentials.run_token_in_force(&ctx.tenant)?
@@ -252,6 +281,7 @@ impl ConnectorHost {
         observer: Option<Observer>,
         stop: Option<Arc<AtomicBool>>,
     ) -> Result<Outcome<SyncSummary>, HostError> {
+        let _span = crate::telemetry::op_span(tenant, "sync");
         let mut ctx = self.context(tenant)?;
         if let Some(o) = observer {
             ctx = ctx.with_observer(o);
@@ -259,7 +289,7 @@ impl ConnectorHost {
         if let Some(s) = stop {
             ctx = ctx.with_stop(s);
         }
-        let outcome = self.invoke(ctx, |i| i.run_sync());
+        let outcome = self.invoke("sync", ctx, |i| i.run_sync());
         let note = match &outcome {
             Ok(o) => format!(
                 "ok: {} pages, {} entries, {} created, {} content, {} metadata, {} deleted{}",
@@ -282,11 +312,17 @@ impl ConnectorHost {
     }
 
     pub fn test_connection(&self, tenant: &str) -> Result<Outcome<User>, HostError> {
-        self.invoke(self.context(tenant)?, |i| i.test_connection())
+        let _span = crate::telemetry::op_span(tenant, "test-connection");
+        self.invoke("test-connection", self.context(tenant)?, |i| {
+            i.test_connection()
+        })
     }
 
     pub fn signed_url(&self, tenant: &str, id: &str) -> Result<Outcome<SignedUrl>, HostError> {
-        self.invoke(self.context(tenant)?, |i| i.get_signed_url(id))
+        let _span = crate::telemetry::op_span(tenant, "get-signed-url");
+        self.invoke("get-signed-url", self.context(tenant)?, |i| {
+            i.get_signed_url(id)
+        })
     }
 
     pub fn stream(
@@ -295,9 +331,12 @@ impl ConnectorHost {
         id: &str,
         sink: Box<dyn Write + Send>,
     ) -> Result<Outcome<StreamSummary>, HostError> {
-        self.invoke(self.context(tenant)?.with_sink(sink), |i| {
-            i.stream_record(id)
-        })
+        let _span = crate::telemetry::op_span(tenant, "stream-record");
+        self.invoke(
+            "stream-record",
+            self.context(tenant)?.with_sink(sink),
+            |i| i.stream_record(id),
+        )
     }
 
     pub fn reindex(
@@ -305,7 +344,10 @@ impl ConnectorHost {
         tenant: &str,
         ids: &[String],
     ) -> Result<Outcome<ReindexSummary>, HostError> {
-        self.invoke(self.context(tenant)?, |i| i.reindex_records(ids))
+        let _span = crate::telemetry::op_span(tenant, "reindex-records");
+        self.invoke("reindex-records", self.context(tenant)?, |i| {
+            i.reindex_records(ids)
+        })
     }
 
     /// The component's `wait-for-changes`: it waits (Dropbox: long-polls on the stored cursor)
@@ -318,18 +360,22 @@ impl ConnectorHost {
         timeout_secs: u32,
         stop: Option<Arc<AtomicBool>>,
     ) -> Result<Outcome<crate::bindings::connector::ChangeHint>, HostError> {
+        let _span = crate::telemetry::op_span(tenant, "wait-for-changes");
         let mut ctx = self.context(tenant)?;
         if let Some(s) = stop {
             ctx = ctx.with_stop(s);
         }
-        self.invoke(ctx, |i| i.wait_for_changes(timeout_secs))
+        self.invoke("wait-for-changes", ctx, |i| {
+            i.wait_for_changes(timeout_secs)
+        })
     }
 
     /// The component's `cleanup`: release what the connection holds at the service (Dropbox:
     /// revoke the token, which also disables its refresh token). Stored credentials are the
     /// caller's to delete.
     pub fn cleanup(&self, tenant: &str) -> Result<Outcome<()>, HostError> {
-        self.invoke(self.context(tenant)?, |i| i.cleanup())
+        let _span = crate::telemetry::op_span(tenant, "cleanup");
+        self.invoke("cleanup", self.context(tenant)?, |i| i.cleanup())
     }
 
     /// Resolve a record given by id or by path (case-insensitively, as Dropbox does).
@@ -364,6 +410,12 @@ impl ConnectorHost {
             )))),
         }
     }
+}
+
+/// A setting the manifest refuses (given, or found stored): the connector's own class of
+/// error for it, so callers (the CLI's exit codes, `watch`'s retry policy) treat it as such.
+fn invalid_setting(message: String) -> HostError {
+    HostError::Connector(ConnectorError::InvalidConfig(message))
 }
 
 /// Check a setting against the manifest's field of that key.

@@ -12,6 +12,7 @@ fn main() {
             std::process::exit(0);
         }
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        // One code per class of failure (README, "Exit codes"), found through the chain.
+        std::process::exit(host_test::cli::ExitClass::of(&e).code());
     }
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::compile_cache::{CacheOutcome, CompileCache};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -160,12 +161,17 @@ pub struct Runtime {
     pre: SourceConnectorPre<TenantState>,
     config: SandboxConfig,
     component_bytes: usize,
+    cache_outcome: Option<CacheOutcome>,
 }
 
 impl Runtime {
-    /// The Dropbox connector embedded at build time.
+    /// The Dropbox connector embedded at build time, compiled once per machine: the compiled
+    /// artifact is kept in the compile cache the environment names (`compile_cache`).
     pub fn dropbox(config: SandboxConfig) -> anyhow::Result<Runtime> {
-        Runtime::from_file(Path::new(env!("DROPBOX_CONNECTOR_WASM_PATH")), config)
+        let path = Path::new(env!("DROPBOX_CONNECTOR_WASM_PATH"));
+        let bytes = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read component {}: {e}", path.display()))?;
+        Runtime::build(&bytes, config, CompileCache::from_env().as_ref())
     }
 
     /// The hostile test guest embedded at build time (for the sandbox's own tests).
@@ -179,9 +185,25 @@ impl Runtime {
         Runtime::from_bytes(&bytes, config)
     }
 
+    /// Compile `bytes` (no cache).
     pub fn from_bytes(bytes: &[u8], config: SandboxConfig) -> anyhow::Result<Runtime> {
+        Runtime::build(bytes, config, None)
+    }
+
+    /// Load `bytes` through `cache` (compiled and stored when it holds no intact artifact).
+    pub fn build(
+        bytes: &[u8],
+        config: SandboxConfig,
+        cache: Option<&CompileCache>,
+    ) -> anyhow::Result<Runtime> {
         let engine = Engine::new(&engine_config(&config))?;
-        let component = Component::new(&engine, bytes)?;
+        let (component, cache_outcome) = match cache {
+            Some(cache) => {
+                let (component, outcome) = cache.load_or_compile(&engine, bytes)?;
+                (component, Some(outcome))
+            }
+            None => (Component::new(&engine, bytes)?, None),
+        };
         let mut linker: Linker<TenantState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         SourceConnector::add_to_linker::<TenantState, HasSelf<TenantState>>(&mut linker, |s| s)?;
@@ -194,7 +216,13 @@ impl Runtime {
             pre,
             config,
             component_bytes: bytes.len(),
+            cache_outcome,
         })
+    }
+
+    /// What the compile cache did when this runtime was built (`None`: no cache).
+    pub fn cache_outcome(&self) -> Option<&CacheOutcome> {
+        self.cache_outcome.as_ref()
     }
 
     pub fn config(&self) -> &SandboxConfig {

@@ -30,6 +30,12 @@
 //! progress finishes and commits its current page, then returns; the workers are joined.
 //! Long-polls write nothing, so one still blocked in the network after a grace period is left
 //! to finish on its own.
+//!
+//! Everything a worker or a long-poll thread does for a tenant runs in that tenant's `tenant`
+//! span (see [`crate::telemetry`]): each sync and long-poll is logged, failures at warn. Given
+//! [`Metrics`] ([`Watcher::start_with_metrics`]), the watcher counts syncs, long-polls and what
+//! each invocation did there, and is ready (`/readyz`) from the moment its threads run until
+//! [`Watcher::stop`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +46,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::app::{ConnectorHost, HostError, validate_setting};
 use crate::bindings::connector::{ChangeHint, SyncKind, SyncSummary};
 use crate::bindings::types::ConnectorError;
+use crate::metrics::Metrics;
 
 /// The manifest's settings the scheduler reads.
 pub const SYNC_STRATEGY: &str = "sync_strategy";
@@ -166,6 +173,35 @@ impl SyncReport {
 
     pub fn finished(&self) -> Instant {
         self.started + self.duration
+    }
+
+    /// The report as `host-test watch --json` prints it: one object per sync.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "tenant": self.tenant,
+            "trigger": self.trigger.as_str(),
+            "duration_secs": self.duration.as_secs_f64(),
+        });
+        match &self.outcome {
+            Ok(s) => {
+                v["result"] = "ok".into();
+                v["kind"] = kind_str(s.kind).into();
+                v["pages"] = s.pages.into();
+                v["entries"] = s.entries.into();
+                v["created"] = s.created.into();
+                v["content_updates"] = s.content_updates.into();
+                v["metadata_updates"] = s.metadata_updates.into();
+                v["deletions"] = s.deletions.into();
+                v["api_calls"] = s.api_calls.into();
+                v["interrupted"] = s.interrupted.into();
+            }
+            Err(e) => {
+                v["result"] = "failed".into();
+                v["error"] = e.as_str().into();
+                v["retry_in_secs"] = self.retry_in.map(|d| d.as_secs_f64()).into();
+            }
+        }
+        v
     }
 
     /// The line `host-test watch` prints.
@@ -318,6 +354,7 @@ struct Shared {
     /// Given to every sync and long-poll: `host.should-stop`.
     stop: Arc<AtomicBool>,
     sink: EventSink,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Shared {
@@ -395,6 +432,18 @@ impl Watcher {
         options: WatchOptions,
         sink: impl Fn(WatchEvent) + Send + Sync + 'static,
     ) -> Result<Watcher, WatchError> {
+        Watcher::start_with_metrics(host, tenants, options, None, sink)
+    }
+
+    /// [`Watcher::start`], counting in `metrics` (also given to `host` for what each
+    /// invocation does), which says ready once every thread runs.
+    pub fn start_with_metrics(
+        host: Arc<ConnectorHost>,
+        tenants: &[WatchTenant],
+        options: WatchOptions,
+        metrics: Option<Arc<Metrics>>,
+        sink: impl Fn(WatchEvent) + Send + Sync + 'static,
+    ) -> Result<Watcher, WatchError> {
         if tenants.is_empty() {
             return Err(WatchError::NoTenants);
         }
@@ -446,6 +495,16 @@ impl Watcher {
         if slots.is_empty() {
             return Err(WatchError::NoTenants);
         }
+        if let Some(m) = &metrics {
+            host.set_metrics(Some(m.clone()));
+            m.set_tenants(slots.len());
+            // A restarted watcher still knows when each tenant last synced completely.
+            for slot in &slots {
+                if let Some(at) = last_success(&host, &slot.name)? {
+                    m.set_last_success(&slot.name, at);
+                }
+            }
+        }
         for event in watching {
             sink(event);
         }
@@ -464,6 +523,7 @@ impl Watcher {
             idle: Condvar::new(),
             stop: Arc::new(AtomicBool::new(false)),
             sink,
+            metrics,
         });
         let mut watcher = Watcher {
             shared: shared.clone(),
@@ -497,6 +557,15 @@ impl Watcher {
                 }
             }
         }
+        if let Some(m) = &watcher.shared.metrics {
+            m.set_ready(true);
+        }
+        tracing::info!(
+            tenants = watcher.index.len(),
+            workers = watcher.workers.len(),
+            longpolls = watcher.longpolls.len(),
+            "watcher started"
+        );
         Ok(watcher)
     }
 
@@ -558,6 +627,9 @@ impl Watcher {
     /// Stop: syncs in progress finish and commit their current page, workers are joined, and
     /// long-polls get `stop_grace` to return. Idempotent.
     pub fn stop(&mut self) {
+        if let Some(m) = &self.shared.metrics {
+            m.set_ready(false);
+        }
         self.shared.stop.store(true, Ordering::SeqCst);
         {
             // Notify under the lock: a thread between its check of the flag and its wait
@@ -728,13 +800,18 @@ fn worker(shared: &Shared) {
                 }
             }
         };
+        let span = crate::telemetry::tenant_span(&name);
+        let _entered = span.enter();
         let started = Instant::now();
         shared.emit(WatchEvent::SyncStarted {
             tenant: name.clone(),
             trigger,
             at: started,
         });
+        tracing::debug!(trigger = trigger.as_str(), "sync started");
+        let running = shared.metrics.as_ref().map(|m| m.sync_running());
         let result = shared.host.sync(&name, None, Some(shared.stop.clone()));
+        drop(running);
         let finished = Instant::now();
         // Two steps, so that a tenant's events come in order: decide what follows while the
         // slot is still marked running (nothing can start this tenant meanwhile), report,
@@ -767,6 +844,17 @@ fn worker(shared: &Shared) {
                 }
             }
         };
+        log_sync(&result, trigger, finished - started, retry_in);
+        if let Some(m) = &shared.metrics {
+            m.sync_finished(result.as_ref().map(|o| &o.value), finished - started);
+            if result.as_ref().is_ok_and(|o| !o.value.interrupted) {
+                match last_success(&shared.host, &name) {
+                    Ok(Some(at)) => m.set_last_success(&name, at),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot read the last sync time"),
+                }
+            }
+        }
         shared.emit(WatchEvent::SyncFinished(SyncReport {
             tenant: name,
             trigger,
@@ -791,6 +879,8 @@ fn worker(shared: &Shared) {
 }
 
 fn longpoll_loop(shared: &Shared, index: usize, name: &str) {
+    let span = crate::telemetry::tenant_span(name);
+    let _entered = span.enter();
     let options = &shared.options;
     let mut failures: u32 = 0;
     loop {
@@ -807,14 +897,19 @@ fn longpoll_loop(shared: &Shared, index: usize, name: &str) {
             }
         }
         let started = Instant::now();
+        let waiting = shared.metrics.as_ref().map(|m| m.longpoll_running());
         let result = shared.host.wait_for_changes(
             name,
             options.longpoll_timeout_secs,
             Some(shared.stop.clone()),
         );
+        drop(waiting);
         let finished = Instant::now();
         if shared.stopping() {
             return;
+        }
+        if let Some(m) = &shared.metrics {
+            m.longpoll_finished(result.as_ref().map(|o| o.value.changes));
         }
         let (result, pause) = match result {
             Ok(outcome) => {
@@ -841,6 +936,20 @@ fn longpoll_loop(shared: &Shared, index: usize, name: &str) {
             }
         };
         let retry_in = if result.is_err() { pause } else { None };
+        match &result {
+            Ok(hint) => tracing::debug!(
+                changes = hint.changes,
+                backoff_secs = hint.backoff_seconds,
+                elapsed_ms = (finished - started).as_millis() as u64,
+                "long-poll returned"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                retry_in_ms = retry_in.map(|d| d.as_millis() as u64),
+                "long-poll failed; the schedule keeps the tenant current, long-poll again in {}",
+                retry_in.map(human).unwrap_or_else(|| "a moment".into())
+            ),
+        }
         shared.emit(WatchEvent::Longpoll {
             tenant: name.to_string(),
             started,
@@ -852,6 +961,57 @@ fn longpoll_loop(shared: &Shared, index: usize, name: &str) {
             .longpoll_min_spacing
             .saturating_sub(finished - started);
         shared.pause(pause.unwrap_or_default().max(spacing));
+    }
+}
+
+/// When the tenant's last complete sync finished, from the host's note of it (unix seconds).
+fn last_success(host: &ConnectorHost, tenant: &str) -> Result<Option<i64>, HostError> {
+    let status = host.store().status(tenant)?;
+    let completed = status
+        .last_sync_result
+        .as_deref()
+        .is_some_and(|r| r.starts_with("ok") && !r.contains("(interrupted)"));
+    Ok(status.last_sync_at.filter(|_| completed))
+}
+
+/// One event per finished sync: info when it returned, warn when it failed.
+fn log_sync(
+    result: &Result<crate::app::Outcome<SyncSummary>, HostError>,
+    trigger: Trigger,
+    duration: Duration,
+    retry_in: Option<Duration>,
+) {
+    let duration_ms = duration.as_millis() as u64;
+    match result {
+        Ok(o) => {
+            let s = &o.value;
+            tracing::info!(
+                trigger = trigger.as_str(),
+                kind = kind_str(s.kind),
+                pages = s.pages,
+                entries = s.entries,
+                created = s.created,
+                content = s.content_updates,
+                metadata = s.metadata_updates,
+                deleted = s.deletions,
+                interrupted = s.interrupted,
+                api_calls = o.stats.total_requests(),
+                duration_ms,
+                "sync finished"
+            );
+        }
+        Err(e) => tracing::warn!(
+            trigger = trigger.as_str(),
+            error_kind = crate::metrics::error_kind(e),
+            error = %e,
+            retry_in_ms = retry_in.map(|d| d.as_millis() as u64),
+            duration_ms,
+            "sync failed; {}",
+            match retry_in {
+                Some(d) => format!("retrying in {}", human(d)),
+                None => "next attempt at the next scheduled time".to_string(),
+            }
+        ),
     }
 }
 

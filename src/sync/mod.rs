@@ -191,7 +191,7 @@ fn write_batches(
     let mut end = 0usize;
     loop {
         let mut batch = Vec::with_capacity(batch_size + 1);
-        while let Some(change) = changes.next() {
+        for change in changes.by_ref() {
             let is_replace = matches!(change, Change::Replace { .. });
             batch.push(change);
             if batch.len() >= batch_size && !is_replace {

@@ -6,6 +6,6 @@ fn main() {
     let cli = host_test::cli::Cli::parse();
     if let Err(e) = host_test::cli::run(cli) {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(host_test::cli::ExitClass::of(&e).code());
     }
 }

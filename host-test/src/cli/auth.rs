@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Target, open, progress_bar};
-use crate::bindings::connector::SyncKind;
+use super::{Target, open, progress_bar, sync_phrase, usage};
 use crate::oauth::{
     AuthorizationRequest, CallbackListener, ClientCredentials, parse_pasted, redirect_uri,
 };
@@ -52,7 +51,7 @@ pub(super) fn auth(args: AuthArgs) -> Result<()> {
         .client_id
         .or_else(|| std::env::var("DROPBOX_CLIENT_ID").ok())
         .filter(|s| !s.is_empty())
-        .context("give --client-id (the app key) or set DROPBOX_CLIENT_ID")?;
+        .ok_or_else(|| usage("give --client-id (the app key) or set DROPBOX_CLIENT_ID"))?;
     let client_secret = args
         .client_secret
         .or_else(|| std::env::var("DROPBOX_CLIENT_SECRET").ok())
@@ -154,16 +153,11 @@ pub(super) fn auth(args: AuthArgs) -> Result<()> {
     }
     println!("First full sync of tenant {tenant}:");
     let outcome = host.sync(tenant, Some(progress_bar()), None);
-    eprintln!();
     let outcome = outcome.with_context(|| format!("the first sync of tenant {tenant} failed"))?;
     let s = &outcome.value;
-    let kind = match s.kind {
-        SyncKind::Full => "full",
-        SyncKind::Incremental => "incremental",
-        SyncKind::Resync => "resync",
-    };
+    let kind = sync_phrase(s.kind);
     println!(
-        "{kind} sync of {tenant}: {} pages, {} entries, {} created, {} API calls, {:.2}s{}",
+        "{kind} of {tenant}: {} pages, {} entries, {} created, {} API calls, {:.2}s{}",
         s.pages,
         s.entries,
         s.created,

@@ -37,7 +37,6 @@ pub fn demo(files: usize, seed: u64, db: Option<PathBuf>) -> Result<()> {
 
     println!("\n1. Full sync");
     let full = host.sync(tenant, Some(progress_bar()), None)?;
-    eprintln!();
     report(
         "full sync",
         &host,
@@ -56,7 +55,6 @@ pub fn demo(files: usize, seed: u64, db: Option<PathBuf>) -> Result<()> {
 
     println!("\n3. Incremental sync");
     let incremental = host.sync(tenant, Some(progress_bar()), None)?;
-    eprintln!();
     report(
         "incremental sync",
         &host,

@@ -11,27 +11,33 @@ mod watch;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
-use crate::app::{ConnectorHost, RunToken};
+use crate::app::{ConnectorHost, HostError, RunToken};
+use crate::bindings::connector::SyncKind;
 use crate::bindings::manifest_types::{ConnectorManifest, FieldType};
+use crate::bindings::types::ConnectorError;
 use crate::runtime::{Runtime, SandboxConfig};
-use crate::store::{RecordStore, StoredCredentials, record_json};
+use crate::store::{RecordStore, StoreError, StoredCredentials, record_json};
 use crate::tenant::{GuestSignal, Observer};
 
 #[derive(Parser)]
 #[command(
     name = "host-test",
     version,
-    about = "Runs the Dropbox connector component in a sandboxed wasmtime host"
+    about = "Runs the Dropbox connector component in a sandboxed wasmtime host",
+    after_help = exit_codes_help()
 )]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr: text, or json (one object per line) for log collectors. Default:
+    /// $HOST_TEST_LOG_FORMAT, else text. RUST_LOG filters them (default: info).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<crate::telemetry::LogFormat>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -83,10 +89,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the component's manifest as JSON.
-    Manifest,
-    /// Show the component's imports and exports and the sandbox limits in force.
-    Inspect,
+    /// Print the component's manifest (always JSON; --json is accepted for uniformity).
+    Manifest {
+        /// JSON output (the only format of this command).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the component's imports and exports and the sandbox limits in force (always JSON;
+    /// --json is accepted for uniformity).
+    Inspect {
+        /// JSON output (the only format of this command).
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the Dropbox API emulator until stopped (first line: base URL; second: access token).
     Emulator {
         #[arg(long, default_value = "127.0.0.1:8765")]
@@ -118,6 +133,9 @@ enum Command {
         /// The access token to store; DROPBOX_ACCESS_TOKEN when absent.
         #[arg(long)]
         access_token: Option<String>,
+        /// Print the connected account as one JSON object instead of a sentence.
+        #[arg(long)]
+        json: bool,
     },
     /// One sync of the tenant: full when no cursor is stored, incremental otherwise.
     ///
@@ -130,37 +148,55 @@ enum Command {
     Sync {
         #[command(flatten)]
         target: Target,
-        /// No progress bar.
+        /// No progress bar (there is none anyway when standard error is not a terminal).
         #[arg(long)]
         quiet: bool,
-    },
-    /// The tenant's current records, one JSON object per line.
-    Records {
-        #[command(flatten)]
-        target: Target,
+        /// Print the summary as one JSON object (tenant, kind, pages, entries, created,
+        /// content_updates, metadata_updates, deletions, api_calls, elapsed_secs, interrupted)
+        /// instead of a sentence.
         #[arg(long)]
         json: bool,
     },
-    /// The ordered event stream (all tenants unless --tenant is given).
+    /// The tenant's current records: one line per record (kind, size, path, id), or with
+    /// --json one JSON object per line.
+    Records {
+        #[command(flatten)]
+        target: Target,
+        /// One JSON object per line (JSON Lines), with every field and the permissions.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The ordered event stream (all tenants unless --tenant is given): one line per event
+    /// (sequence, tenant, kind, path, id), or with --json one JSON object per line.
     Events {
         #[arg(long, default_value = "host-test.db")]
         db: PathBuf,
         #[arg(long)]
         tenant: Option<String>,
+        /// Only events after this sequence number.
         #[arg(long, default_value_t = 0)]
         since: i64,
+        /// One JSON object per line (JSON Lines), with the record as stored.
         #[arg(long)]
         json: bool,
     },
-    /// Connected account, last sync, cursor, re-authentication state.
+    /// Connected account, last sync, cursor, re-authentication state, as a JSON document
+    /// (--json is accepted and prints the same).
     Status {
         #[command(flatten)]
         target: Target,
+        /// JSON output (the format of this command).
+        #[arg(long)]
+        json: bool,
     },
     /// Read or change the tenant's settings (validated against the manifest).
     Config {
         #[command(flatten)]
         target: Target,
+        /// JSON output: `get` prints {key, value, default}, `list` an array of those, `set`
+        /// {key, value}.
+        #[arg(long, global = true)]
+        json: bool,
         #[command(subcommand)]
         action: ConfigAction,
     },
@@ -178,6 +214,9 @@ enum Command {
         #[command(flatten)]
         target: Target,
         record: String,
+        /// Print {url, expires_at} as one JSON object instead of the bare URL.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -189,6 +228,7 @@ enum ConfigAction {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    crate::telemetry::init(cli.log_format);
     match cli.command {
         Command::Demo { files, seed, db } => demo::demo(files, seed, db),
         Command::Bench {
@@ -210,7 +250,7 @@ pub fn run(cli: Cli) -> Result<()> {
             },
             json,
         ),
-        Command::Manifest => {
+        Command::Manifest { json: _ } => {
             let host = bare_host()?;
             println!(
                 "{}",
@@ -218,7 +258,7 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Inspect => inspect(),
+        Command::Inspect { json: _ } => inspect(),
         Command::Emulator {
             listen,
             seed,
@@ -230,10 +270,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Connect {
             target,
             access_token,
+            json,
         } => {
             let token = access_token
                 .or_else(env_access_token)
-                .context("give --access-token or set DROPBOX_ACCESS_TOKEN")?;
+                .ok_or_else(|| usage("give --access-token or set DROPBOX_ACCESS_TOKEN"))?;
             let host = open(&target)?;
             host.connect(
                 &target.tenant,
@@ -243,13 +284,24 @@ pub fn run(cli: Cli) -> Result<()> {
                 },
             )?;
             let account = host.test_connection(&target.tenant)?.value;
-            println!(
-                "connected tenant {} to {} ({})",
-                target.tenant, account.email, account.external_id
-            );
+            if json {
+                println!(
+                    "{}",
+                    json!({"tenant": target.tenant, "email": account.email, "account_id": account.external_id, "name": account.display_name})
+                );
+            } else {
+                println!(
+                    "connected tenant {} to {} ({})",
+                    target.tenant, account.email, account.external_id
+                );
+            }
             Ok(())
         }
-        Command::Sync { target, quiet } => {
+        Command::Sync {
+            target,
+            quiet,
+            json,
+        } => {
             let host = open(&target)?;
             // For this run only (never stored); see `sync --help` for which token wins.
             if let Some(token) = env_access_token()
@@ -260,20 +312,38 @@ pub fn run(cli: Cli) -> Result<()> {
                     target.tenant
                 );
             }
-            let outcome = host.sync(
-                &target.tenant,
-                if quiet { None } else { Some(progress_bar()) },
-                None,
-            );
-            if !quiet {
-                eprintln!();
-            }
+            let observer = if quiet {
+                None
+            } else {
+                let stored = host.store().status(&target.tenant)?.records;
+                Some(progress_bar_expecting(Some(stored)))
+            };
+            let outcome = host.sync(&target.tenant, observer, None);
             let outcome =
                 outcome.with_context(|| format!("sync of tenant {} failed", target.tenant))?;
             let s = &outcome.value;
+            if json {
+                println!(
+                    "{}",
+                    json!({
+                        "tenant": target.tenant,
+                        "kind": sync_kind_word(s.kind),
+                        "pages": s.pages,
+                        "entries": s.entries,
+                        "created": s.created,
+                        "content_updates": s.content_updates,
+                        "metadata_updates": s.metadata_updates,
+                        "deletions": s.deletions,
+                        "api_calls": s.api_calls,
+                        "elapsed_secs": outcome.elapsed.as_secs_f64(),
+                        "interrupted": s.interrupted,
+                    })
+                );
+                return Ok(());
+            }
             println!(
-                "{:?} sync of {}: {} pages, {} entries, {} created, {} content updates, {} metadata updates, {} deleted, {} API calls, {:.2}s{}",
-                s.kind,
+                "{} of {}: {} pages, {} entries, {} created, {} content updates, {} metadata updates, {} deleted, {} API calls, {:.2}s{}",
+                capitalized(sync_phrase(s.kind)),
                 target.tenant,
                 s.pages,
                 s.entries,
@@ -291,7 +361,7 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Records { target, json: _ } => {
+        Command::Records { target, json } => {
             let store = RecordStore::open(&target.db)?;
             // Every record of the account inherits the record group's permissions (the owner
             // is OWNER of everything).
@@ -306,6 +376,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 .collect();
             let mut out = std::io::stdout().lock();
             for r in store.records(&target.tenant)? {
+                if !json {
+                    writeln!(out, "{}", record_line(&r))?;
+                    continue;
+                }
                 let mut value = record_json(&r);
                 value["permissions"] = json!(permissions);
                 writeln!(out, "{value}")?;
@@ -316,11 +390,19 @@ pub fn run(cli: Cli) -> Result<()> {
             db,
             tenant,
             since,
-            json: _,
+            json,
         } => {
             let store = RecordStore::open(&db)?;
             let mut out = std::io::stdout().lock();
             for e in store.events(tenant.as_deref(), since)? {
+                if !json {
+                    writeln!(
+                        out,
+                        "#{} {} {} {} ({})",
+                        e.seq, e.tenant, e.kind, e.path_lower, e.external_id
+                    )?;
+                    continue;
+                }
                 writeln!(
                     out,
                     "{}",
@@ -329,7 +411,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Status { target } => {
+        Command::Status { target, json } => {
             let store = RecordStore::open(&target.db)?;
             let status = store.status(&target.tenant)?;
             let creds = store.credentials(&target.tenant)?;
@@ -337,46 +419,118 @@ pub fn run(cli: Cli) -> Result<()> {
                 .sync_points
                 .iter()
                 .any(|(k, _)| k == "dropbox.cursor");
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "tenant": status.tenant,
+                        "account": status.owner.as_ref().map(|o| json!({"email": o.email, "account_id": o.external_id, "name": o.display_name})),
+                        "connected": creds.is_some(),
+                        "token_expires_at": creds.as_ref().and_then(|c| c.expires_at),
+                        "needs_reauthentication": status.needs_reauth,
+                        "last_sync_at": status.last_sync_at,
+                        "last_sync_result": status.last_sync_result,
+                        "records": status.records,
+                        "cursor_present": cursor,
+                    }))?
+                );
+                return Ok(());
+            }
+            println!("tenant:      {}", status.tenant);
+            match &status.owner {
+                Some(o) => println!(
+                    "account:     {} ({}, {})",
+                    o.email, o.display_name, o.external_id
+                ),
+                None => println!("account:     not synced yet"),
+            }
+            let connection = match (&creds, status.needs_reauth) {
+                (_, true) => "re-authentication needed (run host-test auth)".to_string(),
+                (None, false) => "not connected".to_string(),
+                (Some(c), false) => match c.expires_at {
+                    Some(at) => format!("connected; access token expires at {at} (unix seconds)"),
+                    None => "connected".to_string(),
+                },
+            };
+            println!("connection:  {connection}");
+            println!("records:     {}", status.records);
+            match (status.last_sync_at, &status.last_sync_result) {
+                (Some(at), Some(result)) => {
+                    println!("last sync:   {result} (at {at}, unix seconds)")
+                }
+                _ => println!("last sync:   never"),
+            }
             println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({
-                    "tenant": status.tenant,
-                    "account": status.owner.as_ref().map(|o| json!({"email": o.email, "account_id": o.external_id, "name": o.display_name})),
-                    "connected": creds.is_some(),
-                    "token_expires_at": creds.as_ref().and_then(|c| c.expires_at),
-                    "needs_reauthentication": status.needs_reauth,
-                    "last_sync_at": status.last_sync_at,
-                    "last_sync_result": status.last_sync_result,
-                    "records": status.records,
-                    "cursor_present": cursor,
-                }))?
+                "position:    {}",
+                if cursor {
+                    "stored (the next sync is incremental)"
+                } else {
+                    "none (the next sync lists everything)"
+                }
             );
             Ok(())
         }
-        Command::Config { target, action } => {
+        Command::Config {
+            target,
+            json,
+            action,
+        } => {
             let host = open(&target)?;
             match action {
                 ConfigAction::Set { key, value } => {
                     host.set_setting(&target.tenant, &key, &value)?;
-                    println!("{key} = {value}");
+                    if json {
+                        println!("{}", json!({"key": key, "value": value.trim()}));
+                    } else {
+                        println!("{key} = {value}");
+                    }
                 }
                 ConfigAction::Get { key } => {
                     let settings = host.store().settings(&target.tenant)?;
                     let field = host.manifest().config_fields.iter().find(|f| f.key == key);
                     let Some(field) = field else {
-                        bail!("unknown setting '{key}'")
+                        return Err(classified(
+                            ExitClass::InvalidConfig,
+                            format!("unknown setting '{key}'"),
+                        ));
                     };
                     let value = settings
                         .iter()
                         .find(|(k, _)| *k == key)
                         .map(|(_, v)| v.clone());
-                    println!(
-                        "{}",
-                        value.or(field.default_value.clone()).unwrap_or_default()
-                    );
+                    let is_default = value.is_none();
+                    let shown = value.or(field.default_value.clone()).unwrap_or_default();
+                    if json {
+                        println!(
+                            "{}",
+                            json!({"key": key, "value": shown, "default": is_default})
+                        );
+                    } else {
+                        println!("{shown}");
+                    }
                 }
                 ConfigAction::List => {
                     let settings = host.store().settings(&target.tenant)?;
+                    if json {
+                        let list: Vec<serde_json::Value> = host
+                            .manifest()
+                            .config_fields
+                            .iter()
+                            .map(|field| {
+                                let value = settings
+                                    .iter()
+                                    .find(|(k, _)| *k == field.key)
+                                    .map(|(_, v)| v.clone());
+                                json!({
+                                    "key": field.key,
+                                    "value": value.clone().or(field.default_value.clone()).unwrap_or_default(),
+                                    "default": value.is_none(),
+                                })
+                            })
+                            .collect();
+                        println!("{}", serde_json::to_string_pretty(&list)?);
+                        return Ok(());
+                    }
                     for field in &host.manifest().config_fields {
                         let value = settings
                             .iter()
@@ -434,10 +588,22 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Url { target, record } => {
+        Command::Url {
+            target,
+            record,
+            json,
+        } => {
             let host = open(&target)?;
             let id = host.resolve_record(&target.tenant, &record)?;
-            println!("{}", host.signed_url(&target.tenant, &id)?.value.url);
+            let link = host.signed_url(&target.tenant, &id)?.value;
+            if json {
+                println!(
+                    "{}",
+                    json!({"id": id, "url": link.url, "expires_at": link.expires_at})
+                );
+            } else {
+                println!("{}", link.url);
+            }
             Ok(())
         }
     }
@@ -531,23 +697,373 @@ fn inspect() -> Result<()> {
     Ok(())
 }
 
-/// A one-line progress display on standard error.
+/// Progress for people on standard error: a bar with the rate and the time left when the
+/// guest reports a total, a spinner with the count and the rate otherwise; cleared when the
+/// operation ends. Nothing at all is drawn when standard error is not a terminal (a pipe, a
+/// file, a service's journal). The guest's warnings and errors are printed either way, as
+/// whole lines.
 pub(crate) fn progress_bar() -> Observer {
-    let started = Instant::now();
-    Box::new(move |signal| match signal {
-        GuestSignal::Progress {
-            phase,
-            pages,
-            entries,
-            total,
-        } => {
-            let rate = *entries as f64 / started.elapsed().as_secs_f64().max(1e-3);
-            let total = total.map(|t| format!("/{t}")).unwrap_or_default();
-            eprint!("\r{phase}: {pages} pages, {entries}{total} entries, {rate:.0} entries/s   ");
+    progress_bar_expecting(None)
+}
+
+/// [`progress_bar`], with the number of entries a listing is expected to reach when the guest
+/// gives no total (Dropbox never does): the records already stored, for a re-listing. With
+/// it, the listing shows a bar and the time left.
+pub(crate) fn progress_bar_expecting(expected: Option<u64>) -> Observer {
+    use std::io::IsTerminal;
+    let mut display = ProgressDisplay {
+        terminal: std::io::stderr().is_terminal(),
+        expected: expected.filter(|n| *n > 0),
+        bar: None,
+        with_total: false,
+    };
+    Box::new(move |signal| display.show(signal))
+}
+
+struct ProgressDisplay {
+    terminal: bool,
+    /// Entries a listing is expected to reach, when the guest gives no total.
+    expected: Option<u64>,
+    bar: Option<indicatif::ProgressBar>,
+    /// Whether the bar's current style is the one with a length (bar, ETA).
+    with_total: bool,
+}
+
+impl ProgressDisplay {
+    fn show(&mut self, signal: &GuestSignal) {
+        match signal {
+            GuestSignal::Progress {
+                phase,
+                pages,
+                entries,
+                total,
+            } => {
+                if !self.terminal {
+                    return;
+                }
+                let fresh = self.bar.is_none();
+                let bar = self.bar.get_or_insert_with(|| {
+                    let bar = indicatif::ProgressBar::with_draw_target(
+                        None,
+                        indicatif::ProgressDrawTarget::hidden(),
+                    );
+                    bar.set_style(spinner_style());
+                    bar
+                });
+                let total = total.or(self.expected.filter(|_| phase == "listing"));
+                match total {
+                    Some(t) => {
+                        if !self.with_total {
+                            bar.set_style(bar_style());
+                            self.with_total = true;
+                        }
+                        bar.set_length(t.max(*entries));
+                    }
+                    None => {
+                        if self.with_total {
+                            bar.set_style(spinner_style());
+                            bar.unset_length();
+                            self.with_total = false;
+                        }
+                    }
+                }
+                let unit = if *pages == 1 { "page" } else { "pages" };
+                bar.set_message(format!("{phase}: {pages} {unit}"));
+                bar.set_position(*entries);
+                if fresh {
+                    // Drawn from the first report on, message and all.
+                    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                }
+            }
+            // The connector's log lines reach stderr through the host's logging (`telemetry`),
+            // at their level; printing them here too would show each twice.
+            GuestSignal::Log { .. } => {}
         }
-        GuestSignal::Log { level, message } if level == "warn" || level == "error" => {
-            eprintln!("\r{level}: {message}");
+    }
+}
+
+impl Drop for ProgressDisplay {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
         }
-        GuestSignal::Log { .. } => {}
-    })
+    }
+}
+
+fn spinner_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(
+        "{spinner} {msg}, {human_pos} entries, {per_sec} ({elapsed})",
+    )
+    .expect("a valid template")
+    .with_key("per_sec", per_sec)
+}
+
+fn bar_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(
+        "{spinner} {msg} [{wide_bar}] {human_pos}/{human_len} entries, {per_sec}, {eta} left",
+    )
+    .expect("a valid template")
+    .with_key("per_sec", per_sec)
+    .progress_chars("=> ")
+}
+
+/// The rate as people read it: "1,234 entries/s".
+fn per_sec(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
+    let _ = write!(
+        w,
+        "{} entries/s",
+        indicatif::HumanCount(state.per_sec() as u64)
+    );
+}
+
+/// A sync's kind in a sentence: "full sync", "incremental sync", "resync".
+pub(crate) fn sync_phrase(kind: SyncKind) -> &'static str {
+    match kind {
+        SyncKind::Full => "full sync",
+        SyncKind::Incremental => "incremental sync",
+        SyncKind::Resync => "resync",
+    }
+}
+
+/// A sync's kind as a word ("full", "incremental", "resync"), never the bindings' Debug name.
+pub(crate) fn sync_kind_word(kind: SyncKind) -> &'static str {
+    match kind {
+        SyncKind::Full => "full",
+        SyncKind::Incremental => "incremental",
+        SyncKind::Resync => "resync",
+    }
+}
+
+/// The first letter in upper case: the word starts a sentence.
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// One record as a line for people: kind, size, path, id.
+fn record_line(r: &crate::bindings::types::Record) -> String {
+    let size = match r.kind {
+        crate::bindings::types::RecordKind::Folder => "-".to_string(),
+        crate::bindings::types::RecordKind::File => r.size.to_string(),
+    };
+    format!(
+        "{:<6} {:>12}  {}  ({})",
+        crate::store::kind_str(r.kind),
+        size,
+        r.path_display,
+        r.external_id
+    )
+}
+
+/// How a failure ends the process: the exit code of each class of error, in one place. The
+/// README's "Exit codes" table and `host-test --help` list the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum ExitClass {
+    /// Any other failure (an I/O error, a file that cannot be written, ...).
+    Failure = 1,
+    /// The command line is wrong: an unknown flag, a missing argument (clap's own code).
+    Usage = 2,
+    /// The tenant must be authorized (again): no credentials, a revoked or refused token, a
+    /// refresh token the token endpoint refused, an authorization that was denied.
+    AuthRequired = 3,
+    /// Dropbox asked to wait longer than the host waits by itself (60 s).
+    RateLimited = 4,
+    /// A temporary failure that outlived the retries (5xx, dropped connections); try again.
+    Transient = 5,
+    /// A setting outside the manifest's bounds (given or stored), an unknown setting, a bad
+    /// --api-url or database path.
+    InvalidConfig = 6,
+    /// The record or path does not exist.
+    NotFound = 7,
+    /// Content did not match its published content hash.
+    Integrity = 8,
+    /// A bug or an unexpected answer: the guest trapped or ran away, a malformed response, a
+    /// database error.
+    Internal = 9,
+}
+
+impl ExitClass {
+    pub const ALL: [ExitClass; 9] = [
+        ExitClass::Failure,
+        ExitClass::Usage,
+        ExitClass::AuthRequired,
+        ExitClass::RateLimited,
+        ExitClass::Transient,
+        ExitClass::InvalidConfig,
+        ExitClass::NotFound,
+        ExitClass::Integrity,
+        ExitClass::Internal,
+    ];
+
+    /// The process exit code.
+    pub const fn code(self) -> i32 {
+        self as i32
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            ExitClass::Failure => "other failure",
+            ExitClass::Usage => "usage",
+            ExitClass::AuthRequired => "auth required",
+            ExitClass::RateLimited => "rate-limited",
+            ExitClass::Transient => "transient",
+            ExitClass::InvalidConfig => "invalid configuration",
+            ExitClass::NotFound => "not found",
+            ExitClass::Integrity => "integrity",
+            ExitClass::Internal => "internal",
+        }
+    }
+
+    /// The class of a failure: the first error in its chain (outermost first) that has one;
+    /// [`ExitClass::Failure`] when none has.
+    pub fn of(error: &anyhow::Error) -> ExitClass {
+        error
+            .chain()
+            .find_map(classify)
+            .unwrap_or(ExitClass::Failure)
+    }
+
+    pub fn of_connector(e: &ConnectorError) -> ExitClass {
+        match e {
+            ConnectorError::AuthRequired(_) => ExitClass::AuthRequired,
+            ConnectorError::RateLimited(_) => ExitClass::RateLimited,
+            ConnectorError::NotFound(_) => ExitClass::NotFound,
+            ConnectorError::InvalidConfig(_) => ExitClass::InvalidConfig,
+            ConnectorError::Transient(_) => ExitClass::Transient,
+            ConnectorError::Integrity(_) => ExitClass::Integrity,
+            ConnectorError::Internal(_) => ExitClass::Internal,
+        }
+    }
+
+    pub fn of_host(e: &HostError) -> ExitClass {
+        match e {
+            HostError::Connector(c) => ExitClass::of_connector(c),
+            HostError::Invoke(_) => ExitClass::Internal,
+            HostError::Store(s) => ExitClass::of_store(s),
+            // Setting up a host fails on what it was given (an --api-url that is no URL).
+            HostError::Setup(_) => ExitClass::InvalidConfig,
+        }
+    }
+
+    pub fn of_store(e: &StoreError) -> ExitClass {
+        match e {
+            StoreError::Open { .. } => ExitClass::InvalidConfig,
+            StoreError::Conflict(_)
+            | StoreError::Invalid(_)
+            | StoreError::Database(_)
+            | StoreError::Injected(_) => ExitClass::Internal,
+        }
+    }
+}
+
+/// The class of one error of a chain, if it has one.
+fn classify(e: &(dyn std::error::Error + 'static)) -> Option<ExitClass> {
+    use crate::credentials::CredentialError;
+    use crate::oauth::OAuthError;
+    use crate::policy::PolicyError;
+    use crate::runtime::InvokeError;
+    if let Some(c) = e.downcast_ref::<Classified>() {
+        return Some(c.class);
+    }
+    if let Some(h) = e.downcast_ref::<HostError>() {
+        return Some(ExitClass::of_host(h));
+    }
+    if let Some(s) = e.downcast_ref::<StoreError>() {
+        return Some(ExitClass::of_store(s));
+    }
+    if e.downcast_ref::<InvokeError>().is_some() {
+        return Some(ExitClass::Internal);
+    }
+    if let Some(c) = e.downcast_ref::<CredentialError>() {
+        return Some(match c {
+            CredentialError::Missing(_) | CredentialError::ReauthRequired(_) => {
+                ExitClass::AuthRequired
+            }
+            CredentialError::Transient(_) => ExitClass::Transient,
+            CredentialError::Storage(_) => ExitClass::Internal,
+        });
+    }
+    if let Some(o) = e.downcast_ref::<OAuthError>() {
+        return Some(match o {
+            OAuthError::Denied { .. }
+            | OAuthError::Refused { .. }
+            | OAuthError::StateMismatch
+            | OAuthError::MissingCode
+            | OAuthError::NothingPasted
+            | OAuthError::TimedOut(_) => ExitClass::AuthRequired,
+            OAuthError::Transport(_) | OAuthError::Endpoint { .. } => ExitClass::Transient,
+            OAuthError::InvalidRedirectBase { .. }
+            | OAuthError::InvalidAuthorizeUrl { .. }
+            | OAuthError::Listen { .. } => ExitClass::InvalidConfig,
+            OAuthError::MalformedResponse(_) => ExitClass::Internal,
+            OAuthError::Io(_) => ExitClass::Failure,
+        });
+    }
+    if let Some(p) = e.downcast_ref::<PolicyError>() {
+        return Some(match p {
+            PolicyError::InvalidUrl { .. } => ExitClass::InvalidConfig,
+            PolicyError::NotAllowed(_) => ExitClass::Internal,
+        });
+    }
+    None
+}
+
+/// An error the command line raises itself, with its class.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Classified {
+    pub class: ExitClass,
+    pub message: String,
+}
+
+fn classified(class: ExitClass, message: impl Into<String>) -> anyhow::Error {
+    Classified {
+        class,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// A command line that cannot work as given (exit code 2, as clap's own usage errors).
+fn usage(message: impl Into<String>) -> anyhow::Error {
+    classified(ExitClass::Usage, message)
+}
+
+/// The exit codes, for `host-test --help`.
+fn exit_codes_help() -> String {
+    let mut help = String::from("Exit codes:\n  0  success\n");
+    for class in ExitClass::ALL {
+        help.push_str(&format!("  {}  {}\n", class.code(), class.name()));
+    }
+    help
+}
+
+#[cfg(test)]
+mod exit_class_tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct_and_usage_is_clap_s() {
+        let mut codes: Vec<i32> = ExitClass::ALL.iter().map(|c| c.code()).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), ExitClass::ALL.len());
+        assert!(!codes.contains(&0));
+        assert_eq!(ExitClass::Usage.code(), 2);
+    }
+
+    #[test]
+    fn the_class_is_found_through_context() {
+        let e = anyhow::Error::from(HostError::Connector(ConnectorError::NotFound("x".into())))
+            .context("reading the record")
+            .context("cat failed");
+        assert_eq!(ExitClass::of(&e), ExitClass::NotFound);
+        let e = anyhow::anyhow!("plain");
+        assert_eq!(ExitClass::of(&e), ExitClass::Failure);
+    }
 }

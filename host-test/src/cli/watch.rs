@@ -1,6 +1,8 @@
 //! `host-test watch`: keep tenants current until Ctrl-C, over [`crate::watch::Watcher`]. This
 //! file only gathers the tenants (the database, `--tenant`, a `--tenants-file`), turns the flags
-//! into options, prints one line per sync, and stops cleanly on Ctrl-C.
+//! into options, prints one line per sync (standard output), logs the rest (standard error,
+//! through `tracing`), serves metrics and health checks when asked (`--metrics-listen`), and
+//! stops cleanly on Ctrl-C.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use crate::app::{ConnectorHost, RunToken, validate_setting};
+use crate::metrics::{Metrics, MetricsServer};
 use crate::runtime::SandboxConfig;
 use crate::store::StoredCredentials;
 use crate::watch::{SYNC_INTERVAL_MINUTES, WatchEvent, WatchOptions, WatchTenant, Watcher, human};
@@ -51,6 +54,15 @@ pub struct WatchArgs {
     /// Seconds each long-poll asks Dropbox to wait (30..=480).
     #[arg(long, default_value_t = 30)]
     longpoll_timeout: u32,
+    /// Serve Prometheus metrics on http://ADDR/metrics, with /healthz (the process is alive)
+    /// and /readyz (the tenants are loaded and the workers run), e.g. 127.0.0.1:9898 (port 0:
+    /// any free port, logged at start). Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// One JSON object per finished sync on stdout (tenant, trigger, result, kind, counts,
+    /// duration; error and retry time for a failure) instead of a line for people.
+    #[arg(long)]
+    json: bool,
 }
 
 /// One `[[tenant]]` of a tenants file.
@@ -134,21 +146,43 @@ pub fn run(args: WatchArgs) -> Result<()> {
     let presses = AtomicU64::new(0);
     ctrlc::set_handler(move || {
         if presses.fetch_add(1, Ordering::SeqCst) > 0 {
-            eprintln!("stopping now");
+            tracing::warn!("stopping now");
             std::process::exit(130);
         }
         let _ = ctrl_c_tx.send(());
     })
     .context("cannot install the Ctrl-C handler")?;
 
+    // The endpoint first: /healthz answers while the tenants load, /readyz once they run.
+    let metrics = args
+        .metrics_listen
+        .as_ref()
+        .map(|_| Arc::new(Metrics::new()));
+    let mut server = match (&args.metrics_listen, &metrics) {
+        (Some(listen), Some(m)) => {
+            let server = MetricsServer::start(listen, m.clone())
+                .with_context(|| format!("--metrics-listen {listen}: cannot listen"))?;
+            let addr = server.local_addr();
+            tracing::info!(
+                %addr,
+                "metrics on http://{addr}/metrics, health on /healthz and /readyz"
+            );
+            Some(server)
+        }
+        _ => None,
+    };
+
     let started = Instant::now();
     let syncs = Arc::new(AtomicU64::new(0));
     let counter = syncs.clone();
     let tenants: Vec<WatchTenant> = names.iter().map(|n| WatchTenant::new(n)).collect();
-    let mut watcher = Watcher::start(host.clone(), &tenants, options, move |event| {
-        print_event(&event, started, &counter)
-    })?;
-    eprintln!(
+    let json = args.json;
+    let mut watcher =
+        Watcher::start_with_metrics(host.clone(), &tenants, options, metrics, move |event| {
+            print_event(&event, started, &counter, json)
+        })?;
+    tracing::info!(
+        tenants = watcher.tenants().len(),
         "watching {} tenant(s); Ctrl-C to stop",
         watcher.tenants().len()
     );
@@ -156,15 +190,27 @@ pub fn run(args: WatchArgs) -> Result<()> {
     // Nothing else to do until Ctrl-C; a closed channel (impossible while the handler lives)
     // stops too.
     let _ = ctrl_c_rx.recv();
-    eprintln!(
+    tracing::info!(
         "stopping: syncs in progress finish their current page and commit (Ctrl-C again to quit at once)"
     );
     watcher.stop();
-    println!(
-        "stopped after {} syncs in {:.1}s",
-        syncs.load(Ordering::SeqCst),
-        started.elapsed().as_secs_f64()
-    );
+    if let Some(s) = server.as_mut() {
+        s.stop();
+    }
+    if args.json {
+        // stdout stays one JSON object per sync; the summary goes with the logs.
+        tracing::info!(
+            "stopped after {} syncs in {:.1}s",
+            syncs.load(Ordering::SeqCst),
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        println!(
+            "stopped after {} syncs in {:.1}s",
+            syncs.load(Ordering::SeqCst),
+            started.elapsed().as_secs_f64()
+        );
+    }
     std::io::stdout().flush()?;
     Ok(())
 }
@@ -206,7 +252,8 @@ fn configure_from_file(host: &ConnectorHost, path: &Path) -> Result<Vec<String>>
                 .with_context(context)?
                 == RunToken::Ignored
             {
-                eprintln!(
+                tracing::warn!(
+                    tenant = %name,
                     "{}: tenant {name}: access_token ignored: the tenant has stored credentials with a refresh token (from `auth`), and those win; `host-test connect` replaces them",
                     path.display()
                 );
@@ -221,7 +268,7 @@ fn configure_from_file(host: &ConnectorHost, path: &Path) -> Result<Vec<String>>
     Ok(names)
 }
 
-fn print_event(event: &WatchEvent, started: Instant, syncs: &AtomicU64) {
+fn print_event(event: &WatchEvent, started: Instant, syncs: &AtomicU64, json: bool) {
     let at = started.elapsed().as_secs_f64();
     match event {
         WatchEvent::Watching {
@@ -249,28 +296,26 @@ fn print_event(event: &WatchEvent, started: Instant, syncs: &AtomicU64) {
                     format!(", first sync in {}", human(d))
                 }
             });
-            eprintln!("{tenant}: {schedule}{}", first.unwrap_or_default());
+            let _span = crate::telemetry::tenant_span(tenant).entered();
+            tracing::info!("{tenant}: {schedule}{}", first.unwrap_or_default());
         }
-        WatchEvent::Skipped { tenant, reason } => eprintln!("{tenant}: not watched: {reason}"),
+        WatchEvent::Skipped { tenant, reason } => {
+            let _span = crate::telemetry::tenant_span(tenant).entered();
+            tracing::warn!("{tenant}: not watched: {reason}");
+        }
         WatchEvent::SyncStarted { .. } => {}
         WatchEvent::SyncFinished(report) => {
             syncs.fetch_add(1, Ordering::SeqCst);
             // One line per sync, whole, so concurrent tenants never interleave within a line.
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "[{at:8.1}s] {}", report.line());
+            let _ = if json {
+                writeln!(out, "{}", report.to_json())
+            } else {
+                writeln!(out, "[{at:8.1}s] {}", report.line())
+            };
             let _ = out.flush();
         }
-        WatchEvent::Longpoll {
-            tenant,
-            result: Err(e),
-            retry_in,
-            ..
-        } => {
-            eprintln!(
-                "[{at:8.1}s] {tenant}: long-poll failed: {e}; the schedule keeps it current, long-poll again in {}",
-                retry_in.map(human).unwrap_or_else(|| "a moment".into())
-            );
-        }
+        // Logged by the watcher, in the tenant's span.
         WatchEvent::Longpoll { .. } => {}
     }
 }

@@ -9,6 +9,9 @@ use crate::tenant::GuestSignal;
 const MAX_LOG_LINE: usize = 4096;
 /// Lines kept per invocation for inspection (tests, status).
 const MAX_KEPT_LOGS: usize = 10_000;
+/// The `tracing` target of the guest's lines ([`crate::telemetry::CONNECTOR_TARGET`]; the
+/// macros need a literal).
+const CONNECTOR: &str = "connector";
 
 impl Host for TenantState {
     fn log(&mut self, level: Level, message: String) {
@@ -29,6 +32,31 @@ impl Host for TenantState {
             }
             message.truncate(cut);
             message.push('…');
+        }
+        // Forwarded at the connector's own level, inside the operation's spans (the call runs
+        // on the thread that invoked the component), under the target `connector`; control
+        // characters escaped, so a guest cannot forge a line of its own.
+        let line: String = if message.chars().any(char::is_control) {
+            message
+                .chars()
+                .flat_map(|c| {
+                    let escaped: Vec<char> = if c.is_control() {
+                        c.escape_default().collect()
+                    } else {
+                        vec![c]
+                    };
+                    escaped
+                })
+                .collect()
+        } else {
+            message.clone()
+        };
+        match level {
+            "trace" => tracing::trace!(target: CONNECTOR, "{line}"),
+            "debug" => tracing::debug!(target: CONNECTOR, "{line}"),
+            "info" => tracing::info!(target: CONNECTOR, "{line}"),
+            "warn" => tracing::warn!(target: CONNECTOR, "{line}"),
+            _ => tracing::error!(target: CONNECTOR, "{line}"),
         }
         let signal = GuestSignal::Log {
             level: level.to_string(),

@@ -1,0 +1,554 @@
+//! The command line as an operator or a script runs it: a child process against the built-in
+//! emulator. One exit code per class of failure (README, "Exit codes"), JSON output that
+//! parses with --json and words without it, and no progress noise when standard error is not
+//! a terminal.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use dropbox_emulator::{Content, Emulator, EmulatorConfig, Fault, FaultKind};
+use host_test::cli::ExitClass;
+use host_test::store::RecordStore;
+use serde_json::Value;
+
+const TENANT: &str = "t";
+
+/// An emulator, a database in a fresh directory, and the CLI pointed at both.
+struct Setup {
+    emulator: Emulator,
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+}
+
+struct Run {
+    output: Output,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+
+    fn all(&self) -> String {
+        format!(
+            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code(),
+            self.stdout,
+            self.stderr
+        )
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.all()))
+    }
+
+    fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("a line is not JSON ({e}): {l}\n{}", self.all()))
+            })
+            .collect()
+    }
+}
+
+impl Setup {
+    fn new(files: usize, seed: u64) -> Setup {
+        let emulator = Emulator::start(EmulatorConfig {
+            files,
+            seed,
+            ..Default::default()
+        })
+        .expect("the emulator starts");
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("cli.db");
+        Setup {
+            emulator,
+            _dir: dir,
+            db,
+        }
+    }
+
+    /// `host-test <command> --db .. --tenant t --api-url .. <rest>`, with the emulator's token
+    /// in DROPBOX_ACCESS_TOKEN when `env_token`.
+    fn run(&self, command: &[&str], rest: &[&str], env_token: bool) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_host-test-cli"));
+        cmd.args(command)
+            .arg("--db")
+            .arg(&self.db)
+            .args(["--tenant", TENANT, "--api-url", &self.emulator.base_url()])
+            .args(rest)
+            .env_remove("DROPBOX_ACCESS_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if env_token {
+            cmd.env("DROPBOX_ACCESS_TOKEN", self.emulator.access_token());
+        }
+        let output = cmd.output().expect("the CLI runs");
+        Run {
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            output,
+        }
+    }
+
+    /// As [`Setup::run`], with one environment variable set.
+    fn run_with_env(&self, command: &[&str], rest: &[&str], (key, value): (&str, &str)) -> Run {
+        let output = Command::new(env!("CARGO_BIN_EXE_host-test-cli"))
+            .args(command)
+            .arg("--db")
+            .arg(&self.db)
+            .args(["--tenant", TENANT, "--api-url", &self.emulator.base_url()])
+            .args(rest)
+            .env(key, value)
+            .stdin(Stdio::null())
+            .output()
+            .expect("the CLI runs");
+        Run {
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            output,
+        }
+    }
+
+    /// `host-test events --db .. <rest>` (no --api-url: it reads the store only).
+    fn events(&self, rest: &[&str]) -> Run {
+        let output = Command::new(env!("CARGO_BIN_EXE_host-test-cli"))
+            .arg("events")
+            .arg("--db")
+            .arg(&self.db)
+            .args(rest)
+            .stdin(Stdio::null())
+            .output()
+            .expect("the CLI runs");
+        Run {
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            output,
+        }
+    }
+
+    fn sync(&self, rest: &[&str]) -> Run {
+        self.run(&["sync"], rest, true)
+    }
+
+    fn synced(&self) {
+        let run = self.sync(&["--quiet"]);
+        assert!(run.output.status.success(), "{}", run.all());
+    }
+}
+
+fn assert_class(what: &str, run: &Run, class: ExitClass) {
+    assert_eq!(
+        run.code(),
+        Some(class.code()),
+        "{what}: expected exit code {} ({}):\n{}",
+        class.code(),
+        class.name(),
+        run.all()
+    );
+    assert!(
+        run.stderr.contains("error:"),
+        "{what}: the error is said on stderr:\n{}",
+        run.all()
+    );
+}
+
+#[test]
+fn exit_codes_are_stable_and_distinct() {
+    // The numbers are a contract with scripts and service managers: README, "Exit codes".
+    let table = [
+        (ExitClass::Failure, 1),
+        (ExitClass::Usage, 2),
+        (ExitClass::AuthRequired, 3),
+        (ExitClass::RateLimited, 4),
+        (ExitClass::Transient, 5),
+        (ExitClass::InvalidConfig, 6),
+        (ExitClass::NotFound, 7),
+        (ExitClass::Integrity, 8),
+        (ExitClass::Internal, 9),
+    ];
+    for (class, code) in table {
+        assert_eq!(class.code(), code, "{class:?}");
+    }
+    assert_eq!(ExitClass::ALL.len(), table.len());
+    // `--help` lists them.
+    let help = Command::new(env!("CARGO_BIN_EXE_host-test-cli"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for (class, code) in table {
+        assert!(
+            help.contains(&format!("{code}  {}", class.name())),
+            "{help}"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let s = Setup::new(3, 1);
+    assert_class(
+        "unknown flag",
+        &s.run(&["sync"], &["--no-such-flag"], true),
+        ExitClass::Usage,
+    );
+    // `connect` with no token given anywhere.
+    assert_class(
+        "connect without a token",
+        &s.run(&["connect"], &[], false),
+        ExitClass::Usage,
+    );
+}
+
+#[test]
+fn a_revoked_token_is_auth_required_and_so_is_a_tenant_that_needs_reauthentication() {
+    let s = Setup::new(10, 2);
+    let token = s.emulator.access_token();
+    let connect = s.run(&["connect"], &["--access-token", &token], false);
+    assert!(connect.output.status.success(), "{}", connect.all());
+    s.emulator.revoke_all();
+
+    let first = s.run(&["sync"], &["--quiet"], false);
+    assert_class("revoked token", &first, ExitClass::AuthRequired);
+    let status = s.run(&["status"], &["--json"], false).json();
+    assert_eq!(status["needs_reauthentication"], true, "{status}");
+    // The tenant is flagged: every run says the same until it is authorized again.
+    let again = s.run(&["sync"], &["--quiet"], false);
+    assert_class(
+        "tenant needing re-authentication",
+        &again,
+        ExitClass::AuthRequired,
+    );
+    // No credentials at all: the same class.
+    let none = Setup::new(3, 3);
+    let run = none.run(&["sync"], &["--quiet"], false);
+    assert_class("no credentials", &run, ExitClass::AuthRequired);
+    // A token for one run that Dropbox refuses: the same class.
+    let token = none.emulator.access_token();
+    none.emulator.revoke_all();
+    let run = none.run_with_env(&["sync"], &["--quiet"], ("DROPBOX_ACCESS_TOKEN", &token));
+    assert_class(
+        "a revoked token for this run",
+        &run,
+        ExitClass::AuthRequired,
+    );
+}
+
+#[test]
+fn a_rate_limit_beyond_the_cap_is_rate_limited() {
+    let s = Setup::new(5, 4);
+    s.emulator.inject(Fault {
+        route: Some("users/get_current_account".into()),
+        skip: 0,
+        count: 1000,
+        kind: FaultKind::RateLimitJson {
+            retry_after: 3600,
+            reason: "too_many_requests".into(),
+            include_field: true,
+        },
+    });
+    let run = s.sync(&["--quiet"]);
+    assert_class("429 retry_after 3600", &run, ExitClass::RateLimited);
+}
+
+#[test]
+fn server_errors_past_the_retries_are_transient() {
+    let s = Setup::new(5, 5);
+    s.emulator.inject(Fault {
+        route: Some("users/get_current_account".into()),
+        skip: 0,
+        count: 1000,
+        kind: FaultKind::Status(503),
+    });
+    let run = s.sync(&["--quiet"]);
+    assert_class("503 every time", &run, ExitClass::Transient);
+}
+
+#[test]
+fn a_setting_out_of_bounds_is_invalid_configuration() {
+    let s = Setup::new(5, 6);
+    let run = s.run(&["config"], &["set", "batch_size", "0"], false);
+    assert_class("config set batch_size 0", &run, ExitClass::InvalidConfig);
+    let run = s.run(&["config"], &["set", "colour", "blue"], false);
+    assert_class("an unknown setting", &run, ExitClass::InvalidConfig);
+    let run = s.run(&["config"], &["get", "colour"], false);
+    assert_class(
+        "config get of an unknown setting",
+        &run,
+        ExitClass::InvalidConfig,
+    );
+
+    // A bad value already in the database (written by something else than the CLI).
+    RecordStore::open(&s.db)
+        .unwrap()
+        .set_setting(TENANT, "batch_size", "0")
+        .unwrap();
+    let run = s.sync(&["--quiet"]);
+    assert_class(
+        "a stored setting out of bounds",
+        &run,
+        ExitClass::InvalidConfig,
+    );
+}
+
+#[test]
+fn an_unknown_record_is_not_found() {
+    let s = Setup::new(5, 7);
+    s.synced();
+    let run = s.run(&["cat"], &["id:doesnotexist"], true);
+    assert_class("cat id:doesnotexist", &run, ExitClass::NotFound);
+    let run = s.run(&["cat"], &["/no/such/file.txt"], true);
+    assert_class("cat of a path nobody has", &run, ExitClass::NotFound);
+}
+
+#[test]
+fn corrupted_content_is_an_integrity_failure() {
+    let s = Setup::new(0, 8);
+    s.emulator
+        .create_file(
+            "/doc.txt",
+            Content::Bytes(b"the content, verified\n".to_vec()),
+        )
+        .unwrap();
+    // `cat` reads the stored credentials (DROPBOX_ACCESS_TOKEN is for `sync` only).
+    let token = s.emulator.access_token();
+    let connect = s.run(&["connect"], &["--access-token", &token], false);
+    assert!(connect.output.status.success(), "{}", connect.all());
+    s.synced();
+    let ok = s.run(&["cat"], &["/doc.txt"], false);
+    assert!(ok.output.status.success(), "{}", ok.all());
+    s.emulator.inject(Fault {
+        route: Some("files/download".into()),
+        skip: 0,
+        count: 1000,
+        kind: FaultKind::CorruptByte,
+    });
+    let run = s.run(&["cat"], &["/doc.txt"], false);
+    assert_class("a flipped byte", &run, ExitClass::Integrity);
+}
+
+#[test]
+fn a_malformed_answer_is_internal() {
+    let s = Setup::new(5, 9);
+    s.emulator.inject(Fault {
+        route: Some("files/list_folder".into()),
+        skip: 0,
+        count: 1000,
+        kind: FaultKind::MalformedJson,
+    });
+    let run = s.sync(&["--quiet"]);
+    assert_class("malformed JSON listing", &run, ExitClass::Internal);
+}
+
+#[test]
+fn sync_json_is_the_summary_and_default_output_is_words() {
+    let s = Setup::new(40, 10);
+    let items = s.emulator.truth().len() as u64;
+
+    let first = s.sync(&["--json"]);
+    assert!(first.output.status.success(), "{}", first.all());
+    let summary = first.json();
+    assert_eq!(summary["tenant"], TENANT);
+    assert_eq!(summary["kind"], "full");
+    assert_eq!(summary["created"], items, "{summary}");
+    assert!(summary["entries"].as_u64().unwrap() >= items, "{summary}");
+    assert!(summary["pages"].as_u64().unwrap() >= 1, "{summary}");
+    assert!(summary["api_calls"].as_u64().unwrap() >= 1, "{summary}");
+    for zero in ["content_updates", "metadata_updates", "deletions"] {
+        assert_eq!(summary[zero], 0, "{zero}: {summary}");
+    }
+    assert_eq!(summary["interrupted"], false);
+    assert!(summary["elapsed_secs"].as_f64().unwrap() > 0.0);
+
+    s.emulator
+        .create_file("/new.txt", Content::Bytes(b"new".to_vec()))
+        .unwrap();
+    let second = s.sync(&["--json"]);
+    let summary = second.json();
+    assert_eq!(summary["kind"], "incremental", "{summary}");
+    assert_eq!(summary["created"], 1, "{summary}");
+
+    // Without --json: a sentence, no Rust names, no JSON.
+    s.emulator
+        .create_file("/newer.txt", Content::Bytes(b"newer".to_vec()))
+        .unwrap();
+    let words = s.sync(&[]);
+    assert!(words.output.status.success(), "{}", words.all());
+    assert!(
+        words.stdout.starts_with("Incremental sync of t: "),
+        "{}",
+        words.all()
+    );
+    assert!(words.stdout.contains("1 created"), "{}", words.all());
+    assert!(!words.all().contains("SyncKind"), "{}", words.all());
+    assert!(!words.all().contains("::"), "{}", words.all());
+    assert!(serde_json::from_str::<Value>(&words.stdout).is_err());
+}
+
+#[test]
+fn records_and_events_are_text_by_default_and_json_lines_with_json() {
+    let s = Setup::new(25, 11);
+    s.synced();
+    let truth = s.emulator.truth();
+
+    let json = s.run(&["records"], &["--json"], false);
+    assert!(json.output.status.success(), "{}", json.all());
+    let records = json.json_lines();
+    assert_eq!(records.len(), truth.len());
+    for (record, t) in records.iter().zip(&truth) {
+        assert_eq!(record["id"], t.id.as_str());
+        assert_eq!(record["path_lower"], t.path_lower.as_str());
+        assert!(record["permissions"].is_array(), "{record}");
+    }
+
+    let text = s.run(&["records"], &[], false);
+    assert!(text.output.status.success(), "{}", text.all());
+    assert_eq!(text.stdout.lines().count(), truth.len(), "{}", text.all());
+    for (line, t) in text.stdout.lines().zip(&truth) {
+        assert!(
+            serde_json::from_str::<Value>(line).is_err(),
+            "default records output is not JSON: {line}"
+        );
+        assert!(line.contains(&t.id), "{line}");
+        assert!(
+            line.starts_with("file ") || line.starts_with("folder "),
+            "{line}"
+        );
+    }
+
+    let events = s.events(&["--tenant", TENANT, "--json"]);
+    assert!(events.output.status.success(), "{}", events.all());
+    let events = events.json_lines();
+    assert_eq!(events.len(), truth.len(), "one creation per item");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["seq"].is_i64() && e["kind"].is_string())
+    );
+    let text = s.events(&["--tenant", TENANT]);
+    assert_eq!(text.stdout.lines().count(), truth.len());
+    assert!(
+        text.stdout
+            .lines()
+            .all(|l| l.starts_with('#') && serde_json::from_str::<Value>(l).is_err()),
+        "{}",
+        text.all()
+    );
+}
+
+#[test]
+fn status_and_config_print_json_with_json() {
+    let s = Setup::new(5, 12);
+    s.synced();
+    let status = s.run(&["status"], &["--json"], false).json();
+    assert_eq!(status["tenant"], TENANT);
+    assert_eq!(status["records"], s.emulator.truth().len() as u64);
+    assert_eq!(status["cursor_present"], true);
+
+    let set = s.run(&["config"], &["set", "batch_size", "50", "--json"], false);
+    assert!(set.output.status.success(), "{}", set.all());
+    assert_eq!(
+        set.json(),
+        serde_json::json!({"key": "batch_size", "value": "50"})
+    );
+    let get = s
+        .run(&["config"], &["get", "batch_size", "--json"], false)
+        .json();
+    assert_eq!(
+        get,
+        serde_json::json!({"key": "batch_size", "value": "50", "default": false})
+    );
+    let list = s.run(&["config"], &["list", "--json"], false).json();
+    let fields = list.as_array().expect("an array");
+    assert!(
+        fields
+            .iter()
+            .any(|f| f["key"] == "batch_size" && f["value"] == "50" && f["default"] == false),
+        "{list}"
+    );
+    assert!(fields.iter().any(|f| f["default"] == true), "{list}");
+    // Without --json: words.
+    let get = s.run(&["config"], &["get", "batch_size"], false);
+    assert_eq!(get.stdout.trim(), "50");
+    let status = s.run(&["status"], &[], false);
+    assert!(status.output.status.success(), "{}", status.all());
+    assert!(
+        serde_json::from_str::<Value>(&status.stdout).is_err()
+            && status
+                .stdout
+                .contains(&format!("records:     {}", s.emulator.truth().len())),
+        "{}",
+        status.all()
+    );
+}
+
+/// `watch --json`: one JSON object per finished sync on stdout, nothing else there.
+#[test]
+fn watch_json_prints_one_object_per_sync() {
+    let s = Setup::new(7, 13);
+    let connect = s.run(
+        &["connect"],
+        &["--access-token", &s.emulator.access_token()],
+        false,
+    );
+    assert!(connect.output.status.success(), "{}", connect.all());
+    let child = Command::new(env!("CARGO_BIN_EXE_host-test-cli"))
+        .args(["watch", "--db"])
+        .arg(&s.db)
+        .args([
+            "--tenant",
+            TENANT,
+            "--api-url",
+            &s.emulator.base_url(),
+            "--no-longpoll",
+            "--json",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("watch starts");
+    let store = RecordStore::open(&s.db).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.status(TENANT).unwrap().last_sync_at.is_none() {
+        assert!(std::time::Instant::now() < deadline, "no sync within 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(interrupted.success());
+    let output = child.wait_with_output().expect("watch ends");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let sync = &lines[0];
+    assert_eq!(sync["tenant"], TENANT);
+    assert_eq!(sync["result"], "ok");
+    assert_eq!(sync["kind"], "full");
+    assert_eq!(sync["created"], s.emulator.truth().len() as u64);
+}
+
+#[test]
+fn no_progress_noise_when_stderr_is_not_a_terminal() {
+    let s = Setup::new(300, 13);
+    let run = s.sync(&[]);
+    assert!(run.output.status.success(), "{}", run.all());
+    // No redrawn line, no bar, no rate, no cursor control (erase line, hide cursor).
+    assert!(!run.stderr.contains('\r'), "{:?}", run.stderr);
+    assert!(!run.stderr.contains("entries/s"), "{:?}", run.stderr);
+    assert!(!run.stderr.contains("pages"), "{:?}", run.stderr);
+    assert!(!run.stderr.contains("\u{1b}[2K"), "{:?}", run.stderr);
+    assert!(!run.stderr.contains("\u{1b}[?25l"), "{:?}", run.stderr);
+}
