@@ -552,3 +552,55 @@ fn no_progress_noise_when_stderr_is_not_a_terminal() {
     assert!(!run.stderr.contains("\u{1b}[2K"), "{:?}", run.stderr);
     assert!(!run.stderr.contains("\u{1b}[?25l"), "{:?}", run.stderr);
 }
+
+/// `demo`, `cat` and `disconnect` also mean it with `--json`.
+#[test]
+fn demo_cat_and_disconnect_print_json_with_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let demo = Command::new(env!("CARGO_BIN_EXE_host-test-cli"))
+        .args(["demo", "--files", "40", "--json", "--db"])
+        .arg(&db)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the demo runs");
+    let stdout = String::from_utf8_lossy(&demo.stdout);
+    assert!(demo.status.success(), "{stdout}");
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("the demo's --json output is one object ({e}):\n{stdout}"));
+    assert_eq!(report["match"], true);
+    assert_eq!(report["records"], report["items"]);
+    assert!(report["full"]["events"]["created"].as_u64().unwrap() >= 40);
+    assert!(report["changes"].as_array().is_some_and(|c| !c.is_empty()));
+
+    let s = Setup::new(3, 14);
+    let connect = s.run(
+        &["connect"],
+        &["--access-token", &s.emulator.access_token()],
+        false,
+    );
+    assert!(connect.output.status.success(), "{}", connect.all());
+    s.synced();
+    let file = s
+        .emulator
+        .truth()
+        .into_iter()
+        .find(|t| t.kind == dropbox_emulator::Kind::File && t.is_downloadable)
+        .unwrap();
+    let cat = s.run(&["cat"], &[&file.id, "--json"], false);
+    assert!(cat.output.status.success(), "{}", cat.all());
+    let summary: Value = serde_json::from_str(cat.stderr.trim())
+        .unwrap_or_else(|e| panic!("cat's summary is JSON on stderr ({e}):\n{}", cat.all()));
+    assert_eq!(summary["id"], file.id.as_str());
+    assert_eq!(summary["size"], file.size);
+    assert_eq!(summary["verified"], true);
+    assert_eq!(cat.output.stdout.len() as u64, file.size);
+
+    let gone = s.run(&["disconnect"], &["--json"], false).json();
+    assert_eq!(
+        gone,
+        serde_json::json!({"tenant": TENANT, "had_credentials": true, "revoked": true})
+    );
+    let again = s.run(&["disconnect"], &["--json"], false).json();
+    assert_eq!(again["had_credentials"], false);
+}

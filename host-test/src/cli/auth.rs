@@ -190,11 +190,25 @@ fn open_browser(url: &str) {
 
 /// Revoke the tenant's token at Dropbox (the component's `cleanup`) and delete the stored
 /// credentials. The records stay; `status` then shows the tenant as not connected.
-pub(super) fn disconnect(target: Target) -> Result<()> {
+pub(super) fn disconnect(target: Target, json: bool) -> Result<()> {
     let host = open(&target)?;
     let tenant = &target.tenant;
+    let said = |had_credentials: bool, revoked: bool, words: String| {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"tenant": tenant, "had_credentials": had_credentials, "revoked": revoked})
+            );
+        } else {
+            println!("{words}");
+        }
+    };
     if host.store().credentials(tenant)?.is_none() {
-        println!("tenant {tenant} has no stored credentials; nothing to disconnect");
+        said(
+            false,
+            false,
+            format!("tenant {tenant} has no stored credentials; nothing to disconnect"),
+        );
         return Ok(());
     }
     let revoked = host.cleanup(tenant);
@@ -202,8 +216,12 @@ pub(super) fn disconnect(target: Target) -> Result<()> {
     host.store().delete_credentials(tenant)?;
     match revoked {
         Ok(_) => {
-            println!(
-                "revoked the token at Dropbox and deleted the stored credentials of tenant {tenant}"
+            said(
+                true,
+                true,
+                format!(
+                    "revoked the token at Dropbox and deleted the stored credentials of tenant {tenant}"
+                ),
             );
             Ok(())
         }

@@ -10,16 +10,24 @@ use crate::emulator::{Content, Emulator, EmulatorConfig};
 use crate::runtime::SandboxConfig;
 use crate::store::StoredCredentials;
 
-pub fn demo(files: usize, seed: u64, db: Option<PathBuf>) -> Result<()> {
+/// Prints what happens step by step for a person, or (`json`) one object at the end:
+/// `{files, seed, full, changes, incremental, records, items, match, database}`, where `full`
+/// and `incremental` are `{entries, pages, seconds, api_calls, guest_peak_bytes, events: {kind: n}}`.
+pub fn demo(files: usize, seed: u64, db: Option<PathBuf>, json: bool) -> Result<()> {
+    let say = |line: &str| {
+        if !json {
+            println!("{line}");
+        }
+    };
     let db = db.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("dropbox-demo-{}.db", std::process::id()))
     });
     if db.exists() {
         std::fs::remove_file(&db).with_context(|| format!("cannot replace {}", db.display()))?;
     }
-    println!(
+    say(&format!(
         "Starting the Dropbox emulator with a sample account of {files} files (seed {seed})..."
-    );
+    ));
     let emulator = Emulator::start(EmulatorConfig {
         seed,
         files,
@@ -35,33 +43,35 @@ pub fn demo(files: usize, seed: u64, db: Option<PathBuf>) -> Result<()> {
         },
     )?;
 
-    println!("\n1. Full sync");
+    say("\n1. Full sync");
     let full = host.sync(tenant, Some(progress_bar()), None)?;
-    report(
+    let full_report = report(
         "full sync",
         &host,
         &full.value,
         full.elapsed,
         full.peak_memory,
         0,
+        json,
     )?;
     let after_full = host.store().last_event_seq()?;
 
-    println!("\n2. Changing the account");
+    say("\n2. Changing the account");
     let changes = change_account(&emulator)?;
     for line in &changes {
-        println!("   - {line}");
+        say(&format!("   - {line}"));
     }
 
-    println!("\n3. Incremental sync");
+    say("\n3. Incremental sync");
     let incremental = host.sync(tenant, Some(progress_bar()), None)?;
-    report(
+    let incremental_report = report(
         "incremental sync",
         &host,
         &incremental.value,
         incremental.elapsed,
         incremental.peak_memory,
         after_full,
+        json,
     )?;
 
     let truth = emulator.truth();
@@ -72,24 +82,42 @@ pub fn demo(files: usize, seed: u64, db: Option<PathBuf>) -> Result<()> {
                 .iter()
                 .any(|r| r.external_id == t.id && r.path_lower == t.path_lower)
         });
-    println!(
-        "\nThe store holds {} records; the emulator's account has {} items; {}",
-        records.len(),
-        truth.len(),
-        if same { "they match." } else { "THEY DIFFER." }
-    );
-    println!("Database: {}", db.display());
-    println!(
-        "Look inside: host-test records --db {} --tenant {tenant} --json",
-        db.display()
-    );
-    println!("             host-test events --db {} --json", db.display());
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "files": files,
+                "seed": seed,
+                "full": full_report,
+                "changes": changes,
+                "incremental": incremental_report,
+                "records": records.len(),
+                "items": truth.len(),
+                "match": same,
+                "database": db.display().to_string(),
+            })
+        );
+    } else {
+        println!(
+            "\nThe store holds {} records; the emulator's account has {} items; {}",
+            records.len(),
+            truth.len(),
+            if same { "they match." } else { "THEY DIFFER." }
+        );
+        println!("Database: {}", db.display());
+        println!(
+            "Look inside: host-test records --db {} --tenant {tenant} --json",
+            db.display()
+        );
+        println!("             host-test events --db {} --json", db.display());
+    }
     if !same {
         bail!("the store does not match the account");
     }
     Ok(())
 }
 
+/// One sync of the demo: printed for a person, and returned as JSON.
 fn report(
     label: &str,
     host: &ConnectorHost,
@@ -97,9 +125,27 @@ fn report(
     elapsed: std::time::Duration,
     peak: usize,
     since: i64,
-) -> Result<()> {
+    quiet: bool,
+) -> Result<serde_json::Value> {
     let events = host.store().events(None, since)?;
     let count = |k: &str| events.iter().filter(|e| e.kind == k).count();
+    let summary = serde_json::json!({
+        "entries": s.entries,
+        "pages": s.pages,
+        "seconds": elapsed.as_secs_f64(),
+        "api_calls": s.api_calls,
+        "guest_peak_bytes": peak,
+        "events": {
+            "created": count("created"),
+            "content": count("content"),
+            "metadata": count("metadata"),
+            "content_and_metadata": count("content_and_metadata"),
+            "deleted": count("deleted"),
+        },
+    });
+    if quiet {
+        return Ok(summary);
+    }
     println!(
         "   {label}: {} entries in {} pages, {:.3}s, {} API calls, guest memory peak {:.1} MiB",
         s.entries,
@@ -116,7 +162,7 @@ fn report(
         count("content_and_metadata"),
         count("deleted")
     );
-    Ok(())
+    Ok(summary)
 }
 
 /// Edit, rename, move a folder, delete a folder with descendants, add files.

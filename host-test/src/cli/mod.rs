@@ -65,6 +65,10 @@ enum Command {
         /// Where to write the database (default: a new file under the system's temp dir).
         #[arg(long)]
         db: Option<PathBuf>,
+        /// One JSON object at the end (both syncs, the changes, whether the store matches)
+        /// instead of the walkthrough for people.
+        #[arg(long)]
+        json: bool,
     },
     /// Measure full and incremental syncs, cold start and streaming against the emulator.
     Bench {
@@ -118,6 +122,9 @@ enum Command {
     Disconnect {
         #[command(flatten)]
         target: Target,
+        /// Print {tenant, had_credentials, revoked} as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Keep tenants current until Ctrl-C: scheduled syncs plus near-real-time changes by
     /// long-poll, many tenants at once; one line per sync.
@@ -208,6 +215,10 @@ enum Command {
         record: String,
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Print the summary ({id, size, content_hash, verified, mime_type}) as one JSON object
+        /// on standard error (standard output carries the content unless --out is given).
+        #[arg(long)]
+        json: bool,
     },
     /// Print a temporary (4-hour) URL for a record's content.
     Url {
@@ -230,7 +241,12 @@ enum ConfigAction {
 pub fn run(cli: Cli) -> Result<()> {
     crate::telemetry::init(cli.log_format);
     match cli.command {
-        Command::Demo { files, seed, db } => demo::demo(files, seed, db),
+        Command::Demo {
+            files,
+            seed,
+            db,
+            json,
+        } => demo::demo(files, seed, db, json),
         Command::Bench {
             files,
             latency_ms,
@@ -265,7 +281,7 @@ pub fn run(cli: Cli) -> Result<()> {
             files,
         } => emulator::run_emulator(&listen, seed, files),
         Command::Auth(args) => auth::auth(args),
-        Command::Disconnect { target } => auth::disconnect(target),
+        Command::Disconnect { target, json } => auth::disconnect(target, json),
         Command::Watch(args) => watch::run(args),
         Command::Connect {
             target,
@@ -555,6 +571,7 @@ pub fn run(cli: Cli) -> Result<()> {
             target,
             record,
             out,
+            json,
         } => {
             let host = open(&target)?;
             let id = host.resolve_record(&target.tenant, &record)?;
@@ -576,6 +593,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
             };
             let s = &outcome.value;
+            if json {
+                eprintln!(
+                    "{}",
+                    json!({"id": id, "size": s.size, "content_hash": s.content_hash, "verified": s.verified, "mime_type": s.mime_type})
+                );
+                return Ok(());
+            }
             eprintln!(
                 "{} bytes, content hash {}, {}",
                 s.size,
