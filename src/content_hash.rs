@@ -1,5 +1,5 @@
-//! The Dropbox content hash (reference section 10): SHA-256 of the concatenated SHA-256 digests
-//! of each 4 MiB block, as lowercase hex.
+//! The Dropbox content hash (host-test/emulator/DROPBOX-API.md §9): SHA-256 of the concatenated
+//! SHA-256 digests of each 4 MiB block, as lowercase hex.
 //!
 //! [`ContentHasher`] implements [`std::io::Write`], so a download can write each chunk into the
 //! hasher next to its destination and the hash falls out at the end. Memory is constant: each

@@ -438,9 +438,10 @@ fn record_fields_are_complete() {
 fn random_histories_match_the_ground_truth() {
     let seeds: u64 = env_or("SYNC_MODEL_SEEDS", 25);
     for seed in 1..=seeds {
-        // Odd seeds run on an emulator that uses every liberty the reference allows: folders
-        // listed after their children across small pages, case-only folder renames reported
-        // as the folder alone, a new revision on every move.
+        // Odd seeds run on an emulator that uses every liberty the API allows (see
+        // host-test/emulator/DROPBOX-API.md §10): folders listed after their children across
+        // small pages, case-only folder renames reported as the folder alone, a new revision on
+        // every move.
         if let Err(message) = std::panic::catch_unwind(|| random_history(seed, seed % 2 == 1)) {
             let text = message
                 .downcast_ref::<String>()
@@ -539,8 +540,8 @@ fn random_history(seed: u64, liberties: bool) {
                     }
                 }
                 9 if liberties && !folders.is_empty() => {
-                    // A case-only rename of a folder (the default emulator, like the
-                    // reference, does not report one at all).
+                    // A case-only rename of a folder (the default emulator, like the spec
+                    // in host-test/emulator/DROPBOX-API.md §4.4, does not report one at all).
                     let f = folders[rng.below(folders.len())];
                     let flipped: String = f
                         .name

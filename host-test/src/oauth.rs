@@ -1,5 +1,5 @@
 //! Connecting an account: OAuth 2 authorization-code flow with PKCE (S256) and offline access,
-//! run entirely by the host (dropbox-api.md 8).
+//! run entirely by the host (host-test/emulator/DROPBOX-API.md §7).
 //!
 //! The pieces, each usable on its own (the CLI's `auth` command strings them together, tests
 //! drive them one by one):
@@ -551,7 +551,7 @@ fn escape_html(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// The token endpoint's answer to a code exchange (dropbox-api.md 8.2).
+/// The token endpoint's answer to a code exchange (host-test/emulator/DROPBOX-API.md §7.3).
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 pub struct TokenResponse {
     pub access_token: String,

@@ -1,4 +1,5 @@
-//! Serde types for the Dropbox wire format (reference sections 1.6, 2, 3, 4, 6, 7, 8.2).
+//! Serde types for the Dropbox wire format (sections 1.6, 2, 3, 5, 6 and 7.3 of
+//! host-test/emulator/DROPBOX-API.md).
 //!
 //! Decoding is lenient on purpose: Dropbox adds fields and union members without notice, so no
 //! struct denies unknown fields, every optional field treats "absent" and `null` alike, an

@@ -560,8 +560,9 @@ pub fn run_sync(
     {
         finish_follow_ups(store, state, &mut totals)?;
     }
-    let fresh = |cursor: Option<String>| SyncState {
-        cursor,
+    // A listing from the start: its first batch marks every record pending removal.
+    let fresh = || SyncState {
+        cursor: None,
         filters: fingerprint.clone(),
         listing: true,
         unfinished: true,
@@ -569,13 +570,13 @@ pub fn run_sync(
         orphans: BTreeSet::new(),
     };
     let (mut kind, mut state) = match stored {
-        None => (SyncKind::Full, fresh(None)),
+        None => (SyncKind::Full, fresh()),
         Some(state) if state.filters != fingerprint => {
             client.host().log(
                 Level::Info,
                 "the filters changed: re-listing the account to apply them",
             );
-            (SyncKind::Resync, fresh(None))
+            (SyncKind::Resync, fresh())
         }
         Some(state) if state.listing || state.cursor.is_none() => (
             SyncKind::Full,
@@ -637,7 +638,7 @@ pub fn run_sync(
                         kind = SyncKind::Resync;
                         state = SyncState {
                             follow: std::mem::take(&mut state.follow),
-                            ..fresh(None)
+                            ..fresh()
                         };
                         mark_all = true;
                         continue;

@@ -127,6 +127,18 @@ impl Overlay {
     fn occupant(&self, path: &str) -> Option<&Record> {
         self.at_path.get(path).and_then(|r| r.as_ref())
     }
+
+    /// A record of the page was corrected after it was placed (its parent or display path):
+    /// what later lookups of its path see follows, if it still holds the path.
+    fn corrected(&mut self, record: &Record) {
+        if let Some(slot) = self.at_path.get_mut(&record.path_lower)
+            && slot
+                .as_ref()
+                .is_some_and(|r| r.external_id == record.external_id)
+        {
+            *slot = Some(record.clone());
+        }
+    }
 }
 
 /// What a page is planned in the light of, besides the store.
@@ -345,6 +357,8 @@ pub fn plan_page(
                     record.web_url = Some(web_url(record.kind, &record.path_display));
                 }
                 *event = classify(Some(prior), record);
+                // Deeper entries of the page take their display path from this one.
+                overlay.corrected(record);
             }
             if !orphans.contains(&pp) {
                 plan.orphans_added.push((index, pp));
@@ -360,13 +374,7 @@ pub fn plan_page(
         record.path_display = child_display(Some(&parent.path_display), &record.name, None);
         record.web_url = Some(web_url(record.kind, &record.path_display));
         *event = classify(prior.as_ref(), record);
-        if let Some(slot) = overlay.at_path.get_mut(&record.path_lower)
-            && slot
-                .as_ref()
-                .is_some_and(|r| r.external_id == record.external_id)
-        {
-            *slot = Some(record.clone());
-        }
+        overlay.corrected(record);
     }
 
     // Folders whose descendants must follow them (see the module's doc).

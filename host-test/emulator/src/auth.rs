@@ -1,7 +1,7 @@
 //! Who may call: access tokens, refresh tokens, authorization codes and scopes.
 //!
 //! Kept apart from the OAuth routes so that the bearer check every user route runs (with its
-//! exact 400/401 answers, dropbox-api.md 8.4) and the token lifecycle live in one small place.
+//! exact 400/401 answers, DROPBOX-API.md §7.6) and the token lifecycle live in one small place.
 
 use crate::server::{Request, Response};
 use crate::wire::{auth_error, bad_request};
@@ -9,7 +9,7 @@ use crate::{Shared, TokenPair};
 use rand::Rng;
 use std::collections::HashMap;
 
-/// The five scopes the connector needs (route scopes of dropbox-api.md 8.1).
+/// The five scopes the connector needs (route scopes of DROPBOX-API.md §7.1, §1.8).
 pub(crate) const ALL_SCOPES: [&str; 5] = [
     "account_info.read",
     "files.metadata.read",

@@ -1,4 +1,4 @@
-//! The Dropbox content hash (dropbox-api.md section 10), computed by streaming.
+//! The Dropbox content hash (DROPBOX-API.md §9), computed by streaming.
 //!
 //! It exists as its own module because every file the emulator stores needs one, and because the
 //! block-boundary rule (finalize a block at exactly 4 MiB whatever the write chunking) is easy to
@@ -103,6 +103,7 @@ mod tests {
         h.finalize_hex()
     }
 
+    /// The vectors of DROPBOX-API.md §9 (the name keeps the section number of an older reference).
     #[test]
     fn section_10_vectors() {
         assert_eq!(

@@ -2,9 +2,9 @@
 //!
 //! It is the ground truth for every test of the project: tests start it in-process, mutate the
 //! account while it serves (`create_file`, `move_path`, ...), inject faults on the wire, and compare
-//! what a connector synced with [`Emulator::truth`]. The behaviour follows `shared/dropbox-api.md`
-//! (its section 12 is the checklist); where that reference marks a behaviour `[INFERRED]` the
-//! choice is a field of [`EmulatorConfig`] with the recommended default.
+//! what a connector synced with [`Emulator::truth`]. The behaviour follows `DROPBOX-API.md` (next
+//! to this crate's `Cargo.toml`); where that file says a behaviour is not documented by Dropbox
+//! (its section 10) the choice is a field of [`EmulatorConfig`] with the recommended default.
 //!
 //! Layout: `server` (HTTP transport, routing, auth checks, fault application), `state` (account
 //! tree, change journal, cursors), `routes/*` (one file per API area), `wire` (Stone JSON shapes,
@@ -32,7 +32,7 @@ use std::time::Duration;
 pub use content_hash::{ContentHasher, content_hash};
 pub use faults::{Fault, FaultKind};
 
-/// Emulator settings. `Default` gives the behaviour the reference recommends.
+/// Emulator settings. `Default` gives the behaviour DROPBOX-API.md §10 recommends.
 #[derive(Clone, Debug)]
 pub struct EmulatorConfig {
     /// Where to listen; `None` = 127.0.0.1 on an ephemeral port.
@@ -56,7 +56,7 @@ pub struct EmulatorConfig {
     /// `path_lower` and the same `id`, and no entry for anything under it.
     ///
     /// Real Dropbox: the spec says casing-only changes are not returned by `continue`, yet
-    /// clients see a remote case-only folder rename propagate (dropbox-api.md 5.6), and nothing
+    /// clients see a remote case-only folder rename propagate (DROPBOX-API.md §4.4), and nothing
     /// promises entries for the folder's descendants when it does: the minimal report is the
     /// folder's own entry, and `path_display` may show stale casing in ancestor components
     /// anyway. A connector has to carry the folder's new casing down to what it holds under it.
@@ -95,8 +95,8 @@ pub struct EmulatorConfig {
     ///
     /// Real Dropbox promises no order of entries within a listing: its documented sync rules
     /// ("if the required parent folders don't exist yet, create them") imply a child may come
-    /// before its parent (dropbox-api.md 3.9), so a connector must cope with that, even pages
-    /// apart. The default (parents first, pre-order) is what the reference recommends for the
+    /// before its parent (DROPBOX-API.md §3.3), so a connector must cope with that, even pages
+    /// apart. The default (parents first, pre-order) is what DROPBOX-API.md §3.3 recommends for the
     /// emulator; this option exists to test the other extreme, deterministically and across page
     /// boundaries (`shuffle_within_page` only reorders within one page). Non-recursive listings
     /// ignore it (they hold no folder together with its descendants, so there is nothing to

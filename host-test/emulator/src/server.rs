@@ -169,7 +169,7 @@ pub(crate) struct Ctx<'a> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The API route table (dropbox-api.md 1.2, 8.1)
+// The API route table (DROPBOX-API.md §1.2, §1.8, §7.1)
 
 #[derive(Clone, Copy, PartialEq)]
 enum Style {

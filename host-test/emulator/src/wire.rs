@@ -83,7 +83,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Header-safe JSON (dropbox-api.md 1.3)
+// Header-safe JSON (DROPBOX-API.md §1.3)
 
 /// Escape U+007F and every non-ASCII character as `\uXXXX` (astral characters as surrogate
 /// pairs), exactly as the official SDKs do. Non-ASCII can only occur inside JSON strings, so a
@@ -116,7 +116,7 @@ pub(crate) fn to_header_json<T: Serialize>(v: &T) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Metadata shapes (dropbox-api.md 3.3-3.6). Field order follows captured responses.
+// Metadata shapes (DROPBOX-API.md §2.1-2.4). Field order follows captured responses.
 
 #[derive(Serialize)]
 pub(crate) struct ExportInfoMd<'a> {
@@ -302,7 +302,7 @@ pub(crate) fn rate_limited_text(retry_after: u64) -> Response {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Strict request validation with Stone's messages (dropbox-api.md 1.6 rule 6)
+// Strict request validation with Stone's messages (DROPBOX-API.md §1.6 rule 6)
 
 /// Stone's `generic_type_name`.
 pub(crate) fn type_name(v: &Value) -> &'static str {

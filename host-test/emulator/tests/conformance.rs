@@ -1,4 +1,4 @@
-//! Conformance of the emulator against dropbox-api.md, over real HTTP (ureq, or raw TCP where the
+//! Conformance of the emulator against DROPBOX-API.md, over real HTTP (ureq, or raw TCP where the
 //! exact bytes matter). Every test starts its own emulator, so they run in parallel.
 
 use dropbox_emulator::{Content, Emulator, EmulatorConfig, Fault, FaultKind, Kind, content_hash};
@@ -230,7 +230,7 @@ fn raw(addr: std::net::SocketAddr, request: &[u8]) -> (String, Vec<u8>) {
     )
 }
 
-/// A local replica built by applying entries with the rules of dropbox-api.md 5.1.
+/// A local replica built by applying entries with the rules of DROPBOX-API.md §4.1.
 #[derive(Default, Debug)]
 struct Replica {
     items: BTreeMap<String, (String, String, String)>, // path_lower -> (tag, id, name)
@@ -322,7 +322,7 @@ fn paths(entries: &[Value]) -> Vec<(String, String)> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Content hash (section 10)
+// Content hash (DROPBOX-API.md §9)
 
 #[test]
 fn content_hash_vectors_and_streaming() {

@@ -13,7 +13,7 @@ use crate::{Shared, content_hash};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-/// Temporary links live four hours (dropbox-api.md 6.2).
+/// Temporary links live four hours (DROPBOX-API.md §5.3).
 pub(crate) const TEMP_LINK_TTL: i64 = 4 * 3600;
 
 /// Resolve a ReadPath to a downloadable file, or the route's error.

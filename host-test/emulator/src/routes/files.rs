@@ -2,7 +2,7 @@
 //!
 //! The initial listing pages through a snapshot of the tree taken at the first call, so changes
 //! made between pages never tear it; its final cursor points at the journal position of that
-//! snapshot, and `continue` replays the journal from there (dropbox-api.md 4, 5, 12 "Listing").
+//! snapshot, and `continue` replays the journal from there (DROPBOX-API.md §3, §3.7, §4).
 
 use super::lookup_failure;
 use crate::server::{ApiError, ApiResult, Ctx, Response};
@@ -177,7 +177,7 @@ pub(crate) fn list_folder_continue(ctx: &Ctx, arg: &Value) -> ApiResult {
     if let Some(id) = c.i
         && !st.id_at(id, &c.p)
     {
-        // The listed folder itself is gone (or moved): re-list (dropbox-api.md 4.1).
+        // The listed folder itself is gone (or moved): re-list (DROPBOX-API.md §3.4).
         return Err(lookup_error("not_found").into());
     }
     let (entries, pos, has_more) = journal_page(&st.journal, &c, cfg_self);

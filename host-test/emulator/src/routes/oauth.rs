@@ -1,5 +1,5 @@
 //! OAuth 2: the authorization page, the token endpoint, and `auth/token/revoke`
-//! (dropbox-api.md 8). Codes are single-use and short-lived; PKCE S256 (and plain) is checked;
+//! (DROPBOX-API.md §7). Codes are single-use and short-lived; PKCE S256 (and plain) is checked;
 //! refresh returns a new access token only.
 
 use crate::Shared;

@@ -1,4 +1,4 @@
-//! `sharing/*`: creating and listing shared links (dropbox-api.md 7).
+//! `sharing/*`: creating and listing shared links (DROPBOX-API.md §6).
 
 use super::lookup_failure;
 use crate::server::{ApiError, ApiResult, Ctx, Response};
