@@ -78,6 +78,10 @@ pub struct ConnectorHost {
     run_tokens: Arc<RunTokens>,
     /// Where each invocation's measurements go ([`ConnectorHost::set_metrics`]).
     metrics: std::sync::RwLock<Option<Arc<crate::metrics::Metrics>>>,
+    /// One writer per tenant: operations that write records and the sync position (`sync`,
+    /// `reindex-records`) of one tenant run one at a time, so neither purges marks the other
+    /// is still making, nor overwrites the position the other just committed.
+    writers: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl ConnectorHost {
@@ -130,7 +134,18 @@ impl ConnectorHost {
             redirected: Mutex::new(HashMap::new()),
             run_tokens,
             metrics: std::sync::RwLock::new(None),
+            writers: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The tenant's writer lock (see `writers`).
+    fn writer(&self, tenant: &str) -> Arc<Mutex<()>> {
+        self.writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(tenant.to_string())
+            .or_default()
+            .clone()
     }
 
     pub fn manifest(&self) -> &ConnectorManifest {
@@ -282,6 +297,8 @@ impl ConnectorHost {
         stop: Option<Arc<AtomicBool>>,
     ) -> Result<Outcome<SyncSummary>, HostError> {
         let _span = crate::telemetry::op_span(tenant, "sync");
+        let writer = self.writer(tenant);
+        let _writing = writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut ctx = self.context(tenant)?;
         if let Some(o) = observer {
             ctx = ctx.with_observer(o);
@@ -345,6 +362,8 @@ impl ConnectorHost {
         ids: &[String],
     ) -> Result<Outcome<ReindexSummary>, HostError> {
         let _span = crate::telemetry::op_span(tenant, "reindex-records");
+        let writer = self.writer(tenant);
+        let _writing = writer.lock().unwrap_or_else(|p| p.into_inner());
         self.invoke("reindex-records", self.context(tenant)?, |i| {
             i.reindex_records(ids)
         })
