@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dropbox_emulator::{Emulator, EmulatorConfig, Fault, FaultKind, TokenPair};
+use e2e_tests::SCOPES;
 use e2e_tests::{Harness, diff_with_truth};
 use host_test::app::HostError;
 use host_test::bindings::types::ConnectorError;
@@ -30,13 +31,6 @@ use host_test::tenant::{GuestSignal, Services, TenantContext};
 const CLIENT_ID: &str = "auth-test-app-key";
 /// Distinctive, so that finding it anywhere it must not be is unambiguous.
 const CLIENT_SECRET: &str = "app-secret-7fQ2zXw9LmK4";
-const SCOPES: [&str; 5] = [
-    "account_info.read",
-    "files.content.read",
-    "files.metadata.read",
-    "sharing.read",
-    "sharing.write",
-];
 /// Generous bound for a child process (it compiles the component first).
 const CHILD_TIMEOUT: Duration = Duration::from_secs(180);
 

@@ -27,6 +27,15 @@ struct Run {
 }
 
 impl Run {
+    fn of(cmd: &mut Command) -> Run {
+        let output = cmd.output().expect("the CLI runs");
+        Run {
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            output,
+        }
+    }
+
     fn code(&self) -> Option<i32> {
         self.output.status.code()
     }
@@ -73,9 +82,9 @@ impl Setup {
         }
     }
 
-    /// `host-test <command> --db .. --tenant t --api-url .. <rest>`, with the emulator's token
-    /// in DROPBOX_ACCESS_TOKEN when `env_token`.
-    fn run(&self, command: &[&str], rest: &[&str], env_token: bool) -> Run {
+    /// `host-test <command> --db .. --tenant t --api-url .. <rest>`, with no token from the
+    /// environment and no standard input.
+    fn command(&self, command: &[&str], rest: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_host-test-cli"));
         cmd.args(command)
             .arg("--db")
@@ -83,54 +92,35 @@ impl Setup {
             .args(["--tenant", TENANT, "--api-url", &self.emulator.base_url()])
             .args(rest)
             .env_remove("DROPBOX_ACCESS_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// [`Setup::command`], run to its end, with the emulator's token in DROPBOX_ACCESS_TOKEN
+    /// when `env_token`.
+    fn run(&self, command: &[&str], rest: &[&str], env_token: bool) -> Run {
+        let mut cmd = self.command(command, rest);
         if env_token {
             cmd.env("DROPBOX_ACCESS_TOKEN", self.emulator.access_token());
         }
-        let output = cmd.output().expect("the CLI runs");
-        Run {
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            output,
-        }
+        Run::of(&mut cmd)
     }
 
     /// As [`Setup::run`], with one environment variable set.
     fn run_with_env(&self, command: &[&str], rest: &[&str], (key, value): (&str, &str)) -> Run {
-        let output = Command::new(env!("CARGO_BIN_EXE_host-test-cli"))
-            .args(command)
-            .arg("--db")
-            .arg(&self.db)
-            .args(["--tenant", TENANT, "--api-url", &self.emulator.base_url()])
-            .args(rest)
-            .env(key, value)
-            .stdin(Stdio::null())
-            .output()
-            .expect("the CLI runs");
-        Run {
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            output,
-        }
+        Run::of(self.command(command, rest).env(key, value))
     }
 
     /// `host-test events --db .. <rest>` (no --api-url: it reads the store only).
     fn events(&self, rest: &[&str]) -> Run {
-        let output = Command::new(env!("CARGO_BIN_EXE_host-test-cli"))
-            .arg("events")
-            .arg("--db")
-            .arg(&self.db)
-            .args(rest)
-            .stdin(Stdio::null())
-            .output()
-            .expect("the CLI runs");
-        Run {
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            output,
-        }
+        Run::of(
+            Command::new(env!("CARGO_BIN_EXE_host-test-cli"))
+                .arg("events")
+                .arg("--db")
+                .arg(&self.db)
+                .args(rest)
+                .stdin(Stdio::null()),
+        )
     }
 
     fn sync(&self, rest: &[&str]) -> Run {

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use dropbox_emulator::{Content, Emulator, EmulatorConfig, Fault, FaultKind, Kind};
+use e2e_tests::SCOPES;
 use e2e_tests::{
     Harness, Rng, assert_no_duplicate_events, diff_with_truth, dropbox_runtime, env_or,
 };
@@ -32,13 +33,6 @@ use host_test::store::{RecordStore, StoredCredentials};
 use host_test::tenant::GuestSignal;
 
 const CURSOR_KEY: &str = "dropbox.cursor";
-const SCOPES: [&str; 5] = [
-    "account_info.read",
-    "files.metadata.read",
-    "files.content.read",
-    "sharing.read",
-    "sharing.write",
-];
 
 /// The tests of this file run one at a time: the soak measures the process's memory, which
 /// a matrix running beside it would blur, and the machine has two cores anyway.

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dropbox_emulator::{Content, Emulator, EmulatorConfig, Fault, FaultKind};
+use e2e_tests::SCOPES;
 use e2e_tests::dropbox_runtime;
 use host_test::app::ConnectorHost;
 use host_test::credentials::now;
@@ -23,13 +24,6 @@ const CLI: &str = env!("CARGO_BIN_EXE_host-test-cli");
 const CLIENT_ID: &str = "service-test-app-key";
 /// Distinctive, so that finding it anywhere it must not be is unambiguous.
 const CLIENT_SECRET: &str = "svc-secret-Qm83xLz0Rt7v";
-const SCOPES: [&str; 5] = [
-    "account_info.read",
-    "files.content.read",
-    "files.metadata.read",
-    "sharing.read",
-    "sharing.write",
-];
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// An emulator whose long-polls with nothing to report return after half a second.

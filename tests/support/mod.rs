@@ -12,6 +12,15 @@ use host_test::bindings::types::{Record, RecordKind};
 use host_test::runtime::{Runtime, SandboxConfig};
 use host_test::store::{Event, RecordStore, StoredCredentials};
 
+/// The scopes the connector's manifest asks for (the emulator's tokens in tests carry them).
+pub const SCOPES: [&str; 5] = [
+    "account_info.read",
+    "files.content.read",
+    "files.metadata.read",
+    "sharing.read",
+    "sharing.write",
+];
+
 /// The Dropbox component, compiled once per test binary.
 pub fn dropbox_runtime() -> Arc<Runtime> {
     static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
