@@ -14,7 +14,9 @@
 //!   is not is never read or written (the component is then compiled, as without a cache),
 //!   since whoever can write it could hand this process native code;
 //! - files are written to a temporary name and renamed, so a concurrent reader never sees half
-//!   an artifact.
+//!   an artifact;
+//! - each new artifact evicts all but the most recently written few (`KEEP`), so a machine that
+//!   sees many builds does not fill its disk.
 //!
 //! `HOST_TEST_CACHE_DIR` chooses the directory (`off` disables the cache); the default is
 //! `$XDG_CACHE_HOME/host-test/components`, or `~/.cache/host-test/components`.
@@ -28,6 +30,8 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 const MAGIC: &[u8; 8] = b"HTCWASM1";
+/// Artifacts kept in the directory (the newest); older ones are deleted when one is stored.
+const KEEP: usize = 8;
 const ENV_DIR: &str = "HOST_TEST_CACHE_DIR";
 
 /// What loading through the cache did.
@@ -139,7 +143,27 @@ impl CompileCache {
         drop(file);
         std::fs::rename(&tmp, path).inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
-        })
+        })?;
+        self.evict(path);
+        Ok(())
+    }
+
+    /// Delete all but the `KEEP` most recently written artifacts (never `keep`). Best effort:
+    /// a file another process deletes first, or cannot stat, is skipped.
+    fn evict(&self, keep: &Path) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut artifacts: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cwasm") && p != keep)
+            .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+            .collect();
+        artifacts.sort_by_key(|a| std::cmp::Reverse(a.0));
+        for (_, old) in artifacts.into_iter().skip(KEEP.saturating_sub(1)) {
+            let _ = std::fs::remove_file(old);
+        }
     }
 
     /// Create the directory closed to others, or check that an existing one is.
@@ -246,6 +270,40 @@ mod tests {
             matches!(refused, CacheOutcome::Rebuilt(ref why) if why.contains("wasmtime")),
             "{refused:?}"
         );
+    }
+
+    #[test]
+    fn storing_an_artifact_keeps_only_the_newest_few() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::at(dir.path().join("c"));
+        cache.ensure_private_dir().unwrap();
+        let base = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for i in 0..12u64 {
+            let old = cache.dir().join(format!("old-{i:02}.cwasm"));
+            std::fs::write(&old, b"stale").unwrap();
+            let file = std::fs::File::options().write(true).open(&old).unwrap();
+            file.set_modified(base + std::time::Duration::from_secs(i))
+                .unwrap();
+        }
+        std::fs::write(cache.dir().join("notes.txt"), b"not an artifact").unwrap();
+        let (_, outcome) = cache.load_or_compile(&engine(), EMPTY_COMPONENT).unwrap();
+        assert_eq!(outcome, CacheOutcome::Stored);
+        let mut left: Vec<String> = std::fs::read_dir(cache.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let newest = cache.artifact_path(&engine(), EMPTY_COMPONENT);
+        assert!(newest.exists(), "the new artifact stays");
+        assert_eq!(
+            left.iter().filter(|n| n.ends_with(".cwasm")).count(),
+            KEEP,
+            "{left:?}"
+        );
+        // The newest old ones stay, the oldest go; other files are not the cache's to delete.
+        assert!(left.contains(&"old-11.cwasm".to_string()), "{left:?}");
+        assert!(!left.contains(&"old-00.cwasm".to_string()), "{left:?}");
+        assert!(left.contains(&"notes.txt".to_string()), "{left:?}");
     }
 
     #[test]
