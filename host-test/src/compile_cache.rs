@@ -47,6 +47,17 @@ pub enum CacheOutcome {
     Bypassed(String),
 }
 
+impl std::fmt::Display for CacheOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CacheOutcome::Hit => write!(f, "loaded from the cache"),
+            CacheOutcome::Stored => write!(f, "compiled and stored"),
+            CacheOutcome::Rebuilt(why) => write!(f, "compiled again ({why})"),
+            CacheOutcome::Bypassed(why) => write!(f, "compiled, cache not used ({why})"),
+        }
+    }
+}
+
 pub struct CompileCache {
     dir: PathBuf,
 }

@@ -200,6 +200,18 @@ impl Runtime {
         let (component, cache_outcome) = match cache {
             Some(cache) => {
                 let (component, outcome) = cache.load_or_compile(&engine, bytes)?;
+                // A cache that could not be used costs every command a compile: say why.
+                match &outcome {
+                    CacheOutcome::Bypassed(why) => tracing::warn!(
+                        dir = %cache.dir().display(),
+                        "compile cache not used: {why}; the component is compiled each time"
+                    ),
+                    CacheOutcome::Rebuilt(why) => tracing::info!(
+                        dir = %cache.dir().display(),
+                        "compiled artifact rebuilt: {why}"
+                    ),
+                    CacheOutcome::Hit | CacheOutcome::Stored => {}
+                }
                 (component, Some(outcome))
             }
             None => (Component::new(&engine, bytes)?, None),

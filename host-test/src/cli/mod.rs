@@ -699,7 +699,11 @@ fn inspect() -> Result<()> {
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({
-            "component": {"path": env!("DROPBOX_CONNECTOR_WASM_PATH"), "bytes": runtime.component_size()},
+            "component": {
+                "path": env!("DROPBOX_CONNECTOR_WASM_PATH"),
+                "bytes": runtime.component_size(),
+                "compile_cache": runtime.cache_outcome().map(|o| o.to_string()),
+            },
             "imports": imports,
             "exports": exports,
             "sandbox": {
