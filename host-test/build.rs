@@ -28,6 +28,12 @@ const GUESTS: &[Guest] = &[
         env_out: "DROPBOX_CONNECTOR_WASM_PATH",
     },
     Guest {
+        package: "notes-connector",
+        artifact: "notes_connector.wasm",
+        env_override: "NOTES_CONNECTOR_WASM",
+        env_out: "NOTES_CONNECTOR_WASM_PATH",
+    },
+    Guest {
         package: "hostile-guest",
         artifact: "hostile_guest.wasm",
         env_override: "HOSTILE_GUEST_WASM",
@@ -49,6 +55,8 @@ fn main() {
         "Cargo.lock",
         "tests/guests/hostile/src",
         "tests/guests/hostile/Cargo.toml",
+        "tests/connectors/notes/src",
+        "tests/connectors/notes/Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }

@@ -1,6 +1,7 @@
 //! The Dropbox API client: every call goes through `DropboxClient::execute`, the one loop that
-//! retries (per `retry::RetryPolicy`), refreshes an expired token once, counts calls and turns
-//! failures into typed errors. Nothing else in the connector sleeps or loops on errors.
+//! retries (per `retry::RetryPolicy`), refreshes an expired token once, counts calls and
+//! retries, and turns failures into typed errors. Nothing else in the connector sleeps or loops
+//! on errors. The client also reads the host's limits, once per operation (`limits`).
 
 #![allow(clippy::result_large_err)]
 
@@ -13,9 +14,10 @@ use crate::api::error::{ApiError, AuthError};
 use crate::api::header_json::{decode_api_result, to_header_safe_json};
 use crate::api::{DecodeError, classify, decode};
 use crate::manifest::{API_BASE, CONTENT_BASE, NOTIFY_BASE};
-use crate::model::ConnectorError;
+use crate::model::{ConnectorError, HostLimits};
 use crate::ports::{
-    Credentials, HostEnv, Http, HttpError, HttpRequest, HttpResponse, Level, Method, RefreshError,
+    Credentials, HostEnv, Http, HttpError, HttpRequest, HttpResponse, Level, Method,
+    PendingRequest, RefreshError,
 };
 use crate::retry::{Decision, Failure, RetryPolicy};
 
@@ -93,12 +95,25 @@ pub struct Download<T> {
     pub content_range: Option<String>,
 }
 
+/// An RPC call begun with [`DropboxClient::start_rpc`]; [`DropboxClient::finish_rpc`] collects
+/// it (and retries it like any other call if it failed).
+#[must_use = "a started call is only useful once finished"]
+pub struct PendingCall {
+    route: String,
+    request: HttpRequest,
+    pending: PendingRequest,
+}
+
 pub struct DropboxClient<'a> {
     http: &'a mut dyn Http,
     credentials: &'a mut dyn Credentials,
     host: &'a mut dyn HostEnv,
     policy: RetryPolicy,
+    /// What the host allows, read once when the client is made (one client per operation).
+    limits: HostLimits,
     calls: u32,
+    /// Requests sent again after a transient failure or a rate limit (`sync-summary.retries`).
+    retries: u32,
     /// Time spent decoding JSON responses (for benchmarks: the guest's own share of a sync).
     decode_time: std::time::Duration,
 }
@@ -109,12 +124,15 @@ impl<'a> DropboxClient<'a> {
         credentials: &'a mut dyn Credentials,
         host: &'a mut dyn HostEnv,
     ) -> Self {
+        let limits = host.limits();
         DropboxClient {
             http,
             credentials,
             host,
             policy: RetryPolicy::default(),
+            limits,
             calls: 0,
+            retries: 0,
             decode_time: Default::default(),
         }
     }
@@ -127,6 +145,17 @@ impl<'a> DropboxClient<'a> {
     /// API requests sent so far (retries included).
     pub fn calls(&self) -> u32 {
         self.calls
+    }
+
+    /// Requests repeated after a transient failure or a rate limit (a token refresh's second
+    /// attempt is not one: it is the first with a usable token).
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// The host's limits for this operation.
+    pub fn limits(&self) -> HostLimits {
+        self.limits
     }
 
     pub fn decode_time(&self) -> std::time::Duration {
@@ -151,12 +180,11 @@ impl<'a> DropboxClient<'a> {
         self.host
     }
 
-    /// An RPC call: JSON argument in the body (none for void routes), JSON result.
-    pub fn rpc<A: Serialize, R: DeserializeOwned>(
-        &mut self,
+    fn rpc_request<A: Serialize>(
+        &self,
         route: &str,
         arg: Option<&A>,
-    ) -> Result<R, CallError> {
+    ) -> Result<HttpRequest, CallError> {
         let body = match arg {
             Some(a) => serde_json::to_vec(a).map_err(|e| CallError::Decode {
                 route: route.into(),
@@ -172,16 +200,56 @@ impl<'a> DropboxClient<'a> {
         } else {
             Vec::new()
         };
-        let request = HttpRequest {
+        Ok(HttpRequest {
             method: Method::Post,
             url: format!("{API_BASE}/2/{route}"),
             headers,
             body,
             authenticated: true,
             timeout_ms: None,
-        };
-        let response = self.execute(route, request)?;
+        })
+    }
+
+    /// An RPC call: JSON argument in the body (none for void routes), JSON result.
+    pub fn rpc<A: Serialize, R: DeserializeOwned>(
+        &mut self,
+        route: &str,
+        arg: Option<&A>,
+    ) -> Result<R, CallError> {
+        let request = self.rpc_request(route, arg)?;
+        let response = self.execute(route, request, None)?;
         self.timed_decode(route, &response.body)
+    }
+
+    /// Begin an RPC call without waiting for it (`http.start`), so the caller can work while
+    /// the host fetches. Its first attempt counts as a call now; its outcome is judged, and
+    /// retried if need be, by [`Self::finish_rpc`].
+    pub fn start_rpc<A: Serialize>(
+        &mut self,
+        route: &str,
+        arg: Option<&A>,
+    ) -> Result<PendingCall, CallError> {
+        let request = self.rpc_request(route, arg)?;
+        self.calls += 1;
+        // A start the host refuses at once (the destination, a header) is that attempt's
+        // outcome, judged like any other when the call is finished.
+        let pending = match self.http.start(request.clone()) {
+            Ok(pending) => pending,
+            Err(error) => PendingRequest::done(Err(error)),
+        };
+        Ok(PendingCall {
+            route: route.into(),
+            request,
+            pending,
+        })
+    }
+
+    /// The result of a call begun with [`Self::start_rpc`], with the same retries, refresh and
+    /// errors as [`Self::rpc`].
+    pub fn finish_rpc<R: DeserializeOwned>(&mut self, call: PendingCall) -> Result<R, CallError> {
+        let first = self.http.wait(call.pending);
+        let response = self.execute(&call.route, call.request, Some(first))?;
+        self.timed_decode(&call.route, &response.body)
     }
 
     /// A content-download call: argument in `Dropbox-API-Arg` (header-safe JSON), result in
@@ -215,7 +283,7 @@ impl<'a> DropboxClient<'a> {
             authenticated: true,
             timeout_ms: None,
         };
-        let response = self.execute(route, request)?;
+        let response = self.execute(route, request, None)?;
         let Some(result_header) = response.header("Dropbox-API-Result") else {
             return Err(CallError::Decode {
                 route: route.into(),
@@ -260,7 +328,7 @@ impl<'a> DropboxClient<'a> {
             authenticated: false,
             timeout_ms: Some((timeout_secs + 90 + 10) * 1000),
         };
-        let response = self.execute(route, request)?;
+        let response = self.execute(route, request, None)?;
         decode(&response.body).map_err(|error| CallError::Decode {
             route: route.into(),
             error,
@@ -268,13 +336,24 @@ impl<'a> DropboxClient<'a> {
     }
 
     /// Send with retries. 2xx responses are returned; everything else is classified once, here.
-    fn execute(&mut self, route: &str, request: HttpRequest) -> Result<HttpResponse, CallError> {
+    /// `first`: the outcome of a first attempt already made (a started call), if any.
+    fn execute(
+        &mut self,
+        route: &str,
+        request: HttpRequest,
+        mut first: Option<Result<HttpResponse, HttpError>>,
+    ) -> Result<HttpResponse, CallError> {
         let mut attempt: u32 = 0;
         let mut refreshed = false;
         loop {
             attempt += 1;
-            self.calls += 1;
-            let outcome = self.http.send(request.clone());
+            let outcome = match first.take() {
+                Some(outcome) => outcome,
+                None => {
+                    self.calls += 1;
+                    self.http.send(request.clone())
+                }
+            };
             let (mut failure_api, mut failure_conn) = match outcome {
                 Ok(response) if (200..300).contains(&response.status) => return Ok(response),
                 Ok(response) => (
@@ -336,6 +415,7 @@ impl<'a> DropboxClient<'a> {
             };
             match decision {
                 Decision::Retry { after_ms, reason } => {
+                    self.retries = self.retries.saturating_add(1);
                     self.host.log(
                         Level::Warn,
                         &format!(

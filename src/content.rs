@@ -1,11 +1,16 @@
 //! Reading content: signed URLs, streamed and verified downloads, exports of non-downloadable
 //! documents, and re-checking records against Dropbox.
 //!
-//! A download is a series of 4 MiB range requests pinned to one revision (`rev:`), each written
-//! to the host's sink as it arrives and fed to the content hasher: guest memory holds one block
+//! A download is a series of range requests pinned to one revision (`rev:`), each written to the
+//! host's sink as it arrives and fed to the content hasher: guest memory holds one range
 //! whatever the file's size, an interrupted request is sent again for the same range (the
-//! client's retry loop), so a read resumes from the last block it completed, and the result is
+//! client's retry loop), so a read resumes from the last range it completed, and the result is
 //! checked against the content hash Dropbox published for that revision.
+//!
+//! A range is one hash block (4 MiB, host-test/emulator/DROPBOX-API.md §9) or the host's
+//! response-body cap (`host.limits`), whichever is smaller, and no sink chunk is larger than
+//! the cap either. The hash does not depend on the range size: the hasher cuts its 4 MiB blocks
+//! itself, whatever the chunks it is fed (`content_hash`).
 //!
 //! Dropbox is the authority on whether a record still exists: a record the store has (even one
 //! marked for removal by an unfinished sync) is looked up by id, and a `not_found` from Dropbox is
@@ -19,7 +24,8 @@ use crate::client::{CallError, Download, DropboxClient};
 use crate::config;
 use crate::content_hash::{BLOCK_SIZE, ContentHasher};
 use crate::model::{
-    Change, ConnectorError, Record, RecordKind, ReindexSummary, SignedUrl, StreamSummary,
+    Change, ConnectorError, DropboxPath, Record, RecordKind, ReindexSummary, SignedUrl,
+    StreamSummary,
 };
 use crate::ports::{Level, Sink, SinkError, Store};
 use crate::sync::planner::{PageContext, plan_page};
@@ -27,9 +33,21 @@ use crate::sync::{finish_follow_ups, load_state};
 
 /// Temporary links live four hours.
 const TEMPORARY_LINK_SECS: u64 = 4 * 3600;
-/// One range request per hash block: the hasher never waits for a block to be completed by the
-/// next response, and a retried request repeats at most one block.
-const CHUNK: u64 = BLOCK_SIZE as u64;
+/// The size of a range request: one hash block, so a retried request repeats at most one block,
+/// unless the host's body cap is smaller (then a block takes several ranges).
+pub fn range_size(max_response_body: u64) -> u64 {
+    (BLOCK_SIZE as u64).min(max_response_body).max(1)
+}
+
+/// Write `bytes` to the sink in chunks of at most `max_chunk` bytes (the host's cap on what one
+/// call copies).
+fn write_chunked(sink: &mut dyn Sink, bytes: &[u8], max_chunk: u64) -> Result<(), ConnectorError> {
+    let max_chunk = usize::try_from(max_chunk).unwrap_or(usize::MAX).max(1);
+    for chunk in bytes.chunks(max_chunk) {
+        sink.write(chunk).map_err(sink_error)?;
+    }
+    Ok(())
+}
 
 /// The stored record with this id, live or marked for removal by a sync that has not finished
 /// (a re-listing marks every record until it sees it again; Dropbox decides whether it exists).
@@ -120,6 +138,8 @@ pub fn stream_record(
     if !record.is_downloadable {
         return export(client, sink, &record);
     }
+    let cap = client.limits().max_response_body;
+    let range_len = range_size(cap);
     let mut hasher = ContentHasher::new();
     let mut offset: u64 = 0;
     // The first response fixes the revision; later ranges ask for exactly that revision, so a
@@ -133,7 +153,7 @@ pub fn stream_record(
             Some(meta) => format!("rev:{}", meta.rev),
             None => id.to_string(),
         };
-        let range = ranged.then_some((offset, Some(offset + CHUNK - 1)));
+        let range = ranged.then_some((offset, Some(offset + range_len - 1)));
         let download: Download<FileMetadata> =
             match client.download("files/download", &PathArg { path }, range) {
                 Ok(d) => d,
@@ -186,7 +206,7 @@ pub fn stream_record(
             )));
         }
         hasher.update(&body);
-        sink.write(&body).map_err(sink_error)?;
+        write_chunked(sink, &body, cap)?;
         offset += body.len() as u64;
         if offset == size {
             break;
@@ -271,7 +291,7 @@ fn export(
             "{id}: export hash {computed} does not match the {expected} Dropbox published"
         )));
     }
-    sink.write(&download.body).map_err(sink_error)?;
+    write_chunked(sink, &download.body, client.limits().max_response_body)?;
     Ok(StreamSummary {
         size: download.body.len() as u64,
         content_hash: Some(computed),
@@ -322,7 +342,7 @@ pub fn reindex_records(
             // Already marked by a sync that will purge it: nothing to add.
             Err(e) if e.route_error().is_some_and(|r| r.is_not_found()) && pending => continue,
             Err(e) if e.route_error().is_some_and(|r| r.is_not_found()) => {
-                vec![Change::RemoveSubtree(record.path_lower.clone())]
+                vec![Change::RemoveSubtree(record.path_lower_str().to_string())]
             }
             Err(e) => return Err(e.into()),
         };

@@ -1,11 +1,14 @@
 //! The Dropbox Personal source connector.
 //!
-//! Everything here except `wasm` is plain Rust that compiles and is unit-tested natively: the
-//! Dropbox API types and error classification (`api`), the retry policy (`retry`), the content
-//! hash (`content_hash`), the API client (`client`), the sync planner (`sync`), reading content
-//! (`content`), the manifest and configuration (`manifest`, `config`), and the operations the
-//! contract exports (`operations`). They reach the outside world only through the small traits
-//! of `ports`; `wasm` implements those traits over the WIT imports and exports the operations.
+//! Written against the guest SDK (`wit/sdk`, crate `connector_sdk`): this crate has no WIT
+//! bindings of its own. Everything here is plain Rust that compiles and is unit-tested
+//! natively: the Dropbox API types and error classification (`api`), the retry policy
+//! (`retry`), the content hash (`content_hash`), the API client (`client`), the sync planner
+//! (`sync`), reading content (`content`), the manifest and configuration (`manifest`,
+//! `config`), and the operations the contract exports (`operations`, the SDK's `Connector`
+//! trait). They reach the outside world only through the SDK's port traits (`ports`); the
+//! SDK's adapter implements those over the WIT imports, and the `export_connector!` line below
+//! makes `DropboxConnector` the component's exports.
 
 pub mod api;
 pub mod client;
@@ -20,6 +23,8 @@ pub mod retry;
 pub mod sync;
 
 #[cfg(test)]
+mod limits_tests;
+#[cfg(test)]
 mod test_support;
-#[cfg(target_arch = "wasm32")]
-mod wasm;
+
+connector_sdk::export_connector!(operations::DropboxConnector);

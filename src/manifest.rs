@@ -1,5 +1,9 @@
 //! The connector's self-description: what a platform needs to connect an account (OAuth),
-//! which hosts the sandbox must allow, and the configuration fields with their bounds.
+//! which hosts the sandbox must allow, the configuration fields with their bounds, and the
+//! schedules it supports. The sync strategy and interval are the host's tenant settings
+//! (validated against `schedule`), not configuration fields of this connector.
+
+pub use crate::model::{ConfigField, FieldType, Manifest, OAuthConfig, Schedule, SyncStrategy};
 
 pub const API_BASE: &str = "https://api.dropboxapi.com";
 pub const CONTENT_BASE: &str = "https://content.dropboxapi.com";
@@ -13,52 +17,15 @@ pub const SCOPES: [&str; 5] = [
     "sharing.write",
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OAuthConfig {
-    pub authorize_url: String,
-    pub token_url: String,
-    pub revoke_url: Option<String>,
-    pub scopes: Vec<String>,
-    pub extra_authorize_params: Vec<(String, String)>,
-    pub pkce_required: bool,
-    pub redirect_path: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FieldType {
-    Integer { min: i64, max: i64 },
-    Boolean,
-    Text,
-    Choice(Vec<String>),
-    TextList,
-    Date,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigField {
-    pub key: String,
-    pub label: String,
-    pub description: String,
-    pub field_type: FieldType,
-    pub default_value: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Manifest {
-    pub name: String,
-    pub display_name: String,
-    pub version: String,
-    pub app_group: String,
-    pub description: String,
-    pub oauth: OAuthConfig,
-    pub allowed_hosts: Vec<String>,
-    pub config_fields: Vec<ConfigField>,
-}
+/// The schedule Dropbox supports: `change-notifications` is `wait-for-changes` (Dropbox's
+/// long poll, `files/list_folder/longpoll`). The interval bounds are the ones the tenant
+/// setting had when the connector still owned it (a minute to a week).
+pub const SCHEDULE_DEFAULT_INTERVAL_MINUTES: u32 = 60;
+pub const SCHEDULE_MIN_INTERVAL_MINUTES: u32 = 1;
+pub const SCHEDULE_MAX_INTERVAL_MINUTES: u32 = 10_080;
 
 pub mod keys {
     pub const BATCH_SIZE: &str = "batch_size";
-    pub const SYNC_STRATEGY: &str = "sync_strategy";
-    pub const SYNC_INTERVAL_MINUTES: &str = "sync_interval_minutes";
     pub const INCLUDE_EXTENSIONS: &str = "include_extensions";
     pub const EXCLUDE_EXTENSIONS: &str = "exclude_extensions";
     pub const INCLUDE_PATHS: &str = "include_paths";
@@ -94,7 +61,7 @@ pub fn manifest() -> Manifest {
         version: env!("CARGO_PKG_VERSION").into(),
         app_group: "Dropbox".into(),
         description: "Syncs the files and folders of one person's Dropbox account, in full and then incrementally through Dropbox's change cursor, and reads any file's content on demand.".into(),
-        oauth: OAuthConfig {
+        oauth: Some(OAuthConfig {
             authorize_url: "https://www.dropbox.com/oauth2/authorize".into(),
             token_url: format!("{API_BASE}/oauth2/token"),
             revoke_url: Some(format!("{API_BASE}/2/auth/token/revoke")),
@@ -102,12 +69,10 @@ pub fn manifest() -> Manifest {
             extra_authorize_params: vec![("token_access_type".into(), "offline".into())],
             pkce_required: true,
             redirect_path: "connectors/oauth/callback/Dropbox%20Personal".into(),
-        },
+        }),
         allowed_hosts: vec!["api.dropboxapi.com".into(), "content.dropboxapi.com".into(), "notify.dropboxapi.com".into()],
         config_fields: vec![
             field(BATCH_SIZE, "Batch size", "Record changes written per store transaction.", FieldType::Integer { min: 1, max: 10_000 }, Some("100")),
-            field(SYNC_STRATEGY, "Sync strategy", "Sync only when asked (manual) or on a schedule.", FieldType::Choice(vec!["manual".into(), "scheduled".into()]), Some("scheduled")),
-            field(SYNC_INTERVAL_MINUTES, "Schedule interval (minutes)", "Minutes between scheduled syncs.", FieldType::Integer { min: 1, max: 10_080 }, Some("60")),
             field(INCLUDE_EXTENSIONS, "Include file extensions", "Only files with these extensions (comma-separated, without dots); empty for all.", FieldType::TextList, Some("")),
             field(EXCLUDE_EXTENSIONS, "Exclude file extensions", "Files with these extensions are skipped (comma-separated, without dots).", FieldType::TextList, Some("")),
             field(INCLUDE_PATHS, "Include folders", "Only these folders and what is inside them (comma-separated paths); empty for the whole Dropbox.", FieldType::TextList, Some("")),
@@ -118,5 +83,12 @@ pub fn manifest() -> Manifest {
             field(CREATED_BEFORE, "Created before", "Only files whose client modification time is before this date.", FieldType::Date, None),
             field(CREATE_PREVIEW_LINKS, "Create preview links", "Create a shared link for files that have none. Off by default: it changes the user's Dropbox.", FieldType::Boolean, Some("false")),
         ],
+        schedule: Schedule {
+            strategies: vec![SyncStrategy::Manual, SyncStrategy::Scheduled, SyncStrategy::ChangeNotifications],
+            default_strategy: SyncStrategy::ChangeNotifications,
+            default_interval_minutes: SCHEDULE_DEFAULT_INTERVAL_MINUTES,
+            min_interval_minutes: SCHEDULE_MIN_INTERVAL_MINUTES,
+            max_interval_minutes: SCHEDULE_MAX_INTERVAL_MINUTES,
+        },
     }
 }

@@ -1,37 +1,86 @@
-//! The connector's operations, as the contract exports them, over the `ports` traits. The wasm
-//! adapter calls these; so do native tests with fakes.
+//! The connector's operations, as the contract exports them: [`DropboxConnector`] implements
+//! the SDK's [`Connector`] trait over the `ports` traits. The SDK's adapter calls it in the
+//! component (`connector_sdk::export_connector!` in `lib.rs`); native tests call the same
+//! functions with fakes.
+
+use connector_sdk::Connector;
 
 use crate::api::types::{FullAccount, LongpollResult};
 use crate::client::DropboxClient;
-use crate::model::{ChangeHint, ConnectorError, User};
-use crate::ports::{Credentials, HostEnv, Http, Level, Sink, Store};
+use crate::model::{
+    ChangeHint, ConnectorError, Manifest, ReindexSummary, SignedUrl, StreamSummary, SyncSummary,
+    User,
+};
+use crate::ports::{Level, Ports, Sink, Store};
 use crate::sync::{self, load_state, owner_and_group};
 
-/// The ports one invocation uses.
-pub struct Ports<'a> {
-    pub http: &'a mut dyn Http,
-    pub credentials: &'a mut dyn Credentials,
-    pub host: &'a mut dyn HostEnv,
-    pub store: &'a mut dyn Store,
-}
+/// Dropbox Personal, as a source connector.
+pub struct DropboxConnector;
 
-impl<'a> Ports<'a> {
-    fn split(&mut self) -> (DropboxClient<'_>, &mut dyn Store) {
-        (
-            DropboxClient::new(self.http, self.credentials, self.host),
-            self.store,
-        )
+impl Connector for DropboxConnector {
+    fn manifest() -> Manifest {
+        crate::manifest::manifest()
+    }
+
+    fn sync(ports: &mut Ports<'_>) -> Result<SyncSummary, ConnectorError> {
+        run_sync(ports)
+    }
+
+    fn test_connection(ports: &mut Ports<'_>) -> Result<User, ConnectorError> {
+        test_connection(ports)
+    }
+
+    fn get_signed_url(
+        ports: &mut Ports<'_>,
+        external_id: &str,
+    ) -> Result<SignedUrl, ConnectorError> {
+        get_signed_url(ports, external_id)
+    }
+
+    fn stream_record(
+        ports: &mut Ports<'_>,
+        sink: &mut dyn Sink,
+        external_id: &str,
+    ) -> Result<StreamSummary, ConnectorError> {
+        stream_record(ports, sink, external_id)
+    }
+
+    fn reindex_records(
+        ports: &mut Ports<'_>,
+        external_ids: &[String],
+    ) -> Result<ReindexSummary, ConnectorError> {
+        reindex_records(ports, external_ids)
+    }
+
+    fn wait_for_changes(
+        ports: &mut Ports<'_>,
+        timeout_seconds: u32,
+    ) -> Result<ChangeHint, ConnectorError> {
+        wait_for_changes(ports, timeout_seconds)
+    }
+
+    fn cleanup(ports: &mut Ports<'_>) -> Result<(), ConnectorError> {
+        cleanup(ports)
     }
 }
 
+/// The Dropbox client over the call's HTTP, credentials and host, and the store beside it.
+/// The host's limits are read here, once per operation.
+fn split<'p>(ports: &'p mut Ports<'_>) -> (DropboxClient<'p>, &'p mut dyn Store) {
+    (
+        DropboxClient::new(ports.http, ports.credentials, ports.host),
+        ports.store,
+    )
+}
+
 pub fn test_connection(ports: &mut Ports<'_>) -> Result<User, ConnectorError> {
-    let (mut client, _) = ports.split();
+    let (mut client, _) = split(ports);
     let account: FullAccount = client.rpc::<(), _>("users/get_current_account", None)?;
     Ok(owner_and_group(&account).0)
 }
 
-pub fn run_sync(ports: &mut Ports<'_>) -> Result<crate::model::SyncSummary, ConnectorError> {
-    let (mut client, store) = ports.split();
+pub fn run_sync(ports: &mut Ports<'_>) -> Result<SyncSummary, ConnectorError> {
+    let (mut client, store) = split(ports);
     let result = sync::run_sync(&mut client, store);
     if let Err(e) = &result {
         client
@@ -41,11 +90,8 @@ pub fn run_sync(ports: &mut Ports<'_>) -> Result<crate::model::SyncSummary, Conn
     result
 }
 
-pub fn get_signed_url(
-    ports: &mut Ports<'_>,
-    id: &str,
-) -> Result<crate::model::SignedUrl, ConnectorError> {
-    let (mut client, store) = ports.split();
+pub fn get_signed_url(ports: &mut Ports<'_>, id: &str) -> Result<SignedUrl, ConnectorError> {
+    let (mut client, store) = split(ports);
     crate::content::get_signed_url(&mut client, store, id)
 }
 
@@ -53,16 +99,16 @@ pub fn stream_record(
     ports: &mut Ports<'_>,
     sink: &mut dyn Sink,
     id: &str,
-) -> Result<crate::model::StreamSummary, ConnectorError> {
-    let (mut client, store) = ports.split();
+) -> Result<StreamSummary, ConnectorError> {
+    let (mut client, store) = split(ports);
     crate::content::stream_record(&mut client, store, sink, id)
 }
 
 pub fn reindex_records(
     ports: &mut Ports<'_>,
     ids: &[String],
-) -> Result<crate::model::ReindexSummary, ConnectorError> {
-    let (mut client, store) = ports.split();
+) -> Result<ReindexSummary, ConnectorError> {
+    let (mut client, store) = split(ports);
     crate::content::reindex_records(&mut client, store, ids)
 }
 
@@ -71,7 +117,7 @@ pub fn wait_for_changes(
     ports: &mut Ports<'_>,
     timeout_seconds: u32,
 ) -> Result<ChangeHint, ConnectorError> {
-    let (mut client, store) = ports.split();
+    let (mut client, store) = split(ports);
     let sync_now = ChangeHint {
         changes: true,
         backoff_seconds: None,
@@ -85,8 +131,11 @@ pub fn wait_for_changes(
     let Some(cursor) = state.cursor.as_deref().filter(|_| !state.work_pending()) else {
         return Ok(sync_now);
     };
-    // Dropbox accepts 30..=480 seconds.
-    let timeout = u64::from(timeout_seconds).clamp(30, 480);
+    // Dropbox accepts 30..=480 seconds. The read timeout covers the wait plus Dropbox's up to
+    // 90 s of jitter and a margin (`DropboxClient::longpoll`, 100 s in all); a host that clamps
+    // timeouts lower (`limits.max-timeout-ms`) is asked for a shorter wait, not cut off.
+    let fits_host = (client.limits().max_timeout_ms / 1000).saturating_sub(100);
+    let timeout = u64::from(timeout_seconds).min(fits_host).clamp(30, 480);
     match client.longpoll::<LongpollResult>(cursor, timeout) {
         Ok(result) => Ok(ChangeHint {
             changes: result.changes,
@@ -103,7 +152,7 @@ pub fn wait_for_changes(
 
 /// Revoke the tenant's token at Dropbox: the only thing this connector holds there.
 pub fn cleanup(ports: &mut Ports<'_>) -> Result<(), ConnectorError> {
-    let (mut client, _) = ports.split();
+    let (mut client, _) = split(ports);
     match client.rpc::<(), serde_json::Value>("auth/token/revoke", None) {
         Ok(_) => Ok(()),
         // Already revoked or expired beyond refresh: nothing left to release.

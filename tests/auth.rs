@@ -24,8 +24,8 @@ use host_test::oauth::{
     callback_code, exchange_code, pkce_verifier,
 };
 use host_test::policy::NetPolicy;
-use host_test::runtime::{Runtime, SandboxConfig};
-use host_test::store::{RecordStore, StoredCredentials};
+use host_test::runtime::SandboxConfig;
+use host_test::store::{RecordStore, SqliteStore, StoredCredentials};
 use host_test::tenant::{GuestSignal, Services, TenantContext};
 
 const CLIENT_ID: &str = "auth-test-app-key";
@@ -360,7 +360,7 @@ fn cli_auth_connects_syncs_and_disconnects_without_ever_showing_a_secret() {
     assert_eq!(token_calls(&emulator), 1, "one code exchange, no refresh");
 
     // What was stored: the tokens, their expiry, the client and the account; and the records.
-    let store = RecordStore::open(&db_path).unwrap();
+    let store = SqliteStore::open(&db_path).unwrap();
     let creds = store
         .credentials("alice")
         .unwrap()
@@ -534,7 +534,7 @@ fn cli_auth_without_a_listener_takes_the_pasted_redirect_or_the_bare_code() {
             out.stdout
         );
         assert_no_secret(tenant, &out.all(), &[CLIENT_SECRET]);
-        let store = RecordStore::open(&db_path).unwrap();
+        let store = SqliteStore::open(&db_path).unwrap();
         assert!(
             store
                 .credentials(tenant)
@@ -600,7 +600,7 @@ fn cli_auth_refuses_a_redirect_whose_state_is_not_its_own() {
     );
     assert_eq!(token_calls(&emulator), 0, "nothing is exchanged");
     assert!(
-        RecordStore::open(&db_path)
+        SqliteStore::open(&db_path)
             .unwrap()
             .credentials("bob")
             .unwrap()
@@ -613,7 +613,12 @@ fn cli_auth_refuses_a_redirect_whose_state_is_not_its_own() {
 #[test]
 fn the_token_endpoint_refuses_a_wrong_verifier_a_reused_code_and_a_wrong_secret() {
     let h = Harness::with_config(config(0, 24));
-    let oauth = h.host.manifest().oauth.clone();
+    let oauth = h
+        .host
+        .manifest()
+        .oauth
+        .clone()
+        .expect("the Dropbox manifest declares OAuth");
     let policy = &h.host.services().policy;
     let token_url = policy.rewrite(&oauth.token_url);
     let redirect = "http://127.0.0.1:8910/connectors/oauth/callback/Dropbox%20Personal";
@@ -684,7 +689,12 @@ fn a_denied_authorization_reaches_the_listener_as_a_typed_error() {
         auto_approve: false,
         ..config(0, 25)
     });
-    let oauth = h.host.manifest().oauth.clone();
+    let oauth = h
+        .host
+        .manifest()
+        .oauth
+        .clone()
+        .expect("the Dropbox manifest declares OAuth");
     let listener = CallbackListener::bind("http://127.0.0.1:0", &oauth.redirect_path).unwrap();
     let request = AuthorizationRequest::new(
         &oauth,
@@ -797,7 +807,7 @@ fn an_expired_token_in_the_middle_of_a_multi_page_sync_is_refreshed_once_and_the
 
     // Control: the same fault with nothing to refresh with ends the run; so the sync above
     // completed because of the refresh, not because the fault missed.
-    h.host.store().delete_sync_points(&h.tenant).unwrap();
+    h.host.store().delete_sync_point(&h.tenant).unwrap();
     h.host
         .connect(
             &h.tenant,
@@ -962,8 +972,9 @@ fn secrets_never_reach_logs_events_errors_or_the_guest() {
     let failure = h.try_sync().expect_err("auth-required");
 
     // The hostile guest asks for the token endpoint itself, with and without the tenant's token.
-    let hostile = Runtime::hostile(SandboxConfig::default()).expect("the hostile guest loads");
-    let store = Arc::new(RecordStore::open_in_memory().unwrap());
+    let hostile = host_test::components::hostile_runtime(SandboxConfig::default())
+        .expect("the hostile guest loads");
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     let guest_pair = h.emulator.issue_tokens(&SCOPES, 14_400);
     store
         .put_credentials("g", &oauth_credentials(&guest_pair, 60))
@@ -977,7 +988,7 @@ fn secrets_never_reach_logs_events_errors_or_the_guest() {
         store.clone(),
         policy,
         HttpSettings::default(),
-        &h.host.manifest().oauth.token_url,
+        &h.host.manifest().oauth.as_ref().expect("OAuth").token_url,
     );
     let mut guest_saw = Vec::new();
     for command in [
@@ -1041,7 +1052,7 @@ fn secrets_never_reach_logs_events_errors_or_the_guest() {
 fn a_new_database_file_and_its_journal_are_private() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("private.db");
-    let store = RecordStore::open(&path).unwrap();
+    let store = SqliteStore::open(&path).unwrap();
     store
         .put_credentials(
             "t",
@@ -1098,7 +1109,7 @@ fn auth_by_paste(emulator: &Emulator, db: &std::path::Path, tenant: &str) -> Sto
 }
 
 fn stored_credentials(db: &std::path::Path, tenant: &str) -> Option<StoredCredentials> {
-    RecordStore::open(db)
+    SqliteStore::open(db)
         .expect("the store opens")
         .credentials(tenant)
         .expect("credentials readable")
@@ -1197,7 +1208,7 @@ fn sync_with_a_token_in_the_environment_keeps_the_credentials_auth_stored() {
         1,
         "the stored token was good: no refresh"
     );
-    let store = RecordStore::open(&db).unwrap();
+    let store = SqliteStore::open(&db).unwrap();
     assert!(
         diff_with_truth(&emulator.truth(), &store.records("alice").unwrap(), |_| {
             true
@@ -1242,7 +1253,7 @@ fn a_token_in_a_watch_tenants_file_never_replaces_stored_credentials() {
         access_token: "sl.stale-token-of-bob".into(),
         ..Default::default()
     };
-    RecordStore::open(&db)
+    SqliteStore::open(&db)
         .unwrap()
         .put_credentials("bob", &bob)
         .unwrap();
@@ -1318,7 +1329,7 @@ fn a_token_in_a_watch_tenants_file_never_replaces_stored_credentials() {
         1,
         "no refresh: alice's token was good"
     );
-    let store = RecordStore::open(&db).unwrap();
+    let store = SqliteStore::open(&db).unwrap();
     for tenant in ["alice", "bob"] {
         assert!(
             diff_with_truth(&emulator.truth(), &store.records(tenant).unwrap(), |_| true)
@@ -1368,7 +1379,7 @@ fn sync_with_a_token_in_the_environment_and_no_stored_credentials_uses_it_for_th
         second.all()
     );
     assert!(stored_credentials(&db, "t").is_none());
-    let store = RecordStore::open(&db).unwrap();
+    let store = SqliteStore::open(&db).unwrap();
     assert!(diff_with_truth(&emulator.truth(), &store.records("t").unwrap(), |_| true).is_empty());
     assert!(!store.status("t").unwrap().needs_reauth);
 
@@ -1391,7 +1402,7 @@ fn sync_with_a_token_in_the_environment_stands_in_for_a_stored_bare_token_withou
         access_token: "sl.stale-token-from-connect".into(),
         ..Default::default()
     };
-    RecordStore::open(&db)
+    SqliteStore::open(&db)
         .unwrap()
         .put_credentials("t", &stale)
         .unwrap();
@@ -1404,7 +1415,7 @@ fn sync_with_a_token_in_the_environment_stands_in_for_a_stored_bare_token_withou
         "the variable's token is used for the run:\n{}",
         sync.all()
     );
-    let store = RecordStore::open(&db).unwrap();
+    let store = SqliteStore::open(&db).unwrap();
     assert!(diff_with_truth(&emulator.truth(), &store.records("t").unwrap(), |_| true).is_empty());
     assert!(!store.status("t").unwrap().needs_reauth);
     assert_no_secret("sync", &sync.all(), &[&token, &stale.access_token]);

@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 use dropbox_emulator::{Content, Emulator, EmulatorConfig, Fault, FaultKind};
 use host_test::cli::ExitClass;
-use host_test::store::RecordStore;
+use host_test::store::{RecordStore, SqliteStore};
 use serde_json::Value;
 
 const TENANT: &str = "t";
@@ -162,6 +162,7 @@ fn exit_codes_are_stable_and_distinct() {
         (ExitClass::NotFound, 7),
         (ExitClass::Integrity, 8),
         (ExitClass::Internal, 9),
+        (ExitClass::Unsupported, 10),
     ];
     for (class, code) in table {
         assert_eq!(class.code(), code, "{class:?}");
@@ -276,7 +277,7 @@ fn a_setting_out_of_bounds_is_invalid_configuration() {
     );
 
     // A bad value already in the database (written by something else than the CLI).
-    RecordStore::open(&s.db)
+    SqliteStore::open(&s.db)
         .unwrap()
         .set_setting(TENANT, "batch_size", "0")
         .unwrap();
@@ -440,7 +441,9 @@ fn status_and_config_print_json_with_json() {
     let status = s.run(&["status"], &["--json"], false).json();
     assert_eq!(status["tenant"], TENANT);
     assert_eq!(status["records"], s.emulator.truth().len() as u64);
-    assert_eq!(status["cursor_present"], true);
+    // The connector's own word on its position (never the position itself): current after a
+    // completed sync.
+    assert_eq!(status["sync_status"]["phase"], "current", "{status}");
 
     let set = s.run(&["config"], &["set", "batch_size", "50", "--json"], false);
     assert!(set.output.status.success(), "{}", set.all());
@@ -505,7 +508,7 @@ fn watch_json_prints_one_object_per_sync() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("watch starts");
-    let store = RecordStore::open(&s.db).unwrap();
+    let store = SqliteStore::open(&s.db).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while store.status(TENANT).unwrap().last_sync_at.is_none() {
         assert!(std::time::Instant::now() < deadline, "no sync within 30 s");

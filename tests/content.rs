@@ -13,11 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use dropbox_emulator::{Content, ContentHasher, Emulator, Fault, FaultKind};
-use e2e_tests::{Harness, count};
+use e2e_tests::{Harness, count, dropbox_runtime};
 use host_test::app::{ConnectorHost, HostError};
 use host_test::bindings::connector::StreamSummary;
-use host_test::bindings::types::{ConnectorError, Record};
-use host_test::runtime::{Runtime, SandboxConfig};
+use host_test::bindings::types::ConnectorError;
+use host_test::http::HttpSettings;
+use host_test::runtime::SandboxConfig;
+use host_test::store::Record;
 
 const MIB: u64 = 1024 * 1024;
 /// The connector's range size: one Dropbox hash block.
@@ -77,7 +79,7 @@ impl Write for Hashing {
 fn record_at(h: &Harness, path_lower: &str) -> Record {
     h.records()
         .into_iter()
-        .find(|r| r.path_lower == path_lower)
+        .find(|r| r.path_lower() == Some(path_lower))
         .unwrap_or_else(|| panic!("no record at {path_lower}"))
 }
 
@@ -106,7 +108,7 @@ fn stream_under_cap(
     h.emulator.create_file(path, content.clone()).unwrap();
     h.sync();
     let id = record_at(&h, &path.to_lowercase()).external_id;
-    let runtime = Runtime::dropbox(SandboxConfig {
+    let runtime = host_test::components::default_runtime(SandboxConfig {
         memory_limit: CAP,
         ..Default::default()
     })
@@ -679,7 +681,10 @@ fn reindex_reports_only_what_changed() {
     let (_, events) = reindex(&[&renamed]);
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!(
-        (events[0].kind.as_str(), events[0].path_lower.as_str()),
+        (
+            events[0].kind.as_str(),
+            events[0].path_lower.as_deref().unwrap_or("<no path>")
+        ),
         ("metadata", "/docs/now named.txt")
     );
 
@@ -971,6 +976,39 @@ fn two_gib_stream_under_a_32_mib_cap() {
         outcome.elapsed.as_secs_f64(),
         2048.0 / outcome.elapsed.as_secs_f64(),
         outcome.peak_memory as f64 / MIB as f64,
+        downloads(&h.emulator)
+    );
+}
+
+/// Under the smallest body cap a host may set (1 MiB, `host.limits`), a file of several MiB
+/// still streams whole and verified: the connector reads ranges the cap allows, and no
+/// response it asked for was refused as too large.
+#[test]
+fn a_large_file_streams_under_the_smallest_body_cap() {
+    let h = Harness::new(0, 41);
+    let len = 5 * MIB + 123;
+    let content = Content::Pattern { seed: 41, len };
+    h.emulator.create_file("/big.bin", content.clone()).unwrap();
+    h.sync();
+    let id = record_at(&h, "/big.bin").external_id;
+    let small = HttpSettings::default().with_body_cap(HttpSettings::MIN_BODY_CAP);
+    assert_eq!(small.max_body_bytes, 1024 * 1024);
+    let host = ConnectorHost::new(
+        dropbox_runtime(),
+        h.host.store().clone(),
+        Some(&h.emulator.base_url()),
+        small,
+    )
+    .expect("a host with a 1 MiB body cap");
+    let sink = Hashing::default();
+    let outcome = host
+        .stream(&h.tenant, &id, Box::new(sink.clone()))
+        .expect("the file streams under a 1 MiB cap");
+    assert_eq!(sink.result(), (content.content_hash(), content.len()));
+    assert!(outcome.value.verified, "{:?}", outcome.value);
+    assert!(
+        downloads(&h.emulator) >= len.div_ceil(1024 * 1024),
+        "one range of at most 1 MiB per request: {} downloads",
         downloads(&h.emulator)
     );
 }

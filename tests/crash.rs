@@ -18,10 +18,9 @@ use e2e_tests::{
 };
 use host_test::app::ConnectorHost;
 use host_test::http::HttpSettings;
-use host_test::store::{Event, RecordStore};
+use host_test::store::{Event, RecordStore, SqliteStore, SyncPhase};
 
 const TENANT: &str = "t";
-const CURSOR_KEY: &str = "dropbox.cursor";
 
 /// `host-test sync` in a child process, as an operator would run it.
 fn spawn_sync(db: &Path, emulator: &Emulator) -> Child {
@@ -61,7 +60,7 @@ fn sync_to_completion(db: &Path, emulator: &Emulator) -> Duration {
 /// Records per store transaction: small, so a page spans many transactions and a kill can
 /// land between the batches of one page (only the page's last batch carries its cursor).
 fn prepare_db(db: &Path) {
-    let store = RecordStore::open(db).expect("the store opens");
+    let store = SqliteStore::open(db).expect("the store opens");
     store
         .set_setting(TENANT, "batch_size", "25")
         .expect("setting stored");
@@ -78,15 +77,16 @@ struct AfterKill {
 }
 
 fn inspect(db: &Path, emulator: &Emulator) -> AfterKill {
-    let store = RecordStore::open(db).expect("the store opens after a kill");
+    let store = SqliteStore::open(db).expect("the store opens after a kill");
     let records = store.records(TENANT).expect("records");
     AfterKill {
         live: records.len() as u64,
         pending: store.pending_count(TENANT).expect("pending"),
+        // What the connector said of its position (its sync status), not the position itself.
         has_cursor: store
-            .get_sync_point(TENANT, CURSOR_KEY)
-            .expect("sync point")
-            .is_some(),
+            .sync_status(TENANT)
+            .expect("sync status")
+            .is_some_and(|s| s.phase == SyncPhase::Current),
         last_seq: store.last_event_seq().expect("seq"),
         diffs: diff_with_truth(&emulator.truth(), &records, |_| true).len(),
     }
@@ -226,7 +226,7 @@ fn killed_at_random_points_the_next_run_is_exact() {
     let db = dir.path().join("store.db");
     prepare_db(&db);
     // Read beside the child (SQLite's WAL lets a reader watch a writer) to kill by progress.
-    let watch = RecordStore::open(&db).expect("the store opens");
+    let watch = SqliteStore::open(&db).expect("the store opens");
     let mut rng = Rng(seed | 1);
     let mut rows = Vec::new();
     let (mut mid_run, mut partial) = (0, 0);
@@ -333,7 +333,7 @@ fn killed_at_random_points_the_next_run_is_exact() {
         "{mid_run} of {round} kills hit a running sync; {partial} of them after it had written part of its changes"
     );
 
-    let store = Arc::new(RecordStore::open(&db).expect("the store opens"));
+    let store = Arc::new(SqliteStore::open(&db).expect("the store opens"));
     let records = store.records(TENANT).expect("records");
     let diffs = diff_with_truth(&emulator.truth(), &records, |_| true);
     assert!(

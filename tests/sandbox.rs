@@ -11,13 +11,13 @@ use host_test::bindings::types::ConnectorError;
 use host_test::http::HttpSettings;
 use host_test::policy::NetPolicy;
 use host_test::runtime::{InvokeError, Runtime, SandboxConfig};
-use host_test::store::{RecordStore, StoredCredentials};
+use host_test::store::{RecordStore, SqliteStore, StoredCredentials};
 use host_test::tenant::{Services, TenantContext};
 
 fn hostile() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        Runtime::hostile(SandboxConfig {
+        host_test::components::hostile_runtime(SandboxConfig {
             memory_limit: 32 * 1024 * 1024,
             max_compute_between_calls: Duration::from_millis(500),
             ..Default::default()
@@ -60,7 +60,7 @@ fn counting_server() -> (String, Arc<AtomicUsize>) {
     (format!("http://{addr}"), hits)
 }
 
-fn services(store: Arc<RecordStore>, redirect: Option<&str>) -> Arc<Services> {
+fn services(store: Arc<dyn RecordStore>, redirect: Option<&str>) -> Arc<Services> {
     let policy = NetPolicy::new(["api.dropboxapi.com".to_string()], redirect).unwrap();
     Services::new(
         store,
@@ -88,7 +88,7 @@ fn ok(services: &Arc<Services>, tenant: &str, command: &str) -> String {
 
 #[test]
 fn a_runaway_loop_is_stopped_and_the_host_stays_usable() {
-    let s = services(Arc::new(RecordStore::open_in_memory().unwrap()), None);
+    let s = services(Arc::new(SqliteStore::open_in_memory().unwrap()), None);
     let started = Instant::now();
     let err = run(&s, "a", "spin").unwrap_err();
     assert!(matches!(err, InvokeError::Runaway), "{err:?}");
@@ -98,7 +98,7 @@ fn a_runaway_loop_is_stopped_and_the_host_stays_usable() {
 
 #[test]
 fn long_work_that_keeps_calling_the_host_is_not_stopped() {
-    let s = services(Arc::new(RecordStore::open_in_memory().unwrap()), None);
+    let s = services(Arc::new(SqliteStore::open_in_memory().unwrap()), None);
     // Rounds of computation split by host calls, several times the 500 ms bound in total.
     let started = Instant::now();
     assert!(ok(&s, "a", "work 400").starts_with("work:"));
@@ -110,7 +110,7 @@ fn long_work_that_keeps_calling_the_host_is_not_stopped() {
 
 #[test]
 fn allocating_past_the_memory_cap_fails_cleanly() {
-    let s = services(Arc::new(RecordStore::open_in_memory().unwrap()), None);
+    let s = services(Arc::new(SqliteStore::open_in_memory().unwrap()), None);
     let err = run(&s, "a", "alloc").unwrap_err();
     assert!(
         matches!(err, InvokeError::MemoryLimit { limit } if limit == 32 * 1024 * 1024),
@@ -121,7 +121,7 @@ fn allocating_past_the_memory_cap_fails_cleanly() {
 
 #[test]
 fn a_trap_does_not_affect_the_next_invocation() {
-    let s = services(Arc::new(RecordStore::open_in_memory().unwrap()), None);
+    let s = services(Arc::new(SqliteStore::open_in_memory().unwrap()), None);
     let err = run(&s, "a", "panic").unwrap_err();
     assert!(matches!(err, InvokeError::Trap(_)), "{err:?}");
     assert_eq!(ok(&s, "a", "put id:1 /one"), "put:ok");
@@ -133,7 +133,7 @@ fn a_host_outside_the_allowlist_is_refused_without_a_connection() {
     let (base, hits) = counting_server();
     // The allowed host is redirected to the local server; anything else is refused.
     let s = services(
-        Arc::new(RecordStore::open_in_memory().unwrap()),
+        Arc::new(SqliteStore::open_in_memory().unwrap()),
         Some(&base),
     );
     let port = base.rsplit(':').next().unwrap();
@@ -163,7 +163,7 @@ fn a_host_outside_the_allowlist_is_refused_without_a_connection() {
 #[test]
 fn the_guest_cannot_forge_credentials_and_the_token_is_attached_by_the_host() {
     let (base, _hits) = counting_server();
-    let store = Arc::new(RecordStore::open_in_memory().unwrap());
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     store
         .put_credentials(
             "a",
@@ -191,7 +191,7 @@ fn the_guest_cannot_forge_credentials_and_the_token_is_attached_by_the_host() {
 
 #[test]
 fn no_files_no_environment_no_sockets() {
-    let s = services(Arc::new(RecordStore::open_in_memory().unwrap()), None);
+    let s = services(Arc::new(SqliteStore::open_in_memory().unwrap()), None);
     // SAFETY of the claim: the host process certainly has environment variables and arguments.
     assert!(std::env::vars_os().count() > 0);
     assert_eq!(ok(&s, "a", "env"), "env:0 args:0");
@@ -204,7 +204,7 @@ fn no_files_no_environment_no_sockets() {
 
 #[test]
 fn tenants_cannot_see_or_change_each_other() {
-    let store = Arc::new(RecordStore::open_in_memory().unwrap());
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     store
         .put_credentials(
             "a",
@@ -236,7 +236,7 @@ fn tenants_cannot_see_or_change_each_other() {
 
 #[test]
 fn a_batch_with_its_sync_point_is_all_or_nothing() {
-    let store = Arc::new(RecordStore::open_in_memory().unwrap());
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     let s = services(store.clone(), None);
     assert_eq!(ok(&s, "a", "put id:1 /one"), "put:ok");
     store.inject_apply_failure(Some((0, 0)));
@@ -289,7 +289,7 @@ fn a_redirect_from_an_allowed_host_is_not_followed() {
     let (base, _) = fixed_server(format!(
         "HTTP/1.1 302 Found\r\nLocation: {elsewhere}/stolen\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     ));
-    let store = Arc::new(RecordStore::open_in_memory().unwrap());
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     // With a token: following the redirect would also have carried it to the other host.
     store
         .put_credentials(
@@ -374,7 +374,7 @@ fn an_endless_response_body_is_cut_at_the_cap() {
     for chunked in [false, true] {
         let (base, sent) = endless_server(chunked);
         let s = services(
-            Arc::new(RecordStore::open_in_memory().unwrap()),
+            Arc::new(SqliteStore::open_in_memory().unwrap()),
             Some(&base),
         );
         let answer = ok(
@@ -413,7 +413,7 @@ fn secrets_never_reach_the_guest() {
     let (base, heads) = fixed_server(
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}".to_string(),
     );
-    let store = Arc::new(RecordStore::open_in_memory().unwrap());
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     store
         .put_credentials(
             "a",
@@ -455,4 +455,130 @@ fn secrets_never_reach_the_guest() {
             "the guest could read {secret}:\n{seen}"
         );
     }
+}
+
+/// Services whose transport has `http` settings (limits) of their own.
+fn services_with(redirect: Option<&str>, http: HttpSettings) -> Arc<Services> {
+    let policy = NetPolicy::new(["api.dropboxapi.com".to_string()], redirect).unwrap();
+    Services::new(
+        Arc::new(SqliteStore::open_in_memory().unwrap()),
+        policy,
+        http,
+        "https://api.dropboxapi.com/oauth2/token",
+    )
+}
+
+/// A loopback server that answers every request after `delay`, and records the most requests
+/// it ever had in progress at once.
+fn slow_server(delay: Duration) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let seen = most.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let (in_flight, most) = (in_flight.clone(), most.clone());
+            std::thread::spawn(move || {
+                let _head = read_head(&stream);
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(delay);
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+            });
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+#[test]
+fn started_requests_run_in_the_background_up_to_the_pending_limit() {
+    let delay = Duration::from_millis(600);
+    let (base, most) = slow_server(delay);
+    let s = services_with(Some(&base), HttpSettings::default());
+    let limit = HttpSettings::default().max_pending_requests;
+    assert_eq!(limit, 4);
+    let started = Instant::now();
+    // One more than allowed: the fifth is refused at `start`; the four run at once.
+    let answer = ok(
+        &s,
+        "a",
+        "start-many 5 https://api.dropboxapi.com/2/files/list_folder",
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        answer.starts_with(
+            "started:4 statuses:200,200,200,200 refused:invalid-request:too many pending requests"
+        ),
+        "{answer}"
+    );
+    // An id can be collected once.
+    assert!(answer.contains("again:invalid-request:"), "{answer}");
+    assert!(
+        most.load(Ordering::SeqCst) >= 2,
+        "the requests overlapped at the server"
+    );
+    assert!(
+        elapsed < delay * 3,
+        "four requests of {delay:?} took {elapsed:?}: they ran one after the other"
+    );
+}
+
+#[test]
+fn a_started_request_gets_the_same_checks_as_send() {
+    let (base, hits) = counting_server();
+    let s = services_with(Some(&base), HttpSettings::default());
+    let answer = ok(&s, "a", "start-many 1 https://elsewhere.example/x");
+    assert!(
+        answer.starts_with("started:0 statuses: refused:destination-not-allowed:elsewhere.example"),
+        "{answer}"
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "no connection was attempted"
+    );
+    // A request never waited for is dropped with the instance; the next instance is unharmed.
+    assert!(ok(&s, "a", "start-and-leave https://api.dropboxapi.com/2/x").starts_with("left:"));
+    assert_eq!(ok(&s, "a", "config"), "");
+}
+
+#[test]
+fn the_limits_are_the_transports() {
+    let s = services_with(None, HttpSettings::default());
+    let d = HttpSettings::default();
+    assert_eq!(
+        ok(&s, "a", "limits"),
+        format!(
+            "limits:{}:30000:{}:4",
+            d.max_body_bytes,
+            d.max_read_timeout.as_millis()
+        )
+    );
+    // A smaller cap is stated as it is enforced, never below the contract's 1 MiB.
+    let small = services_with(None, HttpSettings::default().with_body_cap(1));
+    assert_eq!(
+        ok(&small, "a", "limits"),
+        format!("limits:1048576:30000:{}:4", d.max_read_timeout.as_millis())
+    );
+}
+
+#[test]
+fn remove_marks_one_record_and_list_records_pages_by_id() {
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let s = services(store.clone(), None);
+    assert_eq!(ok(&s, "a", "put id:2 /two"), "put:ok");
+    assert_eq!(ok(&s, "a", "put id:1 /one"), "put:ok");
+    assert_eq!(ok(&s, "a", "put id:3 /one/three"), "put:ok");
+    assert_eq!(ok(&s, "a", "list-records"), "list-records:id:1,id:2,id:3");
+    assert_eq!(ok(&s, "a", "remove id:1"), "remove:ok");
+    // Only the record itself: its descendant by path stays live.
+    assert_eq!(ok(&s, "a", "list-records"), "list-records:id:2,id:3");
+    assert_eq!(store.pending_count("a").unwrap(), 1);
+    assert_eq!(ok(&s, "b", "list-records"), "list-records:");
 }

@@ -17,7 +17,7 @@ use e2e_tests::dropbox_runtime;
 use host_test::app::ConnectorHost;
 use host_test::credentials::now;
 use host_test::metrics::{Metrics, MetricsServer};
-use host_test::store::{RecordStore, StoredCredentials};
+use host_test::store::{RecordStore, SqliteStore, StoredCredentials};
 use host_test::watch::{WatchEvent, WatchOptions, WatchTenant, Watcher};
 
 const CLI: &str = env!("CARGO_BIN_EXE_host-test-cli");
@@ -109,7 +109,7 @@ fn assert_no_secret(what: &str, text: &str, secrets: &[String]) {
 #[test]
 fn watch_metrics_health_and_readiness_match_what_happened() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(RecordStore::open(&dir.path().join("store.db")).unwrap());
+    let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
     let host =
         Arc::new(ConnectorHost::new(dropbox_runtime(), store, None, Default::default()).unwrap());
     let healthy = emulator(300, 1);
@@ -131,6 +131,9 @@ fn watch_metrics_health_and_readiness_match_what_happened() {
             },
         )
         .unwrap();
+        // Long-polls (counted below) are the strategy `change-notifications`.
+        host.set_setting(tenant, "sync_strategy", "change-notifications")
+            .unwrap();
     }
     revoked.revoke_all();
     // The flaky account's first sync meets a rate limit and a server error, one retry each.
@@ -457,13 +460,19 @@ fn json_logs_of_sync_refresh_and_watch_carry_spans_and_no_secret_and_metrics_cou
     let bob_emu = emulator(20, 12);
     let alice_pair = alice_emu.issue_tokens(&SCOPES, 14_400);
     let bob_pair = bob_emu.issue_tokens(&SCOPES, 14_400);
-    let store = RecordStore::open(&db).expect("the store opens");
+    let store = SqliteStore::open(&db).expect("the store opens");
     store
         .set_tenant_api_url("alice", Some(&alice_emu.base_url()))
         .unwrap();
     store
         .set_tenant_api_url("bob", Some(&bob_emu.base_url()))
         .unwrap();
+    // Both long-poll between syncs: the strategy `change-notifications`.
+    for tenant in ["alice", "bob"] {
+        store
+            .set_setting(tenant, "sync_strategy", "change-notifications")
+            .unwrap();
+    }
     // alice's token is about to expire: the sync refreshes it first.
     store
         .put_credentials(

@@ -5,6 +5,7 @@
 use dropbox_emulator::{Content, EmulatorConfig, Kind};
 use e2e_tests::{Harness, Rng, assert_no_duplicate_events, count, diff_with_truth, env_or};
 use host_test::bindings::connector::SyncKind;
+use host_test::store::{RecordStore, SyncPoint};
 
 fn bytes(s: &str) -> Content {
     Content::Bytes(s.as_bytes().to_vec())
@@ -49,7 +50,7 @@ fn edits_renames_and_additions_are_classified() {
     let a = h
         .records()
         .into_iter()
-        .find(|r| r.path_lower == "/docs/a.txt")
+        .find(|r| r.path_lower() == Some("/docs/a.txt"))
         .unwrap();
     let seq = h.last_seq();
     h.emulator
@@ -76,7 +77,7 @@ fn edits_renames_and_additions_are_classified() {
     let a2 = h
         .records()
         .into_iter()
-        .find(|r| r.path_lower == "/docs/a.txt")
+        .find(|r| r.path_lower() == Some("/docs/a.txt"))
         .unwrap();
     assert_eq!(a2.external_id, a.external_id);
     assert_ne!(a2.revision, a.revision);
@@ -94,7 +95,12 @@ fn a_folder_moved_across_pages_keeps_every_identity() {
     let before: std::collections::HashMap<String, String> = h
         .records()
         .into_iter()
-        .map(|r| (r.external_id, r.path_lower))
+        .map(|r| {
+            (
+                r.external_id.clone(),
+                r.path_lower().unwrap_or("<no path>").to_string(),
+            )
+        })
         .collect();
     let seq = h.last_seq();
     h.emulator.move_path("/Big", "/Archive/Big 2026").unwrap();
@@ -121,7 +127,12 @@ fn a_folder_moved_across_pages_keeps_every_identity() {
         if let Some(old) = before.get(&r.external_id)
             && old.starts_with("/big")
         {
-            assert!(r.path_lower.starts_with("/archive/big 2026"), "{r:?}");
+            assert!(
+                r.path_lower()
+                    .unwrap_or("<no path>")
+                    .starts_with("/archive/big 2026"),
+                "{r:?}"
+            );
         }
     }
 }
@@ -147,7 +158,11 @@ fn deleting_a_nested_folder_removes_every_descendant_once() {
     // /top, /top/sub, /top/sub/deep and three files.
     assert_eq!(count(&events, "deleted"), 6, "{events:#?}");
     assert_eq!(events.len(), 6);
-    let left: Vec<String> = h.records().into_iter().map(|r| r.path_lower).collect();
+    let left: Vec<String> = h
+        .records()
+        .into_iter()
+        .map(|r| r.path_lower().unwrap_or("<no path>").to_string())
+        .collect();
     assert_eq!(
         left,
         vec!["/top sibling", "/top sibling/keep.txt", "/topping.txt"]
@@ -208,7 +223,7 @@ fn case_only_renames_follow_the_emulators_setting() {
         .find(|r| r.external_id == id)
         .unwrap();
     assert_eq!(r.name, "Report.PDF");
-    assert_eq!(r.path_display, "/Folder/Report.PDF");
+    assert_eq!(r.path_display(), Some("/Folder/Report.PDF"));
     let events = h.events_since(seq);
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].kind, "metadata");
@@ -229,7 +244,10 @@ fn non_ascii_and_emoji_names() {
     h.sync();
     h.assert_matches_truth();
     for p in paths {
-        assert!(h.records().iter().any(|r| r.path_display == p), "{p}");
+        assert!(
+            h.records().iter().any(|r| r.path_display() == Some(p)),
+            "{p}"
+        );
     }
 }
 
@@ -278,12 +296,10 @@ fn a_reset_cursor_relists_and_sweeps_what_is_gone() {
 fn replaying_applied_pages_emits_nothing() {
     let h = Harness::new(300, 7);
     h.sync();
-    let old_cursor = h
-        .host
-        .store()
-        .get_sync_point(&h.tenant, "dropbox.cursor")
-        .unwrap()
-        .unwrap();
+    let old_cursor = SyncPoint {
+        position: h.host.store().get_sync_point(&h.tenant).unwrap().unwrap(),
+        status: h.host.store().sync_status(&h.tenant).unwrap().unwrap(),
+    };
     for i in 0..20 {
         h.emulator
             .create_file(&format!("/replay/{i}.txt"), bytes("r"))
@@ -300,19 +316,10 @@ fn replaying_applied_pages_emits_nothing() {
     h.assert_matches_truth();
 }
 
-/// Rewrite the stored cursor through the store's own API (a sync point-only batch).
-fn rusqlite_free_update(db: &std::path::Path, tenant: &str, value: &str) -> bool {
-    let store = host_test::store::RecordStore::open(db).unwrap();
-    store
-        .apply(
-            tenant,
-            &[],
-            Some(&host_test::bindings::records::SyncPoint {
-                key: "dropbox.cursor".into(),
-                value: value.into(),
-            }),
-        )
-        .is_ok()
+/// Rewrite the stored sync point through the store's own API (a sync point-only batch).
+fn rusqlite_free_update(db: &std::path::Path, tenant: &str, point: &SyncPoint) -> bool {
+    let store = host_test::store::SqliteStore::open(db).unwrap();
+    store.apply(tenant, &[], Some(point)).is_ok()
 }
 
 #[test]
@@ -386,7 +393,7 @@ fn shared_state_follows_links_without_walking_records() {
     let a = h
         .records()
         .into_iter()
-        .find(|r| r.path_lower == "/s/a.txt")
+        .find(|r| r.path_lower() == Some("/s/a.txt"))
         .unwrap();
     assert!(a.is_shared);
     assert_eq!(a.shared_url.as_deref(), Some(url.as_str()));

@@ -18,7 +18,7 @@ use dropbox_emulator::{Content, Emulator, EmulatorConfig, Fault, FaultKind};
 use e2e_tests::{Harness, diff_with_truth, dropbox_runtime};
 use host_test::app::ConnectorHost;
 use host_test::bindings::connector::ChangeHint;
-use host_test::store::{RecordStore, StoredCredentials};
+use host_test::store::{RecordStore, SqliteStore, StoredCredentials};
 use host_test::watch::{SyncReport, Trigger, WatchEvent, WatchOptions, WatchTenant, Watcher};
 
 const CLI: &str = env!("CARGO_BIN_EXE_host-test-cli");
@@ -66,7 +66,7 @@ impl Fleet {
     fn new() -> Fleet {
         let dir = tempfile::tempdir().expect("a temp dir");
         let store =
-            Arc::new(RecordStore::open(&dir.path().join("store.db")).expect("the store opens"));
+            Arc::new(SqliteStore::open(&dir.path().join("store.db")).expect("the store opens"));
         // No host-wide API URL: every tenant names its own emulator.
         let host = Arc::new(
             ConnectorHost::new(dropbox_runtime(), store, None, Default::default())
@@ -97,11 +97,16 @@ impl Fleet {
                 },
             )
             .expect("credentials stored");
+        // Long-polling is the strategy `change-notifications` (the host's setting, validated
+        // against the manifest's schedule): every tenant of these tests asks for it.
+        self.host
+            .set_setting(tenant, "sync_strategy", "change-notifications")
+            .expect("the connector offers change notifications");
         self.emulators.insert(tenant.to_string(), emulator.clone());
         emulator
     }
 
-    fn records(&self, tenant: &str) -> Vec<host_test::bindings::types::Record> {
+    fn records(&self, tenant: &str) -> Vec<host_test::store::Record> {
         self.host.store().records(tenant).expect("records")
     }
 
@@ -127,7 +132,7 @@ impl Fleet {
     /// The e2e harness over the same database, for its checks (truth and event replay).
     fn harness(&self, tenant: &str) -> Harness {
         let emulator = self.emulators[tenant].clone();
-        let store = Arc::new(RecordStore::open(&self.db()).expect("the store opens"));
+        let store = Arc::new(SqliteStore::open(&self.db()).expect("the store opens"));
         let host = ConnectorHost::new(
             dropbox_runtime(),
             store,
@@ -751,7 +756,7 @@ fn ctrl_c_stops_watch_cleanly_and_the_next_sync_completes() {
     std::fs::write(
         &file,
         format!(
-            "# tenants of this host\n[[tenant]]\nname = \"alice\"\napi_url = \"{}\"\naccess_token = \"{}\"\ninterval_minutes = 15\n",
+            "# tenants of this host\n[[tenant]]\nname = \"alice\"\napi_url = \"{}\"\naccess_token = \"{}\"\ninterval_minutes = 15\nsync_strategy = \"change-notifications\"\n",
             emu.base_url(),
             emu.access_token()
         ),
@@ -759,7 +764,7 @@ fn ctrl_c_stops_watch_cleanly_and_the_next_sync_completes() {
     .unwrap();
     emu.set_latency(Duration::from_millis(400));
     // Created (and migrated) before the child starts, so the test can read it meanwhile.
-    let store = RecordStore::open(&db).expect("the store opens");
+    let store = SqliteStore::open(&db).expect("the store opens");
     let mut child = Command::new(CLI)
         .args([
             "watch",
@@ -827,7 +832,7 @@ fn ctrl_c_stops_watch_cleanly_and_the_next_sync_completes() {
     emu.set_latency(Duration::ZERO);
     let host = ConnectorHost::new(
         dropbox_runtime(),
-        Arc::new(RecordStore::open(&db).unwrap()),
+        Arc::new(SqliteStore::open(&db).unwrap()),
         None,
         Default::default(),
     )
@@ -876,7 +881,7 @@ fn settings_out_of_bounds_are_refused_with_a_clear_message() {
         (
             "sync_strategy",
             "hourly",
-            "sync_strategy: 'hourly' is not one of manual, scheduled",
+            "sync_strategy: 'hourly' is not one of manual, scheduled, change-notifications",
         ),
         (
             "modified_after",
@@ -1013,7 +1018,7 @@ fn measure_host_memory() {
     let (mut small, small_url, small_token) = child_emulator(11, 20);
     let (mut large, large_url, large_token) = child_emulator(12, 2000);
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(RecordStore::open(&dir.path().join("m.db")).unwrap());
+    let store = Arc::new(SqliteStore::open(&dir.path().join("m.db")).unwrap());
     let host =
         Arc::new(ConnectorHost::new(dropbox_runtime(), store, None, Default::default()).unwrap());
     let mib = |k: u64| k as f64 / 1024.0;

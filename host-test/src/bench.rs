@@ -3,19 +3,21 @@
 //! tests: nothing here passes or fails on a stopwatch.
 //!
 //! Ceilings: the minimal number of API calls (one identity call, one listing call per 2,000
-//! entries, the shared-link pages), and native JSON decoding of the same pages for listing
-//! throughput (the guest cannot list faster than the pages can be decoded).
+//! entries, the shared-link pages). The guest's own timings (decoding, planning) come from the
+//! `phases` of its sync summary. (The native-decoding ceiling is the connector crate's own
+//! benchmark: this host no longer links the connector.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{Value, json};
 
 use crate::app::ConnectorHost;
+use crate::bindings::connector::PhaseTime;
 use crate::emulator::{Content, Emulator, EmulatorConfig, Kind};
 use crate::runtime::{Runtime, SandboxConfig};
-use crate::store::{RecordStore, StoredCredentials};
+use crate::store::{SqliteStore, StoredCredentials};
 
 pub struct BenchOptions {
     pub files: Vec<usize>,
@@ -72,22 +74,19 @@ struct SyncRun {
     rss_before: u64,
 }
 
-fn guest_timings(logs: &[(String, String)]) -> (Duration, Duration) {
-    let mut decode = 0;
-    let mut plan = 0;
-    for (_, line) in logs {
-        if let Some(rest) = line.strip_prefix("timings: ") {
-            for part in rest.split_whitespace() {
-                if let Some(v) = part.strip_prefix("decode_us=") {
-                    decode += v.parse::<u64>().unwrap_or(0);
-                }
-                if let Some(v) = part.strip_prefix("plan_us=") {
-                    plan += v.parse::<u64>().unwrap_or(0);
-                }
-            }
-        }
-    }
-    (Duration::from_micros(decode), Duration::from_micros(plan))
+/// The guest's decoding and planning time, from the phases its sync summary names ("decode",
+/// "plan"; a phase it does not report counts as zero).
+fn guest_timings(phases: &[PhaseTime]) -> (Duration, Duration) {
+    let total = |name: &str| {
+        Duration::from_micros(
+            phases
+                .iter()
+                .filter(|p| p.name == name)
+                .map(|p| p.microseconds)
+                .sum(),
+        )
+    };
+    (total("decode"), total("plan"))
 }
 
 fn host_for(
@@ -96,7 +95,7 @@ fn host_for(
     dir: &tempfile::TempDir,
     name: &str,
 ) -> Result<ConnectorHost> {
-    let store = Arc::new(RecordStore::open(&dir.path().join(format!("{name}.db")))?);
+    let store = Arc::new(SqliteStore::open(&dir.path().join(format!("{name}.db")))?);
     let host = ConnectorHost::new(
         runtime.clone(),
         store,
@@ -121,7 +120,7 @@ fn one_sync(host: &ConnectorHost, emulator: &Emulator, links: usize) -> Result<S
     let outcome = host.sync("bench", None, None)?;
     let wall = started.elapsed();
     let (_, rss_peak) = rss();
-    let (decode, plan) = guest_timings(&outcome.stats.logs);
+    let (decode, plan) = guest_timings(&outcome.value.phases);
     let entries = outcome.value.entries;
     let link_pages = (links as u64).div_ceil(200).max(1);
     Ok(SyncRun {
@@ -142,50 +141,8 @@ fn one_sync(host: &ConnectorHost, emulator: &Emulator, links: usize) -> Result<S
     })
 }
 
-/// Decode the account's listing pages natively, as fast as this machine can: the ceiling.
-fn native_decode(emulator: &Emulator) -> Result<(u64, Duration)> {
-    use dropbox_connector::api::decode;
-    use dropbox_connector::api::types::ListFolderResult;
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    let token = emulator.access_token();
-    let mut bodies: Vec<Vec<u8>> = Vec::new();
-    let mut request = (
-        format!("{}/2/files/list_folder", emulator.base_url()),
-        json!({"path": "", "recursive": true, "limit": 2000}).to_string(),
-    );
-    loop {
-        let mut resp = agent
-            .post(&request.0)
-            .header("Authorization", &format!("Bearer {token}"))
-            .header("Content-Type", "application/json")
-            .send(request.1.as_bytes())?;
-        let body = resp.body_mut().with_config().limit(1 << 30).read_to_vec()?;
-        let page: Value = serde_json::from_slice(&body)?;
-        bodies.push(body);
-        if page["has_more"] != Value::Bool(true) {
-            break;
-        }
-        let cursor = page["cursor"].as_str().context("no cursor")?.to_string();
-        request = (
-            format!("{}/2/files/list_folder/continue", emulator.base_url()),
-            json!({"cursor": cursor}).to_string(),
-        );
-    }
-    let started = Instant::now();
-    let mut entries = 0u64;
-    for body in &bodies {
-        let page: ListFolderResult = decode(body).map_err(|e| anyhow::anyhow!("{e}"))?;
-        entries += page.entries.len() as u64;
-    }
-    Ok((entries, started.elapsed()))
-}
-
-fn sync_json(label: &str, files: usize, r: &SyncRun, native: Option<(u64, Duration)>) -> Value {
+fn sync_json(label: &str, files: usize, r: &SyncRun) -> Value {
     let eps = r.entries as f64 / r.wall.as_secs_f64().max(1e-9);
-    let ceiling = native.map(|(n, d)| n as f64 / d.as_secs_f64().max(1e-9));
     json!({
         "run": label,
         "files": files,
@@ -193,8 +150,6 @@ fn sync_json(label: &str, files: usize, r: &SyncRun, native: Option<(u64, Durati
         "pages": r.pages,
         "wall_s": r.wall.as_secs_f64(),
         "entries_per_s": eps,
-        "native_decode_entries_per_s": ceiling,
-        "ratio_to_decode_ceiling": ceiling.map(|c| eps / c),
         "api_calls": r.api_calls,
         "min_api_calls": r.min_calls,
         "ratio_to_min_calls": r.api_calls as f64 / r.min_calls as f64,
@@ -215,12 +170,14 @@ fn sync_json(label: &str, files: usize, r: &SyncRun, native: Option<(u64, Durati
 }
 
 pub fn run(opts: &BenchOptions) -> Result<Value> {
-    let runtime = Arc::new(Runtime::dropbox(SandboxConfig::default())?);
+    // The bench measures the Dropbox connector against the Dropbox emulator: the default
+    // component, always.
+    let runtime = Arc::new(crate::components::default_runtime(SandboxConfig::default())?);
     let dir = tempfile::tempdir()?;
     let mut report = json!({});
 
     // The component itself.
-    let wasm = std::fs::read(env!("DROPBOX_CONNECTOR_WASM_PATH"))?;
+    let wasm = std::fs::read(crate::components::default_component_path())?;
     report["component_bytes"] = json!(wasm.len());
 
     // Cold start: compile, or load a precompiled artifact; instantiate; first call.
@@ -240,7 +197,7 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
                 unsafe { wasmtime::component::Component::deserialize(&engine, &serialized)? };
             load.push(t.elapsed().as_secs_f64() * 1e3);
         }
-        let bare = Arc::new(RecordStore::open_in_memory()?);
+        let bare = Arc::new(SqliteStore::open_in_memory()?);
         let host = ConnectorHost::new(runtime.clone(), bare, None, Default::default())?;
         let mut instantiate = Vec::new();
         let mut first_call = Vec::new();
@@ -264,8 +221,8 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
 
     // One crossing of the sandbox boundary (a cheap host call), from the hostile test guest.
     {
-        let hostile = Runtime::hostile(SandboxConfig::default())?;
-        let store = Arc::new(RecordStore::open_in_memory()?);
+        let hostile = crate::components::hostile_runtime(SandboxConfig::default())?;
+        let store = Arc::new(SqliteStore::open_in_memory()?);
         let services = crate::tenant::Services::new(
             store,
             crate::policy::NetPolicy::new(Vec::<String>::new(), None)?,
@@ -298,7 +255,6 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
             .iter()
             .filter(|t| t.shared_url.is_some())
             .count();
-        let native = native_decode(&emulator)?;
         let mut runs = Vec::new();
         for r in 0..opts.repeats {
             let host = host_for(&runtime, &emulator, &dir, &format!("full-{files}-{r}"))?;
@@ -306,7 +262,7 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
         }
         runs.sort_by_key(|r| r.wall);
         let mid = &runs[runs.len() / 2];
-        full.push(sync_json("full", files, mid, Some(native)));
+        full.push(sync_json("full", files, mid));
         if opts.latency_ms > 0 {
             eprintln!(
                 "bench: full sync of {files} files with {} ms per request...",
@@ -316,7 +272,7 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
             let host = host_for(&runtime, &emulator, &dir, &format!("latency-{files}"))?;
             let r = one_sync(&host, &emulator, links)?;
             emulator.set_latency(Duration::ZERO);
-            let mut v = sync_json("full+latency", files, &r, None);
+            let mut v = sync_json("full+latency", files, &r);
             v["latency_ms"] = json!(opts.latency_ms);
             v["round_trip_floor_s"] = json!(r.min_calls as f64 * opts.latency_ms as f64 / 1000.0);
             full.push(v);
@@ -357,7 +313,7 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
                 )?;
             }
             let r = one_sync(&host, &emulator, links)?;
-            let mut v = sync_json("incremental", opts.incremental_base, &r, None);
+            let mut v = sync_json("incremental", opts.incremental_base, &r);
             v["changes"] = json!(k);
             rows.push(v);
         }
@@ -428,7 +384,7 @@ pub fn table(report: &Value) -> String {
         "one host call (boundary crossing): {} ns\n\n",
         f(&report["host_call_ns"])
     ));
-    out.push_str("| run | files | changes | entries | wall s | entries/s | decode ceiling/s | ratio | API calls | min | in emulator s | transport s | guest decode s | guest plan s | SQLite s | guest peak MiB | process peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| run | files | changes | entries | wall s | entries/s | API calls | min | in emulator s | transport s | guest decode s | guest plan s | SQLite s | guest peak MiB | process peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     let rows = report["full_sync"]
         .as_array()
         .into_iter()
@@ -441,15 +397,16 @@ pub fn table(report: &Value) -> String {
             None => r["run"].as_str().unwrap_or("").to_string(),
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             label,
             r["files"],
-            r["changes"].as_u64().map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            r["changes"]
+                .as_u64()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
             r["entries"],
             f(&r["wall_s"]),
             r["entries_per_s"].as_f64().unwrap_or(0.0),
-            r["native_decode_entries_per_s"].as_f64().map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into()),
-            f(&r["ratio_to_decode_ceiling"]),
             r["api_calls"],
             r["min_api_calls"],
             f(&t["in_emulator"]),

@@ -16,7 +16,9 @@
 
 use std::collections::HashMap;
 
-use crate::model::{ApplySummary, Change, ChangeKind, ConnectorError, Record, RecordKind};
+use crate::model::{
+    ApplySummary, Change, ChangeKind, ConnectorError, DropboxPath, Record, RecordKind,
+};
 use crate::ports::Store;
 use crate::sync::mapping::{parent_path, web_url};
 use crate::sync::planner::{FollowUp, classify, is_under};
@@ -32,7 +34,7 @@ fn depth(path_lower: &str) -> usize {
 fn followed(record: &Record, follow: &[FollowUp], folders: &HashMap<String, Record>) -> Record {
     let deepest = follow
         .iter()
-        .filter(|f| is_under(&record.path_lower, &f.path_lower))
+        .filter(|f| is_under(record.path_lower_str(), &f.path_lower))
         .filter_map(|f| folders.get(&f.folder_id).map(|folder| (f, folder)))
         .max_by_key(|(f, _)| f.path_lower.len());
     let Some((f, folder)) = deepest else {
@@ -40,9 +42,9 @@ fn followed(record: &Record, follow: &[FollowUp], folders: &HashMap<String, Reco
     };
     // The components below the folder, as the record shows them (names keep their casing); a
     // display path that does not have them all falls back to the lower-cased ones.
-    let below = depth(&record.path_lower) - depth(&f.path_lower);
-    let shown: Vec<&str> = record.path_display.split('/').skip(1).collect();
-    let lowered: Vec<&str> = record.path_lower.split('/').skip(1).collect();
+    let below = depth(record.path_lower_str()) - depth(&f.path_lower);
+    let shown: Vec<&str> = record.path_display_str().split('/').skip(1).collect();
+    let lowered: Vec<&str> = record.path_lower_str().split('/').skip(1).collect();
     let source = if shown.len() == lowered.len() {
         &shown
     } else {
@@ -53,9 +55,9 @@ fn followed(record: &Record, follow: &[FollowUp], folders: &HashMap<String, Reco
         *last = &record.name;
     }
     let mut updated = record.clone();
-    updated.path_display = format!("{}/{}", folder.path_display, rest.join("/"));
-    updated.web_url = Some(web_url(updated.kind, &updated.path_display));
-    if parent_path(&record.path_lower) == Some(f.path_lower.as_str()) {
+    updated.set_path_display(format!("{}/{}", folder.path_display_str(), rest.join("/")));
+    updated.web_url = Some(web_url(updated.kind, updated.path_display_str()));
+    if parent_path(record.path_lower_str()) == Some(f.path_lower.as_str()) {
         updated.parent_external_id = Some(folder.external_id.clone());
     }
     updated
@@ -84,7 +86,7 @@ pub fn run(
             .filter(|(id, r)| {
                 follow
                     .iter()
-                    .any(|f| &f.folder_id == id && f.path_lower == r.path_lower)
+                    .any(|f| &f.folder_id == id && f.path_lower == r.path_lower_str())
             })
             .collect();
         let current = follow[0].clone();
@@ -103,7 +105,7 @@ pub fn run(
             }
             match chunk.last() {
                 Some(last) if chunk.len() == CHUNK as usize => {
-                    follow[0].after = Some(last.path_lower.clone());
+                    follow[0].after = Some(last.path_lower_str().to_string());
                     false
                 }
                 _ => true,
@@ -123,15 +125,14 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::RecordKind;
+    use crate::model::{RecordKind, record_path};
 
     fn rec(id: &str, display: &str, parent: Option<&str>, kind: RecordKind) -> Record {
         Record {
             external_id: id.into(),
             revision: None,
             name: display.rsplit('/').next().unwrap_or_default().into(),
-            path_display: display.into(),
-            path_lower: display.to_lowercase(),
+            path: record_path(&display.to_lowercase(), display.into()),
             parent_external_id: parent.map(String::from),
             kind,
             mime_type: "x".into(),
@@ -168,28 +169,29 @@ mod tests {
         .into_iter()
         .map(|mut r| {
             // Case-only: the folders keep their lower-cased paths.
-            r.path_lower = if r.external_id == "id:B" {
-                "/a/b".into()
+            let lower = if r.external_id == "id:B" {
+                "/a/b"
             } else {
-                "/a".into()
+                "/a"
             };
+            r.path = record_path(lower, r.path_display_str().to_string());
             r
         })
         .map(|r| (r.external_id.clone(), r))
         .collect();
         let mut child = rec("id:c", "/a/c.txt", Some("id:A1"), RecordKind::File);
-        child.path_lower = "/a/c.txt".into();
+        child.path = record_path("/a/c.txt", child.path_display_str().to_string());
         let out = followed(&child, &follow, &folders);
-        assert_eq!(out.path_display, "/ALPHA/c.txt");
+        assert_eq!(out.path_display_str(), "/ALPHA/c.txt");
         assert_eq!(out.parent_external_id.as_deref(), Some("id:A2"));
         assert_eq!(
             out.web_url.as_deref(),
             Some("https://www.dropbox.com/home/ALPHA?preview=c.txt")
         );
         let mut deep = rec("id:d", "/a/b/x/Deep.txt", Some("id:x"), RecordKind::File);
-        deep.path_lower = "/a/b/x/deep.txt".into();
+        deep.path = record_path("/a/b/x/deep.txt", deep.path_display_str().to_string());
         let out = followed(&deep, &follow, &folders);
-        assert_eq!(out.path_display, "/ALPHA/Beta/x/Deep.txt");
+        assert_eq!(out.path_display_str(), "/ALPHA/Beta/x/Deep.txt");
         assert_eq!(out.parent_external_id.as_deref(), Some("id:x"));
     }
 }

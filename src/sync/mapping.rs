@@ -3,7 +3,7 @@
 //! from the path (no API call, no change to the user's Dropbox).
 
 use crate::api::types::{FileMetadata, FolderMetadata};
-use crate::model::{Record, RecordKind};
+use crate::model::{Record, RecordKind, record_path};
 
 pub const FOLDER_MIME: &str = "inode/directory";
 const WEB_HOME: &str = "https://www.dropbox.com/home";
@@ -77,7 +77,7 @@ fn encode_path(path: &str) -> String {
 pub fn web_url(kind: RecordKind, path_display: &str) -> String {
     match kind {
         RecordKind::Folder => format!("{WEB_HOME}{}", encode_path(path_display)),
-        RecordKind::File => {
+        RecordKind::File | RecordKind::Item => {
             let (dir, name) = match path_display.rfind('/') {
                 Some(i) => (&path_display[..i], &path_display[i + 1..]),
                 None => ("", path_display),
@@ -113,8 +113,7 @@ pub fn file_record(
         revision: Some(meta.rev.clone()),
         name: meta.name.clone(),
         web_url: Some(web_url(RecordKind::File, &path_display)),
-        path_display,
-        path_lower: path_lower.to_string(),
+        path: record_path(path_lower, path_display),
         parent_external_id: parent,
         kind: RecordKind::File,
         mime_type,
@@ -140,8 +139,7 @@ pub fn folder_record(
         revision: None,
         name: meta.name.clone(),
         web_url: Some(web_url(RecordKind::Folder, &path_display)),
-        path_display,
-        path_lower: path_lower.to_string(),
+        path: record_path(path_lower, path_display),
         parent_external_id: parent,
         kind: RecordKind::Folder,
         mime_type: FOLDER_MIME.into(),

@@ -4,7 +4,16 @@
 //! `list_folder` (no stored cursor) or `list_folder/continue` (a stored cursor). Each page is
 //! planned (`planner`) and written in batches of the configured size; the page's cursor goes
 //! into the same transaction as the page's last batch, so a crash repeats at most one page and
-//! a replayed page changes nothing. Removals are two-phase (see the store's contract): they are
+//! a replayed page changes nothing. The next page is requested (`http.start`) before the current
+//! one is planned and written, so the host fetches while the guest works; it is read only once
+//! the current page is committed, so the stored cursor is always the committed page's, and at
+//! most one page waits in memory. A page holds at most `page_limit` entries, so that its body
+//! fits the host's response-body cap (`host.limits`).
+//!
+//! The store keeps one opaque sync point: its `position` is the JSON of `SyncState` (the
+//! cursor, the filters it was taken with, and what is still owed), its `status` says
+//! `listing` while a full listing is unfinished and `current` otherwise, with a line for people
+//! that never shows the cursor. Removals are two-phase (see the store's contract): they are
 //! purged, with their events, when the change feed reaches `has_more: false`.
 //!
 //! A `reset` from Dropbox (or a change of filters) starts a full re-listing that first marks
@@ -40,13 +49,13 @@ use crate::api::types::{
 use crate::client::{CallError, DropboxClient};
 use crate::config::{self, SyncConfig};
 use crate::model::{
-    ApplySummary, Change, ChangeKind, ConnectorError, GroupKind, Permission, Record, RecordGroup,
-    Role, SyncKind, SyncPoint, SyncSummary, User,
+    ApplySummary, Change, ChangeKind, ConnectorError, DropboxPath, GroupKind, Permission,
+    PhaseTime, Record, RecordGroup, Role, SyncKind, SyncPhase, SyncPoint, SyncStatus, SyncSummary,
+    User,
 };
-use crate::ports::{HostEnv, Level, Store, StoreError};
+use crate::ports::{HostEnv, HttpError, Level, Store};
 use planner::{FollowUp, PagePlan, SharedLinks, plan_page};
 
-pub const CURSOR_KEY: &str = "dropbox.cursor";
 /// Resets in one run beyond which the run gives up (a service that resets every fresh cursor
 /// would otherwise keep the connector re-listing forever).
 const MAX_RESETS_PER_RUN: u32 = 3;
@@ -56,10 +65,22 @@ const MAX_EMPTY_PAGES: u32 = 50;
 const MAX_REPEATED_CURSOR: u32 = 3;
 /// Entries per listing page (the maximum Dropbox accepts).
 pub const PAGE_LIMIT: u32 = 2000;
+/// Bytes of JSON a listing entry is assumed to take, generously (a file entry with long names,
+/// a hash and sharing info is under 1 KiB; Dropbox may also send "slightly more" entries than
+/// the limit, host-test/emulator/DROPBOX-API.md §3.1), so that a page fits the host's body cap.
+const ENTRY_BYTES_ESTIMATE: u64 = 2048;
+
+/// The `limit` of a listing whose pages must fit `max_response_body` bytes: 2000 entries from a
+/// 4 MiB cap up, proportionally fewer below.
+pub fn page_limit(max_response_body: u64) -> u32 {
+    u32::try_from((max_response_body / ENTRY_BYTES_ESTIMATE).clamp(1, u64::from(PAGE_LIMIT)))
+        .unwrap_or(PAGE_LIMIT)
+}
 /// More shared links than this are not held in memory; shared state is then left as stored.
 const MAX_SHARED_LINKS: usize = 200_000;
 
-/// What is stored under `CURSOR_KEY` (see the module's doc for what it guarantees).
+/// The sync point's opaque `position`, as JSON (see the module's doc for what it guarantees).
+/// Only this connector reads it; the host sees the `status` that `sync_point` derives from it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncState {
     /// Where the next run resumes. `None`: a listing has started (its marks are committed) but
@@ -80,6 +101,13 @@ pub struct SyncState {
     /// Parent paths that listed children wait for (see `planner::PagePlan::orphans_added`).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub orphans: BTreeSet<String>,
+    /// Pages of the unfinished listing committed so far (for the status line only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub listed_pages: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl SyncState {
@@ -95,18 +123,41 @@ impl SyncState {
 
     pub fn sync_point(&self) -> Result<SyncPoint, ConnectorError> {
         Ok(SyncPoint {
-            key: CURSOR_KEY.into(),
-            value: serde_json::to_string(self)
+            position: serde_json::to_string(self)
                 .map_err(|e| ConnectorError::Internal(e.to_string()))?,
+            status: self.status(),
         })
     }
-}
 
-impl From<StoreError> for ConnectorError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Storage(m) => ConnectorError::Transient(format!("records store: {m}")),
-            other => ConnectorError::Internal(format!("records store: {other}")),
+    /// What the host may show: the phase, and a line that never contains the cursor.
+    pub fn status(&self) -> SyncStatus {
+        let mut detail = if self.listing || self.cursor.is_none() {
+            match self.listed_pages {
+                0 => "listing, starting".to_string(),
+                1 => "listing, 1 page in".to_string(),
+                n => format!("listing, {n} pages in"),
+            }
+        } else if self.unfinished {
+            "current; reading the rest of the changes".to_string()
+        } else {
+            "current".to_string()
+        };
+        if !self.follow.is_empty() {
+            detail.push_str(&format!(
+                "; {} folder(s) owe their contents an update",
+                self.follow.len()
+            ));
+        }
+        if self.filters != crate::config::Filters::default().fingerprint() {
+            detail.push_str("; filtered");
+        }
+        SyncStatus {
+            phase: if self.listing || self.cursor.is_none() {
+                SyncPhase::Listing
+            } else {
+                SyncPhase::Current
+            },
+            detail,
         }
     }
 }
@@ -115,7 +166,7 @@ pub fn load_state(
     store: &mut dyn Store,
     host: &mut dyn HostEnv,
 ) -> Result<Option<SyncState>, ConnectorError> {
-    let Some(raw) = store.get_sync_point(CURSOR_KEY)? else {
+    let Some(raw) = store.get_sync_point()? else {
         return Ok(None);
     };
     match serde_json::from_str::<SyncState>(&raw) {
@@ -174,7 +225,59 @@ pub fn owner_and_group(account: &FullAccount) -> (User, RecordGroup, Vec<Permiss
     (owner, group, permissions)
 }
 
-/// Write changes in batches of `batch_size`. Each batch carries `point(end, last)`: the sync
+/// How much one `apply` carries: at most `changes` changes (the tenant's `batch_size`) and
+/// about `bytes` bytes of them, since a host may cap how many bytes one call copies
+/// (`host.limits.max-response-body`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimit {
+    pub changes: usize,
+    pub bytes: u64,
+}
+
+impl BatchLimit {
+    /// Half the host's cap: the rest is room for the sync point and the encoding's overhead.
+    pub fn new(batch_size: usize, max_response_body: u64) -> Self {
+        BatchLimit {
+            changes: batch_size.max(1),
+            bytes: (max_response_body / 2).max(1),
+        }
+    }
+}
+
+/// About how many bytes a change takes on the way to the host (its text, plus a margin for the
+/// fixed-size fields and the encoding).
+fn approx_bytes(change: &Change) -> u64 {
+    const OVERHEAD: usize = 128;
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let size = match change {
+        Change::Upsert { record: r, .. } => {
+            r.external_id.len()
+                + text(&r.revision)
+                + r.name.len()
+                + r.path
+                    .as_ref()
+                    .map_or(0, |p| p.display.len() + p.lower.len())
+                + text(&r.parent_external_id)
+                + r.mime_type.len()
+                + text(&r.content_hash)
+                + text(&r.client_modified)
+                + text(&r.server_modified)
+                + text(&r.export_format)
+                + text(&r.web_url)
+                + text(&r.shared_url)
+        }
+        Change::Remove(s) | Change::RemoveSubtree(s) => s.len(),
+        Change::Replace {
+            path_lower,
+            new_external_id,
+            ..
+        } => path_lower.len() + new_external_id.len(),
+        Change::MarkAllPending | Change::Purge => 0,
+    };
+    u64::try_from(size + OVERHEAD).unwrap_or(u64::MAX)
+}
+
+/// Write changes in batches within `limit`. Each batch carries `point(end, last)`: the sync
 /// point for the store as it is once the changes before index `end` are applied (`last`: the
 /// batch is the last). A `replace` is never the last change of a batch: the upsert that takes
 /// its place commits with it, so no commit leaves a path emptied by a replacement whose
@@ -182,19 +285,21 @@ pub fn owner_and_group(account: &FullAccount) -> (User, RecordGroup, Vec<Permiss
 fn write_batches(
     store: &mut dyn Store,
     changes: Vec<Change>,
-    batch_size: usize,
+    limit: BatchLimit,
     point: &mut dyn FnMut(usize, bool) -> Result<Option<SyncPoint>, ConnectorError>,
     totals: &mut ApplySummary,
 ) -> Result<(), ConnectorError> {
-    let batch_size = batch_size.max(1);
+    let batch_size = limit.changes.max(1);
     let mut changes = changes.into_iter().peekable();
     let mut end = 0usize;
     loop {
-        let mut batch = Vec::with_capacity(batch_size + 1);
+        let mut batch = Vec::with_capacity(batch_size.min(4096) + 1);
+        let mut bytes = 0u64;
         for change in changes.by_ref() {
             let is_replace = matches!(change, Change::Replace { .. });
+            bytes = bytes.saturating_add(approx_bytes(&change));
             batch.push(change);
-            if batch.len() >= batch_size && !is_replace {
+            if (batch.len() >= batch_size || bytes >= limit.bytes) && !is_replace {
                 break;
             }
         }
@@ -212,10 +317,10 @@ fn write_batches(
 fn write_plain(
     store: &mut dyn Store,
     changes: Vec<Change>,
-    batch_size: usize,
+    limit: BatchLimit,
     totals: &mut ApplySummary,
 ) -> Result<(), ConnectorError> {
-    write_batches(store, changes, batch_size, &mut |_, _| Ok(None), totals)
+    write_batches(store, changes, limit, &mut |_, _| Ok(None), totals)
 }
 
 /// The sync state of each batch of a page (see the module's doc).
@@ -257,13 +362,19 @@ impl PageCommit<'_> {
             orphans.clear();
         }
         if last {
+            let listing = self.before.listing && self.has_more;
             SyncState {
                 cursor: Some(self.next_cursor.to_string()),
                 filters: self.before.filters.clone(),
-                listing: self.before.listing && self.has_more,
+                listing,
                 unfinished: self.has_more,
                 follow,
                 orphans,
+                listed_pages: if listing {
+                    self.before.listed_pages.saturating_add(1)
+                } else {
+                    0
+                },
             }
         } else {
             // Part of the page is committed: its marks belong to a sequence that resumes at
@@ -275,6 +386,7 @@ impl PageCommit<'_> {
                 unfinished: true,
                 follow,
                 orphans,
+                listed_pages: self.before.listed_pages,
             }
         }
     }
@@ -392,7 +504,7 @@ fn add_link(links: &mut SharedLinks, link: &SharedLinkMetadata) {
 fn reconcile_shared(
     store: &mut dyn Store,
     links: &SharedLinks,
-    batch_size: usize,
+    batch: BatchLimit,
     totals: &mut ApplySummary,
 ) -> Result<(), ConnectorError> {
     let mut changes = Vec::new();
@@ -401,7 +513,7 @@ fn reconcile_shared(
     for record in shared_now {
         seen.insert(record.external_id.clone());
         let url = links
-            .url_for(&record.external_id, &record.path_lower)
+            .url_for(&record.external_id, record.path_lower_str())
             .cloned();
         if url != record.shared_url || url.is_none() {
             let mut updated = record.clone();
@@ -443,7 +555,7 @@ fn reconcile_shared(
             }
             let mut updated = record.clone();
             updated.is_shared = true;
-            updated.shared_url = links.by_path.get(&record.path_lower).cloned();
+            updated.shared_url = links.by_path.get(record.path_lower_str()).cloned();
             changes.push(Change::Upsert {
                 record: updated,
                 event: ChangeKind::Metadata,
@@ -451,7 +563,7 @@ fn reconcile_shared(
         }
     }
     if !changes.is_empty() {
-        write_plain(store, changes, batch_size, totals)?;
+        write_plain(store, changes, batch, totals)?;
     }
     Ok(())
 }
@@ -462,7 +574,7 @@ fn create_preview_links(
     client: &mut DropboxClient<'_>,
     store: &mut dyn Store,
     ids: &[String],
-    batch_size: usize,
+    batch: BatchLimit,
     totals: &mut ApplySummary,
 ) -> Result<(), ConnectorError> {
     let mut changes = Vec::new();
@@ -484,7 +596,7 @@ fn create_preview_links(
         }
     }
     if !changes.is_empty() {
-        write_plain(store, changes, batch_size, totals)?;
+        write_plain(store, changes, batch, totals)?;
     }
     Ok(())
 }
@@ -529,7 +641,7 @@ fn create_link(
                 }
                 client.host().log(
                     Level::Warn,
-                    &format!("no preview link for {}: {e}", record.path_lower),
+                    &format!("no preview link for {}: {e}", record.path_lower_str()),
                 );
                 return Ok(None);
             }
@@ -568,6 +680,7 @@ pub fn run_sync(
         unfinished: true,
         follow: Vec::new(),
         orphans: BTreeSet::new(),
+        listed_pages: 0,
     };
     let (mut kind, mut state) = match stored {
         None => (SyncKind::Full, fresh()),
@@ -604,22 +717,54 @@ pub fn run_sync(
     let mut resets = 0u32;
     let mut empty_pages = 0u32;
     let mut repeated_cursor = 0u32;
+    // Entries per listing page: as many as Dropbox gives, unless the host's body cap is small.
+    let mut limit = page_limit(client.limits().max_response_body);
+    let batch = BatchLimit::new(cfg.batch_size, client.limits().max_response_body);
+    // The next page's request, started before this page is planned (see below).
+    let mut next_page: Option<crate::client::PendingCall> = None;
     loop {
-        let page: ListFolderResult = match &state.cursor {
-            None => {
+        let prefetched = next_page.take();
+        let page: ListFolderResult = match (&state.cursor, prefetched) {
+            (None, _) => {
                 let arg = ListFolderArg {
                     path: String::new(),
                     recursive: true,
                     include_deleted: false,
                     include_mounted_folders: true,
                     include_non_downloadable_files: true,
-                    limit: Some(PAGE_LIMIT),
+                    limit: Some(limit),
                 };
-                client.rpc("files/list_folder", Some(&arg))?
+                match client.rpc("files/list_folder", Some(&arg)) {
+                    Ok(page) => page,
+                    // The page did not fit the host's body cap: ask for fewer entries. The
+                    // limit stays in the cursor, so the listing's later pages are smaller too.
+                    Err(CallError::Transport {
+                        error: HttpError::BodyTooLarge(cap),
+                        ..
+                    }) if limit > 1 => {
+                        limit /= 2;
+                        client.host().log(
+                            Level::Warn,
+                            &format!(
+                                "a listing page exceeded the host's {cap}-byte body cap; asking for {limit} entries per page"
+                            ),
+                        );
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
-            Some(c) => {
-                let arg = ListFolderContinueArg { cursor: c.clone() };
-                match client.rpc("files/list_folder/continue", Some(&arg)) {
+            (Some(c), prefetched) => {
+                let result = match prefetched {
+                    // Started while the previous page was planned and written, with the cursor
+                    // that page committed (the one in `state` now).
+                    Some(call) => client.finish_rpc(call),
+                    None => {
+                        let arg = ListFolderContinueArg { cursor: c.clone() };
+                        client.rpc("files/list_folder/continue", Some(&arg))
+                    }
+                };
+                match result {
                     Ok(page) => page,
                     Err(e)
                         if e.route_error()
@@ -669,6 +814,16 @@ pub fn run_sync(
                 repeated_cursor = 0;
             }
         }
+        // Fetch the next page while this one is planned and written: its request carries this
+        // page's cursor, which this page's last batch commits. Nothing of it is stored before
+        // this page is, so a crash still repeats at most one page, and one page at most waits
+        // in memory. Not when the host wants to stop: that request would be wasted.
+        if page.has_more && !client.host().should_stop() {
+            let arg = ListFolderContinueArg {
+                cursor: page.cursor.clone(),
+            };
+            next_page = Some(client.start_rpc("files/list_folder/continue", Some(&arg))?);
+        }
         let plan_started = std::time::Instant::now();
         let mut plan = plan_page(
             store,
@@ -712,7 +867,7 @@ pub fn run_sync(
             write_batches(
                 store,
                 changes,
-                cfg.batch_size,
+                batch,
                 &mut |end, last| {
                     let batch_state = commit.state(end, last);
                     let point = batch_state.sync_point()?;
@@ -756,26 +911,20 @@ pub fn run_sync(
 
     if !interrupted {
         if let Some(links) = &links {
-            reconcile_shared(store, links, cfg.batch_size, &mut totals)?;
+            reconcile_shared(store, links, batch, &mut totals)?;
         }
         if cfg.create_preview_links && !created_unshared.is_empty() {
-            create_preview_links(
-                client,
-                store,
-                &created_unshared,
-                cfg.batch_size,
-                &mut totals,
-            )?;
+            create_preview_links(client, store, &created_unshared, batch, &mut totals)?;
         }
     }
-    // Measured in the guest, for benchmarks (`host-test bench` reads this line).
-    let decode_us = client.decode_time().as_micros();
+    // Measured in the guest, for the host's measurements (`sync-summary.phases`); the log line
+    // is for people reading a debug log.
+    let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    let decode_us = micros(client.decode_time());
+    let plan_us = micros(plan_time);
     client.host().log(
         Level::Debug,
-        &format!(
-            "timings: decode_us={decode_us} plan_us={}",
-            plan_time.as_micros()
-        ),
+        &format!("timings: decode_us={decode_us} plan_us={plan_us}"),
     );
     Ok(SyncSummary {
         kind,
@@ -783,6 +932,81 @@ pub fn run_sync(
         entries,
         applied: totals,
         api_calls: client.calls(),
+        retries: client.retries(),
         interrupted,
+        phases: vec![
+            PhaseTime {
+                name: "decode".into(),
+                microseconds: decode_us,
+            },
+            PhaseTime {
+                name: "plan".into(),
+                microseconds: plan_us,
+            },
+        ],
     })
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    #[test]
+    fn batches_close_at_the_byte_budget_as_well_as_the_count() {
+        let upsert = |i: usize| Change::Upsert {
+            record: Record {
+                external_id: format!("id:{i}"),
+                revision: None,
+                name: "x".repeat(1000),
+                path: crate::model::record_path(&format!("/f{i}"), format!("/f{i}")),
+                parent_external_id: None,
+                kind: crate::model::RecordKind::File,
+                mime_type: String::new(),
+                size: 0,
+                content_hash: None,
+                client_modified: None,
+                server_modified: None,
+                is_downloadable: true,
+                export_format: None,
+                web_url: None,
+                is_shared: false,
+                shared_url: None,
+            },
+            event: ChangeKind::Created,
+        };
+        let mut store = crate::sync::planner::planner_fuzz::FakeStore::default();
+        let mut ends = Vec::new();
+        let changes: Vec<Change> = (0..10).map(upsert).collect();
+        // About 1.1 KB a change against a 3000-byte budget: three a batch, though 100 may go.
+        write_batches(
+            &mut store,
+            changes,
+            BatchLimit {
+                changes: 100,
+                bytes: 3000,
+            },
+            &mut |end, _| {
+                ends.push(end);
+                Ok(None)
+            },
+            &mut ApplySummary::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ends, [3, 6, 9, 10]);
+        // And the count still bounds a batch of small changes.
+        let mut ends = Vec::new();
+        let small: Vec<Change> = (0..5).map(|i| Change::Remove(format!("id:{i}"))).collect();
+        write_batches(
+            &mut store,
+            small,
+            BatchLimit::new(2, 1 << 20),
+            &mut |end, _| {
+                ends.push(end);
+                Ok(None)
+            },
+            &mut ApplySummary::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ends, [2, 4, 5]);
+    }
 }

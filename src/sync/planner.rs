@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::types::Metadata;
 use crate::config::Filters;
-use crate::model::{Change, ChangeKind, Record, RecordKind};
+use crate::model::{Change, ChangeKind, DropboxPath, Record, RecordKind};
 use crate::ports::{Store, StoreError};
 use crate::sync::mapping::{child_display, file_record, folder_record, parent_path, web_url};
 
@@ -82,8 +82,7 @@ pub fn classify(before: Option<&Record>, after: &Record) -> ChangeKind {
         || b.kind != after.kind;
     let metadata = (new_revision && !content)
         || b.name != after.name
-        || b.path_lower != after.path_lower
-        || b.path_display != after.path_display
+        || b.path != after.path
         || b.parent_external_id != after.parent_external_id
         || b.mime_type != after.mime_type
         || b.is_shared != after.is_shared
@@ -138,7 +137,7 @@ impl Overlay {
     /// A record of the page was corrected after it was placed (its parent or display path):
     /// what later lookups of its path see follows, if it still holds the path.
     fn corrected(&mut self, record: &Record) {
-        if let Some(slot) = self.at_path.get_mut(&record.path_lower)
+        if let Some(slot) = self.at_path.get_mut(record.path_lower_str())
             && slot
                 .as_ref()
                 .is_some_and(|r| r.external_id == record.external_id)
@@ -257,17 +256,19 @@ pub fn plan_page(
                 // frees that path in the overlay).
                 let held_where_it_was = previous.as_ref().is_some_and(|prev| {
                     overlay
-                        .occupant(&prev.path_lower)
+                        .occupant(prev.path_lower_str())
                         .is_some_and(|r| r.external_id == id)
                 });
                 // The item moved away from where the store had it.
                 if let Some(prev) = &previous
-                    && prev.path_lower != path
+                    && prev.path_lower_str() != path
                     && overlay
-                        .occupant(&prev.path_lower)
+                        .occupant(prev.path_lower_str())
                         .is_some_and(|r| r.external_id == id)
                 {
-                    overlay.at_path.insert(prev.path_lower.clone(), None);
+                    overlay
+                        .at_path
+                        .insert(prev.path_lower_str().to_string(), None);
                 }
 
                 if !filters.matches(entry, &path) {
@@ -277,11 +278,11 @@ pub fn plan_page(
                     // removal, still live downstream, so a later entry that brings it back
                     // is an update of it, not a creation.
                     if let Some(prev) = previous
-                        && (held_where_it_was || prev.path_lower == path)
+                        && (held_where_it_was || prev.path_lower_str() == path)
                     {
                         plan.changes
-                            .push(Change::RemoveSubtree(prev.path_lower.clone()));
-                        overlay.clear_subtree(&prev.path_lower);
+                            .push(Change::RemoveSubtree(prev.path_lower_str().to_string()));
+                        overlay.clear_subtree(prev.path_lower_str());
                     }
                     continue;
                 }
@@ -289,7 +290,7 @@ pub fn plan_page(
                 let parent_path_lower = parent_path(&path);
                 let parent = parent_path_lower.and_then(|pp| overlay.occupant(pp));
                 let parent_id = parent.map(|p| p.external_id.clone());
-                let parent_display = parent.map(|p| p.path_display.clone());
+                let parent_display = parent.map(|p| p.path_display_str().to_string());
                 let display = child_display(
                     parent_display.as_deref(),
                     entry.name().unwrap_or_default(),
@@ -340,14 +341,14 @@ pub fn plan_page(
     // parent: resolve its parent from the page's end state, parents before children so that a
     // corrected display path carries down.
     unresolved.sort_by_key(|(index, _)| match plan.changes.get(*index) {
-        Some(Change::Upsert { record, .. }) => record.path_lower.matches('/').count(),
+        Some(Change::Upsert { record, .. }) => record.path_lower_str().matches('/').count(),
         _ => 0,
     });
     for (index, prior) in unresolved {
         let Some(Change::Upsert { record, event }) = plan.changes.get_mut(index) else {
             continue;
         };
-        let Some(pp) = parent_path(&record.path_lower).map(String::from) else {
+        let Some(pp) = parent_path(record.path_lower_str()).map(String::from) else {
             continue;
         };
         let Some(parent) = overlay.occupant(&pp) else {
@@ -356,12 +357,16 @@ pub fn plan_page(
             // seen again. Keep what the store knew of the child's parent if it did not move,
             // and remember the path, so the folder re-parents it when it comes.
             if let Some(prior) = &prior
-                && parent_path(&prior.path_lower) == Some(pp.as_str())
+                && parent_path(prior.path_lower_str()) == Some(pp.as_str())
             {
                 record.parent_external_id = prior.parent_external_id.clone();
-                if let Some(i) = prior.path_display.rfind('/') {
-                    record.path_display = format!("{}/{}", &prior.path_display[..i], record.name);
-                    record.web_url = Some(web_url(record.kind, &record.path_display));
+                if let Some(i) = prior.path_display_str().rfind('/') {
+                    record.set_path_display(format!(
+                        "{}/{}",
+                        &prior.path_display_str()[..i],
+                        record.name
+                    ));
+                    record.web_url = Some(web_url(record.kind, record.path_display_str()));
                 }
                 *event = classify(Some(prior), record);
                 // Deeper entries of the page take their display path from this one.
@@ -373,13 +378,18 @@ pub fn plan_page(
             continue;
         };
         if record.parent_external_id.as_deref() == Some(parent.external_id.as_str())
-            && record.path_display == child_display(Some(&parent.path_display), &record.name, None)
+            && record.path_display_str()
+                == child_display(Some(parent.path_display_str()), &record.name, None)
         {
             continue;
         }
         record.parent_external_id = Some(parent.external_id.clone());
-        record.path_display = child_display(Some(&parent.path_display), &record.name, None);
-        record.web_url = Some(web_url(record.kind, &record.path_display));
+        record.set_path_display(child_display(
+            Some(parent.path_display_str()),
+            &record.name,
+            None,
+        ));
+        record.web_url = Some(web_url(record.kind, record.path_display_str()));
         *event = classify(prior.as_ref(), record);
         overlay.corrected(record);
     }
@@ -391,24 +401,25 @@ pub fn plan_page(
         };
         // Only the folder's last entry of the page counts: it is what the store ends with.
         if overlay
-            .occupant(&record.path_lower)
+            .occupant(record.path_lower_str())
             .is_none_or(|r| r.external_id != record.external_id)
         {
             continue;
         }
         let renamed_in_place = prior.as_ref().is_some_and(|p| {
-            p.path_lower == record.path_lower && p.path_display != record.path_display
+            p.path_lower_str() == record.path_lower_str()
+                && p.path_display_str() != record.path_display_str()
         });
-        let awaited = orphans.contains(&record.path_lower);
+        let awaited = orphans.contains(record.path_lower_str());
         if awaited {
             plan.orphans_resolved
-                .push((index, record.path_lower.clone()));
+                .push((index, record.path_lower_str().to_string()));
         }
         if inherits_children || renamed_in_place || awaited {
             plan.follow_ups.push((
                 index,
                 FollowUp {
-                    path_lower: record.path_lower.clone(),
+                    path_lower: record.path_lower_str().to_string(),
                     folder_id: record.external_id.clone(),
                     after: None,
                 },
@@ -420,4 +431,4 @@ pub fn plan_page(
 
 #[cfg(test)]
 #[path = "planner_fuzz.rs"]
-mod planner_fuzz;
+pub(crate) mod planner_fuzz;

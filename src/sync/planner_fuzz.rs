@@ -18,17 +18,17 @@ use super::{FollowUp, PageContext, plan_page};
 use crate::api::types::{DeletedMetadata, FileMetadata, FolderMetadata, Metadata};
 use crate::config::Filters;
 use crate::model::{
-    ApplySummary, Change, ChangeKind, Permission, Record, RecordGroup, StoredRecord, SyncPoint,
-    User,
+    ApplySummary, Change, ChangeKind, DropboxPath, Permission, Record, RecordGroup, StoredRecord,
+    SyncPhase, SyncPoint, SyncStatus, User,
 };
-use crate::ports::{Store, StoreError};
+use crate::ports::{Paths, Records, StoreError};
 
 /// The host store's semantics, in memory. `apply` is all or nothing.
 #[derive(Default, Clone, PartialEq, Debug)]
-struct FakeStore {
+pub(crate) struct FakeStore {
     /// By id: the record and whether it is pending removal.
-    records: BTreeMap<String, (Record, bool)>,
-    sync_points: HashMap<String, String>,
+    pub(crate) records: BTreeMap<String, (Record, bool)>,
+    pub(crate) sync_point: Option<String>,
     /// Events of the last `apply`: (kind, id).
     events: Vec<(ChangeKind, String)>,
     /// Events of every `apply` so far, in order.
@@ -43,14 +43,14 @@ impl FakeStore {
     fn live_at(&self, path: &str) -> Vec<&Record> {
         self.records
             .values()
-            .filter(|(r, pending)| !pending && r.path_lower == path)
+            .filter(|(r, pending)| !pending && r.path_lower_str() == path)
             .map(|(r, _)| r)
             .collect()
     }
 
     fn mark_subtree(&mut self, path: &str) {
         for (r, pending) in self.records.values_mut() {
-            if r.path_lower == path || under(&r.path_lower, path) {
+            if r.path_lower_str() == path || under(r.path_lower_str(), path) {
                 *pending = true;
             }
         }
@@ -59,19 +59,20 @@ impl FakeStore {
     fn apply_one(&mut self, change: Change) -> Result<(), StoreError> {
         match change {
             Change::Upsert { record, event } => {
-                if record.external_id.is_empty() || record.path_lower.is_empty() {
+                if record.external_id.is_empty() || record.path_lower_str().is_empty() {
                     return Err(StoreError::Invalid(
                         "a record needs an external id and a path".into(),
                     ));
                 }
                 if let Some(other) = self
-                    .live_at(&record.path_lower)
+                    .live_at(record.path_lower_str())
                     .into_iter()
                     .find(|r| r.external_id != record.external_id)
                 {
                     return Err(StoreError::Conflict(format!(
                         "{} is held by {}",
-                        record.path_lower, other.external_id
+                        record.path_lower_str(),
+                        other.external_id
                     )));
                 }
                 if event != ChangeKind::Unchanged {
@@ -100,6 +101,11 @@ impl FakeStore {
                     self.mark_subtree(&path_lower);
                 }
             }
+            Change::Remove(id) => {
+                if let Some((_, pending)) = self.records.get_mut(&id) {
+                    *pending = true;
+                }
+            }
             Change::RemoveSubtree(path) => self.mark_subtree(&path),
             Change::MarkAllPending => self
                 .records
@@ -116,7 +122,7 @@ impl FakeStore {
         for (r, pending) in self.records.values() {
             if !pending {
                 by_path
-                    .entry(r.path_lower.clone())
+                    .entry(r.path_lower_str().to_string())
                     .or_default()
                     .push(r.external_id.clone());
             }
@@ -125,7 +131,7 @@ impl FakeStore {
     }
 }
 
-impl Store for FakeStore {
+impl Records for FakeStore {
     fn apply(
         &mut self,
         changes: Vec<Change>,
@@ -139,14 +145,24 @@ impl Store for FakeStore {
         let events = next.events.clone();
         next.log.extend(events);
         if let Some(point) = sync_point {
-            next.sync_points.insert(point.key, point.value);
+            next.sync_point = Some(point.position);
         }
         *self = next;
         Ok(ApplySummary::default())
     }
 
-    fn get_sync_point(&mut self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.sync_points.get(key).cloned())
+    fn get_sync_point(&mut self) -> Result<Option<String>, StoreError> {
+        Ok(self.sync_point.clone())
+    }
+
+    fn list_records(&mut self, after: Option<&str>, limit: u32) -> Result<Vec<Record>, StoreError> {
+        Ok(self
+            .records
+            .iter()
+            .filter(|(id, (_, pending))| !pending && after.is_none_or(|a| id.as_str() > a))
+            .take(limit as usize)
+            .map(|(_, (r, _))| r.clone())
+            .collect())
     }
 
     fn get_records(&mut self, ids: Vec<String>) -> Result<Vec<StoredRecord>, StoreError> {
@@ -160,19 +176,30 @@ impl Store for FakeStore {
             .collect())
     }
 
-    fn find_by_paths(&mut self, paths: Vec<String>) -> Result<Vec<Option<Record>>, StoreError> {
-        Ok(paths
-            .iter()
-            .map(|p| self.live_at(p).first().map(|r| (*r).clone()))
-            .collect())
-    }
-
     fn list_shared(&mut self) -> Result<Vec<Record>, StoreError> {
         Ok(self
             .records
             .values()
             .filter(|(r, pending)| !pending && r.is_shared)
             .map(|(r, _)| r.clone())
+            .collect())
+    }
+
+    fn put_owner(&mut self, _: User, _: RecordGroup, _: Vec<Permission>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn clear(&mut self) -> Result<(), StoreError> {
+        *self = FakeStore::default();
+        Ok(())
+    }
+}
+
+impl Paths for FakeStore {
+    fn find_by_paths(&mut self, paths: Vec<String>) -> Result<Vec<Option<Record>>, StoreError> {
+        Ok(paths
+            .iter()
+            .map(|p| self.live_at(p).first().map(|r| (*r).clone()))
             .collect())
     }
 
@@ -187,23 +214,14 @@ impl Store for FakeStore {
             .values()
             .filter(|(r, pending)| {
                 !pending
-                    && under(&r.path_lower, path_lower)
-                    && after.is_none_or(|a| r.path_lower.as_str() > a)
+                    && under(r.path_lower_str(), path_lower)
+                    && after.is_none_or(|a| r.path_lower_str() > a)
             })
             .map(|(r, _)| r.clone())
             .collect();
-        out.sort_by(|a, b| a.path_lower.cmp(&b.path_lower));
+        out.sort_by(|a, b| a.path_lower_str().cmp(b.path_lower_str()));
         out.truncate(limit as usize);
         Ok(out)
-    }
-
-    fn put_owner(&mut self, _: User, _: RecordGroup, _: Vec<Permission>) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    fn clear(&mut self) -> Result<(), StoreError> {
-        *self = FakeStore::default();
-        Ok(())
     }
 }
 
@@ -315,8 +333,11 @@ fn follow_up(store: &mut FakeStore, plan: &super::PagePlan) -> Result<(), String
         &mut follow,
         &mut |_| {
             Ok(SyncPoint {
-                key: "follow".into(),
-                value: String::new(),
+                position: "follow".into(),
+                status: SyncStatus {
+                    phase: SyncPhase::Current,
+                    detail: String::new(),
+                },
             })
         },
         &mut ApplySummary::default(),
@@ -512,7 +533,13 @@ fn run_sequence(seed: u64, filters: &Filters) {
             let held: Vec<(String, String, bool)> = start
                 .records
                 .values()
-                .map(|(r, pending)| (r.external_id.clone(), r.path_lower.clone(), *pending))
+                .map(|(r, pending)| {
+                    (
+                        r.external_id.clone(),
+                        r.path_lower_str().to_string(),
+                        *pending,
+                    )
+                })
                 .collect();
             let minimal: Vec<String> = minimal.iter().map(describe).collect();
             panic!(
@@ -736,14 +763,16 @@ impl Model {
                 _ => None,
             };
             let kind_ok = (record.kind == crate::model::RecordKind::Folder) == *folder;
-            if record.path_lower != *lower
-                || record.path_display != *display
+            if record.path_lower_str() != *lower
+                || record.path_display_str() != *display
                 || record.parent_external_id != parent
                 || !kind_ok
             {
                 diffs.push(format!(
                     "{id}: expected {display} (parent {parent:?}), stored {} (parent {:?}, {:?})",
-                    record.path_display, record.parent_external_id, record.kind
+                    record.path_display_str(),
+                    record.parent_external_id,
+                    record.kind
                 ));
             }
         }
@@ -850,7 +879,13 @@ fn apply_feed(
             let held: Vec<(String, String, bool)> = start
                 .records
                 .values()
-                .map(|(r, pending)| (r.external_id.clone(), r.path_lower.clone(), *pending))
+                .map(|(r, pending)| {
+                    (
+                        r.external_id.clone(),
+                        r.path_lower_str().to_string(),
+                        *pending,
+                    )
+                })
                 .collect();
             let page: Vec<String> = page.iter().map(describe).collect();
             panic!(
@@ -993,8 +1028,8 @@ fn a_folder_taking_a_folders_path_reparents_each_child_once() {
         assert_eq!(record(child).parent_external_id.as_deref(), Some("id:B"));
     }
     assert_eq!(record("id:d").parent_external_id.as_deref(), Some("id:s"));
-    assert_eq!(record("id:d").path_display, "/p/sub/d.txt");
-    assert_eq!(record("id:c1").path_display, "/p/c1.txt");
+    assert_eq!(record("id:d").path_display_str(), "/p/sub/d.txt");
+    assert_eq!(record("id:c1").path_display_str(), "/p/c1.txt");
     assert!(
         !store.records.contains_key("id:A"),
         "the replaced folder is purged"

@@ -8,9 +8,8 @@ use std::sync::{Arc, OnceLock};
 use dropbox_emulator::{Emulator, EmulatorConfig, Kind, TruthEntry};
 use host_test::app::{ConnectorHost, HostError, Outcome};
 use host_test::bindings::connector::SyncSummary;
-use host_test::bindings::types::{Record, RecordKind};
 use host_test::runtime::{Runtime, SandboxConfig};
-use host_test::store::{Event, RecordStore, StoredCredentials};
+use host_test::store::{Event, Record, RecordKind, SqliteStore, StoredCredentials};
 
 /// The scopes the connector's manifest asks for (the emulator's tokens in tests carry them).
 pub const SCOPES: [&str; 5] = [
@@ -21,12 +20,15 @@ pub const SCOPES: [&str; 5] = [
     "sharing.write",
 ];
 
-/// The Dropbox component, compiled once per test binary.
+/// The Dropbox component (the CLI's default component), compiled once per test binary.
 pub fn dropbox_runtime() -> Arc<Runtime> {
     static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
-            Arc::new(Runtime::dropbox(SandboxConfig::default()).expect("the component loads"))
+            Arc::new(
+                host_test::components::default_runtime(SandboxConfig::default())
+                    .expect("the component loads"),
+            )
         })
         .clone()
 }
@@ -51,7 +53,7 @@ impl Harness {
         let emulator = Emulator::start(config).expect("the emulator starts");
         let dir = tempfile::tempdir().expect("a temp dir");
         let store =
-            Arc::new(RecordStore::open(&dir.path().join("store.db")).expect("the store opens"));
+            Arc::new(SqliteStore::open(&dir.path().join("store.db")).expect("the store opens"));
         let host = ConnectorHost::new(
             dropbox_runtime(),
             store,
@@ -229,11 +231,15 @@ pub fn diff_with_truth(
             RecordKind::File
         };
         let checks: [(&str, String, String); 11] = [
-            ("path_lower", t.path_lower.clone(), r.path_lower.clone()),
+            (
+                "path_lower",
+                format!("{:?}", Some(&t.path_lower)),
+                format!("{:?}", r.path_lower()),
+            ),
             (
                 "path_display",
-                t.path_display.clone(),
-                r.path_display.clone(),
+                format!("{:?}", Some(&t.path_display)),
+                format!("{:?}", r.path_display()),
             ),
             ("name", t.name.clone(), r.name.clone()),
             ("kind", format!("{kind:?}"), format!("{:?}", r.kind)),
@@ -276,7 +282,7 @@ pub fn diff_with_truth(
     }
     for (id, r) in &stored {
         if !expected.contains_key(id) {
-            diffs.push(format!("unexpected {id} {}", r.path_display));
+            diffs.push(format!("unexpected {id} {:?}", r.path_display()));
         }
     }
     diffs

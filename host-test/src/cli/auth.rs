@@ -14,17 +14,14 @@ use crate::oauth::{
     AuthorizationRequest, CallbackListener, ClientCredentials, parse_pasted, redirect_uri,
 };
 
-/// Where the user can unlink an app when revoking from here failed.
-const CONNECTED_APPS_PAGE: &str = "https://www.dropbox.com/account/connected_apps";
-
 #[derive(clap::Args)]
 pub(super) struct AuthArgs {
     #[command(flatten)]
     pub(super) target: Target,
-    /// The app key of your Dropbox app; DROPBOX_CLIENT_ID when absent.
+    /// The client id (app key) of your app at the source; DROPBOX_CLIENT_ID when absent.
     #[arg(long)]
     pub(super) client_id: Option<String>,
-    /// The app secret of your Dropbox app; DROPBOX_CLIENT_SECRET when absent (better: it keeps
+    /// The client secret of your app; DROPBOX_CLIENT_SECRET when absent (better: it keeps
     /// the secret out of the process list). Without one, PKCE alone authenticates the exchange.
     #[arg(long)]
     pub(super) client_secret: Option<String>,
@@ -47,6 +44,14 @@ pub(super) struct AuthArgs {
 }
 
 pub(super) fn auth(args: AuthArgs) -> Result<()> {
+    let host = open(&args.target)?;
+    let name = host.manifest().display_name.clone();
+    // A connector without OAuth is connected with a token given directly.
+    let Some(oauth) = host.manifest().oauth.clone() else {
+        return Err(usage(format!(
+            "{name} does not use OAuth: store an access token with `host-test connect --access-token ...`"
+        )));
+    };
     let client_id = args
         .client_id
         .or_else(|| std::env::var("DROPBOX_CLIENT_ID").ok())
@@ -61,19 +66,13 @@ pub(super) fn auth(args: AuthArgs) -> Result<()> {
         client_secret,
     };
     let tenant = &args.target.tenant;
-
-    let host = open(&args.target)?;
     let services = host.services_for(tenant)?;
-    let oauth = host.manifest().oauth.clone();
 
     // Bind before printing the URL: the redirect URI names the port actually in use.
     let listener = if args.no_listen {
         None
     } else {
-        Some(CallbackListener::bind(
-            &args.redirect_base,
-            &oauth.redirect_path,
-        )?)
+        Some(CallbackListener::bind(&args.redirect_base, &oauth.redirect_path)?.named(&name))
     };
     let redirect = match &listener {
         Some(l) => l.redirect_uri().to_string(),
@@ -83,7 +82,10 @@ pub(super) fn auth(args: AuthArgs) -> Result<()> {
         AuthorizationRequest::new(&oauth, &client.client_id, &redirect, &services.policy)?;
 
     let mut out = std::io::stdout().lock();
-    writeln!(out, "Authorize access to your Dropbox for tenant {tenant}.")?;
+    writeln!(
+        out,
+        "Authorize access to your {name} account for tenant {tenant}."
+    )?;
     writeln!(out, "The app must list this redirect URI: {redirect}")?;
     writeln!(out, "Open this URL in a browser and allow access:")?;
     writeln!(out)?;
@@ -98,7 +100,7 @@ pub(super) fn auth(args: AuthArgs) -> Result<()> {
             }
             writeln!(
                 out,
-                "Waiting up to {} s for Dropbox to redirect to {redirect} ...",
+                "Waiting up to {} s for {name} to redirect to {redirect} ...",
                 args.timeout
             )?;
             out.flush()?;
@@ -188,10 +190,11 @@ fn open_browser(url: &str) {
     }
 }
 
-/// Revoke the tenant's token at Dropbox (the component's `cleanup`) and delete the stored
+/// Revoke the tenant's token at the source (the component's `cleanup`) and delete the stored
 /// credentials. The records stay; `status` then shows the tenant as not connected.
 pub(super) fn disconnect(target: Target, json: bool) -> Result<()> {
     let host = open(&target)?;
+    let name = host.manifest().display_name.clone();
     let tenant = &target.tenant;
     let said = |had_credentials: bool, revoked: bool, words: String| {
         if json {
@@ -212,7 +215,8 @@ pub(super) fn disconnect(target: Target, json: bool) -> Result<()> {
         return Ok(());
     }
     let revoked = host.cleanup(tenant);
-    // The user asked to let go of the account: the local credentials go whatever Dropbox said.
+    // The user asked to let go of the account: the local credentials go whatever the source
+    // said.
     host.store().delete_credentials(tenant)?;
     match revoked {
         Ok(_) => {
@@ -220,14 +224,14 @@ pub(super) fn disconnect(target: Target, json: bool) -> Result<()> {
                 true,
                 true,
                 format!(
-                    "revoked the token at Dropbox and deleted the stored credentials of tenant {tenant}"
+                    "revoked the token at {name} and deleted the stored credentials of tenant {tenant}"
                 ),
             );
             Ok(())
         }
         Err(e) => bail!(
-            "deleted the stored credentials of tenant {tenant}, but revoking the token at Dropbox failed: {e}; \
-             remove the app at {CONNECTED_APPS_PAGE}"
+            "deleted the stored credentials of tenant {tenant}, but revoking the token at {name} failed: {e}; \
+             remove the app from the account's connected apps at {name}"
         ),
     }
 }

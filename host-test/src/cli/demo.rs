@@ -33,7 +33,10 @@ pub fn demo(files: usize, seed: u64, db: Option<PathBuf>, json: bool) -> Result<
         files,
         ..Default::default()
     })?;
-    let host = ConnectorHost::open(&db, Some(&emulator.base_url()), SandboxConfig::default())?;
+    // The demo is the Dropbox connector's, against the Dropbox emulator: always the default
+    // component.
+    let runtime = crate::components::default_runtime(SandboxConfig::default())?;
+    let host = ConnectorHost::open(runtime, &db, Some(&emulator.base_url()))?;
     let tenant = "demo";
     host.connect(
         tenant,
@@ -80,7 +83,7 @@ pub fn demo(files: usize, seed: u64, db: Option<PathBuf>, json: bool) -> Result<
         && truth.iter().all(|t| {
             records
                 .iter()
-                .any(|r| r.external_id == t.id && r.path_lower == t.path_lower)
+                .any(|r| r.external_id == t.id && r.path_lower() == Some(t.path_lower.as_str()))
         });
     if json {
         println!(

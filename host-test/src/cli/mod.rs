@@ -10,25 +10,28 @@ mod watch;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use crate::app::{ConnectorHost, HostError, RunToken};
+use crate::app::{SYNC_INTERVAL_MINUTES, SYNC_STRATEGY, strategy_str};
 use crate::bindings::connector::SyncKind;
 use crate::bindings::manifest_types::{ConnectorManifest, FieldType};
 use crate::bindings::types::ConnectorError;
 use crate::runtime::{Runtime, SandboxConfig};
-use crate::store::{RecordStore, StoreError, StoredCredentials, record_json};
+use crate::store::{
+    RecordKind, RecordStore, SqliteStore, StoreError, StoredCredentials, record_json,
+};
 use crate::tenant::{GuestSignal, Observer};
 
 #[derive(Parser)]
 #[command(
     name = "host-test",
     version,
-    about = "Runs the Dropbox connector component in a sandboxed wasmtime host",
+    about = "Runs a connector component (by default the embedded Dropbox connector) in a sandboxed wasmtime host",
     after_help = exit_codes_help()
 )]
 pub struct Cli {
@@ -38,6 +41,29 @@ pub struct Cli {
     /// $HOST_TEST_LOG_FORMAT, else text. RUST_LOG filters them (default: info).
     #[arg(long, global = true, value_enum)]
     log_format: Option<crate::telemetry::LogFormat>,
+    /// The connector component to run (a .wasm of the pipeshub:connector@0.2 world). Default:
+    /// the Dropbox connector built into this binary.
+    #[arg(long, global = true, value_name = "PATH.wasm")]
+    component: Option<PathBuf>,
+}
+
+/// The component `--component` named for this process (None: the embedded default).
+static COMPONENT: RwLock<Option<PathBuf>> = RwLock::new(None);
+
+/// The component this command runs, loaded and checked (its contract version) once.
+pub(crate) fn load_component() -> Result<Runtime> {
+    let path = COMPONENT.read().unwrap_or_else(|p| p.into_inner()).clone();
+    crate::components::load(path.as_deref(), SandboxConfig::default())
+        .context("loading the component")
+}
+
+/// The path of the component this command runs.
+fn component_path() -> PathBuf {
+    COMPONENT
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_else(crate::components::default_component_path)
 }
 
 #[derive(clap::Args, Clone)]
@@ -48,7 +74,8 @@ struct Target {
     /// The tenant to act for.
     #[arg(long, default_value = "default")]
     tenant: String,
-    /// Send every Dropbox request to this base URL instead (an emulator or another test server).
+    /// Send every request to the manifest's hosts to this base URL instead (an emulator or
+    /// another test server).
     #[arg(long)]
     api_url: Option<String>,
 }
@@ -118,7 +145,7 @@ enum Command {
     /// Connect an account with OAuth 2 (PKCE, offline access): print the authorization URL,
     /// receive the redirect on loopback (or a pasted URL), store the tokens, run the first sync.
     Auth(auth::AuthArgs),
-    /// Revoke the tenant's token at Dropbox and delete its stored credentials.
+    /// Revoke the tenant's token at the source and delete its stored credentials.
     Disconnect {
         #[command(flatten)]
         target: Target,
@@ -129,7 +156,8 @@ enum Command {
     /// Keep tenants current until Ctrl-C: scheduled syncs plus near-real-time changes by
     /// long-poll, many tenants at once; one line per sync.
     Watch(watch::WatchArgs),
-    /// Store an access token for a tenant (a token from the Dropbox App Console).
+    /// Store an access token for a tenant (e.g. a token from the Dropbox App Console, or the
+    /// token of a connector whose manifest declares no OAuth).
     ///
     /// This is the command that writes a token to the database: it replaces whatever
     /// credentials the tenant has stored, including a refresh token, client id and client
@@ -137,16 +165,19 @@ enum Command {
     Connect {
         #[command(flatten)]
         target: Target,
-        /// The access token to store; DROPBOX_ACCESS_TOKEN when absent.
+        /// The access token to store; HOST_TEST_ACCESS_TOKEN (or DROPBOX_ACCESS_TOKEN) when
+        /// absent.
         #[arg(long)]
         access_token: Option<String>,
         /// Print the connected account as one JSON object instead of a sentence.
         #[arg(long)]
         json: bool,
     },
-    /// One sync of the tenant: full when no cursor is stored, incremental otherwise.
+    /// One sync of the tenant (the connector's `sync`: a full listing when it has no position
+    /// stored, the changes since it otherwise).
     ///
-    /// DROPBOX_ACCESS_TOKEN, when set, is a token for this run only and is never written to
+    /// HOST_TEST_ACCESS_TOKEN (or DROPBOX_ACCESS_TOKEN), when set, is a token for this run only
+    /// and is never written to
     /// the database. If the tenant has stored credentials with a refresh token (from `auth`),
     /// the stored credentials win: the variable is ignored, with a one-line notice on stderr.
     /// Otherwise (no stored credentials, or only an access token stored by `connect`) this run
@@ -187,8 +218,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Connected account, last sync, cursor, re-authentication state, as a JSON document
-    /// (--json is accepted and prints the same).
+    /// Connected account, last sync, the connector's sync status, re-authentication state.
     Status {
         #[command(flatten)]
         target: Target,
@@ -196,7 +226,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Read or change the tenant's settings (validated against the manifest).
+    /// Read or change the tenant's settings: the connector's (validated against the manifest's
+    /// fields) and the host's schedule settings sync_strategy and sync_interval_minutes
+    /// (validated against the manifest's schedule).
     Config {
         #[command(flatten)]
         target: Target,
@@ -211,7 +243,7 @@ enum Command {
     Cat {
         #[command(flatten)]
         target: Target,
-        /// A Dropbox id (id:...) or a path.
+        /// A record's external id, or its path (exact, else compared case-insensitively).
         record: String,
         #[arg(long)]
         out: Option<PathBuf>,
@@ -240,6 +272,7 @@ enum ConfigAction {
 
 pub fn run(cli: Cli) -> Result<()> {
     crate::telemetry::init(cli.log_format);
+    *COMPONENT.write().unwrap_or_else(|p| p.into_inner()) = cli.component.clone();
     match cli.command {
         Command::Demo {
             files,
@@ -288,9 +321,9 @@ pub fn run(cli: Cli) -> Result<()> {
             access_token,
             json,
         } => {
-            let token = access_token
-                .or_else(env_access_token)
-                .ok_or_else(|| usage("give --access-token or set DROPBOX_ACCESS_TOKEN"))?;
+            let token = access_token.or_else(env_access_token).ok_or_else(|| {
+                usage("give --access-token or set HOST_TEST_ACCESS_TOKEN (or DROPBOX_ACCESS_TOKEN)")
+            })?;
             let host = open(&target)?;
             host.connect(
                 &target.tenant,
@@ -320,11 +353,11 @@ pub fn run(cli: Cli) -> Result<()> {
         } => {
             let host = open(&target)?;
             // For this run only (never stored); see `sync --help` for which token wins.
-            if let Some(token) = env_access_token()
+            if let Some((variable, token)) = env_access_token_named()
                 && host.use_token_for_this_run(&target.tenant, token)? == RunToken::Ignored
             {
                 eprintln!(
-                    "DROPBOX_ACCESS_TOKEN ignored: tenant {} has stored credentials with a refresh token (from `auth`), and those win; `host-test connect` replaces them",
+                    "{variable} ignored: tenant {} has stored credentials with a refresh token (from `auth`), and those win; `host-test connect` replaces them",
                     target.tenant
                 );
             }
@@ -378,7 +411,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Records { target, json } => {
-            let store = RecordStore::open(&target.db)?;
+            let store = SqliteStore::open(&target.db)?;
             // Every record of the account inherits the record group's permissions (the owner
             // is OWNER of everything).
             let permissions: Vec<serde_json::Value> = store
@@ -408,14 +441,18 @@ pub fn run(cli: Cli) -> Result<()> {
             since,
             json,
         } => {
-            let store = RecordStore::open(&db)?;
+            let store = SqliteStore::open(&db)?;
             let mut out = std::io::stdout().lock();
             for e in store.events(tenant.as_deref(), since)? {
                 if !json {
                     writeln!(
                         out,
                         "#{} {} {} {} ({})",
-                        e.seq, e.tenant, e.kind, e.path_lower, e.external_id
+                        e.seq,
+                        e.tenant,
+                        e.kind,
+                        e.path_lower.as_deref().unwrap_or("-"),
+                        e.external_id
                     )?;
                     continue;
                 }
@@ -428,13 +465,15 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Status { target, json } => {
-            let store = RecordStore::open(&target.db)?;
+            let store = SqliteStore::open(&target.db)?;
             let status = store.status(&target.tenant)?;
             let creds = store.credentials(&target.tenant)?;
-            let cursor = status
-                .sync_points
-                .iter()
-                .any(|(k, _)| k == "dropbox.cursor");
+            // What the connector said of its sync with its last sync point; its position is
+            // its own and never shown.
+            let sync_status = status
+                .sync_status
+                .as_ref()
+                .map(|s| json!({"phase": s.phase.as_str(), "detail": s.detail}));
             if json {
                 println!(
                     "{}",
@@ -445,9 +484,10 @@ pub fn run(cli: Cli) -> Result<()> {
                         "token_expires_at": creds.as_ref().and_then(|c| c.expires_at),
                         "needs_reauthentication": status.needs_reauth,
                         "last_sync_at": status.last_sync_at,
-                        "last_sync_result": status.last_sync_result,
+                        "last_sync_outcome": status.last_sync_outcome.map(|o| o.as_str()),
+                        "last_sync_result": status.last_sync_note,
                         "records": status.records,
-                        "cursor_present": cursor,
+                        "sync_status": sync_status,
                     }))?
                 );
                 return Ok(());
@@ -470,20 +510,16 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             println!("connection:  {connection}");
             println!("records:     {}", status.records);
-            match (status.last_sync_at, &status.last_sync_result) {
+            match (status.last_sync_at, &status.last_sync_note) {
                 (Some(at), Some(result)) => {
                     println!("last sync:   {result} (at {at}, unix seconds)")
                 }
                 _ => println!("last sync:   never"),
             }
-            println!(
-                "position:    {}",
-                if cursor {
-                    "stored (the next sync is incremental)"
-                } else {
-                    "none (the next sync lists everything)"
-                }
-            );
+            match &status.sync_status {
+                Some(s) => println!("sync status: {} ({})", s.phase.as_str(), s.detail),
+                None => println!("sync status: none (the next sync lists everything)"),
+            }
             Ok(())
         }
         Command::Config {
@@ -503,8 +539,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 ConfigAction::Get { key } => {
                     let settings = host.store().settings(&target.tenant)?;
-                    let field = host.manifest().config_fields.iter().find(|f| f.key == key);
-                    let Some(field) = field else {
+                    let defaults = setting_defaults(host.manifest());
+                    let Some((_, default)) = defaults.iter().find(|(k, _)| *k == key) else {
                         return Err(classified(
                             ExitClass::InvalidConfig,
                             format!("unknown setting '{key}'"),
@@ -515,7 +551,7 @@ pub fn run(cli: Cli) -> Result<()> {
                         .find(|(k, _)| *k == key)
                         .map(|(_, v)| v.clone());
                     let is_default = value.is_none();
-                    let shown = value.or(field.default_value.clone()).unwrap_or_default();
+                    let shown = value.or(default.clone()).unwrap_or_default();
                     if json {
                         println!(
                             "{}",
@@ -527,40 +563,32 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 ConfigAction::List => {
                     let settings = host.store().settings(&target.tenant)?;
+                    let defaults = setting_defaults(host.manifest());
+                    let rows: Vec<(String, String, bool)> = defaults
+                        .into_iter()
+                        .map(|(key, default)| {
+                            let value = settings
+                                .iter()
+                                .find(|(k, _)| *k == key)
+                                .map(|(_, v)| v.clone());
+                            let is_default = value.is_none();
+                            (key, value.or(default).unwrap_or_default(), is_default)
+                        })
+                        .collect();
                     if json {
-                        let list: Vec<serde_json::Value> = host
-                            .manifest()
-                            .config_fields
+                        let list: Vec<serde_json::Value> = rows
                             .iter()
-                            .map(|field| {
-                                let value = settings
-                                    .iter()
-                                    .find(|(k, _)| *k == field.key)
-                                    .map(|(_, v)| v.clone());
-                                json!({
-                                    "key": field.key,
-                                    "value": value.clone().or(field.default_value.clone()).unwrap_or_default(),
-                                    "default": value.is_none(),
-                                })
+                            .map(|(key, value, is_default)| {
+                                json!({"key": key, "value": value, "default": is_default})
                             })
                             .collect();
                         println!("{}", serde_json::to_string_pretty(&list)?);
                         return Ok(());
                     }
-                    for field in &host.manifest().config_fields {
-                        let value = settings
-                            .iter()
-                            .find(|(k, _)| *k == field.key)
-                            .map(|(_, v)| v.clone());
-                        let shown = value
-                            .clone()
-                            .or(field.default_value.clone())
-                            .unwrap_or_default();
+                    for (key, value, is_default) in rows {
                         println!(
-                            "{} = {}{}",
-                            field.key,
-                            shown,
-                            if value.is_none() { " (default)" } else { "" }
+                            "{key} = {value}{}",
+                            if is_default { " (default)" } else { "" }
                         );
                     }
                 }
@@ -633,31 +661,65 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// DROPBOX_ACCESS_TOKEN, unless unset or empty.
+/// The variables that give an access token for one run, first found wins:
+/// HOST_TEST_ACCESS_TOKEN (any component), then DROPBOX_ACCESS_TOKEN (the name the default
+/// connector's users know).
+const TOKEN_VARIABLES: [&str; 2] = ["HOST_TEST_ACCESS_TOKEN", "DROPBOX_ACCESS_TOKEN"];
+
+/// The first of [`TOKEN_VARIABLES`] that is set and not empty.
 fn env_access_token() -> Option<String> {
-    std::env::var("DROPBOX_ACCESS_TOKEN")
-        .ok()
-        .filter(|t| !t.trim().is_empty())
+    env_access_token_named().map(|(_, token)| token)
+}
+
+/// [`env_access_token`], with the name of the variable it came from.
+fn env_access_token_named() -> Option<(&'static str, String)> {
+    TOKEN_VARIABLES.iter().find_map(|name| {
+        std::env::var(name)
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| (*name, t))
+    })
 }
 
 fn open(target: &Target) -> Result<ConnectorHost> {
     Ok(ConnectorHost::open(
+        load_component()?,
         &target.db,
         target.api_url.as_deref(),
-        SandboxConfig::default(),
     )?)
 }
 
 /// A host over an in-memory store: for commands that only ask the component about itself.
 fn bare_host() -> Result<ConnectorHost> {
-    let runtime = Arc::new(Runtime::dropbox(SandboxConfig::default())?);
-    let store = Arc::new(RecordStore::open_in_memory()?);
+    let runtime = Arc::new(load_component()?);
+    let store = Arc::new(SqliteStore::open_in_memory()?);
     Ok(ConnectorHost::new(
         runtime,
         store,
         None,
         Default::default(),
     )?)
+}
+
+/// Every setting a tenant has, with its default: the host's schedule settings first, then the
+/// connector's fields.
+fn setting_defaults(m: &ConnectorManifest) -> Vec<(String, Option<String>)> {
+    let mut out = vec![
+        (
+            SYNC_STRATEGY.to_string(),
+            Some(strategy_str(m.schedule.default_strategy).to_string()),
+        ),
+        (
+            SYNC_INTERVAL_MINUTES.to_string(),
+            Some(m.schedule.default_interval_minutes.to_string()),
+        ),
+    ];
+    out.extend(
+        m.config_fields
+            .iter()
+            .map(|f| (f.key.clone(), f.default_value.clone())),
+    );
+    out
 }
 
 pub fn manifest_json(m: &ConnectorManifest) -> serde_json::Value {
@@ -667,14 +729,21 @@ pub fn manifest_json(m: &ConnectorManifest) -> serde_json::Value {
         "version": m.version,
         "app_group": m.app_group,
         "description": m.description,
-        "oauth": {
-            "authorize_url": m.oauth.authorize_url,
-            "token_url": m.oauth.token_url,
-            "revoke_url": m.oauth.revoke_url,
-            "scopes": m.oauth.scopes,
-            "extra_authorize_params": m.oauth.extra_authorize_params.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
-            "pkce_required": m.oauth.pkce_required,
-            "redirect_path": m.oauth.redirect_path,
+        "oauth": m.oauth.as_ref().map(|o| json!({
+            "authorize_url": o.authorize_url,
+            "token_url": o.token_url,
+            "revoke_url": o.revoke_url,
+            "scopes": o.scopes,
+            "extra_authorize_params": o.extra_authorize_params.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
+            "pkce_required": o.pkce_required,
+            "redirect_path": o.redirect_path,
+        })),
+        "schedule": {
+            "strategies": m.schedule.strategies.iter().map(|s| strategy_str(*s)).collect::<Vec<_>>(),
+            "default_strategy": strategy_str(m.schedule.default_strategy),
+            "default_interval_minutes": m.schedule.default_interval_minutes,
+            "min_interval_minutes": m.schedule.min_interval_minutes,
+            "max_interval_minutes": m.schedule.max_interval_minutes,
         },
         "allowed_hosts": m.allowed_hosts,
         "config_fields": m.config_fields.iter().map(|f| {
@@ -693,14 +762,14 @@ pub fn manifest_json(m: &ConnectorManifest) -> serde_json::Value {
 
 fn inspect() -> Result<()> {
     let config = SandboxConfig::default();
-    let runtime = Runtime::dropbox(config.clone())?;
+    let runtime = load_component()?;
     let (imports, exports) = runtime.component_interfaces();
     let host = bare_host()?;
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({
             "component": {
-                "path": env!("DROPBOX_CONNECTOR_WASM_PATH"),
+                "path": component_path().display().to_string(),
                 "bytes": runtime.component_size(),
                 "compile_cache": runtime.cache_outcome().map(|o| o.to_string()),
             },
@@ -717,6 +786,8 @@ fn inspect() -> Result<()> {
                     "max_response_body_bytes": crate::http::HttpSettings::default().max_body_bytes,
                     "connect_timeout_secs": crate::http::HttpSettings::default().connect_timeout.as_secs(),
                     "read_timeout_secs": crate::http::HttpSettings::default().read_timeout.as_secs(),
+                    "max_read_timeout_secs": crate::http::HttpSettings::default().max_read_timeout.as_secs(),
+                    "max_pending_requests": crate::http::HttpSettings::default().max_pending_requests,
                 },
                 "tenant_isolation": "the tenant is fixed by the host for each instance; the guest cannot name one",
             }
@@ -872,17 +943,17 @@ fn capitalized(word: &str) -> String {
     }
 }
 
-/// One record as a line for people: kind, size, path, id.
-fn record_line(r: &crate::bindings::types::Record) -> String {
+/// One record as a line for people: kind, size, path (a flat source's records: the name), id.
+fn record_line(r: &crate::store::Record) -> String {
     let size = match r.kind {
-        crate::bindings::types::RecordKind::Folder => "-".to_string(),
-        crate::bindings::types::RecordKind::File => r.size.to_string(),
+        RecordKind::Folder => "-".to_string(),
+        RecordKind::File | RecordKind::Item => r.size.to_string(),
     };
     format!(
         "{:<6} {:>12}  {}  ({})",
-        crate::store::kind_str(r.kind),
+        r.kind.as_str(),
         size,
-        r.path_display,
+        r.path_display().unwrap_or(&r.name),
         r.external_id
     )
 }
@@ -913,10 +984,13 @@ pub enum ExitClass {
     /// A bug or an unexpected answer: the guest trapped or ran away, a malformed response, a
     /// database error.
     Internal = 9,
+    /// The connector does not offer the operation (a source without signed URLs, say); asking
+    /// again will not help.
+    Unsupported = 10,
 }
 
 impl ExitClass {
-    pub const ALL: [ExitClass; 9] = [
+    pub const ALL: [ExitClass; 10] = [
         ExitClass::Failure,
         ExitClass::Usage,
         ExitClass::AuthRequired,
@@ -926,6 +1000,7 @@ impl ExitClass {
         ExitClass::NotFound,
         ExitClass::Integrity,
         ExitClass::Internal,
+        ExitClass::Unsupported,
     ];
 
     /// The process exit code.
@@ -944,6 +1019,7 @@ impl ExitClass {
             ExitClass::NotFound => "not found",
             ExitClass::Integrity => "integrity",
             ExitClass::Internal => "internal",
+            ExitClass::Unsupported => "unsupported",
         }
     }
 
@@ -965,6 +1041,8 @@ impl ExitClass {
             ConnectorError::Transient(_) => ExitClass::Transient,
             ConnectorError::Integrity(_) => ExitClass::Integrity,
             ConnectorError::Internal(_) => ExitClass::Internal,
+            // The connector does not offer what was asked: no class of its own.
+            ConnectorError::Unsupported(_) => ExitClass::Unsupported,
         }
     }
 
@@ -980,7 +1058,7 @@ impl ExitClass {
 
     pub fn of_store(e: &StoreError) -> ExitClass {
         match e {
-            StoreError::Open { .. } => ExitClass::InvalidConfig,
+            StoreError::Open { .. } | StoreError::SchemaVersion { .. } => ExitClass::InvalidConfig,
             StoreError::Conflict(_)
             | StoreError::Invalid(_)
             | StoreError::Database(_)
@@ -1006,6 +1084,10 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> Option<ExitClass> {
     }
     if e.downcast_ref::<InvokeError>().is_some() {
         return Some(ExitClass::Internal);
+    }
+    if e.downcast_ref::<crate::runtime::LoadError>().is_some() {
+        // A component that cannot be read or is of another contract: what was given is wrong.
+        return Some(ExitClass::InvalidConfig);
     }
     if let Some(c) = e.downcast_ref::<CredentialError>() {
         return Some(match c {

@@ -15,9 +15,10 @@ use serde::Deserialize;
 
 use crate::app::{ConnectorHost, RunToken, validate_setting};
 use crate::metrics::{Metrics, MetricsServer};
-use crate::runtime::SandboxConfig;
 use crate::store::StoredCredentials;
-use crate::watch::{SYNC_INTERVAL_MINUTES, WatchEvent, WatchOptions, WatchTenant, Watcher, human};
+use crate::watch::{
+    SYNC_INTERVAL_MINUTES, SYNC_STRATEGY, WatchEvent, WatchOptions, WatchTenant, Watcher, human,
+};
 
 #[derive(clap::Args)]
 pub struct WatchArgs {
@@ -29,17 +30,19 @@ pub struct WatchArgs {
     #[arg(long = "tenant")]
     tenants: Vec<String>,
     /// Minutes between scheduled syncs for every tenant, for this run (default: each tenant's
-    /// sync_interval_minutes setting, 60 unless set).
+    /// sync_interval_minutes setting, else the manifest's schedule's default).
     #[arg(long)]
     interval: Option<u64>,
-    /// Only the schedule: no long-polling for changes between scheduled syncs.
+    /// Only the schedule: no long-polling for changes between scheduled syncs, even for
+    /// tenants whose sync_strategy is change-notifications.
     #[arg(long)]
     no_longpoll: bool,
     /// Syncs that may run at once across all tenants.
     #[arg(long, default_value_t = 4)]
     max_concurrent: usize,
     /// Tenants to configure and watch, in TOML: [[tenant]] name = "...", api_url = "..."
-    /// (optional), access_token = "..." (optional), interval_minutes = N (optional).
+    /// (optional), access_token = "..." (optional), interval_minutes = N (optional),
+    /// sync_strategy = "change-notifications" (optional; long-polls between syncs).
     ///
     /// An access_token never overwrites stored credentials. It is stored only for a tenant
     /// with no stored credentials at all. If the tenant has stored credentials with a refresh
@@ -51,7 +54,7 @@ pub struct WatchArgs {
     /// Send the requests of tenants without an API URL of their own to this base URL.
     #[arg(long)]
     api_url: Option<String>,
-    /// Seconds each long-poll asks Dropbox to wait (30..=480).
+    /// Seconds each long-poll asks the source to wait (30..=480; the connector may clamp it).
     #[arg(long, default_value_t = 30)]
     longpoll_timeout: u32,
     /// Serve Prometheus metrics on http://ADDR/metrics, with /healthz (the process is alive)
@@ -77,6 +80,9 @@ struct TenantEntry {
     /// run, in memory only ([`ConnectorHost::use_token_for_this_run`]).
     access_token: Option<String>,
     interval_minutes: Option<u64>,
+    /// The tenant's `sync_strategy` (manual, scheduled, change-notifications: the ones the
+    /// manifest's schedule offers), stored as its setting.
+    sync_strategy: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,14 +95,14 @@ struct TenantsFile {
 pub fn run(args: WatchArgs) -> Result<()> {
     if !(30..=480).contains(&args.longpoll_timeout) {
         bail!(
-            "--longpoll-timeout {}: Dropbox accepts 30 to 480 seconds",
+            "--longpoll-timeout {}: give 30 to 480 seconds",
             args.longpoll_timeout
         );
     }
     let host = Arc::new(ConnectorHost::open(
+        super::load_component()?,
         &args.db,
         args.api_url.as_deref(),
-        SandboxConfig::default(),
     )?);
     let interval = match args.interval {
         Some(minutes) => {
@@ -258,6 +264,10 @@ fn configure_from_file(host: &ConnectorHost, path: &Path) -> Result<Vec<String>>
                     path.display()
                 );
             }
+        }
+        if let Some(strategy) = &entry.sync_strategy {
+            host.set_setting(&name, SYNC_STRATEGY, strategy)
+                .with_context(context)?;
         }
         if let Some(minutes) = entry.interval_minutes {
             host.set_setting(&name, SYNC_INTERVAL_MINUTES, &minutes.to_string())

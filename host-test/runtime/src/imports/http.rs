@@ -1,0 +1,189 @@
+//! `http`: the guest's only way out. Policy first (declared hosts only, no guest-supplied
+//! credentials), then the tenant's token, then the transport.
+//!
+//! `send` runs a request on the calling thread. `start` runs the same checks at once (policy,
+//! headers, the token) and hands the request to a thread of its own, so the guest can work
+//! while the network does; `wait` collects it. At most `max_pending_requests` are pending per
+//! instance. A request never waited for is dropped with the instance: its thread finishes the
+//! request it is in (a blocking transport cannot be cancelled) and its response is discarded.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::bindings::http::{Host, HttpError, Method, Request, Response};
+use crate::credentials::CredentialError;
+use crate::http::{HttpClient, HttpResponse, TransportError};
+use crate::policy::PolicyError;
+use crate::runtime::TenantState;
+
+/// A request that passed every check and only needs the network.
+struct Prepared {
+    method: &'static str,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    timeout: Option<Duration>,
+}
+
+/// Requests begun with `start` and not yet collected, by id.
+#[derive(Default)]
+pub(crate) struct PendingRequests {
+    next_id: u64,
+    pending: HashMap<u64, mpsc::Receiver<Result<HttpResponse, TransportError>>>,
+}
+
+fn transport_error(e: TransportError) -> HttpError {
+    match e {
+        TransportError::Timeout(m) => HttpError::Timeout(m),
+        TransportError::Connection(m) => HttpError::Connection(m),
+        TransportError::BodyTooLarge(n) => HttpError::BodyTooLarge(n),
+        TransportError::InvalidRequest(m) => HttpError::InvalidRequest(m),
+    }
+}
+
+impl TenantState {
+    /// Every check that needs no network: the destination, the headers, the token.
+    fn prepare(&mut self, req: Request) -> Result<Prepared, HttpError> {
+        let services = self.tenant.services.clone();
+        let resolved = services.policy.resolve(&req.url).map_err(|e| match e {
+            PolicyError::NotAllowed(host) => HttpError::DestinationNotAllowed(host),
+            PolicyError::InvalidUrl { url, reason } => {
+                HttpError::InvalidRequest(format!("{url}: {reason}"))
+            }
+        })?;
+        let cap = services.http.settings().max_body_bytes;
+        if req.body.len() as u64 > cap {
+            // The contract bounds every list a host call copies by the body cap.
+            return Err(HttpError::InvalidRequest(format!(
+                "the request body ({} bytes) exceeds the host's limit of {cap} bytes",
+                req.body.len()
+            )));
+        }
+        let mut headers = Vec::with_capacity(req.headers.len() + 1);
+        for (name, value) in req.headers {
+            if name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("host") {
+                return Err(HttpError::InvalidRequest(format!(
+                    "the {name} header is set by the host"
+                )));
+            }
+            headers.push((name, value));
+        }
+        if req.authenticated {
+            let token = services
+                .credentials
+                .access_token(&self.tenant.tenant, &services.http, &services.policy)
+                .map_err(|e| match e {
+                    // The token endpoint failed for now: a retryable connection problem, not a
+                    // reason to ask the user to connect again.
+                    CredentialError::Transient(m) | CredentialError::Storage(m) => {
+                        HttpError::Connection(format!("refreshing the access token failed: {m}"))
+                    }
+                    other => HttpError::NoCredentials(other.to_string()),
+                })?;
+            headers.push(("Authorization".to_string(), format!("Bearer {token}")));
+        }
+        let method = match req.method {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+        };
+        let path = url::Url::parse(&req.url)
+            .map(|u| u.path().to_string())
+            .unwrap_or_default();
+        *self.stats.requests.entry(path).or_default() += 1;
+        Ok(Prepared {
+            method,
+            url: resolved.url,
+            headers,
+            body: req.body,
+            timeout: req.timeout_ms.map(Duration::from_millis),
+        })
+    }
+
+    fn received(&mut self, response: HttpResponse) -> Response {
+        self.stats.bytes_received += response.body.len() as u64;
+        if response.status == 429 {
+            self.stats.rate_limited_responses += 1;
+        }
+        Response {
+            status: response.status,
+            headers: response.headers,
+            body: response.body,
+        }
+    }
+}
+
+fn run(client: &HttpClient, p: Prepared) -> Result<HttpResponse, TransportError> {
+    client.send(p.method, &p.url, &p.headers, p.body, p.timeout)
+}
+
+impl Host for TenantState {
+    fn send(&mut self, req: Request) -> Result<Response, HttpError> {
+        self.stats.host_calls += 1;
+        self.touch();
+        let prepared = self.prepare(req);
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                self.touch();
+                return Err(e);
+            }
+        };
+        let started = Instant::now();
+        let result = run(&self.tenant.services.http, prepared);
+        self.stats.http_time += started.elapsed();
+        self.touch();
+        let response = result.map_err(transport_error)?;
+        Ok(self.received(response))
+    }
+
+    fn start(&mut self, req: Request) -> Result<u64, HttpError> {
+        self.stats.host_calls += 1;
+        self.touch();
+        let limit = self.tenant.services.http.settings().max_pending_requests as usize;
+        if self.http_pending.pending.len() >= limit {
+            return Err(HttpError::InvalidRequest(format!(
+                "too many pending requests: at most {limit} may be started and not yet waited for"
+            )));
+        }
+        let prepared = self.prepare(req)?;
+        let client = self.tenant.services.http.clone();
+        let (tx, rx) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("http-start".into())
+            .spawn(move || {
+                // The receiver is gone when the instance was dropped: nothing to deliver.
+                let _ = tx.send(run(&client, prepared));
+            })
+            .map_err(|e| HttpError::Connection(format!("cannot start the request: {e}")))?;
+        let id = self.http_pending.next_id;
+        self.http_pending.next_id += 1;
+        self.http_pending.pending.insert(id, rx);
+        self.touch();
+        Ok(id)
+    }
+
+    fn wait(&mut self, id: u64) -> Result<Response, HttpError> {
+        self.stats.host_calls += 1;
+        self.touch();
+        let Some(rx) = self.http_pending.pending.remove(&id) else {
+            return Err(HttpError::InvalidRequest(format!(
+                "no pending request with id {id} (never started, or already waited for)"
+            )));
+        };
+        // Only the time the guest is blocked counts as its network time.
+        let started = Instant::now();
+        let result = rx.recv();
+        self.stats.http_time += started.elapsed();
+        self.touch();
+        let response = result
+            .map_err(|_| {
+                HttpError::Connection("the request's thread ended without a response".into())
+            })?
+            .map_err(transport_error)?;
+        Ok(self.received(response))
+    }
+}

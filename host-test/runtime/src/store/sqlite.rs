@@ -1,0 +1,1381 @@
+//! The embedded records store: one SQLite file holding every tenant's records, sync point and
+//! status, owner, credentials, settings and the ordered event stream (see the module above for
+//! what every backend guarantees).
+//!
+//! Schema version 2 (contract 0.2): paths are nullable (records of a flat source have none),
+//! the live `path_lower` of a tenant is unique through a partial index that ignores NULLs and
+//! pending records, and a tenant has one opaque sync point with its phase and detail. A file of
+//! version 1 (contract 0.1) is refused with [`StoreError::SchemaVersion`]: it is not migrated
+//! (its positions were the 0.1 connector's own keys, meaningless to a 0.2 connector).
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde_json::Value;
+
+use super::{
+    ApplySummary, Change, ChangeKind, Event, GroupKind, Permission, Record, RecordGroup,
+    RecordKind, RecordPath, RecordStore, Role, StoreError, StoredCredentials, StoredRecord,
+    SyncOutcome, SyncPhase, SyncPoint, SyncStatus, TenantStatus, User, record_json, role_str,
+};
+
+const SCHEMA_VERSION: i64 = 2;
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    /// Test hook: (apply calls to let through, change index to fail at), to prove atomicity.
+    fail_after: Mutex<Option<(usize, usize)>>,
+}
+
+const RECORD_COLUMNS: &str = "external_id, revision, name, path_display, path_lower, parent_external_id, kind, \
+     mime_type, size, content_hash, client_modified, server_modified, is_downloadable, export_format, \
+     web_url, is_shared, shared_url, pending_removal";
+
+impl SqliteStore {
+    /// Open (creating and migrating) the database file. A new file is readable by its owner
+    /// only: it holds credentials.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let existed = path.exists();
+        if !existed {
+            create_private_file(path).map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::init(conn)
+    }
+
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // A sync touches the records table and four indexes per change: keep them in memory.
+        conn.pragma_update(None, "cache_size", -65536)?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // Fewer, larger checkpoints while a sync writes thousands of batches.
+        conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
+        conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)?;
+        migrate(&conn)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            fail_after: Mutex::new(None),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a transaction half-applied (SQLite rolls
+        // back an unfinished transaction), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl RecordStore for SqliteStore {
+    /// Test hook: let `calls` more `apply` calls through, then fail every later one at its
+    /// change number `at_change` (None: never fail).
+    fn inject_apply_failure(&self, plan: Option<(usize, usize)>) {
+        *self.fail_after.lock().unwrap_or_else(|p| p.into_inner()) = plan;
+    }
+
+    fn ensure_tenant(&self, tenant: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO tenants(name, created_at) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
+            params![tenant, now()],
+        )?;
+        Ok(())
+    }
+
+    fn set_tenant_api_url(&self, tenant: &str, api_url: Option<&str>) -> Result<(), StoreError> {
+        self.ensure_tenant(tenant)?;
+        self.conn().execute(
+            "UPDATE tenants SET api_url = ?2 WHERE name = ?1",
+            params![tenant, api_url],
+        )?;
+        Ok(())
+    }
+
+    fn tenant_api_url(&self, tenant: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT api_url FROM tenants WHERE name = ?1",
+                params![tenant],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    fn tenants(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name FROM tenants ORDER BY name")?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Apply a batch of changes and the sync point atomically.
+    fn apply(
+        &self,
+        tenant: &str,
+        changes: &[Change],
+        sync_point: Option<&SyncPoint>,
+    ) -> Result<ApplySummary, StoreError> {
+        let fail_after = {
+            let mut plan = self.fail_after.lock().unwrap_or_else(|p| p.into_inner());
+            match plan.as_mut() {
+                Some((0, at)) => Some(*at),
+                Some((calls, _)) => {
+                    *calls -= 1;
+                    None
+                }
+                None => None,
+            }
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        // A batch is numbered by the first sequence number it may use: unique and increasing,
+        // at the cost of reading the last rowid (no index on `batch` to maintain).
+        let batch: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events", [], |r| {
+            r.get(0)
+        })?;
+        let mut summary = ApplySummary {
+            created: 0,
+            content_updates: 0,
+            metadata_updates: 0,
+            deletions: 0,
+        };
+        for (index, change) in changes.iter().enumerate() {
+            if fail_after == Some(index) {
+                return Err(StoreError::Injected(index));
+            }
+            apply_change(&tx, tenant, batch, change, &mut summary)?;
+        }
+        if fail_after.is_some() {
+            // The failure point lies past the last change: fail just before committing.
+            return Err(StoreError::Injected(changes.len()));
+        }
+        if let Some(point) = sync_point {
+            tx.execute(
+                "INSERT INTO sync_points(tenant, position, phase, detail, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(tenant) DO UPDATE SET position = excluded.position, phase = excluded.phase,
+                   detail = excluded.detail, updated_at = excluded.updated_at",
+                params![
+                    tenant,
+                    point.position,
+                    point.status.phase.as_str(),
+                    point.status.detail,
+                    now()
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(summary)
+    }
+
+    fn get_sync_point(&self, tenant: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT position FROM sync_points WHERE tenant = ?1",
+                params![tenant],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn delete_sync_point(&self, tenant: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM sync_points WHERE tenant = ?1", params![tenant])?;
+        Ok(())
+    }
+
+    fn sync_status(&self, tenant: &str) -> Result<Option<SyncStatus>, StoreError> {
+        let row: Option<(String, String)> = self
+            .conn()
+            .query_row(
+                "SELECT phase, detail FROM sync_points WHERE tenant = ?1",
+                params![tenant],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(phase, detail)| {
+            let phase = SyncPhase::parse(&phase).ok_or_else(|| {
+                StoreError::Invalid(format!("unknown sync phase '{phase}' in the database"))
+            })?;
+            Ok(SyncStatus { phase, detail })
+        })
+        .transpose()
+    }
+
+    fn list_records(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Record>, StoreError> {
+        let conn = self.conn();
+        // The UNIQUE(tenant, external_id) index gives the byte order of ids (BINARY collation).
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM records
+             WHERE tenant = ?1 AND (?2 IS NULL OR external_id > ?2) AND pending_removal = 0
+             ORDER BY external_id LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(params![tenant, after, limit], read_stored)?;
+        Ok(rows
+            .map(|r| r.map(|s| s.record))
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn get_records(&self, tenant: &str, ids: &[String]) -> Result<Vec<StoredRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM records WHERE tenant = ?1 AND external_id = ?2"
+        ))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(found) = stmt
+                .query_row(params![tenant, id], read_stored)
+                .optional()?
+            {
+                out.push(found);
+            }
+        }
+        Ok(out)
+    }
+
+    fn find_by_paths(
+        &self,
+        tenant: &str,
+        paths: &[String],
+    ) -> Result<Vec<Option<Record>>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM records INDEXED BY records_by_path WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0"
+        ))?;
+        let mut out = Vec::with_capacity(paths.len());
+        for path in paths {
+            out.push(
+                stmt.query_row(params![tenant, path], read_stored)
+                    .optional()?
+                    .map(|s| s.record),
+            );
+        }
+        Ok(out)
+    }
+
+    fn list_shared(&self, tenant: &str) -> Result<Vec<Record>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM records INDEXED BY records_shared WHERE tenant = ?1 AND is_shared = 1 AND pending_removal = 0"
+        ))?;
+        let rows = stmt.query_map(params![tenant], read_stored)?;
+        Ok(rows
+            .map(|r| r.map(|s| s.record))
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn list_subtree(
+        &self,
+        tenant: &str,
+        path: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Record>, StoreError> {
+        let lower = format!("{path}/");
+        // No stored path ends with '/', so "after the prefix itself" starts the subtree.
+        let from = match after {
+            Some(a) if a > lower.as_str() => a.to_string(),
+            _ => lower,
+        };
+        let upper = format!("{path}0");
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM records INDEXED BY records_by_path
+             WHERE tenant = ?1 AND path_lower > ?2 AND path_lower < ?3 AND pending_removal = 0
+             ORDER BY path_lower LIMIT ?4"
+        ))?;
+        let rows = stmt.query_map(params![tenant, from, upper, limit], read_stored)?;
+        Ok(rows
+            .map(|r| r.map(|s| s.record))
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn records(&self, tenant: &str) -> Result<Vec<Record>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {RECORD_COLUMNS} FROM records WHERE tenant = ?1 AND pending_removal = 0 ORDER BY path_lower, external_id"
+        ))?;
+        let rows = stmt.query_map(params![tenant], read_stored)?;
+        Ok(rows
+            .map(|r| r.map(|s| s.record))
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn record_count(&self, tenant: &str) -> Result<u64, StoreError> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM records WHERE tenant = ?1 AND pending_removal = 0",
+            params![tenant],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
+
+    fn pending_count(&self, tenant: &str) -> Result<u64, StoreError> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM records WHERE tenant = ?1 AND pending_removal = 1",
+            params![tenant],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
+
+    fn put_owner(
+        &self,
+        tenant: &str,
+        owner: &User,
+        group: &RecordGroup,
+        permissions: &[Permission],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO users(tenant, external_id, email, display_name, is_owner) VALUES (?1, ?2, ?3, ?4, 1)
+             ON CONFLICT(tenant, external_id) DO UPDATE SET email = excluded.email, display_name = excluded.display_name, is_owner = 1",
+            params![tenant, owner.external_id, owner.email, owner.display_name],
+        )?;
+        tx.execute(
+            "INSERT INTO record_groups(tenant, external_id, name, kind) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(tenant, external_id) DO UPDATE SET name = excluded.name, kind = excluded.kind",
+            params![tenant, group.external_id, group.name, group_kind_str(group.kind)],
+        )?;
+        tx.execute(
+            "DELETE FROM permissions WHERE tenant = ?1 AND group_external_id = ?2",
+            params![tenant, group.external_id],
+        )?;
+        for p in permissions {
+            tx.execute(
+                "INSERT INTO permissions(tenant, group_external_id, principal_external_id, role) VALUES (?1, ?2, ?3, ?4)",
+                params![tenant, group.external_id, p.principal_external_id, role_str(p.role)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn owner(&self, tenant: &str) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT external_id, email, display_name FROM users WHERE tenant = ?1 AND is_owner = 1",
+                params![tenant],
+                |r| Ok(User { external_id: r.get(0)?, email: r.get(1)?, display_name: r.get(2)? }),
+            )
+            .optional()?)
+    }
+
+    fn record_groups(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<(RecordGroup, Vec<Permission>)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT external_id, name, kind FROM record_groups WHERE tenant = ?1")?;
+        let groups = stmt
+            .query_map(params![tenant], |r| {
+                Ok(RecordGroup {
+                    external_id: r.get(0)?,
+                    name: r.get(1)?,
+                    kind: parse_group_kind(&r.get::<_, String>(2)?),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut perm_stmt = conn.prepare(
+            "SELECT principal_external_id, role FROM permissions WHERE tenant = ?1 AND group_external_id = ?2",
+        )?;
+        let mut out = Vec::new();
+        for g in groups {
+            let perms = perm_stmt
+                .query_map(params![tenant, g.external_id], |r| {
+                    Ok(Permission {
+                        principal_external_id: r.get(0)?,
+                        role: parse_role(&r.get::<_, String>(1)?),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push((g, perms));
+        }
+        Ok(out)
+    }
+
+    fn clear(&self, tenant: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for table in [
+            "records",
+            "sync_points",
+            "users",
+            "record_groups",
+            "permissions",
+        ] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE tenant = ?1"),
+                params![tenant],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn events(&self, tenant: Option<&str>, since: i64) -> Result<Vec<Event>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT seq, tenant, batch, kind, external_id, path_lower, record_json FROM events
+             WHERE seq > ?1 AND (?2 IS NULL OR tenant = ?2) ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![since, tenant], |r| {
+            let json: String = r.get(6)?;
+            Ok(Event {
+                seq: r.get(0)?,
+                tenant: r.get(1)?,
+                batch: r.get(2)?,
+                kind: r.get(3)?,
+                external_id: r.get(4)?,
+                path_lower: r.get(5)?,
+                // Written by this store from `record_json`: always JSON.
+                record: serde_json::from_str(&json).unwrap_or(Value::Null),
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn last_event_seq(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
+    }
+
+    // ---- credentials (host only; never exposed to a guest) ----
+
+    fn put_credentials(&self, tenant: &str, creds: &StoredCredentials) -> Result<(), StoreError> {
+        self.ensure_tenant(tenant)?;
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO credentials(tenant, access_token, refresh_token, expires_at, client_id, client_secret, account_id, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT(tenant) DO UPDATE SET access_token = excluded.access_token, refresh_token = excluded.refresh_token,
+               expires_at = excluded.expires_at, client_id = excluded.client_id, client_secret = excluded.client_secret,
+               account_id = excluded.account_id, updated_at = excluded.updated_at",
+            params![
+                tenant,
+                creds.access_token,
+                creds.refresh_token,
+                creds.expires_at,
+                creds.client_id,
+                creds.client_secret,
+                creds.account_id,
+                now()
+            ],
+        )?;
+        conn.execute(
+            "UPDATE tenants SET needs_reauth = 0 WHERE name = ?1",
+            params![tenant],
+        )?;
+        Ok(())
+    }
+
+    fn credentials(&self, tenant: &str) -> Result<Option<StoredCredentials>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT access_token, refresh_token, expires_at, client_id, client_secret, account_id FROM credentials WHERE tenant = ?1",
+                params![tenant],
+                |r| {
+                    Ok(StoredCredentials {
+                        access_token: r.get(0)?,
+                        refresh_token: r.get(1)?,
+                        expires_at: r.get(2)?,
+                        client_id: r.get(3)?,
+                        client_secret: r.get(4)?,
+                        account_id: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn delete_credentials(&self, tenant: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM credentials WHERE tenant = ?1", params![tenant])?;
+        Ok(())
+    }
+
+    fn set_needs_reauth(&self, tenant: &str, needs: bool) -> Result<(), StoreError> {
+        self.ensure_tenant(tenant)?;
+        self.conn().execute(
+            "UPDATE tenants SET needs_reauth = ?2 WHERE name = ?1",
+            params![tenant, needs as i64],
+        )?;
+        Ok(())
+    }
+
+    fn record_sync_result(
+        &self,
+        tenant: &str,
+        outcome: SyncOutcome,
+        note: &str,
+    ) -> Result<(), StoreError> {
+        self.ensure_tenant(tenant)?;
+        self.conn().execute(
+            "UPDATE tenants SET last_sync_at = ?2, last_sync_outcome = ?3, last_sync_note = ?4 WHERE name = ?1",
+            params![tenant, now(), outcome.as_str(), note],
+        )?;
+        Ok(())
+    }
+
+    fn status(&self, tenant: &str) -> Result<TenantStatus, StoreError> {
+        let (needs_reauth, last_sync_at, outcome, last_sync_note) = self
+            .conn()
+            .query_row(
+                "SELECT needs_reauth, last_sync_at, last_sync_outcome, last_sync_note FROM tenants WHERE name = ?1",
+                params![tenant],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? != 0,
+                        r.get(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get(3)?,
+                    ))
+                },
+            )
+            .optional()?
+            .unwrap_or((false, None, None, None));
+        let last_sync_outcome = outcome
+            .map(|o| {
+                SyncOutcome::parse(&o).ok_or_else(|| {
+                    StoreError::Invalid(format!("unknown sync outcome '{o}' in the database"))
+                })
+            })
+            .transpose()?;
+        Ok(TenantStatus {
+            tenant: tenant.to_string(),
+            needs_reauth,
+            last_sync_at,
+            last_sync_outcome,
+            last_sync_note,
+            records: self.record_count(tenant)?,
+            sync_status: self.sync_status(tenant)?,
+            owner: self.owner(tenant)?,
+        })
+    }
+
+    // ---- per-tenant settings ----
+
+    fn settings(&self, tenant: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT key, value FROM settings WHERE tenant = ?1 ORDER BY key")?;
+        Ok(stmt
+            .query_map(params![tenant], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn set_setting(&self, tenant: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        self.ensure_tenant(tenant)?;
+        self.conn().execute(
+            "INSERT INTO settings(tenant, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT(tenant, key) DO UPDATE SET value = excluded.value",
+            params![tenant, key, value],
+        )?;
+        Ok(())
+    }
+}
+
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map(|_| ())
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL);")?;
+    let version: Option<i64> =
+        conn.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))?;
+    match version {
+        None => {}
+        Some(SCHEMA_VERSION) => return Ok(()),
+        Some(found) => {
+            return Err(StoreError::SchemaVersion {
+                found,
+                wanted: SCHEMA_VERSION,
+            });
+        }
+    }
+    conn.execute_batch(
+        "BEGIN;
+        CREATE TABLE tenants(
+            name TEXT PRIMARY KEY, created_at INTEGER NOT NULL, needs_reauth INTEGER NOT NULL DEFAULT 0,
+            last_sync_at INTEGER, last_sync_outcome TEXT, last_sync_note TEXT, api_url TEXT);
+        CREATE TABLE credentials(
+            tenant TEXT PRIMARY KEY, access_token TEXT NOT NULL, refresh_token TEXT, expires_at INTEGER,
+            client_id TEXT, client_secret TEXT, account_id TEXT, updated_at INTEGER NOT NULL);
+        CREATE TABLE settings(tenant TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY(tenant, key));
+        CREATE TABLE users(
+            tenant TEXT NOT NULL, external_id TEXT NOT NULL, email TEXT NOT NULL, display_name TEXT NOT NULL,
+            is_owner INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(tenant, external_id));
+        CREATE TABLE record_groups(
+            tenant TEXT NOT NULL, external_id TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
+            PRIMARY KEY(tenant, external_id));
+        CREATE TABLE permissions(
+            tenant TEXT NOT NULL, group_external_id TEXT NOT NULL, principal_external_id TEXT NOT NULL,
+            role TEXT NOT NULL, PRIMARY KEY(tenant, group_external_id, principal_external_id));
+        CREATE TABLE records(
+            tenant TEXT NOT NULL, external_id TEXT NOT NULL, revision TEXT, name TEXT NOT NULL,
+            path_display TEXT, path_lower TEXT, parent_external_id TEXT,
+            kind TEXT NOT NULL, mime_type TEXT NOT NULL, size INTEGER NOT NULL, content_hash TEXT,
+            client_modified TEXT, server_modified TEXT, is_downloadable INTEGER NOT NULL,
+            export_format TEXT, web_url TEXT, is_shared INTEGER NOT NULL, shared_url TEXT,
+            pending_removal INTEGER NOT NULL DEFAULT 0,
+            UNIQUE(tenant, external_id));
+        CREATE INDEX records_by_path ON records(tenant, path_lower);
+        -- At most one live record per path; records without a path (flat sources) and records
+        -- pending removal are outside it. `apply` checks first and says which record holds the
+        -- path; this index is the guarantee.
+        CREATE UNIQUE INDEX records_live_path ON records(tenant, path_lower)
+            WHERE pending_removal = 0 AND path_lower IS NOT NULL;
+        CREATE INDEX records_pending ON records(tenant) WHERE pending_removal = 1;
+        CREATE INDEX records_shared ON records(tenant) WHERE is_shared = 1;
+        CREATE TABLE sync_points(
+            tenant TEXT PRIMARY KEY, position TEXT NOT NULL, phase TEXT NOT NULL, detail TEXT NOT NULL,
+            updated_at INTEGER NOT NULL);
+        CREATE TABLE events(
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, batch INTEGER NOT NULL,
+            kind TEXT NOT NULL, external_id TEXT NOT NULL, path_lower TEXT,
+            record_json TEXT NOT NULL, at INTEGER NOT NULL);
+        CREATE INDEX events_by_tenant ON events(tenant, seq);
+        INSERT INTO schema_version(version) VALUES (2);
+        COMMIT;",
+    )?;
+    Ok(())
+}
+
+fn apply_change(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    batch: i64,
+    change: &Change,
+    summary: &mut ApplySummary,
+) -> Result<(), StoreError> {
+    match change {
+        Change::Upsert { record: r, event } => {
+            if r.external_id.is_empty() {
+                return Err(StoreError::Invalid("a record needs an external id".into()));
+            }
+            if let Some(path) = &r.path {
+                if path.lower.is_empty() {
+                    return Err(StoreError::Invalid(format!(
+                        "{}: a record's path.lower must not be empty",
+                        r.external_id
+                    )));
+                }
+                let occupant: Option<String> = tx
+                    .prepare_cached(
+                        "SELECT external_id FROM records INDEXED BY records_by_path WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0 AND external_id <> ?3 LIMIT 1",
+                    )?
+                    .query_row(params![tenant, path.lower, r.external_id], |row| row.get(0))
+                    .optional()?;
+                if let Some(other) = occupant {
+                    return Err(StoreError::Conflict(format!(
+                        "{} is already held by {other}; replace it before storing {}",
+                        path.lower, r.external_id
+                    )));
+                }
+            }
+            tx.prepare_cached(&format!(
+                "INSERT INTO records(tenant, {RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, 0)
+                 ON CONFLICT(tenant, external_id) DO UPDATE SET revision = excluded.revision, name = excluded.name,
+                   path_display = excluded.path_display, path_lower = excluded.path_lower,
+                   parent_external_id = excluded.parent_external_id, kind = excluded.kind, mime_type = excluded.mime_type,
+                   size = excluded.size, content_hash = excluded.content_hash, client_modified = excluded.client_modified,
+                   server_modified = excluded.server_modified, is_downloadable = excluded.is_downloadable,
+                   export_format = excluded.export_format, web_url = excluded.web_url, is_shared = excluded.is_shared,
+                   shared_url = excluded.shared_url, pending_removal = 0"
+            ))?
+            .execute(params![
+                tenant,
+                r.external_id,
+                r.revision,
+                r.name,
+                r.path_display(),
+                r.path_lower(),
+                r.parent_external_id,
+                r.kind.as_str(),
+                r.mime_type,
+                // SQLite integers are signed 64-bit: store the bits, read them back the same.
+                r.size as i64,
+                r.content_hash,
+                r.client_modified,
+                r.server_modified,
+                r.is_downloadable,
+                r.export_format,
+                r.web_url,
+                r.is_shared,
+                r.shared_url,
+            ])?;
+            let kind = match event {
+                ChangeKind::Created => {
+                    summary.created += 1;
+                    "created"
+                }
+                ChangeKind::Content => {
+                    summary.content_updates += 1;
+                    "content"
+                }
+                ChangeKind::Metadata => {
+                    summary.metadata_updates += 1;
+                    "metadata"
+                }
+                ChangeKind::ContentAndMetadata => {
+                    summary.content_updates += 1;
+                    summary.metadata_updates += 1;
+                    "content_and_metadata"
+                }
+                ChangeKind::Unchanged => return Ok(()),
+            };
+            insert_event(
+                tx,
+                tenant,
+                batch,
+                kind,
+                &r.external_id,
+                r.path_lower(),
+                &record_json(r),
+            )?;
+        }
+        Change::Replace {
+            path_lower,
+            new_external_id,
+            keep_children,
+        } => {
+            let old: Option<(String, String)> = tx
+                .prepare_cached(
+                    "SELECT external_id, kind FROM records INDEXED BY records_by_path WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0 AND external_id <> ?3 LIMIT 1",
+                )?
+                .query_row(params![tenant, path_lower, new_external_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            let Some((old_id, _old_kind)) = old else {
+                return Ok(());
+            };
+            if *keep_children {
+                // Only the replaced folder goes; its descendants stay as they are. Updating
+                // their parent and display path is the connector's (one upsert, one event,
+                // each), so that a child also named by the page is not reported twice.
+                tx.execute(
+                    "UPDATE records SET pending_removal = 1 WHERE tenant = ?1 AND external_id = ?2",
+                    params![tenant, old_id],
+                )?;
+            } else {
+                mark_subtree(tx, tenant, path_lower)?;
+            }
+        }
+        Change::Remove(id) => {
+            tx.prepare_cached(
+                "UPDATE records SET pending_removal = 1 WHERE tenant = ?1 AND external_id = ?2 AND pending_removal = 0",
+            )?
+            .execute(params![tenant, id])?;
+        }
+        Change::RemoveSubtree(path) => {
+            mark_subtree(tx, tenant, path)?;
+        }
+        Change::MarkAllPending => {
+            tx.execute(
+                "UPDATE records SET pending_removal = 1 WHERE tenant = ?1 AND pending_removal = 0",
+                params![tenant],
+            )?;
+        }
+        Change::Purge => {
+            let at = now();
+            let removed = tx.execute(
+                "INSERT INTO events(tenant, batch, kind, external_id, path_lower, record_json, at)
+                 SELECT tenant, ?2, 'deleted', external_id, path_lower,
+                        json_object('id', external_id, 'path_lower', path_lower, 'kind', kind), ?3
+                 FROM records INDEXED BY records_pending WHERE tenant = ?1 AND pending_removal = 1 ORDER BY path_lower DESC",
+                params![tenant, batch, at],
+            )?;
+            tx.execute(
+                "DELETE FROM records WHERE tenant = ?1 AND pending_removal = 1",
+                params![tenant],
+            )?;
+            summary.deletions += removed as u64;
+        }
+    }
+    Ok(())
+}
+
+/// Flag the live record at `path` and every live descendant. Descendants are the paths that
+/// start with `path/`: the range [path + "/", path + "0") in byte order, since '0' follows '/'.
+fn mark_subtree(tx: &Transaction<'_>, tenant: &str, path: &str) -> Result<usize, StoreError> {
+    let lower = format!("{path}/");
+    let upper = format!("{path}0");
+    // Two statements, each a search of the path index (an OR of both would scan the tenant).
+    let exact = tx
+        .prepare_cached(
+            "UPDATE records INDEXED BY records_by_path SET pending_removal = 1
+             WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0",
+        )?
+        .execute(params![tenant, path])?;
+    let below = tx
+        .prepare_cached(
+            "UPDATE records INDEXED BY records_by_path SET pending_removal = 1
+             WHERE tenant = ?1 AND path_lower >= ?2 AND path_lower < ?3 AND pending_removal = 0",
+        )?
+        .execute(params![tenant, lower, upper])?;
+    Ok(exact + below)
+}
+
+fn insert_event(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    batch: i64,
+    kind: &str,
+    external_id: &str,
+    path_lower: Option<&str>,
+    record: &Value,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO events(tenant, batch, kind, external_id, path_lower, record_json, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![tenant, batch, kind, external_id, path_lower, record.to_string(), now()])?;
+    Ok(())
+}
+
+fn read_stored(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
+    let size: i64 = row.get(8)?;
+    let display: Option<String> = row.get(3)?;
+    let lower: Option<String> = row.get(4)?;
+    let kind: String = row.get(6)?;
+    Ok(StoredRecord {
+        record: Record {
+            external_id: row.get(0)?,
+            revision: row.get(1)?,
+            name: row.get(2)?,
+            // Both columns are written together from one `path`.
+            path: match (display, lower) {
+                (Some(display), Some(lower)) => Some(RecordPath { display, lower }),
+                _ => None,
+            },
+            parent_external_id: row.get(5)?,
+            kind: RecordKind::parse(&kind).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    6,
+                    rusqlite::types::Type::Text,
+                    format!("unknown record kind '{kind}'").into(),
+                )
+            })?,
+            mime_type: row.get(7)?,
+            // SQLite integers are signed 64-bit: the bits of the u64 were stored.
+            size: size as u64,
+            content_hash: row.get(9)?,
+            client_modified: row.get(10)?,
+            server_modified: row.get(11)?,
+            is_downloadable: row.get(12)?,
+            export_format: row.get(13)?,
+            web_url: row.get(14)?,
+            is_shared: row.get(15)?,
+            shared_url: row.get(16)?,
+        },
+        pending_removal: row.get(17)?,
+    })
+}
+
+fn group_kind_str(kind: GroupKind) -> &'static str {
+    match kind {
+        GroupKind::Drive => "drive",
+        GroupKind::Folder => "folder",
+        GroupKind::Other => "other",
+    }
+}
+
+fn parse_group_kind(s: &str) -> GroupKind {
+    match s {
+        "drive" => GroupKind::Drive,
+        "folder" => GroupKind::Folder,
+        _ => GroupKind::Other,
+    }
+}
+
+fn parse_role(s: &str) -> Role {
+    match s {
+        "owner" => Role::Owner,
+        "writer" => Role::Writer,
+        "commenter" => Role::Commenter,
+        _ => Role::Reader,
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn rec(id: &str, path: &str, kind: RecordKind) -> Record {
+        Record {
+            external_id: id.into(),
+            revision: None,
+            name: path.rsplit('/').next().unwrap_or_default().into(),
+            path: Some(RecordPath {
+                display: path.into(),
+                lower: path.to_lowercase(),
+            }),
+            parent_external_id: None,
+            kind,
+            mime_type: "application/octet-stream".into(),
+            size: 1,
+            content_hash: None,
+            client_modified: None,
+            server_modified: None,
+            is_downloadable: true,
+            export_format: None,
+            web_url: None,
+            is_shared: false,
+            shared_url: None,
+        }
+    }
+
+    pub(crate) fn point(position: &str) -> SyncPoint {
+        SyncPoint {
+            position: position.into(),
+            status: SyncStatus {
+                phase: SyncPhase::Current,
+                detail: format!("at {position}"),
+            },
+        }
+    }
+
+    pub(crate) fn up(r: Record, event: ChangeKind) -> Change {
+        Change::Upsert { record: r, event }
+    }
+
+    #[test]
+    fn batch_with_sync_point_is_all_or_nothing() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store
+            .apply(
+                "t",
+                &[up(rec("id:a", "/a", RecordKind::File), ChangeKind::Created)],
+                Some(&point("1")),
+            )
+            .unwrap();
+        store.inject_apply_failure(Some((0, 1)));
+        let err = store.apply(
+            "t",
+            &[
+                up(rec("id:b", "/b", RecordKind::File), ChangeKind::Created),
+                up(rec("id:c", "/c", RecordKind::File), ChangeKind::Created),
+            ],
+            Some(&point("2")),
+        );
+        assert!(matches!(err, Err(StoreError::Injected(1))));
+        store.inject_apply_failure(None);
+        assert_eq!(store.records("t").unwrap().len(), 1);
+        assert_eq!(store.get_sync_point("t").unwrap().as_deref(), Some("1"));
+        assert_eq!(store.events(None, 0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn subtree_removal_is_deferred_until_purge_and_an_upsert_restores() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let changes = vec![
+            up(rec("id:d", "/d", RecordKind::Folder), ChangeKind::Created),
+            up(rec("id:x", "/d/x", RecordKind::File), ChangeKind::Created),
+            up(rec("id:y", "/d/y", RecordKind::File), ChangeKind::Created),
+            up(rec("id:z", "/d z", RecordKind::File), ChangeKind::Created),
+        ];
+        store.apply("t", &changes, None).unwrap();
+        store
+            .apply("t", &[Change::RemoveSubtree("/d".into())], None)
+            .unwrap();
+        // "/d z" is not inside "/d".
+        assert_eq!(store.records("t").unwrap().len(), 1);
+        // x moved elsewhere: restored with its identity.
+        store
+            .apply(
+                "t",
+                &[up(
+                    rec("id:x", "/e/x", RecordKind::File),
+                    ChangeKind::Metadata,
+                )],
+                None,
+            )
+            .unwrap();
+        let summary = store.apply("t", &[Change::Purge], None).unwrap();
+        assert_eq!(summary.deletions, 2);
+        let ids: Vec<String> = store
+            .records("t")
+            .unwrap()
+            .into_iter()
+            .map(|r| r.external_id)
+            .collect();
+        assert_eq!(ids, vec!["id:z".to_string(), "id:x".to_string()]);
+    }
+
+    #[test]
+    fn two_live_records_at_one_path_is_a_conflict_and_replace_resolves_it() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store
+            .apply(
+                "t",
+                &[
+                    up(rec("id:f", "/p", RecordKind::Folder), ChangeKind::Created),
+                    up(rec("id:c", "/p/c", RecordKind::File), ChangeKind::Created),
+                ],
+                None,
+            )
+            .unwrap();
+        let err = store.apply(
+            "t",
+            &[up(rec("id:g", "/p", RecordKind::File), ChangeKind::Created)],
+            None,
+        );
+        assert!(matches!(err, Err(StoreError::Conflict(_))));
+        store
+            .apply(
+                "t",
+                &[
+                    Change::Replace {
+                        path_lower: "/p".into(),
+                        new_external_id: "id:g".into(),
+                        keep_children: false,
+                    },
+                    up(rec("id:g", "/p", RecordKind::File), ChangeKind::Created),
+                    Change::Purge,
+                ],
+                None,
+            )
+            .unwrap();
+        let ids: Vec<String> = store
+            .records("t")
+            .unwrap()
+            .into_iter()
+            .map(|r| r.external_id)
+            .collect();
+        assert_eq!(ids, vec!["id:g".to_string()]);
+    }
+
+    #[test]
+    fn sizes_beyond_i64_round_trip() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let mut huge = rec("id:h", "/huge.bin", RecordKind::File);
+        huge.size = u64::MAX - 7;
+        let mut big = rec("id:b", "/big.bin", RecordKind::File);
+        big.size = i64::MAX as u64 + 1;
+        store
+            .apply(
+                "t",
+                &[
+                    up(huge.clone(), ChangeKind::Created),
+                    up(big.clone(), ChangeKind::Created),
+                ],
+                None,
+            )
+            .unwrap();
+        let back = store
+            .get_records("t", &["id:h".into(), "id:b".into()])
+            .unwrap();
+        assert_eq!(back[0].record, huge);
+        assert_eq!(back[1].record, big);
+    }
+
+    #[test]
+    fn subtree_listing_pages_in_path_order_and_skips_pending() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let changes: Vec<Change> = ["/p", "/p/a", "/p/a/x", "/p b", "/p/c", "/p/d", "/q"]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                up(
+                    rec(&format!("id:{i}"), p, RecordKind::Folder),
+                    ChangeKind::Created,
+                )
+            })
+            .collect();
+        store.apply("t", &changes, None).unwrap();
+        store
+            .apply("t", &[Change::RemoveSubtree("/p/c".into())], None)
+            .unwrap();
+        let paths = |v: Vec<Record>| {
+            v.into_iter()
+                .map(|r| r.path.map(|p| p.lower).unwrap_or_default())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            paths(store.list_subtree("t", "/p", None, 2).unwrap()),
+            ["/p/a", "/p/a/x"]
+        );
+        assert_eq!(
+            paths(store.list_subtree("t", "/p", Some("/p/a/x"), 2).unwrap()),
+            ["/p/d"]
+        );
+        assert!(store.list_subtree("u", "/p", None, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_folder_replacing_a_folder_leaves_its_children_to_the_connector() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let mut child = rec("id:c", "/p/c", RecordKind::File);
+        child.parent_external_id = Some("id:old".into());
+        store
+            .apply(
+                "t",
+                &[
+                    up(rec("id:old", "/p", RecordKind::Folder), ChangeKind::Created),
+                    up(child.clone(), ChangeKind::Created),
+                ],
+                None,
+            )
+            .unwrap();
+        let seq = store.last_event_seq().unwrap();
+        store
+            .apply(
+                "t",
+                &[
+                    Change::Replace {
+                        path_lower: "/p".into(),
+                        new_external_id: "id:new".into(),
+                        keep_children: true,
+                    },
+                    up(rec("id:new", "/p", RecordKind::Folder), ChangeKind::Created),
+                ],
+                None,
+            )
+            .unwrap();
+        let events = store.events(Some("t"), seq).unwrap();
+        assert_eq!(events.len(), 1, "only the newcomer's creation: {events:?}");
+        assert_eq!(
+            store.get_records("t", &["id:c".into()]).unwrap()[0].record,
+            child
+        );
+    }
+
+    #[test]
+    fn tenants_are_isolated() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store
+            .apply(
+                "a",
+                &[up(
+                    rec("id:1", "/one", RecordKind::File),
+                    ChangeKind::Created,
+                )],
+                Some(&point("va")),
+            )
+            .unwrap();
+        store
+            .apply("b", &[Change::MarkAllPending, Change::Purge], None)
+            .unwrap();
+        assert_eq!(store.records("a").unwrap().len(), 1);
+        assert!(store.get_records("b", &["id:1".into()]).unwrap().is_empty());
+        assert_eq!(store.get_sync_point("b").unwrap(), None);
+    }
+
+    #[test]
+    fn new_database_file_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let _store = SqliteStore::open(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+    }
+
+    fn flat(id: &str) -> Record {
+        let mut r = rec(id, "/unused", RecordKind::Item);
+        r.path = None;
+        r
+    }
+
+    #[test]
+    fn records_without_a_path_never_conflict_and_their_events_have_no_path() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store
+            .apply(
+                "t",
+                &[
+                    up(flat("n1"), ChangeKind::Created),
+                    up(flat("n2"), ChangeKind::Created),
+                ],
+                None,
+            )
+            .unwrap();
+        let back = store.get_records("t", &["n1".into()]).unwrap();
+        assert_eq!(back[0].record, flat("n1"));
+        let events = store.events(Some("t"), 0).unwrap();
+        assert_eq!(events.len(), 2);
+        assert!(events.iter().all(|e| e.path_lower.is_none()));
+    }
+
+    #[test]
+    fn remove_marks_one_record_and_not_its_descendants() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store
+            .apply(
+                "t",
+                &[
+                    up(rec("id:d", "/d", RecordKind::Folder), ChangeKind::Created),
+                    up(rec("id:x", "/d/x", RecordKind::File), ChangeKind::Created),
+                ],
+                None,
+            )
+            .unwrap();
+        store
+            .apply(
+                "t",
+                &[Change::Remove("id:d".into()), Change::Remove("nope".into())],
+                None,
+            )
+            .unwrap();
+        assert_eq!(store.pending_count("t").unwrap(), 1);
+        let summary = store.apply("t", &[Change::Purge], None).unwrap();
+        assert_eq!(summary.deletions, 1);
+        let ids: Vec<String> = store
+            .records("t")
+            .unwrap()
+            .into_iter()
+            .map(|r| r.external_id)
+            .collect();
+        assert_eq!(ids, ["id:x"]);
+    }
+
+    #[test]
+    fn list_records_pages_by_external_id_and_skips_pending() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let changes: Vec<Change> = ["c", "a", "e", "b", "d"]
+            .iter()
+            .map(|id| up(flat(id), ChangeKind::Created))
+            .collect();
+        store.apply("t", &changes, None).unwrap();
+        store
+            .apply("t", &[Change::Remove("d".into())], None)
+            .unwrap();
+        let ids = |v: Vec<Record>| v.into_iter().map(|r| r.external_id).collect::<Vec<_>>();
+        assert_eq!(ids(store.list_records("t", None, 2).unwrap()), ["a", "b"]);
+        assert_eq!(
+            ids(store.list_records("t", Some("b"), 10).unwrap()),
+            ["c", "e"]
+        );
+        assert!(store.list_records("u", None, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_sync_point_keeps_its_status_and_a_batch_without_one_keeps_it() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        assert_eq!(store.sync_status("t").unwrap(), None);
+        store.apply("t", &[], Some(&point("p1"))).unwrap();
+        store.apply("t", &[], None).unwrap();
+        assert_eq!(store.get_sync_point("t").unwrap().as_deref(), Some("p1"));
+        assert_eq!(store.sync_status("t").unwrap(), Some(point("p1").status));
+        store.clear("t").unwrap();
+        assert_eq!(store.get_sync_point("t").unwrap(), None);
+        assert_eq!(store.sync_status("t").unwrap(), None);
+    }
+
+    #[test]
+    fn the_last_sync_outcome_is_typed() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store
+            .record_sync_result("t", SyncOutcome::Interrupted, "ok, but stopped")
+            .unwrap();
+        let status = store.status("t").unwrap();
+        assert_eq!(status.last_sync_outcome, Some(SyncOutcome::Interrupted));
+        assert_eq!(status.last_sync_note.as_deref(), Some("ok, but stopped"));
+    }
+
+    #[test]
+    fn a_version_1_database_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version(version INTEGER NOT NULL);
+                 INSERT INTO schema_version(version) VALUES (1);",
+            )
+            .unwrap();
+        }
+        let err = SqliteStore::open(&path).err().expect("refused");
+        assert!(
+            matches!(
+                err,
+                StoreError::SchemaVersion {
+                    found: 1,
+                    wanted: 2
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("new database file"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod perf {
+    use super::tests::{point, rec, up};
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn apply_throughput() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("p.db")).unwrap();
+        let t = std::time::Instant::now();
+        for b in 0..1000 {
+            let changes: Vec<Change> = (0..100)
+                .map(|i| {
+                    up(
+                        rec(
+                            &format!(
+                                "id:{:x}",
+                                (b * 100 + i as u64).wrapping_mul(0x9E3779B97F4A7C15)
+                            ),
+                            &format!("/f{b}/x{i}"),
+                            RecordKind::File,
+                        ),
+                        ChangeKind::Created,
+                    )
+                })
+                .collect();
+            store
+                .apply("t", &changes, Some(&point(&b.to_string())))
+                .unwrap();
+        }
+        eprintln!("100k upserts in 1000 batches: {:?}", t.elapsed());
+        let t = std::time::Instant::now();
+        let paths: Vec<String> = (0..2000).map(|i| format!("/f1/x{i}")).collect();
+        store.find_by_paths("t", &paths).unwrap();
+        eprintln!("2000 path lookups: {:?}", t.elapsed());
+    }
+}

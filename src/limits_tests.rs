@@ -1,0 +1,577 @@
+//! The connector under a host that allows the least the contract lets a host allow: a 1 MiB
+//! response-body cap (`host.limits`). Content is read in ranges and written in chunks within the
+//! cap and still verified; listing pages ask for fewer entries; a page that does not fit makes
+//! the listing ask for fewer again. Also: the next listing page is requested before the current
+//! one is committed (`http.start`), retries are counted, and the sync point's status never shows
+//! the cursor.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::content_hash::content_hash;
+use crate::model::{
+    ApplySummary, Change, ConnectorError, HostLimits, Permission, Record, RecordGroup, RecordKind,
+    StoredRecord, SyncPhase, SyncPoint, User, record_path,
+};
+use crate::ports::{
+    Credentials, HostEnv, Http, HttpError, HttpRequest, HttpResponse, Level, Paths, Ports, Records,
+    RefreshError, Sink, SinkError, StoreError,
+};
+use crate::sync::planner::planner_fuzz::FakeStore;
+
+const MIB: u64 = 1 << 20;
+
+/// What happened, in order, across the fake Dropbox and the fake store.
+type Events = Rc<RefCell<Vec<String>>>;
+
+struct FakeHost {
+    limits: HostLimits,
+}
+
+impl HostEnv for FakeHost {
+    fn log(&mut self, _: Level, _: &str) {}
+    fn progress(&mut self, _: &str, _: u32, _: u64, _: Option<u64>) {}
+    fn config(&mut self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    fn should_stop(&mut self) -> bool {
+        false
+    }
+    fn sleep(&mut self, _: Duration) {}
+    fn limits(&mut self) -> HostLimits {
+        self.limits
+    }
+    fn now(&mut self) -> i64 {
+        1_700_000_000
+    }
+    fn random(&mut self) -> u64 {
+        7
+    }
+}
+
+struct NoRefresh;
+
+impl Credentials for NoRefresh {
+    fn refresh_access_token(&mut self) -> Result<(), RefreshError> {
+        Err(RefreshError::ReauthenticationRequired(
+            "not in this test".into(),
+        ))
+    }
+}
+
+fn host_1_mib() -> FakeHost {
+    FakeHost {
+        limits: HostLimits {
+            max_response_body: MIB,
+            ..HostLimits::default()
+        },
+    }
+}
+
+/// A Dropbox that serves one file and a listing of `pages`, and enforces the host's body cap
+/// as a host would (`body-too-large`).
+struct FakeDropbox {
+    cap: u64,
+    file: Vec<u8>,
+    /// The file's content hash, computed once.
+    file_hash: String,
+    /// The listing: each page's entries; page k's cursor is `c{k+1}`.
+    pages: Vec<Vec<Value>>,
+    /// A `list_folder` asking for more entries than this gets a body too large for the cap.
+    fits_entries: u32,
+    /// Answer the first `list_folder` with a 503 (a transient failure to retry).
+    fail_first_listing: bool,
+    events: Events,
+    limits_asked: Vec<u32>,
+    largest_body: usize,
+    downloads: u32,
+}
+
+fn file_meta(id: &str, name: &str, size: u64, hash: &str) -> Value {
+    json!({
+        ".tag": "file",
+        "name": name,
+        "id": id,
+        "path_lower": format!("/{}", name.to_lowercase()),
+        "path_display": format!("/{name}"),
+        "client_modified": "2024-01-01T00:00:00Z",
+        "server_modified": "2024-01-01T00:00:00Z",
+        "rev": "015f00000001",
+        "size": size,
+        "content_hash": hash,
+    })
+}
+
+fn ok_json(body: &Value) -> Result<HttpResponse, HttpError> {
+    Ok(HttpResponse {
+        status: 200,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: body.to_string().into_bytes(),
+    })
+}
+
+impl FakeDropbox {
+    fn page(&self, index: usize) -> Result<HttpResponse, HttpError> {
+        let Some(entries) = self.pages.get(index) else {
+            return Err(HttpError::Connection(format!("no page {index}")));
+        };
+        ok_json(&json!({
+            "entries": entries,
+            "cursor": format!("c{}", index + 1),
+            "has_more": index + 1 < self.pages.len(),
+        }))
+    }
+
+    fn download(&mut self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
+        self.downloads += 1;
+        let range = request
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("Range"))
+            .and_then(|(_, v)| v.strip_prefix("bytes="))
+            .and_then(|v| v.split_once('-'))
+            .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)));
+        let Some((first, last)) = range else {
+            return Err(HttpError::InvalidRequest("this test wants ranges".into()));
+        };
+        let end = (last + 1).min(self.file.len());
+        let body = self.file[first..end].to_vec();
+        if body.len() as u64 > self.cap {
+            return Err(HttpError::BodyTooLarge(self.cap));
+        }
+        let meta = file_meta("id:big", "big.bin", self.file.len() as u64, &self.file_hash);
+        Ok(HttpResponse {
+            status: 206,
+            headers: vec![
+                ("Dropbox-API-Result".into(), meta.to_string()),
+                (
+                    "Content-Range".into(),
+                    format!("bytes {first}-{}/{}", end - 1, self.file.len()),
+                ),
+            ],
+            body,
+        })
+    }
+}
+
+impl Http for FakeDropbox {
+    fn send(&mut self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let route = request
+            .url
+            .split("/2/")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        let arg: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let response = match route.as_str() {
+            "users/get_current_account" => ok_json(&json!({
+                "account_id": "dbid:owner",
+                "name": {"display_name": "Owner"},
+                "email": "owner@example.com",
+            })),
+            "sharing/list_shared_links" => ok_json(&json!({"links": [], "has_more": false})),
+            "files/list_folder" => {
+                self.events.borrow_mut().push("list_folder".into());
+                let limit = arg["limit"].as_u64().map_or(u32::MAX, |l| l as u32);
+                self.limits_asked.push(limit);
+                if self.fail_first_listing {
+                    self.fail_first_listing = false;
+                    Ok(HttpResponse {
+                        status: 503,
+                        headers: Vec::new(),
+                        body: b"busy".to_vec(),
+                    })
+                } else if limit > self.fits_entries {
+                    Err(HttpError::BodyTooLarge(self.cap))
+                } else {
+                    self.page(0)
+                }
+            }
+            "files/list_folder/continue" => {
+                let cursor = arg["cursor"].as_str().unwrap_or_default().to_string();
+                self.events.borrow_mut().push(format!("continue {cursor}"));
+                let index = cursor
+                    .strip_prefix('c')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or(usize::MAX);
+                self.page(index)
+            }
+            "files/download" => self.download(&request),
+            "files/list_folder/longpoll" => {
+                let timeout = arg["timeout"].as_u64().unwrap_or_default();
+                self.events.borrow_mut().push(format!("longpoll {timeout}"));
+                self.events
+                    .borrow_mut()
+                    .push(format!("read timeout {:?}", request.timeout_ms));
+                ok_json(&json!({"changes": false}))
+            }
+            other => Err(HttpError::InvalidRequest(format!(
+                "unexpected route {other}"
+            ))),
+        };
+        if let Ok(r) = &response {
+            self.largest_body = self.largest_body.max(r.body.len());
+        }
+        response
+    }
+}
+
+/// The fake store, with every applied sync point recorded in the shared event log.
+struct LoggedStore {
+    inner: FakeStore,
+    events: Events,
+    points: Vec<SyncPoint>,
+}
+
+impl Records for LoggedStore {
+    fn apply(
+        &mut self,
+        changes: Vec<Change>,
+        sync_point: Option<SyncPoint>,
+    ) -> Result<ApplySummary, StoreError> {
+        if let Some(point) = &sync_point {
+            let cursor = serde_json::from_str::<Value>(&point.position)
+                .ok()
+                .and_then(|v| v["cursor"].as_str().map(String::from))
+                .unwrap_or_default();
+            self.events.borrow_mut().push(format!("commit {cursor}"));
+            self.points.push(point.clone());
+        }
+        self.inner.apply(changes, sync_point)
+    }
+    fn get_sync_point(&mut self) -> Result<Option<String>, StoreError> {
+        self.inner.get_sync_point()
+    }
+    fn get_records(&mut self, ids: Vec<String>) -> Result<Vec<StoredRecord>, StoreError> {
+        self.inner.get_records(ids)
+    }
+    fn list_records(&mut self, after: Option<&str>, limit: u32) -> Result<Vec<Record>, StoreError> {
+        self.inner.list_records(after, limit)
+    }
+    fn list_shared(&mut self) -> Result<Vec<Record>, StoreError> {
+        self.inner.list_shared()
+    }
+    fn put_owner(&mut self, o: User, g: RecordGroup, p: Vec<Permission>) -> Result<(), StoreError> {
+        self.inner.put_owner(o, g, p)
+    }
+    fn clear(&mut self) -> Result<(), StoreError> {
+        self.inner.clear()
+    }
+}
+
+impl Paths for LoggedStore {
+    fn find_by_paths(&mut self, paths: Vec<String>) -> Result<Vec<Option<Record>>, StoreError> {
+        self.inner.find_by_paths(paths)
+    }
+    fn list_subtree(
+        &mut self,
+        path_lower: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Record>, StoreError> {
+        self.inner.list_subtree(path_lower, after, limit)
+    }
+}
+
+fn dropbox(cap: u64, file: Vec<u8>, pages: Vec<Vec<Value>>, events: &Events) -> FakeDropbox {
+    FakeDropbox {
+        cap,
+        file_hash: content_hash(&file),
+        file,
+        pages,
+        fits_entries: u32::MAX,
+        fail_first_listing: false,
+        events: events.clone(),
+        limits_asked: Vec::new(),
+        largest_body: 0,
+        downloads: 0,
+    }
+}
+
+fn store(events: &Events) -> LoggedStore {
+    LoggedStore {
+        inner: FakeStore::default(),
+        events: events.clone(),
+        points: Vec::new(),
+    }
+}
+
+/// A sink that checks chunk sizes and keeps a running hash, not the bytes.
+struct CountingSink {
+    largest: usize,
+    total: u64,
+    hasher: crate::content_hash::ContentHasher,
+}
+
+impl Sink for CountingSink {
+    fn write(&mut self, chunk: &[u8]) -> Result<(), SinkError> {
+        self.largest = self.largest.max(chunk.len());
+        self.total += chunk.len() as u64;
+        self.hasher.update(chunk);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_64_mib_file_streams_and_verifies_under_a_1_mib_cap() {
+    let size = 64 * MIB as usize;
+    // Not a repeating pattern of the block size, so a block read twice or skipped would show.
+    let file: Vec<u8> = (0..size)
+        .map(|i| ((i * 31 + i / 4099) % 251) as u8)
+        .collect();
+    let expected = content_hash(&file);
+    let events = Events::default();
+    let mut http = dropbox(MIB, file, Vec::new(), &events);
+    let mut store = store(&events);
+    let mut record = Record {
+        external_id: "id:big".into(),
+        revision: Some("015f00000001".into()),
+        name: "big.bin".into(),
+        path: record_path("/big.bin", "/big.bin".into()),
+        parent_external_id: None,
+        kind: RecordKind::File,
+        mime_type: "application/octet-stream".into(),
+        size: size as u64,
+        content_hash: Some(expected.clone()),
+        client_modified: None,
+        server_modified: None,
+        is_downloadable: true,
+        export_format: None,
+        web_url: None,
+        is_shared: false,
+        shared_url: None,
+    };
+    store
+        .inner
+        .records
+        .insert(record.external_id.clone(), (record.clone(), false));
+    let (mut creds, mut host) = (NoRefresh, host_1_mib());
+    let mut sink = CountingSink {
+        largest: 0,
+        total: 0,
+        hasher: Default::default(),
+    };
+    let summary = {
+        let mut ports = Ports {
+            http: &mut http,
+            credentials: &mut creds,
+            host: &mut host,
+            store: &mut store,
+        };
+        crate::operations::stream_record(&mut ports, &mut sink, "id:big")
+    }
+    .unwrap_or_else(|e| panic!("stream failed: {e}"));
+    assert!(summary.verified, "the hash was checked");
+    assert_eq!(summary.size, size as u64);
+    assert_eq!(summary.content_hash.as_deref(), Some(expected.as_str()));
+    assert_eq!(sink.total, size as u64);
+    assert_eq!(
+        sink.hasher.finalize(),
+        expected,
+        "the sink got the file's bytes"
+    );
+    assert!(
+        sink.largest as u64 <= MIB,
+        "sink chunk of {} bytes",
+        sink.largest
+    );
+    assert!(http.largest_body as u64 <= MIB);
+    // One request per MiB: ranges of the cap, not of the 4 MiB hash block.
+    assert_eq!(http.downloads, 64);
+
+    // A host with a larger cap still gets 4 MiB ranges (one per hash block).
+    record.external_id = "id:big".into();
+    let mut http = dropbox(64 * MIB, http.file, Vec::new(), &events);
+    let mut host = FakeHost {
+        limits: HostLimits {
+            max_response_body: 64 * MIB,
+            ..HostLimits::default()
+        },
+    };
+    let mut sink = CountingSink {
+        largest: 0,
+        total: 0,
+        hasher: Default::default(),
+    };
+    let mut ports = Ports {
+        http: &mut http,
+        credentials: &mut creds,
+        host: &mut host,
+        store: &mut store,
+    };
+    let summary = crate::operations::stream_record(&mut ports, &mut sink, "id:big")
+        .unwrap_or_else(|e| panic!("stream failed: {e}"));
+    assert!(summary.verified);
+    assert_eq!(http.downloads, 16);
+}
+
+fn listing(pages: usize, per_page: usize) -> Vec<Vec<Value>> {
+    (0..pages)
+        .map(|p| {
+            (0..per_page)
+                .map(|i| {
+                    let name = format!("p{p}-f{i}.txt");
+                    file_meta(&format!("id:{p}-{i}"), &name, 1, &content_hash(b"x"))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_sync_under_a_1_mib_cap_asks_for_small_pages_prefetches_and_counts_retries() {
+    let events = Events::default();
+    let mut http = dropbox(MIB, Vec::new(), listing(3, 2), &events);
+    http.fail_first_listing = true;
+    let mut store = store(&events);
+    let (mut creds, mut host) = (NoRefresh, host_1_mib());
+    let summary = {
+        let mut ports = Ports {
+            http: &mut http,
+            credentials: &mut creds,
+            host: &mut host,
+            store: &mut store,
+        };
+        crate::operations::run_sync(&mut ports)
+    }
+    .unwrap_or_else(|e| panic!("sync failed: {e}"));
+    assert_eq!(summary.entries, 6);
+    let live = store
+        .inner
+        .records
+        .values()
+        .filter(|(_, pending)| !pending)
+        .count();
+    assert_eq!(live, 6, "every listed file is stored");
+    assert_eq!(summary.retries, 1, "the 503 was retried once");
+    let names: Vec<&str> = summary.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["decode", "plan"]);
+    // 1 MiB at an estimated 2 KiB per entry.
+    assert_eq!(http.limits_asked, [512, 512]);
+
+    // Each next page was asked for before the page before it was committed.
+    let events = events.borrow().clone();
+    let at = |e: &str| {
+        events
+            .iter()
+            .position(|x| x == e)
+            .unwrap_or_else(|| panic!("no {e} in {events:?}"))
+    };
+    assert!(at("continue c1") < at("commit c1"), "{events:?}");
+    assert!(at("continue c2") < at("commit c2"), "{events:?}");
+    assert!(
+        !events.iter().any(|e| e == "continue c3"),
+        "no page after the last"
+    );
+
+    // The status: listing while the listing is unfinished, then current; never the cursor.
+    let last = store
+        .points
+        .last()
+        .cloned()
+        .unwrap_or_else(|| panic!("no sync point"));
+    assert_eq!(last.status.phase, SyncPhase::Current);
+    assert!(
+        store.points[..store.points.len() - 1]
+            .iter()
+            .all(|p| p.status.phase == SyncPhase::Listing)
+    );
+    assert!(
+        store
+            .points
+            .iter()
+            .any(|p| p.status.detail == "listing, 2 pages in")
+    );
+    for point in &store.points {
+        assert!(
+            !point.status.detail.contains("c1"),
+            "{}",
+            point.status.detail
+        );
+    }
+    assert_eq!(
+        store.inner.get_sync_point().ok().flatten(),
+        Some(last.position)
+    );
+}
+
+#[test]
+fn a_listing_page_too_large_for_the_cap_is_asked_for_again_smaller() {
+    let events = Events::default();
+    let mut http = dropbox(MIB, Vec::new(), listing(1, 3), &events);
+    http.fits_entries = 200;
+    let mut store = store(&events);
+    let (mut creds, mut host) = (NoRefresh, host_1_mib());
+    let mut ports = Ports {
+        http: &mut http,
+        credentials: &mut creds,
+        host: &mut host,
+        store: &mut store,
+    };
+    let summary =
+        crate::operations::run_sync(&mut ports).unwrap_or_else(|e| panic!("sync failed: {e}"));
+    assert_eq!(summary.entries, 3);
+    assert_eq!(http.limits_asked, [512, 256, 128]);
+}
+
+#[test]
+fn page_limits_follow_the_cap() {
+    use crate::sync::page_limit;
+    assert_eq!(page_limit(MIB), 512);
+    assert_eq!(page_limit(4 * MIB), 2000);
+    assert_eq!(page_limit(u64::MAX), 2000);
+    assert_eq!(page_limit(0), 1);
+    assert_eq!(crate::content::range_size(MIB), MIB);
+    assert_eq!(crate::content::range_size(64 * MIB), 4 * MIB);
+}
+
+#[test]
+fn a_store_failure_is_transient() {
+    let e: ConnectorError = StoreError::Storage("disk full".into()).into();
+    assert!(matches!(e, ConnectorError::Transient(_)));
+}
+
+#[test]
+fn a_long_poll_waits_no_longer_than_the_host_lets_a_request_last() {
+    let events = Events::default();
+    let mut http = dropbox(MIB, Vec::new(), Vec::new(), &events);
+    let mut store = store(&events);
+    store.inner.sync_point = Some(
+        json!({"cursor": "c9", "filters": crate::config::Filters::default().fingerprint()})
+            .to_string(),
+    );
+    let mut creds = NoRefresh;
+    for (max_timeout_ms, asked, expected) in
+        [(300_000, 480, 200), (600_000, 480, 480), (60_000, 300, 30)]
+    {
+        let mut host = FakeHost {
+            limits: HostLimits {
+                max_timeout_ms,
+                ..HostLimits::default()
+            },
+        };
+        let mut ports = Ports {
+            http: &mut http,
+            credentials: &mut creds,
+            host: &mut host,
+            store: &mut store,
+        };
+        let hint = crate::operations::wait_for_changes(&mut ports, asked)
+            .unwrap_or_else(|e| panic!("long poll failed: {e}"));
+        assert!(!hint.changes);
+        let last = events
+            .borrow()
+            .iter()
+            .rev()
+            .find(|e| e.starts_with("longpoll"))
+            .cloned();
+        assert_eq!(
+            last,
+            Some(format!("longpoll {expected}")),
+            "max {max_timeout_ms} ms"
+        );
+    }
+}
