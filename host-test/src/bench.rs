@@ -16,12 +16,13 @@ use serde_json::{Value, json};
 use crate::app::ConnectorHost;
 use crate::bindings::connector::PhaseTime;
 use crate::emulator::{Content, Emulator, EmulatorConfig, Kind};
+use crate::http::HttpSettings;
 use crate::runtime::{Runtime, SandboxConfig};
 use crate::store::{SqliteStore, StoredCredentials};
 
 pub struct BenchOptions {
     pub files: Vec<usize>,
-    pub latency_ms: u64,
+    pub latency_ms: Vec<u64>,
     pub incremental_base: usize,
     pub incremental_changes: Vec<usize>,
     pub stream_mib: u64,
@@ -95,13 +96,18 @@ fn host_for(
     dir: &tempfile::TempDir,
     name: &str,
 ) -> Result<ConnectorHost> {
+    host_with(runtime, emulator, dir, name, HttpSettings::default())
+}
+
+fn host_with(
+    runtime: &Arc<Runtime>,
+    emulator: &Emulator,
+    dir: &tempfile::TempDir,
+    name: &str,
+    http: HttpSettings,
+) -> Result<ConnectorHost> {
     let store = Arc::new(SqliteStore::open(&dir.path().join(format!("{name}.db")))?);
-    let host = ConnectorHost::new(
-        runtime.clone(),
-        store,
-        Some(&emulator.base_url()),
-        Default::default(),
-    )?;
+    let host = ConnectorHost::new(runtime.clone(), store, Some(&emulator.base_url()), http)?;
     host.connect(
         "bench",
         StoredCredentials {
@@ -263,19 +269,52 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
         runs.sort_by_key(|r| r.wall);
         let mid = &runs[runs.len() / 2];
         full.push(sync_json("full", files, mid));
-        if opts.latency_ms > 0 {
-            eprintln!(
-                "bench: full sync of {files} files with {} ms per request...",
-                opts.latency_ms
-            );
-            emulator.set_latency(Duration::from_millis(opts.latency_ms));
-            let host = host_for(&runtime, &emulator, &dir, &format!("latency-{files}"))?;
-            let r = one_sync(&host, &emulator, links)?;
+        // The same sync with latency per request, with and without the overlap of the next
+        // page's fetch with the current page's work. The goal is a wall time close to
+        // max(network, local), not their sum: "local" is the median wall time without latency
+        // above, "network" the round trips alone (calls x latency).
+        let local_s = mid.wall.as_secs_f64();
+        for &latency_ms in opts.latency_ms.iter().filter(|&&l| l > 0) {
+            emulator.set_latency(Duration::from_millis(latency_ms));
+            for overlap in [false, true] {
+                eprintln!(
+                    "bench: full sync of {files} files with {latency_ms} ms per request, overlap {}...",
+                    if overlap { "on" } else { "off" }
+                );
+                let http = HttpSettings {
+                    background_requests: overlap,
+                    ..HttpSettings::default()
+                };
+                let mut runs = Vec::new();
+                for r in 0..opts.repeats {
+                    let name = format!("latency-{files}-{latency_ms}-{overlap}-{r}");
+                    let host = host_with(&runtime, &emulator, &dir, &name, http.clone())?;
+                    runs.push(one_sync(&host, &emulator, links)?);
+                }
+                runs.sort_by_key(|r| r.wall);
+                let r = &runs[runs.len() / 2];
+                let network_s = r.api_calls as f64 * latency_ms as f64 / 1000.0;
+                let mut v = sync_json(
+                    if overlap {
+                        "full+latency, overlapped"
+                    } else {
+                        "full+latency, in series"
+                    },
+                    files,
+                    r,
+                );
+                v["latency_ms"] = json!(latency_ms);
+                v["overlap"] = json!(overlap);
+                v["round_trip_floor_s"] = json!(r.min_calls as f64 * latency_ms as f64 / 1000.0);
+                v["network_s"] = json!(network_s);
+                v["local_s"] = json!(local_s);
+                v["ratio_to_max_network_local"] =
+                    json!(r.wall.as_secs_f64() / network_s.max(local_s).max(1e-9));
+                v["ratio_to_sum_network_local"] =
+                    json!(r.wall.as_secs_f64() / (network_s + local_s).max(1e-9));
+                full.push(v);
+            }
             emulator.set_latency(Duration::ZERO);
-            let mut v = sync_json("full+latency", files, &r);
-            v["latency_ms"] = json!(opts.latency_ms);
-            v["round_trip_floor_s"] = json!(r.min_calls as f64 * opts.latency_ms as f64 / 1000.0);
-            full.push(v);
         }
     }
     report["full_sync"] = json!(full);
@@ -418,6 +457,23 @@ pub fn table(report: &Value) -> String {
             f(&r["process_peak_rss_mib"]),
         ));
     }
+    for r in report["full_sync"].as_array().into_iter().flatten() {
+        if r.get("network_s").is_none() {
+            continue;
+        }
+        out.push_str(&format!(
+            "\n{} files, {} ms per request, overlap {}: wall {} s; network alone {} s, local alone {} s; wall / max(network, local) = {}, wall / (network + local) = {}",
+            r["files"],
+            r["latency_ms"],
+            if r["overlap"] == json!(true) { "on" } else { "off" },
+            f(&r["wall_s"]),
+            f(&r["network_s"]),
+            f(&r["local_s"]),
+            f(&r["ratio_to_max_network_local"]),
+            f(&r["ratio_to_sum_network_local"]),
+        ));
+    }
+    out.push('\n');
     if let Some(s) = report.get("streaming") {
         out.push_str(&format!(
             "\nstreaming {} MiB: through the sandbox {} MiB/s, plain HTTP {} MiB/s (ratio {}), guest peak {} MiB\n",

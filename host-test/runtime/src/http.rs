@@ -35,6 +35,9 @@ pub struct HttpSettings {
     pub max_body_bytes: u64,
     /// Requests begun with `http.start` that one instance may have pending at once.
     pub max_pending_requests: u32,
+    /// Whether a request begun with `http.start` runs at once on a thread of its own (the
+    /// guest's work then overlaps the network), or only when the guest waits for it.
+    pub background_requests: bool,
 }
 
 impl HttpSettings {
@@ -57,6 +60,7 @@ impl Default for HttpSettings {
             max_read_timeout: Duration::from_secs(600),
             max_body_bytes: 16 * 1024 * 1024,
             max_pending_requests: 4,
+            background_requests: true,
         }
     }
 }

@@ -102,9 +102,12 @@ enum Command {
         /// Account sizes for full syncs (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "10000")]
         files: Vec<usize>,
-        /// Also run each full sync with this much latency per request.
-        #[arg(long, default_value_t = 50)]
-        latency_ms: u64,
+        /// Also run each full sync with this much latency per request (comma-separated; 0:
+        /// none). Each runs twice: with the next page fetched while the current one is written
+        /// (the host runs `http.start` in the background), and without (the request runs only
+        /// when the guest waits for it).
+        #[arg(long, value_delimiter = ',', default_value = "50")]
+        latency_ms: Vec<u64>,
         /// Account size for the incremental runs (0: skip them).
         #[arg(long, default_value_t = 100000)]
         incremental_base: usize,

@@ -6,6 +6,8 @@
 //! while the network does; `wait` collects it. At most `max_pending_requests` are pending per
 //! instance. A request never waited for is dropped with the instance: its thread finishes the
 //! request it is in (a blocking transport cannot be cancelled) and its response is discarded.
+//! With `background_requests` off, `start` only checks and remembers the request and `wait`
+//! runs it: the contract allows both, and the benchmark compares them.
 
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -26,11 +28,18 @@ struct Prepared {
     timeout: Option<Duration>,
 }
 
+/// A request begun with `start`: running on its own thread, or (when the host is set not to
+/// overlap, [`crate::http::HttpSettings::background_requests`]) waiting to run in `wait`.
+enum Pending {
+    Running(mpsc::Receiver<Result<HttpResponse, TransportError>>),
+    Deferred(Prepared),
+}
+
 /// Requests begun with `start` and not yet collected, by id.
 #[derive(Default)]
 pub(crate) struct PendingRequests {
     next_id: u64,
-    pending: HashMap<u64, mpsc::Receiver<Result<HttpResponse, TransportError>>>,
+    pending: HashMap<u64, Pending>,
 }
 
 fn transport_error(e: TransportError) -> HttpError {
@@ -150,18 +159,23 @@ impl Host for TenantState {
             )));
         }
         let prepared = self.prepare(req)?;
-        let client = self.tenant.services.http.clone();
-        let (tx, rx) = mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("http-start".into())
-            .spawn(move || {
-                // The receiver is gone when the instance was dropped: nothing to deliver.
-                let _ = tx.send(run(&client, prepared));
-            })
-            .map_err(|e| HttpError::Connection(format!("cannot start the request: {e}")))?;
+        let pending = if self.tenant.services.http.settings().background_requests {
+            let client = self.tenant.services.http.clone();
+            let (tx, rx) = mpsc::sync_channel(1);
+            std::thread::Builder::new()
+                .name("http-start".into())
+                .spawn(move || {
+                    // The receiver is gone when the instance was dropped: nothing to deliver.
+                    let _ = tx.send(run(&client, prepared));
+                })
+                .map_err(|e| HttpError::Connection(format!("cannot start the request: {e}")))?;
+            Pending::Running(rx)
+        } else {
+            Pending::Deferred(prepared)
+        };
         let id = self.http_pending.next_id;
         self.http_pending.next_id += 1;
-        self.http_pending.pending.insert(id, rx);
+        self.http_pending.pending.insert(id, pending);
         self.touch();
         Ok(id)
     }
@@ -169,21 +183,24 @@ impl Host for TenantState {
     fn wait(&mut self, id: u64) -> Result<Response, HttpError> {
         self.stats.host_calls += 1;
         self.touch();
-        let Some(rx) = self.http_pending.pending.remove(&id) else {
+        let Some(pending) = self.http_pending.pending.remove(&id) else {
             return Err(HttpError::InvalidRequest(format!(
                 "no pending request with id {id} (never started, or already waited for)"
             )));
         };
         // Only the time the guest is blocked counts as its network time.
         let started = Instant::now();
-        let result = rx.recv();
+        let result = match pending {
+            Pending::Running(rx) => rx.recv().unwrap_or_else(|_| {
+                Err(TransportError::Connection(
+                    "the request's thread ended without a response".into(),
+                ))
+            }),
+            Pending::Deferred(prepared) => run(&self.tenant.services.http, prepared),
+        };
         self.stats.http_time += started.elapsed();
         self.touch();
-        let response = result
-            .map_err(|_| {
-                HttpError::Connection("the request's thread ended without a response".into())
-            })?
-            .map_err(transport_error)?;
+        let response = result.map_err(transport_error)?;
         Ok(self.received(response))
     }
 }
