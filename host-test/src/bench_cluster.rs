@@ -281,8 +281,8 @@ pub fn table(report: &Value) -> String {
             s.push_str(&format!(
                 "  {:<8} {:>6} {:>10} {:>8.2} {:>10.0} {:>8.2} {:>8.2}\n",
                 r["store"].as_str().unwrap_or_default(),
-                r["files"],
-                r["entries"],
+                r["files"].as_u64().unwrap_or_default(),
+                r["entries"].as_u64().unwrap_or_default(),
                 r["wall_s"].as_f64().unwrap_or_default(),
                 r["entries_per_s"].as_f64().unwrap_or_default(),
                 r["store_s"].as_f64().unwrap_or_default(),
@@ -305,14 +305,16 @@ pub fn table(report: &Value) -> String {
             };
             s.push_str(&format!(
                 "  {:>7} {:>7} {:>7.1} {:>10.2} {:>7} {:>9} {:>12} {:>13}  {}\n",
-                r["workers"],
-                r["tenants"],
+                r["workers"].as_u64().unwrap_or_default(),
+                r["tenants"].as_u64().unwrap_or_default(),
                 r["wall_s"].as_f64().unwrap_or_default(),
                 r["tenants_per_s"].as_f64().unwrap_or_default(),
-                r["leases"],
-                r["overlapping_leases"],
-                r["duplicate_created_events"],
-                r["stores_with_wrong_record_count"],
+                r["leases"].as_u64().unwrap_or_default(),
+                r["overlapping_leases"].as_u64().unwrap_or_default(),
+                r["duplicate_created_events"].as_i64().unwrap_or_default(),
+                r["stores_with_wrong_record_count"]
+                    .as_u64()
+                    .unwrap_or_default(),
                 failover
             ));
         }

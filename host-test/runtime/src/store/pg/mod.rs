@@ -942,10 +942,17 @@ impl RecordStore for PgStore {
 }
 
 fn open_client(config: &Config, origin: &str) -> Result<Client, StoreError> {
-    config.connect(NoTls).map_err(|e| StoreError::Open {
+    let mut client = config.connect(NoTls).map_err(|e| StoreError::Open {
         path: origin.to_string(),
         message: describe(&e),
-    })
+    })?;
+    // The hot statements are prepared once per connection. Left to itself, the server switches
+    // a prepared statement to a generic plan after five runs, planned with the statistics of
+    // that moment: on a tenant's first sync the table is nearly empty, the generic plan is a
+    // sequential scan, and every later lookup scans the whole table (a 100k-file first sync
+    // went quadratic). Custom plans are re-planned per run against the table's real size.
+    client.batch_execute("SET plan_cache_mode = force_custom_plan")?;
+    Ok(client)
 }
 
 fn ensure_tenant_row(client: &mut Client, tenant: &str) -> Result<(), StoreError> {
