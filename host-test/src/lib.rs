@@ -7,11 +7,12 @@
 //! - `emulator`: the Dropbox API emulator (its own crate, re-exported).
 
 pub use connector_runtime::{
-    app, bindings, compile_cache, credentials, http, metrics, oauth, policy, runtime, store,
-    telemetry, tenant, watch,
+    app, bindings, compile_cache, credentials, http, metrics, oauth, policy, runtime, secrets,
+    store, telemetry, tenant, watch,
 };
 
 pub mod bench;
+pub mod bench_cluster;
 pub mod cli;
 pub mod components;
 

@@ -148,6 +148,29 @@ impl ConnectorHost {
             .clone()
     }
 
+    /// The same host (component, manifest, network policy, run tokens, metrics) over another
+    /// store: how a worker runs one tenant's sync through the fenced store of its lease, whose
+    /// writes fail once the lease is lost. Costs no instantiation.
+    pub fn over_store(&self, store: Arc<dyn RecordStore>) -> ConnectorHost {
+        let services = Services::with_run_tokens(
+            store,
+            self.services.policy.clone(),
+            self.http.clone(),
+            token_url(&self.manifest),
+            self.run_tokens.clone(),
+        );
+        ConnectorHost {
+            runtime: self.runtime.clone(),
+            services,
+            manifest: self.manifest.clone(),
+            http: self.http.clone(),
+            redirected: Mutex::new(HashMap::new()),
+            run_tokens: self.run_tokens.clone(),
+            metrics: std::sync::RwLock::new(self.metrics()),
+            writers: Mutex::new(HashMap::new()),
+        }
+    }
+
     pub fn manifest(&self) -> &ConnectorManifest {
         &self.manifest
     }

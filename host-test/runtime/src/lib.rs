@@ -13,8 +13,9 @@
 //! - `http`: the transport (rustls, timeouts, body cap);
 //! - `credentials`: tokens held by the host, refresh;
 //! - `oauth`: connecting an account (authorization URL, PKCE, loopback callback, code exchange);
-//! - `store`: the records store behind the [`store::RecordStore`] trait, its SQLite
-//!   implementation and the event stream;
+//! - `store`: the records store behind the [`store::RecordStore`] trait, its SQLite and
+//!   PostgreSQL implementations and the event stream;
+//! - `secrets`: credentials sealed at rest, the host's keys and their rotation;
 //! - `tenant`: what an invocation runs on behalf of;
 //! - `app`: the operations for a tenant, over one runtime and one store;
 //! - `watch`: keeping tenants current (schedules, long-polls, many tenants at once);
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod policy;
 pub mod runtime;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;
 pub mod tenant;

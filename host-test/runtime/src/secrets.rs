@@ -242,6 +242,65 @@ impl Keyring {
         }
     }
 
+    /// The key file a SQLite database uses when the host is given no key: `<db>.key`, beside
+    /// the database.
+    pub fn beside_database_path(db: &Path) -> PathBuf {
+        let mut name = db.as_os_str().to_owned();
+        name.push(".key");
+        PathBuf::from(name)
+    }
+
+    /// The keys of the key file beside a SQLite database ([`Keyring::beside_database_path`]);
+    /// `None` when there is no such file yet.
+    pub fn beside_database(db: &Path) -> Result<Option<Keyring>, SecretError> {
+        let path = Keyring::beside_database_path(db);
+        if !path.exists() {
+            return Ok(None);
+        }
+        Keyring::from_file(&path).map(Some)
+    }
+
+    /// The keys of the key file beside a SQLite database, creating it (one new random key,
+    /// readable by its owner only) when there is none: the out-of-the-box setup, where the
+    /// host was given no key and the database and its key live on the same machine anyway.
+    /// Creating never replaces a file another process created first.
+    pub fn beside_database_or_create(db: &Path) -> Result<Keyring, SecretError> {
+        let path = Keyring::beside_database_path(db);
+        if let Some(keyring) = Keyring::beside_database(db)? {
+            return Ok(keyring);
+        }
+        let key = Keyring::generate_key();
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let created = options.open(&path).and_then(|mut file| {
+            use std::io::Write as _;
+            writeln!(
+                file,
+                "# Secret key of {} (created by host-test; keep it with the database; see \
+                 `host-test secrets --help` to rotate)\n{key}",
+                db.display()
+            )?;
+            file.sync_all()
+        });
+        match created {
+            Ok(()) => {
+                tracing::info!(key_file = %path.display(), "no secret key given: created one beside the database to seal credentials");
+                Keyring::from_file(&path)
+            }
+            // Another process created it between the check and the open: use its key.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Keyring::from_file(&path),
+            Err(e) => Err(SecretError::KeyFile {
+                path,
+                message: e.to_string(),
+            }),
+        }
+    }
+
     /// A new random key in the form the key file and the variable take.
     pub fn generate_key() -> String {
         let mut bytes = [0u8; KEY_LEN];

@@ -673,7 +673,7 @@ impl Drop for Watcher {
 
 /// The tenant's schedule: its interval (`None` for manual) and whether it long-polls, from the
 /// manifest's `schedule` and the tenant's settings (validated against it).
-fn schedule_of(
+pub fn schedule_of(
     host: &ConnectorHost,
     tenant: &WatchTenant,
     options: &WatchOptions,

@@ -7,6 +7,7 @@ mod bench;
 mod demo;
 mod emulator;
 mod watch;
+mod watch_pg;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use crate::bindings::connector::SyncKind;
 use crate::bindings::manifest_types::{ConnectorManifest, FieldType};
 use crate::bindings::types::ConnectorError;
 use crate::runtime::{Runtime, SandboxConfig};
+use crate::secrets::{Keyring, SecretError};
 use crate::store::{
     RecordKind, RecordStore, SqliteStore, StoreError, StoredCredentials, record_json,
 };
@@ -45,6 +47,51 @@ pub struct Cli {
     /// the Dropbox connector built into this binary.
     #[arg(long, global = true, value_name = "PATH.wasm")]
     component: Option<PathBuf>,
+    /// The keys that seal stored credentials (base64 32-byte keys, one per line, the current
+    /// first; readable by its owner only). Default: $HOST_TEST_SECRET_KEY, else, for a SQLite
+    /// database, the key file beside it (`<db>.key`, created on first use). A PostgreSQL
+    /// database needs one of the first two.
+    #[arg(long, global = true, value_name = "FILE")]
+    secret_key_file: Option<PathBuf>,
+}
+
+/// The key file `--secret-key-file` named for this process.
+static SECRET_KEY_FILE: RwLock<Option<PathBuf>> = RwLock::new(None);
+
+/// The store `--db` names (a SQLite file, or a `postgres://` URL), with the host's keys.
+pub(crate) fn open_store(db: &str) -> Result<Arc<dyn RecordStore>> {
+    let keyring = host_keyring(db)?;
+    if crate::store::pg::is_postgres_url(db) {
+        return Ok(crate::store::open(db, keyring)?);
+    }
+    let store = SqliteStore::open(std::path::Path::new(db))?;
+    // No key given: the store keeps its default, the key file beside the database.
+    Ok(Arc::new(if keyring.is_empty() {
+        store
+    } else {
+        store.with_keyring(keyring)
+    }))
+}
+
+/// The keys given to this process (`--secret-key-file`, else HOST_TEST_SECRET_KEY; empty
+/// when neither). A PostgreSQL database refuses to run without one: a database shared by
+/// many hosts must not depend on a file on one machine.
+pub(crate) fn host_keyring(db: &str) -> Result<Keyring> {
+    let file = SECRET_KEY_FILE
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let keyring = Keyring::load(file.as_deref())
+        .map_err(|e| classified(ExitClass::InvalidConfig, format!("secret keys: {e}")))?;
+    if keyring.is_empty() && crate::store::pg::is_postgres_url(db) {
+        return Err(classified(
+            ExitClass::InvalidConfig,
+            "a PostgreSQL database needs the secret key that seals credentials, the same on \
+             every host: pass --secret-key-file FILE or set HOST_TEST_SECRET_KEY (a key: \
+             `host-test secrets generate-key`, or `head -c 32 /dev/urandom | base64`)",
+        ));
+    }
+    Ok(keyring)
 }
 
 /// The component `--component` named for this process (None: the embedded default).
@@ -68,9 +115,14 @@ fn component_path() -> PathBuf {
 
 #[derive(clap::Args, Clone)]
 struct Target {
-    /// The SQLite database (created if missing, readable by its owner only).
-    #[arg(long, default_value = "host-test.db")]
-    db: PathBuf,
+    /// The database: a SQLite file (created if missing, readable by its owner only), or a
+    /// PostgreSQL URL (postgres://user@host/db).
+    #[arg(
+        long,
+        default_value = "host-test.db",
+        value_name = "FILE | postgres://..."
+    )]
+    db: String,
     /// The tenant to act for.
     #[arg(long, default_value = "default")]
     tenant: String,
@@ -120,6 +172,37 @@ enum Command {
         /// Runs per figure (the median is reported).
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure the PostgreSQL store against SQLite (one large full sync each) and watch workers
+    /// sharing tenants on PostgreSQL (1, 2, 3 worker processes; one killed mid-sync in the
+    /// last run). Each run uses a fresh database on the server, dropped afterwards.
+    BenchCluster {
+        /// The PostgreSQL server (a user allowed to create databases).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        server: String,
+        /// Files of the full-sync account (0: skip the full syncs).
+        #[arg(long, default_value_t = 100_000)]
+        files: usize,
+        #[arg(long, default_value_t = 300)]
+        tenants: usize,
+        /// Files of each tenant's account.
+        #[arg(long, default_value_t = 100)]
+        tenant_files: usize,
+        /// Emulators serving the tenants' accounts (tenant i uses emulator i mod this).
+        #[arg(long, default_value_t = 30)]
+        emulators: usize,
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+        workers: Vec<usize>,
+        #[arg(long, default_value_t = 3.0)]
+        lease_ttl: f64,
+        /// Latency the emulators add to every request, in ms.
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+        /// Syncs each worker runs at once.
+        #[arg(long, default_value_t = 4)]
+        max_concurrent: usize,
         #[arg(long)]
         json: bool,
     },
@@ -210,13 +293,29 @@ enum Command {
     /// The ordered event stream (all tenants unless --tenant is given): one line per event
     /// (sequence, tenant, kind, path, id), or with --json one JSON object per line.
     Events {
-        #[arg(long, default_value = "host-test.db")]
-        db: PathBuf,
+        #[arg(
+            long,
+            default_value = "host-test.db",
+            value_name = "FILE | postgres://..."
+        )]
+        db: String,
         #[arg(long)]
         tenant: Option<String>,
         /// Only events after this sequence number.
         #[arg(long, default_value_t = 0)]
         since: i64,
+        /// Read as this consumer (PostgreSQL): each tenant's events after the consumer's
+        /// durable position, in the tenant's order (`tenant_seq` 1, 2, 3, ...), whichever
+        /// worker wrote them. --since is not used with it.
+        #[arg(long, value_name = "NAME", conflicts_with = "since")]
+        consumer: Option<String>,
+        /// With --consumer: at most this many events per tenant.
+        #[arg(long, default_value_t = 1000, requires = "consumer")]
+        limit: u32,
+        /// With --consumer: after printing, move the consumer's position past what was
+        /// printed (the next read starts after it). Without it, reading changes nothing.
+        #[arg(long, requires = "consumer")]
+        ack: bool,
         /// One JSON object per line (JSON Lines), with the record as stored.
         #[arg(long)]
         json: bool,
@@ -241,6 +340,11 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         action: ConfigAction,
+    },
+    /// Secrets at rest: re-seal stored credentials under the current key, or make a key.
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsAction,
     },
     /// Write a record's content to standard output or a file, verified against its hash.
     Cat {
@@ -267,6 +371,29 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum SecretsAction {
+    /// Re-seal every stored secret that is not under the current key (the first of the key
+    /// list), in one transaction; prints how many were re-sealed and the key ids still in use.
+    ///
+    /// To rotate: put a new key first in the key file (or HOST_TEST_SECRET_KEY), the old one
+    /// below it; restart every host with that list; run this once; when it reports only the
+    /// current key id in use, remove the old key and restart again.
+    Rotate {
+        #[arg(
+            long,
+            default_value = "host-test.db",
+            value_name = "FILE | postgres://..."
+        )]
+        db: String,
+        /// Print {resealed, unchanged, key_ids_in_use} as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a new random key (base64, 32 bytes) for a key file or HOST_TEST_SECRET_KEY.
+    GenerateKey,
+}
+
+#[derive(Subcommand)]
 enum ConfigAction {
     Set { key: String, value: String },
     Get { key: String },
@@ -276,6 +403,7 @@ enum ConfigAction {
 pub fn run(cli: Cli) -> Result<()> {
     crate::telemetry::init(cli.log_format);
     *COMPONENT.write().unwrap_or_else(|p| p.into_inner()) = cli.component.clone();
+    *SECRET_KEY_FILE.write().unwrap_or_else(|p| p.into_inner()) = cli.secret_key_file.clone();
     match cli.command {
         Command::Demo {
             files,
@@ -302,6 +430,36 @@ pub fn run(cli: Cli) -> Result<()> {
             },
             json,
         ),
+        Command::BenchCluster {
+            server,
+            files,
+            tenants,
+            tenant_files,
+            emulators,
+            workers,
+            lease_ttl,
+            latency_ms,
+            max_concurrent,
+            json,
+        } => {
+            let report = crate::bench_cluster::run(&crate::bench_cluster::ClusterBenchOptions {
+                server,
+                files,
+                tenants,
+                tenant_files,
+                emulators,
+                workers,
+                lease_ttl_secs: lease_ttl,
+                latency_ms,
+                max_concurrent,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", crate::bench_cluster::table(&report));
+            }
+            Ok(())
+        }
         Command::Manifest { json: _ } => {
             let host = bare_host()?;
             println!(
@@ -414,7 +572,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Records { target, json } => {
-            let store = SqliteStore::open(&target.db)?;
+            let store = open_store(&target.db)?;
             // Every record of the account inherits the record group's permissions (the owner
             // is OWNER of everything).
             let permissions: Vec<serde_json::Value> = store
@@ -441,10 +599,20 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Events {
             db,
             tenant,
+            consumer: Some(consumer),
+            limit,
+            ack,
+            json,
+            ..
+        } => consumer_events(&db, tenant, &consumer, limit, ack, json),
+        Command::Events {
+            db,
+            tenant,
             since,
             json,
+            ..
         } => {
-            let store = SqliteStore::open(&db)?;
+            let store = open_store(&db)?;
             let mut out = std::io::stdout().lock();
             for e in store.events(tenant.as_deref(), since)? {
                 if !json {
@@ -468,7 +636,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Status { target, json } => {
-            let store = SqliteStore::open(&target.db)?;
+            let store = open_store(&target.db)?;
             let status = store.status(&target.tenant)?;
             let creds = store.credentials(&target.tenant)?;
             // What the connector said of its sync with its last sync point; its position is
@@ -598,6 +766,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Secrets { action } => secrets(action),
         Command::Cat {
             target,
             record,
@@ -685,11 +854,125 @@ fn env_access_token_named() -> Option<(&'static str, String)> {
 }
 
 fn open(target: &Target) -> Result<ConnectorHost> {
-    Ok(ConnectorHost::open(
-        load_component()?,
-        &target.db,
+    let store = open_store(&target.db)?;
+    // Stored credentials that the keys given cannot open fail here, with the class of a
+    // configuration error, rather than as retried connection failures inside the connector.
+    if let Err(StoreError::Secret(e)) = store.credentials(&target.tenant) {
+        return Err(anyhow::Error::new(StoreError::Secret(e)).context(format!(
+            "the stored credentials of tenant {}",
+            target.tenant
+        )));
+    }
+    Ok(ConnectorHost::new(
+        Arc::new(load_component()?),
+        store,
         target.api_url.as_deref(),
+        Default::default(),
     )?)
+}
+
+/// `events --consumer`: the outbox of a PostgreSQL store, read after the consumer's position
+/// per tenant, acknowledged when asked.
+fn consumer_events(
+    db: &str,
+    tenant: Option<String>,
+    consumer: &str,
+    limit: u32,
+    ack: bool,
+    json: bool,
+) -> Result<()> {
+    if !crate::store::pg::is_postgres_url(db) {
+        return Err(usage(
+            "--consumer needs a PostgreSQL database (--db postgres://...): consumers' \
+             positions live there",
+        ));
+    }
+    let store = crate::store::PgStore::connect(db, host_keyring(db)?)?;
+    let tenants = match tenant {
+        Some(t) => vec![t],
+        None => store.tenants()?,
+    };
+    let mut out = std::io::stdout().lock();
+    for tenant in tenants {
+        let events = store.read_outbox(consumer, &tenant, limit)?;
+        for o in &events {
+            let e = &o.event;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"tenant_seq": o.tenant_seq, "seq": e.seq, "tenant": e.tenant, "batch": e.batch, "kind": e.kind, "id": e.external_id, "path_lower": e.path_lower, "record": e.record})
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "{}#{} {} {} ({})",
+                    e.tenant,
+                    o.tenant_seq,
+                    e.kind,
+                    e.path_lower.as_deref().unwrap_or("-"),
+                    e.external_id
+                )?;
+            }
+        }
+        // Acknowledged only after the events were written out: a consumer killed in between
+        // reads them again (at least once), never loses them.
+        out.flush()?;
+        if ack && let Some(last) = events.last() {
+            store.ack(consumer, &tenant, last.tenant_seq)?;
+        }
+    }
+    Ok(())
+}
+
+fn secrets(action: SecretsAction) -> Result<()> {
+    let (db, json) = match action {
+        SecretsAction::GenerateKey => {
+            println!("{}", Keyring::generate_key());
+            return Ok(());
+        }
+        SecretsAction::Rotate { db, json } => (db, json),
+    };
+    let keyring = host_keyring(&db)?;
+    let report = if crate::store::pg::is_postgres_url(&db) {
+        crate::store::PgStore::connect(&db, keyring)?.rotate_secrets()?
+    } else {
+        let store = SqliteStore::open(std::path::Path::new(&db))?;
+        if keyring.is_empty() {
+            store
+        } else {
+            store.with_keyring(keyring)
+        }
+        .rotate_secrets()?
+    };
+    let in_use: Vec<serde_json::Value> = report
+        .key_ids_in_use
+        .iter()
+        .map(|(id, n)| json!({"key_id": id, "values": n}))
+        .collect();
+    if json {
+        println!(
+            "{}",
+            json!({"resealed": report.resealed, "unchanged": report.unchanged, "key_ids_in_use": in_use})
+        );
+        return Ok(());
+    }
+    let ids: Vec<String> = report
+        .key_ids_in_use
+        .iter()
+        .map(|(id, n)| format!("{id} ({n} values)"))
+        .collect();
+    println!(
+        "re-sealed {} secrets under the current key, {} already were; key ids in use: {}",
+        report.resealed,
+        report.unchanged,
+        if ids.is_empty() {
+            "none".to_string()
+        } else {
+            ids.join(", ")
+        }
+    );
+    Ok(())
 }
 
 /// A host over an in-memory store: for commands that only ask the component about itself.
@@ -1066,6 +1349,26 @@ impl ExitClass {
             | StoreError::Invalid(_)
             | StoreError::Database(_)
             | StoreError::Injected(_) => ExitClass::Internal,
+            // Another worker holds the tenant now: a later sync (by whichever holds it) goes on.
+            StoreError::LeaseLost(_) => ExitClass::Transient,
+            StoreError::Postgres(e) => {
+                // A connection that failed or broke may work again; a query the server refused
+                // will not.
+                if e.is_closed() || e.as_db_error().is_none() {
+                    ExitClass::Transient
+                } else {
+                    ExitClass::Internal
+                }
+            }
+            StoreError::Secret(e) => match e {
+                SecretError::MissingKey
+                | SecretError::WrongKey { .. }
+                | SecretError::InvalidKey { .. }
+                | SecretError::KeyFile { .. }
+                | SecretError::KeyFileExposed { .. } => ExitClass::InvalidConfig,
+                SecretError::Tampered { .. } | SecretError::Malformed(_) => ExitClass::Integrity,
+                SecretError::SealFailed => ExitClass::Internal,
+            },
         }
     }
 }

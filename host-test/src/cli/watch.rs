@@ -22,9 +22,14 @@ use crate::watch::{
 
 #[derive(clap::Args)]
 pub struct WatchArgs {
-    /// The SQLite database (created if missing).
-    #[arg(long, default_value = "host-test.db")]
-    db: PathBuf,
+    /// The database: a SQLite file (created if missing; one watch process), or a PostgreSQL
+    /// URL (postgres://...; any number of watch processes share its tenants).
+    #[arg(
+        long,
+        default_value = "host-test.db",
+        value_name = "FILE | postgres://..."
+    )]
+    db: String,
     /// A tenant to watch (repeatable). Default: the tenants of --tenants-file, or else every
     /// tenant in the database that has credentials.
     #[arg(long = "tenant")]
@@ -62,6 +67,15 @@ pub struct WatchArgs {
     /// any free port, logged at start). Off unless given.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
+    /// PostgreSQL only: how long a worker's claim on a tenant lasts unless renewed (it renews
+    /// every third of it while the sync runs). A worker that dies has its tenants taken over
+    /// by the others within this time. Seconds, fractions allowed.
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    lease_ttl: f64,
+    /// PostgreSQL only: this worker's name in the leases and their history (default:
+    /// host:pid). Must differ between live workers.
+    #[arg(long)]
+    worker_id: Option<String>,
     /// One JSON object per finished sync on stdout (tenant, trigger, result, kind, counts,
     /// duration; error and retry time for a failure) instead of a line for people.
     #[arg(long)]
@@ -99,10 +113,14 @@ pub fn run(args: WatchArgs) -> Result<()> {
             args.longpoll_timeout
         );
     }
-    let host = Arc::new(ConnectorHost::open(
-        super::load_component()?,
-        &args.db,
+    if crate::store::pg::is_postgres_url(&args.db) {
+        return run_cluster_worker(args);
+    }
+    let host = Arc::new(ConnectorHost::new(
+        Arc::new(super::load_component()?),
+        super::open_store(&args.db)?,
         args.api_url.as_deref(),
+        Default::default(),
     )?);
     let interval = match args.interval {
         Some(minutes) => {
@@ -217,6 +235,80 @@ pub fn run(args: WatchArgs) -> Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+/// `watch` on PostgreSQL: this process is one worker among any number sharing the database's
+/// tenants (see `watch_pg`).
+fn run_cluster_worker(args: WatchArgs) -> Result<()> {
+    if !(args.lease_ttl.is_finite() && args.lease_ttl >= 0.3) {
+        bail!("--lease-ttl {}: give at least 0.3 seconds", args.lease_ttl);
+    }
+    if args.max_concurrent == 0 {
+        bail!("--max-concurrent must be at least 1");
+    }
+    if args.metrics_listen.is_some() {
+        bail!("--metrics-listen is not offered with a PostgreSQL database yet");
+    }
+    let pg = Arc::new(crate::store::PgStore::connect(
+        &args.db,
+        super::host_keyring(&args.db)?,
+    )?);
+    let host = Arc::new(ConnectorHost::new(
+        Arc::new(super::load_component()?),
+        pg.clone(),
+        args.api_url.as_deref(),
+        Default::default(),
+    )?);
+    let interval = match args.interval {
+        Some(minutes) => {
+            validate_setting(host.manifest(), SYNC_INTERVAL_MINUTES, &minutes.to_string())
+                .map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
+            Some(Duration::from_secs(minutes * 60))
+        }
+        None => None,
+    };
+    let mut only = args.tenants.clone();
+    if let Some(file) = &args.tenants_file {
+        for name in configure_from_file(&host, file)? {
+            if !only.contains(&name) {
+                only.push(name);
+            }
+        }
+    }
+    let (ctrl_c_tx, ctrl_c_rx) = std::sync::mpsc::channel::<()>();
+    let presses = AtomicU64::new(0);
+    ctrlc::set_handler(move || {
+        if presses.fetch_add(1, Ordering::SeqCst) > 0 {
+            tracing::warn!("stopping now");
+            std::process::exit(130);
+        }
+        let _ = ctrl_c_tx.send(());
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    super::watch_pg::run(
+        host,
+        pg,
+        super::watch_pg::ClusterOptions {
+            worker: args
+                .worker_id
+                .clone()
+                .unwrap_or_else(super::watch_pg::default_worker_id),
+            ttl: Duration::from_secs_f64(args.lease_ttl),
+            max_concurrent: args.max_concurrent,
+            only,
+            watch: WatchOptions {
+                interval,
+                longpoll: !args.no_longpoll,
+                longpoll_timeout_secs: args.longpoll_timeout,
+                max_concurrent: args.max_concurrent,
+                ..WatchOptions::default()
+            },
+            json: args.json,
+        },
+        ctrl_c_rx,
+    )?;
     std::io::stdout().flush()?;
     Ok(())
 }

@@ -20,11 +20,20 @@
 //!   (flat sources) never conflict;
 //! - paths are compared byte for byte: the source folds case, the store never does.
 
+#[cfg(test)]
+pub(crate) mod contract;
+pub mod pg;
 mod sqlite;
 
+pub use pg::PgStore;
 pub use sqlite::SqliteStore;
 
+use std::path::Path;
+use std::sync::Arc;
+
 use serde_json::{Value, json};
+
+use crate::secrets::{Keyring, SecretError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -43,6 +52,29 @@ pub enum StoreError {
     SchemaVersion { found: i64, wanted: i64 },
     #[error("injected failure after {0} changes")]
     Injected(usize),
+    /// The driver's own text is only the kind ("db error"); `describe` adds the server's
+    /// message.
+    #[error("database error: {}", pg::describe(.0))]
+    Postgres(#[from] postgres::Error),
+    /// Sealing or opening a stored secret failed (no key, the wrong key, a tampered value).
+    #[error("{0}")]
+    Secret(#[from] SecretError),
+    /// A fenced write (PostgreSQL, several workers) whose lease is no longer the tenant's
+    /// current one: another worker holds the tenant now, nothing of the write was committed.
+    #[error("{0}")]
+    LeaseLost(#[from] pg::LeaseLost),
+}
+
+/// The store `--db` names: a `postgres://` or `postgresql://` URL selects PostgreSQL, anything
+/// else is the path of a SQLite file. Credentials are sealed with `keyring` in both.
+pub fn open(db: &str, keyring: Keyring) -> Result<Arc<dyn RecordStore>, StoreError> {
+    if pg::is_postgres_url(db) {
+        Ok(Arc::new(PgStore::connect(db, keyring)?))
+    } else {
+        Ok(Arc::new(
+            SqliteStore::open(Path::new(db))?.with_keyring(keyring),
+        ))
+    }
 }
 
 /// What a record is (the contract's `record-kind`).

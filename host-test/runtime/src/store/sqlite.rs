@@ -8,11 +8,15 @@
 //! version 1 (contract 0.1) is refused with [`StoreError::SchemaVersion`]: it is not migrated
 //! (its positions were the 0.1 connector's own keys, meaningless to a 0.2 connector).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
+
+use crate::secrets::{
+    Keyring, RotationReport, open_credentials, reseal_credentials, seal_credentials,
+};
 
 use super::{
     ApplySummary, Change, ChangeKind, Event, GroupKind, Permission, Record, RecordGroup,
@@ -24,6 +28,8 @@ const SCHEMA_VERSION: i64 = 2;
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Seals credentials before they are written, opens them when read (crate::secrets).
+    keys: KeySource,
     /// Test hook: (apply calls to let through, change index to fail at), to prove atomicity.
     fail_after: Mutex<Option<(usize, usize)>>,
 }
@@ -47,14 +53,20 @@ impl SqliteStore {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        Self::init(conn)
+        Self::init(
+            conn,
+            KeySource::BesideDatabase(path.to_path_buf(), Mutex::new(None)),
+        )
     }
 
+    /// A store in memory; its credentials are sealed under a random key that lives as long as
+    /// the store.
     pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
-        Self::init(Connection::open_in_memory()?)
+        let keyring = Keyring::parse(&Keyring::generate_key(), "a random in-memory key")?;
+        Self::init(Connection::open_in_memory()?, KeySource::Given(keyring))
     }
 
-    fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
+    fn init(conn: Connection, keys: KeySource) -> Result<SqliteStore, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -68,8 +80,83 @@ impl SqliteStore {
         migrate(&conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            keys,
             fail_after: Mutex::new(None),
         })
+    }
+
+    /// Seal and open credentials with `keyring` (an empty one: storing or reading credentials
+    /// fails with [`crate::secrets::SecretError::MissingKey`]; records work either way).
+    /// Without this, a database file uses the key file beside it (see [`KeySource`]).
+    pub fn with_keyring(mut self, keyring: Keyring) -> SqliteStore {
+        self.keys = KeySource::Given(keyring);
+        self
+    }
+
+    /// The keys to seal with (`create`: a write, which may create the key file beside the
+    /// database) or to open with (a read, which never creates one: with no file, an empty
+    /// keyring, so a sealed value fails with MissingKey).
+    fn keyring(&self, create: bool) -> Result<Keyring, StoreError> {
+        match &self.keys {
+            KeySource::Given(keyring) => Ok(keyring.clone()),
+            KeySource::BesideDatabase(db, loaded) => {
+                let mut loaded = loaded.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(keyring) = loaded.as_ref() {
+                    return Ok(keyring.clone());
+                }
+                let found = if create {
+                    Some(Keyring::beside_database_or_create(db)?)
+                } else {
+                    Keyring::beside_database(db)?
+                };
+                match found {
+                    Some(keyring) => {
+                        *loaded = Some(keyring.clone());
+                        Ok(keyring)
+                    }
+                    None => Ok(Keyring::empty()),
+                }
+            }
+        }
+    }
+
+    /// Re-seal every stored secret that is not under the keyring's current key, in one
+    /// transaction (see [`crate::secrets`] for the whole procedure).
+    pub fn rotate_secrets(&self) -> Result<RotationReport, StoreError> {
+        let keyring = self.keyring(false)?;
+        if keyring.is_empty() {
+            return Err(crate::secrets::SecretError::MissingKey.into());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let rows: Vec<(String, StoredCredentials)> = {
+            let mut stmt = tx.prepare(
+                "SELECT tenant, access_token, refresh_token, client_secret FROM credentials ORDER BY tenant",
+            )?;
+            stmt.query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    StoredCredentials {
+                        access_token: r.get(1)?,
+                        refresh_token: r.get(2)?,
+                        client_secret: r.get(3)?,
+                        ..Default::default()
+                    },
+                ))
+            })?
+            .collect::<Result<_, _>>()?
+        };
+        let mut report = RotationReport::default();
+        for (tenant, mut sealed) in rows {
+            if reseal_credentials(&keyring, &tenant, &mut sealed, &mut report)? {
+                tx.execute(
+                    "UPDATE credentials SET access_token = ?2, refresh_token = ?3, client_secret = ?4 WHERE tenant = ?1",
+                    params![tenant, sealed.access_token, sealed.refresh_token, sealed.client_secret],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(report)
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -468,6 +555,8 @@ impl RecordStore for SqliteStore {
     // ---- credentials (host only; never exposed to a guest) ----
 
     fn put_credentials(&self, tenant: &str, creds: &StoredCredentials) -> Result<(), StoreError> {
+        // Sealed first: a missing key fails before any write.
+        let creds = &seal_credentials(&self.keyring(true)?, tenant, creds)?;
         self.ensure_tenant(tenant)?;
         let conn = self.conn();
         conn.execute(
@@ -495,7 +584,7 @@ impl RecordStore for SqliteStore {
     }
 
     fn credentials(&self, tenant: &str) -> Result<Option<StoredCredentials>, StoreError> {
-        Ok(self
+        let sealed = self
             .conn()
             .query_row(
                 "SELECT access_token, refresh_token, expires_at, client_id, client_secret, account_id FROM credentials WHERE tenant = ?1",
@@ -511,7 +600,15 @@ impl RecordStore for SqliteStore {
                     })
                 },
             )
-            .optional()?)
+            .optional()?;
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
+        Ok(Some(open_credentials(
+            &self.keyring(false)?,
+            tenant,
+            sealed,
+        )?))
     }
 
     fn delete_credentials(&self, tenant: &str) -> Result<(), StoreError> {
@@ -599,6 +696,16 @@ impl RecordStore for SqliteStore {
         )?;
         Ok(())
     }
+}
+
+/// Where a store's keys come from.
+enum KeySource {
+    /// Given by the host (`--secret-key-file`, `HOST_TEST_SECRET_KEY`), or a random key for a
+    /// store in memory.
+    Given(Keyring),
+    /// No key given: the key file beside the database file (`<db>.key`), created by the first
+    /// write of credentials, then kept once read.
+    BesideDatabase(PathBuf, Mutex<Option<Keyring>>),
 }
 
 fn create_private_file(path: &Path) -> std::io::Result<()> {
@@ -1338,6 +1445,122 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("new database file"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod contract_suite {
+    use super::SqliteStore;
+    use crate::secrets::Keyring;
+
+    fn fresh() -> ((), SqliteStore) {
+        let keyring = Keyring::parse(&Keyring::generate_key(), "test").expect("a generated key");
+        let store = SqliteStore::open_in_memory().expect("in-memory SQLite");
+        ((), store.with_keyring(keyring))
+    }
+
+    crate::store::contract::contract_tests!(fresh);
+}
+
+#[cfg(test)]
+mod sealed_credentials {
+    use super::*;
+    use crate::secrets::SecretError;
+
+    fn creds() -> StoredCredentials {
+        StoredCredentials {
+            access_token: "sl.plain-access".into(),
+            refresh_token: Some("plain-refresh".into()),
+            expires_at: Some(1),
+            client_id: Some("app-key".into()),
+            client_secret: Some("plain-secret".into()),
+            account_id: None,
+        }
+    }
+
+    #[test]
+    fn credentials_are_sealed_in_the_file_and_rotate_to_a_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let old_key = Keyring::generate_key();
+        let new_key = Keyring::generate_key();
+        let store = SqliteStore::open(&path)
+            .unwrap()
+            .with_keyring(Keyring::parse(&old_key, "old").unwrap());
+        store.put_credentials("t", &creds()).unwrap();
+        let raw: Vec<String> = {
+            let conn = Connection::open(&path).unwrap();
+            conn.query_row(
+                "SELECT access_token, refresh_token, client_secret FROM credentials",
+                [],
+                |r| Ok(vec![r.get(0)?, r.get(1)?, r.get(2)?]),
+            )
+            .unwrap()
+        };
+        assert!(
+            raw.iter()
+                .all(|v| v.starts_with("v1:") && !v.contains("plain")),
+            "{raw:?}"
+        );
+        assert_eq!(store.credentials("t").unwrap(), Some(creds()));
+        drop(store);
+
+        let both = Keyring::parse(&format!("{new_key}\n{old_key}"), "file").unwrap();
+        let store = SqliteStore::open(&path).unwrap().with_keyring(both);
+        let report = store.rotate_secrets().unwrap();
+        assert_eq!((report.resealed, report.unchanged), (3, 0));
+        drop(store);
+        let store = SqliteStore::open(&path)
+            .unwrap()
+            .with_keyring(Keyring::parse(&new_key, "new").unwrap());
+        assert_eq!(store.credentials("t").unwrap(), Some(creds()));
+
+        let keyless = SqliteStore::open(&path)
+            .unwrap()
+            .with_keyring(Keyring::empty());
+        assert!(matches!(
+            keyless.credentials("t"),
+            Err(StoreError::Secret(SecretError::MissingKey))
+        ));
+        assert!(matches!(
+            keyless.put_credentials("u", &creds()),
+            Err(StoreError::Secret(SecretError::MissingKey))
+        ));
+    }
+}
+
+#[cfg(test)]
+mod key_beside_database {
+    use super::*;
+
+    #[test]
+    fn without_a_given_key_the_first_credentials_create_a_private_key_file_beside_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let key_file = dir.path().join("h.db.key");
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.credentials("t").unwrap(), None);
+        assert!(!key_file.exists(), "a read creates no key file");
+        let creds = StoredCredentials {
+            access_token: "sl.plain-access".into(),
+            ..Default::default()
+        };
+        store.put_credentials("t", &creds).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        let raw: String = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT access_token FROM credentials", [], |r| r.get(0))
+            .unwrap();
+        assert!(raw.starts_with("v1:") && !raw.contains("plain"), "{raw}");
+        drop(store);
+        // Another process (a new store on the same file) finds the same key.
+        let again = SqliteStore::open(&path).unwrap();
+        assert_eq!(again.credentials("t").unwrap(), Some(creds));
     }
 }
 

@@ -942,10 +942,21 @@ impl RecordStore for PgStore {
 }
 
 fn open_client(config: &Config, origin: &str) -> Result<Client, StoreError> {
-    config.connect(NoTls).map_err(|e| StoreError::Open {
+    let mut client = config.connect(NoTls).map_err(|e| StoreError::Open {
         path: origin.to_string(),
         message: describe(&e),
-    })
+    })?;
+    // The hot statements are prepared once per connection. Left to itself, the server switches
+    // a prepared statement to a generic plan after five runs, planned with the statistics of
+    // that moment: on a tenant's first sync the table is nearly empty, the generic plan of a
+    // lookup by id uses the path index on the tenant alone, and every later lookup walks all
+    // of the tenant's records (a 100k-file first sync went quadratic). Custom plans are
+    // re-planned per run against the table's real size.
+    // Notices (a migration's "already exists, skipping") are not worth a log line per command.
+    client.batch_execute(
+        "SET plan_cache_mode = force_custom_plan; SET client_min_messages = warning",
+    )?;
+    Ok(client)
 }
 
 fn ensure_tenant_row(client: &mut Client, tenant: &str) -> Result<(), StoreError> {

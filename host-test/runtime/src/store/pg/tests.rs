@@ -495,3 +495,40 @@ fn apply_throughput() {
     assert_eq!(summary.deletions, 100_000);
     eprintln!("purge of 100k records: {:?}", started.elapsed());
 }
+
+#[test]
+fn prepared_lookups_stay_index_scans_after_the_table_grows_within_a_session() {
+    let (_db, store) = fresh();
+    let mut guard = store.conn().unwrap();
+    let client = &mut guard.client;
+    client
+        .batch_execute(
+            "PREPARE lookup(text, text) AS SELECT name FROM records WHERE tenant = $1 AND external_id = $2",
+        )
+        .unwrap();
+    // Six runs on an empty table: without custom plans, the server settles on a generic plan
+    // here and keeps it: on an empty table it picks the path index, matching the tenant alone,
+    // which later walks every record of the tenant per lookup.
+    for _ in 0..6 {
+        client.batch_execute("EXECUTE lookup('t', 'x')").unwrap();
+    }
+    client
+        .batch_execute(
+            "INSERT INTO tenants (name, created_at) VALUES ('t', 0);
+             INSERT INTO records (tenant, external_id, revision, name, path_display, path_lower, kind,
+                                  mime_type, size, is_downloadable, is_shared)
+             SELECT 't', 'id:' || i, 'r', 'f' || i, '/f' || i, '/f' || i, 'file', '', 0, TRUE, FALSE
+             FROM generate_series(1, 20000) i",
+        )
+        .unwrap();
+    let plan: Vec<String> = client
+        .query("EXPLAIN EXECUTE lookup('t', 'id:5')", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        plan.iter().any(|l| l.contains("using records_pkey")),
+        "a lookup by id does not use the primary key: {plan:?}"
+    );
+}

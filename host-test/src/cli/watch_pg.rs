@@ -1,0 +1,362 @@
+//! `host-test watch --db postgres://...`: one of any number of worker processes sharing the
+//! tenants of one PostgreSQL database.
+//!
+//! The database holds everything the workers share: each tenant's schedule (due time, last
+//! outcome), and its lease (worker, epoch, expiry) with the lease history (see
+//! `connector_runtime::store::pg`). A worker loops: it keeps the schedules in step with the
+//! tenants and their settings (a tenant added or removed in the database is picked up without
+//! restart), claims due tenants up to its free slots with a lease of `--lease-ttl`, and runs
+//! each sync through the lease's fenced store, renewing the lease every third of its TTL. A
+//! worker that loses its lease (it stalled past the expiry, and another took the tenant) stops
+//! that sync, and its writes are refused from then on (fencing). A worker killed outright
+//! simply stops renewing: its leases expire and the others claim the tenants.
+//!
+//! Long-polls are not run here: a tenant's change-notifications strategy is served by its
+//! schedule's interval (the long-poll of a tenant needs the tenant's holder between syncs,
+//! which this lease model does not keep).
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::app::ConnectorHost;
+use crate::store::pg::{Lease, Strategy};
+use crate::store::{PgStore, RecordStore, StoreError, SyncOutcome};
+use crate::watch::{WatchOptions, WatchTenant, schedule_of};
+
+/// How often a worker brings the schedules in step with the tenants and their settings.
+const RECONCILE_EVERY: Duration = Duration::from_secs(3);
+/// How long an idle worker waits before asking for due tenants again.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+/// The longest wait before retrying a tenant whose sync failed.
+const MAX_RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
+
+pub(super) struct ClusterOptions {
+    pub worker: String,
+    pub ttl: Duration,
+    pub max_concurrent: usize,
+    /// Only these tenants (empty: every tenant of the database with credentials).
+    pub only: Vec<String>,
+    pub watch: WatchOptions,
+    pub json: bool,
+}
+
+/// The worker's id when none is given: `host:pid`, unique among live processes.
+pub(super) fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Run until `stop` receives (Ctrl-C): claim, sync, renew, complete.
+pub(super) fn run(
+    host: Arc<ConnectorHost>,
+    pg: Arc<PgStore>,
+    options: ClusterOptions,
+    stop: Receiver<()>,
+) -> Result<()> {
+    let options = Arc::new(options);
+    let stopping = Arc::new(AtomicBool::new(false));
+    let running = Arc::new(AtomicUsize::new(0));
+    let syncs = Arc::new(AtomicUsize::new(0));
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    let mut last_reconcile: Option<Instant> = None;
+    let started = Instant::now();
+    tracing::info!(
+        worker = %options.worker,
+        ttl_ms = options.ttl.as_millis() as u64,
+        "worker {} sharing the database's tenants (lease {:.1}s); Ctrl-C to stop",
+        options.worker,
+        options.ttl.as_secs_f64()
+    );
+    loop {
+        if last_reconcile.is_none_or(|at| at.elapsed() >= RECONCILE_EVERY) {
+            if let Err(e) = reconcile(&host, &pg, &options) {
+                tracing::warn!("cannot update the schedules: {e:#}");
+            }
+            last_reconcile = Some(Instant::now());
+        }
+        threads.retain(|t| !t.is_finished());
+        let free = options
+            .max_concurrent
+            .saturating_sub(running.load(Ordering::SeqCst));
+        let mut claimed = 0;
+        if free > 0 {
+            match pg.claim_due(&options.worker, free as u32, options.ttl) {
+                Ok(leases) => {
+                    claimed = leases.len();
+                    for lease in leases {
+                        running.fetch_add(1, Ordering::SeqCst);
+                        let job = LeaseJob {
+                            host: host.clone(),
+                            pg: pg.clone(),
+                            options: options.clone(),
+                            stopping: stopping.clone(),
+                        };
+                        let running = running.clone();
+                        let syncs = syncs.clone();
+                        threads.push(std::thread::spawn(move || {
+                            job.run(lease);
+                            syncs.fetch_add(1, Ordering::SeqCst);
+                            running.fetch_sub(1, Ordering::SeqCst);
+                        }));
+                    }
+                }
+                Err(e) => tracing::warn!("cannot claim due tenants: {e}"),
+            }
+        }
+        // Claimed something: look again at once (more may be due); else wait a little.
+        let wait = if claimed > 0 {
+            Duration::from_millis(10)
+        } else {
+            IDLE_POLL
+        };
+        match stop.recv_timeout(wait) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
+    tracing::info!(
+        "stopping: syncs in progress finish their current page, commit and hand their tenants back"
+    );
+    stopping.store(true, Ordering::SeqCst);
+    for t in threads {
+        let _ = t.join();
+    }
+    let line = format!(
+        "worker {} stopped after {} syncs in {:.1}s",
+        options.worker,
+        syncs.load(Ordering::SeqCst),
+        started.elapsed().as_secs_f64()
+    );
+    if options.json {
+        tracing::info!("{line}");
+    } else {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Bring the database's schedules in step with its tenants: a schedule for each tenant with
+/// credentials (strategy and interval from its settings), none for a tenant without.
+fn reconcile(host: &ConnectorHost, pg: &PgStore, options: &ClusterOptions) -> Result<()> {
+    let existing: HashMap<String, (Strategy, Duration)> = pg
+        .schedules()?
+        .into_iter()
+        .map(|s| (s.tenant, (s.strategy, s.interval)))
+        .collect();
+    let names = if options.only.is_empty() {
+        pg.tenants()?
+    } else {
+        options.only.clone()
+    };
+    for name in &names {
+        // A tenant already scheduled had credentials; a new one must have them to be synced.
+        if !existing.contains_key(name) {
+            match pg.credentials(name) {
+                Ok(Some(_)) => {}
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(tenant = %name, "not scheduled: {e}");
+                    continue;
+                }
+            }
+        }
+        let wanted = match schedule_of(host, &WatchTenant::new(name), &options.watch) {
+            // A manual tenant keeps a schedule row (never due unless asked), with any interval.
+            Ok((None, _)) => (Strategy::Manual, Duration::from_secs(3600)),
+            Ok((Some(interval), true)) => (Strategy::ChangeNotifications, interval),
+            Ok((Some(interval), false)) => (Strategy::Scheduled, interval),
+            Err(e) => {
+                tracing::warn!(tenant = %name, "not scheduled: {e}");
+                continue;
+            }
+        };
+        if existing.get(name) != Some(&wanted) {
+            pg.set_schedule(name, wanted.0, wanted.1)?;
+            tracing::debug!(tenant = %name, strategy = wanted.0.as_str(), "scheduled");
+        }
+    }
+    if options.only.is_empty() {
+        // Tenants removed from the database lose their schedule with them (a foreign key);
+        // this catches any schedule left for a name no longer listed.
+        for name in existing.keys().filter(|n| !names.contains(n)) {
+            pg.remove_schedule(name)?;
+        }
+    }
+    Ok(())
+}
+
+/// One claimed tenant: its sync under the lease, the lease renewed meanwhile, then completed.
+struct LeaseJob {
+    host: Arc<ConnectorHost>,
+    pg: Arc<PgStore>,
+    options: Arc<ClusterOptions>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl LeaseJob {
+    fn run(self, lease: Lease) {
+        let tenant = lease.tenant.clone();
+        let epoch = lease.epoch;
+        let _span = crate::telemetry::tenant_span(&tenant).entered();
+        let interval = schedule_of(&self.host, &WatchTenant::new(&tenant), &self.options.watch)
+            .ok()
+            .and_then(|(interval, _)| interval);
+        let fenced: Arc<dyn RecordStore> = Arc::new(self.pg.fenced(&lease));
+        let lease = Arc::new(Mutex::new(lease));
+        let sync_stop = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let renewer = {
+            let (pg, lease, sync_stop, lost, done, stopping) = (
+                self.pg.clone(),
+                lease.clone(),
+                sync_stop.clone(),
+                lost.clone(),
+                done.clone(),
+                self.stopping.clone(),
+            );
+            let ttl = self.options.ttl;
+            std::thread::spawn(move || {
+                renew_until_done(&pg, &lease, ttl, &sync_stop, &lost, &done, &stopping)
+            })
+        };
+        let started_at = now_ms();
+        let started = Instant::now();
+        let result = self
+            .host
+            .over_store(fenced)
+            .sync(&tenant, None, Some(sync_stop.clone()));
+        done.store(true, Ordering::SeqCst);
+        let _ = renewer.join();
+        let outcome = match &result {
+            Ok(o) if o.value.interrupted => SyncOutcome::Interrupted,
+            Ok(_) => SyncOutcome::Ok,
+            Err(_) => SyncOutcome::Failed,
+        };
+        let stopped_by_worker = self.stopping.load(Ordering::SeqCst);
+        let next_due_in = if stopped_by_worker {
+            // This worker is stopping: the tenant is due again at once, for another.
+            Some(Duration::ZERO)
+        } else {
+            match (outcome, interval) {
+                (SyncOutcome::Failed, Some(i)) => Some(i.min(MAX_RETRY_AFTER_FAILURE)),
+                (SyncOutcome::Interrupted, _) => Some(Duration::ZERO),
+                (_, interval) => interval,
+            }
+        };
+        let mut result_word = match outcome {
+            SyncOutcome::Ok => "ok",
+            SyncOutcome::Interrupted => "interrupted",
+            SyncOutcome::Failed => "failed",
+        };
+        if lost.load(Ordering::SeqCst) {
+            result_word = "lease-lost";
+        } else {
+            let lease = lease.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            match self.pg.complete(&lease, outcome, next_due_in) {
+                Ok(()) => {}
+                Err(StoreError::LeaseLost(e)) => {
+                    tracing::warn!("sync finished after the lease was lost: {e}");
+                    result_word = "lease-lost";
+                }
+                Err(e) => tracing::warn!("cannot complete the lease: {e}"),
+            }
+        }
+        let elapsed = started.elapsed();
+        let (kind, entries, created, error) = match &result {
+            Ok(o) => (
+                crate::watch::kind_str(o.value.kind),
+                o.value.entries,
+                o.value.created,
+                None,
+            ),
+            Err(e) => ("-", 0, 0, Some(e.to_string())),
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = if self.options.json {
+            writeln!(
+                out,
+                "{}",
+                json!({
+                    "worker": self.options.worker,
+                    "tenant": tenant,
+                    "epoch": epoch,
+                    "result": result_word,
+                    "kind": kind,
+                    "entries": entries,
+                    "created": created,
+                    "started_at_ms": started_at,
+                    "finished_at_ms": now_ms(),
+                    "elapsed_secs": elapsed.as_secs_f64(),
+                    "error": error,
+                })
+            )
+        } else {
+            writeln!(
+                out,
+                "{tenant}: {result_word} ({kind}, {entries} entries, {created} created, {:.2}s, lease epoch {epoch}){}",
+                elapsed.as_secs_f64(),
+                error.map(|e| format!(": {e}")).unwrap_or_default()
+            )
+        };
+        let _ = out.flush();
+    }
+}
+
+/// Renew the lease every third of its TTL until the sync is done; on a lost lease, stop the
+/// sync (its writes would be refused anyway); on the worker stopping, stop the sync cleanly.
+fn renew_until_done(
+    pg: &PgStore,
+    lease: &Mutex<Lease>,
+    ttl: Duration,
+    sync_stop: &AtomicBool,
+    lost: &AtomicBool,
+    done: &AtomicBool,
+    stopping: &AtomicBool,
+) {
+    let period = ttl / 3;
+    let mut last = Instant::now();
+    while !done.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50).min(period));
+        if stopping.load(Ordering::SeqCst) {
+            sync_stop.store(true, Ordering::SeqCst);
+        }
+        if last.elapsed() < period {
+            continue;
+        }
+        last = Instant::now();
+        let mut held = lease.lock().unwrap_or_else(|p| p.into_inner());
+        match pg.renew(&mut held, ttl) {
+            Ok(()) => {}
+            Err(StoreError::LeaseLost(e)) => {
+                tracing::warn!("{e}: stopping the sync");
+                lost.store(true, Ordering::SeqCst);
+                sync_stop.store(true, Ordering::SeqCst);
+                return;
+            }
+            // The database may come back before the lease runs out; if not, the fence refuses
+            // the writes and the next renewal reports the loss.
+            Err(e) => tracing::warn!("cannot renew the lease: {e}"),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

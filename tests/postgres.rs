@@ -1,0 +1,455 @@
+//! The CLI on a PostgreSQL store: `--db postgres://...` syncs, lists records, events and status,
+//! seals credentials with the key it is given (and refuses to run without one), rotates the
+//! key, and serves consumers from the outbox. Each test gets a fresh database on the server
+//! `DATABASE_URL` names (else the local one), dropped at its end; without a server the tests
+//! fail saying how to provide one.
+
+use std::process::{Command, Stdio};
+
+use dropbox_emulator::{Emulator, EmulatorConfig};
+use e2e_tests::diff_with_truth;
+use host_test::cli::ExitClass;
+use host_test::secrets::Keyring;
+use host_test::store::pg::testing::TestDatabase;
+use host_test::store::{PgStore, RecordStore};
+use serde_json::Value;
+
+const TENANT: &str = "t";
+
+fn cli(db: &TestDatabase, key: Option<&str>, args: &[&str]) -> (std::process::Output, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_host-test-cli"));
+    cmd.args(args)
+        .args(["--db", db.url()])
+        .env_remove("DROPBOX_ACCESS_TOKEN")
+        .env_remove("HOST_TEST_ACCESS_TOKEN")
+        .env_remove("HOST_TEST_SECRET_KEY")
+        .stdin(Stdio::null());
+    if let Some(key) = key {
+        cmd.env("HOST_TEST_SECRET_KEY", key);
+    }
+    let output = cmd.output().expect("the CLI runs");
+    let all = format!(
+        "{args:?}: exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output, all)
+}
+
+fn ok(db: &TestDatabase, key: &str, args: &[&str]) -> String {
+    let (output, all) = cli(db, Some(key), args);
+    assert!(output.status.success(), "{all}");
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn the_cli_syncs_a_tenant_into_postgres_with_sealed_credentials() {
+    let db = TestDatabase::create();
+    let emulator = Emulator::start(EmulatorConfig {
+        files: 300,
+        seed: 14,
+        ..Default::default()
+    })
+    .expect("the emulator starts");
+    let api = emulator.base_url();
+    let key = Keyring::generate_key();
+    let target = ["--tenant", TENANT, "--api-url", api.as_str()];
+
+    // Without a key a shared database is refused, saying how to give one.
+    let (refused, all) = cli(
+        &db,
+        None,
+        &[&["connect"][..], &target, &["--access-token", "x"]].concat(),
+    );
+    assert_eq!(
+        refused.status.code(),
+        Some(ExitClass::InvalidConfig.code()),
+        "{all}"
+    );
+    assert!(all.contains("HOST_TEST_SECRET_KEY"), "{all}");
+
+    let token = emulator.access_token();
+    ok(
+        &db,
+        &key,
+        &[&["connect"][..], &target, &["--access-token", &token]].concat(),
+    );
+    let summary: Value = serde_json::from_str(&ok(
+        &db,
+        &key,
+        &[&["sync"][..], &target, &["--quiet", "--json"]].concat(),
+    ))
+    .expect("sync --json");
+    assert_eq!(summary["kind"], "full", "{summary}");
+
+    // The store equals the account; the CLI lists what the store holds.
+    let store = PgStore::connect(db.url(), Keyring::parse(&key, "test").unwrap()).unwrap();
+    let records = store.records(TENANT).unwrap();
+    let diffs = diff_with_truth(&emulator.truth(), &records, |_| true);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    let listed = json_lines(&ok(&db, &key, &["records", "--tenant", TENANT, "--json"]));
+    assert_eq!(listed.len(), records.len());
+    let events = json_lines(&ok(&db, &key, &["events", "--json"]));
+    assert_eq!(events.len(), records.len(), "one created event per record");
+    let status: Value =
+        serde_json::from_str(&ok(&db, &key, &["status", "--tenant", TENANT, "--json"]))
+            .expect("status --json");
+    assert_eq!(status["connected"], true, "{status}");
+    assert_eq!(status["records"], records.len(), "{status}");
+
+    // The token is sealed in the database; it opens with the key and with nothing else.
+    let mut admin = db.client();
+    let raw: String = admin
+        .query_one(
+            "SELECT access_token FROM credentials WHERE tenant = $1",
+            &[&TENANT],
+        )
+        .unwrap()
+        .get(0);
+    assert!(raw.starts_with("v1:") && !raw.contains(&token), "{raw}");
+    let (wrong, all) = cli(
+        &db,
+        Some(&Keyring::generate_key()),
+        &[&["sync"][..], &target, &["--quiet"]].concat(),
+    );
+    assert_eq!(
+        wrong.status.code(),
+        Some(ExitClass::InvalidConfig.code()),
+        "{all}"
+    );
+
+    // Rotation: a new key first, the old one kept; every secret moves to the new key, after
+    // which the new key alone opens them.
+    let new_key = Keyring::generate_key();
+    let both = format!("{new_key},{key}");
+    let report: Value = serde_json::from_str(&ok(&db, &both, &["secrets", "rotate", "--json"]))
+        .expect("rotate --json");
+    assert_eq!(report["resealed"], 1, "{report}");
+    let new_id = Keyring::parse(&new_key, "new")
+        .unwrap()
+        .current_key_id()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        report["key_ids_in_use"][0]["key_id"],
+        new_id.as_str(),
+        "{report}"
+    );
+    assert_eq!(
+        report["key_ids_in_use"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    let again: Value = serde_json::from_str(&ok(
+        &db,
+        &new_key,
+        &[&["sync"][..], &target, &["--quiet", "--json"]].concat(),
+    ))
+    .unwrap();
+    assert_eq!(again["kind"], "incremental", "{again}");
+}
+
+#[test]
+fn a_consumer_reads_the_outbox_after_its_durable_position() {
+    let db = TestDatabase::create();
+    let emulator = Emulator::start(EmulatorConfig {
+        files: 40,
+        seed: 3,
+        ..Default::default()
+    })
+    .expect("the emulator starts");
+    let api = emulator.base_url();
+    let key = Keyring::generate_key();
+    let target = ["--tenant", TENANT, "--api-url", api.as_str()];
+    let token = emulator.access_token();
+    ok(
+        &db,
+        &key,
+        &[&["connect"][..], &target, &["--access-token", &token]].concat(),
+    );
+    ok(&db, &key, &[&["sync"][..], &target, &["--quiet"]].concat());
+    let total = PgStore::connect(db.url(), Keyring::parse(&key, "t").unwrap())
+        .unwrap()
+        .last_tenant_seq(TENANT)
+        .unwrap();
+    assert!(total > 10, "{total}");
+
+    // Reading without --ack moves nothing; with it, the next read starts after.
+    let read = |extra: &[&str]| {
+        json_lines(&ok(
+            &db,
+            &key,
+            &[&["events", "--consumer", "indexer", "--json"][..], extra].concat(),
+        ))
+    };
+    let first = read(&["--limit", "10"]);
+    assert_eq!(first.len(), 10);
+    assert_eq!(
+        read(&["--limit", "10"]),
+        first,
+        "a read without --ack moves nothing"
+    );
+    let acked = read(&["--limit", "10", "--ack"]);
+    assert_eq!(acked, first);
+    let rest = read(&["--ack"]);
+    let seqs: Vec<i64> = first
+        .iter()
+        .chain(&rest)
+        .map(|e| e["tenant_seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=total).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
+    assert!(read(&[]).is_empty(), "everything acknowledged");
+    // Another consumer has its own position.
+    let other = json_lines(&ok(
+        &db,
+        &key,
+        &["events", "--consumer", "audit", "--json", "--limit", "5"],
+    ));
+    assert_eq!(other.len(), 5);
+}
+
+/// A `watch --db postgres://...` worker process, its JSON lines collected as they come.
+struct Worker {
+    id: String,
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    fn start(db: &TestDatabase, key: &str, id: &str, ttl: &str) -> Worker {
+        use std::io::BufRead as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_host-test-cli"))
+            .args(["watch", "--db", db.url(), "--json", "--no-longpoll"])
+            .args([
+                "--lease-ttl",
+                ttl,
+                "--worker-id",
+                id,
+                "--max-concurrent",
+                "3",
+            ])
+            .env("HOST_TEST_SECRET_KEY", key)
+            .env("RUST_LOG", "warn")
+            .env_remove("DROPBOX_ACCESS_TOKEN")
+            .env_remove("HOST_TEST_ACCESS_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the worker starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        Worker {
+            id: id.to_string(),
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// Ctrl-C, then wait for the process to end.
+    fn interrupt(&mut self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "worker {} did not stop on Ctrl-C",
+                self.id
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn three_workers_share_the_tenants_and_take_over_from_one_killed_mid_sync() {
+    use host_test::store::pg::LeaseEnd;
+    use std::time::{Duration, Instant};
+
+    const TENANTS: usize = 24;
+    const TTL_SECS: i64 = 3;
+    let db = TestDatabase::create();
+    let key = Keyring::generate_key();
+    let store = PgStore::connect(db.url(), Keyring::parse(&key, "test").unwrap()).unwrap();
+    // One emulator (one account) per tenant, slow enough that syncs overlap the kill.
+    let emulators: Vec<Emulator> = (0..TENANTS)
+        .map(|i| {
+            let e = Emulator::start(EmulatorConfig {
+                files: 200,
+                seed: 100 + i as u64,
+                ..Default::default()
+            })
+            .expect("the emulator starts");
+            e.set_latency(Duration::from_millis(150));
+            e
+        })
+        .collect();
+    let names: Vec<String> = (0..TENANTS).map(|i| format!("tenant-{i:02}")).collect();
+    for (name, e) in names.iter().zip(&emulators) {
+        store.set_tenant_api_url(name, Some(&e.base_url())).unwrap();
+        store
+            .put_credentials(
+                name,
+                &host_test::store::StoredCredentials {
+                    access_token: e.access_token(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+
+    let ttl = TTL_SECS.to_string();
+    let mut victim = Worker::start(&db, &key, "w1", &ttl);
+    let mut others = [
+        Worker::start(&db, &key, "w2", &ttl),
+        Worker::start(&db, &key, "w3", &ttl),
+    ];
+
+    // Kill w1 while it holds a lease (mid-sync), with SIGKILL: nothing of it runs after.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let held_by_victim = loop {
+        assert!(Instant::now() < deadline, "w1 never held a tenant");
+        let held: Vec<_> = store
+            .lease_history(None)
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.worker == "w1" && l.ended.is_none() && l.released_at.is_none())
+            .collect();
+        if !held.is_empty() {
+            break held;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    victim.child.kill().expect("SIGKILL");
+    victim.child.wait().unwrap();
+    let mut admin = db.client();
+    let killed_at: i64 = admin
+        .query_one("SELECT conn_rt_now_ms()", &[])
+        .unwrap()
+        .get(0);
+
+    // Every tenant ends synced, by the two survivors where w1 left off.
+    let all_synced = |store: &PgStore| {
+        store
+            .schedules()
+            .unwrap()
+            .iter()
+            .filter(|s| s.last_outcome == Some(host_test::store::SyncOutcome::Ok))
+            .count()
+            == TENANTS
+    };
+    while !all_synced(&store) {
+        assert!(
+            Instant::now() < deadline,
+            "not every tenant synced: {:?}",
+            store.schedules().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for w in &mut others {
+        w.interrupt();
+    }
+
+    // Every store equals its account; each tenant's events replay without gap or duplicate.
+    for (name, e) in names.iter().zip(&emulators) {
+        let records = store.records(name).unwrap();
+        let diffs = diff_with_truth(&e.truth(), &records, |_| true);
+        assert!(diffs.is_empty(), "{name}:\n{}", diffs.join("\n"));
+        assert_eq!(store.pending_count(name).unwrap(), 0, "{name}");
+        let events = store.read_outbox("check", name, 100_000).unwrap();
+        let seqs: Vec<i64> = events.iter().map(|o| o.tenant_seq).collect();
+        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "{name}");
+        let plain: Vec<_> = events.into_iter().map(|o| o.event).collect();
+        e2e_tests::assert_no_duplicate_events(&plain);
+        assert_eq!(
+            e2e_tests::count(&plain, "created"),
+            records.len(),
+            "{name}: one created event per record"
+        );
+    }
+
+    // No tenant was ever held by two workers at once: each lease's time ends before the next
+    // one of the tenant begins.
+    let history = store.lease_history(None).unwrap();
+    for name in &names {
+        let mut leases: Vec<_> = history.iter().filter(|l| &l.tenant == name).collect();
+        leases.sort_by_key(|l| l.epoch);
+        for pair in leases.windows(2) {
+            assert!(
+                pair[1].acquired_at >= pair[0].end(),
+                "{name}: lease {} ({}) overlaps lease {} ({})",
+                pair[0].epoch,
+                pair[0].worker,
+                pair[1].epoch,
+                pair[1].worker
+            );
+        }
+    }
+    // The victim's tenants were taken over by the others within the lease's expiry.
+    for held in &held_by_victim {
+        let next = history
+            .iter()
+            .filter(|l| l.tenant == held.tenant && l.epoch > held.epoch)
+            .min_by_key(|l| l.epoch)
+            .unwrap_or_else(|| panic!("{}: never taken over", held.tenant));
+        assert_ne!(next.worker, "w1");
+        let after_kill = next.acquired_at - killed_at;
+        assert!(
+            after_kill <= TTL_SECS * 1000 + 1500,
+            "{}: taken over {after_kill} ms after the kill (TTL {TTL_SECS} s)",
+            held.tenant
+        );
+        let old = history
+            .iter()
+            .find(|l| l.tenant == held.tenant && l.epoch == held.epoch)
+            .unwrap();
+        assert_eq!(old.ended, Some(LeaseEnd::Expired), "{}", held.tenant);
+    }
+    // Both survivors did work, and their output names the tenants they synced.
+    for w in &others {
+        let lines = w.lines.lock().unwrap();
+        assert!(
+            lines.iter().any(|l| l["result"] == "ok"),
+            "{} synced nothing",
+            w.id
+        );
+    }
+}
