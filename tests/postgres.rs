@@ -229,9 +229,19 @@ struct Worker {
 
 impl Worker {
     fn start(db: &TestDatabase, key: &str, id: &str, ttl: &str) -> Worker {
+        Worker::start_with(db, key, id, ttl, false)
+    }
+
+    /// A worker that holds long-polls when `longpoll` (else syncs on intervals only).
+    fn start_with(db: &TestDatabase, key: &str, id: &str, ttl: &str, longpoll: bool) -> Worker {
         use std::io::BufRead as _;
         let mut child = Command::new(env!("CARGO_BIN_EXE_host-test-cli"))
-            .args(["watch", "--db", db.url(), "--json", "--no-longpoll"])
+            .args(["watch", "--db", db.url(), "--json"])
+            .args(if longpoll {
+                None
+            } else {
+                Some("--no-longpoll")
+            })
             .args([
                 "--lease-ttl",
                 ttl,
@@ -452,4 +462,134 @@ fn three_workers_share_the_tenants_and_take_over_from_one_killed_mid_sync() {
             w.id
         );
     }
+}
+
+#[test]
+fn the_owner_of_a_change_notifications_tenant_holds_its_long_poll_and_a_change_is_synced_at_once() {
+    use std::time::{Duration, Instant};
+
+    const NAME: &str = "notified";
+    let db = TestDatabase::create();
+    let key = Keyring::generate_key();
+    let store = PgStore::connect(db.url(), Keyring::parse(&key, "test").unwrap()).unwrap();
+    let emulator = Emulator::start(EmulatorConfig {
+        files: 30,
+        seed: 41,
+        ..Default::default()
+    })
+    .expect("the emulator starts");
+    store
+        .set_tenant_api_url(NAME, Some(&emulator.base_url()))
+        .unwrap();
+    store
+        .put_credentials(
+            NAME,
+            &host_test::store::StoredCredentials {
+                access_token: emulator.access_token(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    // An hour's interval: only a long-poll can bring a change in within seconds.
+    store
+        .set_setting(NAME, "sync_strategy", "change-notifications")
+        .unwrap();
+    store
+        .set_setting(NAME, "sync_interval_minutes", "60")
+        .unwrap();
+
+    let mut workers = [
+        Worker::start_with(&db, &key, "p1", "3", true),
+        Worker::start_with(&db, &key, "p2", "3", true),
+    ];
+    let synced_ok =
+        |store: &PgStore| {
+            store.schedules().unwrap().iter().any(|s| {
+                s.tenant == NAME && s.last_outcome == Some(host_test::store::SyncOutcome::Ok)
+            })
+        };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let poll_held = |store: &PgStore| !store.poll_history(Some(NAME)).unwrap().is_empty();
+    while !synced_ok(&store) || !poll_held(&store) {
+        assert!(
+            Instant::now() < deadline,
+            "the first sync, then its completer's poll: {:?} {:?}",
+            store.schedules().unwrap(),
+            store.poll_history(Some(NAME)).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The poll is held by the worker that completed the sync.
+    let completer = store
+        .lease_history(Some(NAME))
+        .unwrap()
+        .into_iter()
+        .rfind(|l| l.ended == Some(host_test::store::pg::LeaseEnd::Completed))
+        .expect("a completed lease")
+        .worker;
+    let first_poll = store.poll_history(Some(NAME)).unwrap()[0].clone();
+    assert_eq!(first_poll.worker, completer);
+    let has_path = |p: &str| {
+        store
+            .find_by_paths(NAME, &[p.to_string()])
+            .unwrap()
+            .into_iter()
+            .flatten()
+            .next()
+            .is_some()
+    };
+    assert!(!has_path("/inbox/arrived.txt"));
+    // Let the long-poll start on the new cursor (it would see the change anyway).
+    std::thread::sleep(Duration::from_millis(500));
+
+    let changed = Instant::now();
+    emulator
+        .create_file(
+            "/Inbox/arrived.txt",
+            dropbox_emulator::Content::Bytes(b"hello".to_vec()),
+        )
+        .unwrap();
+    while !has_path("/inbox/arrived.txt") {
+        assert!(
+            changed.elapsed() < Duration::from_secs(15),
+            "the change never reached the store: {:?}",
+            store.schedules().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let latency = changed.elapsed();
+    assert!(
+        latency <= Duration::from_secs(5),
+        "the change took {latency:?} to reach the store"
+    );
+    for w in &mut workers {
+        w.interrupt();
+    }
+    let diffs = diff_with_truth(&emulator.truth(), &store.records(NAME).unwrap(), |_| true);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+
+    // One holder at a time: each holding of the poll ends before the next begins.
+    let polls = store.poll_history(Some(NAME)).unwrap();
+    for pair in polls.windows(2) {
+        assert!(
+            pair[1].acquired_at >= pair[0].expires_at,
+            "poll holdings overlap: {:?} and {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    // Two syncs in all (the first, and the one the hint asked for): none came from the
+    // interval, and the long-polls wrote no sync of their own.
+    let ok_syncs: usize = workers
+        .iter()
+        .map(|w| {
+            w.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l["tenant"] == NAME && l["result"] == "ok")
+                .count()
+        })
+        .sum();
+    assert_eq!(ok_syncs, 2, "syncs: {ok_syncs}");
 }

@@ -11,11 +11,17 @@
 //! that sync, and its writes are refused from then on (fencing). A worker killed outright
 //! simply stops renewing: its leases expire and the others claim the tenants.
 //!
-//! Long-polls are not run here: a tenant's change-notifications strategy is served by its
-//! schedule's interval (the long-poll of a tenant needs the tenant's holder between syncs,
-//! which this lease model does not keep).
+//! Long-polls (strategy change-notifications) are held by the worker that owns the tenant
+//! between syncs. Ownership: the worker that last completed the tenant's sync takes its poll
+//! (`PgStore::take_poll`, a "poll lease" on the tenant's schedule row: a worker and an
+//! expiry); the holder renews it every third of `--lease-ttl` at most a second apart
+//! (`PgStore::hold_polls`) and calls the connector's `wait-for-changes` in a loop. A change
+//! hint calls `PgStore::request_sync`: the tenant is due at once, for any worker to claim. The
+//! poll is held by one worker at a time: a newer completer takes it over (the old holder stops
+//! at its next renewal), and a killed worker's polls, no longer renewed, are taken over by
+//! another after the TTL. A long-poll writes nothing to the records store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -26,7 +32,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde_json::json;
 
-use crate::app::ConnectorHost;
+use crate::app::{ConnectorHost, HostError};
+use crate::bindings::types::ConnectorError;
 use crate::store::pg::{Lease, Strategy};
 use crate::store::{PgStore, RecordStore, StoreError, SyncOutcome};
 use crate::watch::{WatchOptions, WatchTenant, schedule_of};
@@ -37,6 +44,9 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(3);
 const IDLE_POLL: Duration = Duration::from_millis(250);
 /// The longest wait before retrying a tenant whose sync failed.
 const MAX_RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
+/// The longest time between two renewals of a worker's long-polls: a poll another worker
+/// took over is stopped here within this time.
+const MAX_POLL_RENEWAL: Duration = Duration::from_secs(1);
 
 pub(super) struct ClusterOptions {
     pub worker: String,
@@ -73,6 +83,7 @@ pub(super) fn run(
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     let mut last_reconcile: Option<Instant> = None;
     let started = Instant::now();
+    let mut polls = Polls::default();
     tracing::info!(
         worker = %options.worker,
         ttl_ms = options.ttl.as_millis() as u64,
@@ -88,6 +99,9 @@ pub(super) fn run(
             last_reconcile = Some(Instant::now());
         }
         threads.retain(|t| !t.is_finished());
+        if options.watch.longpoll {
+            polls.tick(&host, &pg, &options);
+        }
         let free = options
             .max_concurrent
             .saturating_sub(running.load(Ordering::SeqCst));
@@ -131,8 +145,14 @@ pub(super) fn run(
         "stopping: syncs in progress finish their current page, commit and hand their tenants back"
     );
     stopping.store(true, Ordering::SeqCst);
+    polls.stop_all();
     for t in threads {
         let _ = t.join();
+    }
+    if options.watch.longpoll
+        && let Err(e) = pg.release_polls(&options.worker)
+    {
+        tracing::warn!("cannot hand the long-polls back: {e}");
     }
     let line = format!(
         "worker {} stopped after {} syncs in {:.1}s",
@@ -211,9 +231,11 @@ impl LeaseJob {
         let tenant = lease.tenant.clone();
         let epoch = lease.epoch;
         let _span = crate::telemetry::tenant_span(&tenant).entered();
-        let interval = schedule_of(&self.host, &WatchTenant::new(&tenant), &self.options.watch)
-            .ok()
-            .and_then(|(interval, _)| interval);
+        let (interval, longpolls) =
+            match schedule_of(&self.host, &WatchTenant::new(&tenant), &self.options.watch) {
+                Ok((interval, longpolls)) => (interval, longpolls),
+                Err(_) => (None, false),
+            };
         let fenced: Arc<dyn RecordStore> = Arc::new(self.pg.fenced(&lease));
         let lease = Arc::new(Mutex::new(lease));
         let sync_stop = Arc::new(AtomicBool::new(false));
@@ -267,6 +289,15 @@ impl LeaseJob {
         } else {
             let lease = lease.lock().unwrap_or_else(|p| p.into_inner()).clone();
             match self.pg.complete(&lease, outcome, next_due_in) {
+                // The worker that completed the sync owns the tenant's long-poll from now.
+                Ok(()) if longpolls && !stopped_by_worker => {
+                    if let Err(e) =
+                        self.pg
+                            .take_poll(&tenant, &self.options.worker, self.options.ttl)
+                    {
+                        tracing::warn!("cannot take the tenant's long-poll: {e}");
+                    }
+                }
                 Ok(()) => {}
                 Err(StoreError::LeaseLost(e)) => {
                     tracing::warn!("sync finished after the lease was lost: {e}");
@@ -352,6 +383,154 @@ fn renew_until_done(
             Err(e) => tracing::warn!("cannot renew the lease: {e}"),
         }
     }
+}
+
+/// The long-polls this worker holds: one thread per tenant, started when the database says the
+/// poll is this worker's, stopped when it no longer does.
+#[derive(Default)]
+struct Polls {
+    running: HashMap<String, PollThread>,
+    /// Tenants whose connector answered `unsupported`: asking again gets the same answer. The
+    /// worker keeps holding their polls (nobody else asks either).
+    unsupported: HashSet<String>,
+    last_renewal: Option<Instant>,
+}
+
+struct PollThread {
+    stop: Arc<AtomicBool>,
+    /// Returns true when the connector does not support wait-for-changes.
+    handle: JoinHandle<bool>,
+}
+
+impl Polls {
+    fn tick(
+        &mut self,
+        host: &Arc<ConnectorHost>,
+        pg: &Arc<PgStore>,
+        options: &Arc<ClusterOptions>,
+    ) {
+        let period = (options.ttl / 3).min(MAX_POLL_RENEWAL);
+        if self.last_renewal.is_some_and(|at| at.elapsed() < period) {
+            return;
+        }
+        self.last_renewal = Some(Instant::now());
+        let held: HashSet<String> = match pg.hold_polls(&options.worker, options.ttl) {
+            Ok(held) => held.into_iter().collect(),
+            Err(e) => {
+                // The polls keep running: hints still reach the database if it comes back;
+                // if it does not before the TTL, another worker may take them over.
+                tracing::warn!("cannot renew the long-polls: {e}");
+                return;
+            }
+        };
+        let finished: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(t, p)| !held.contains(*t) || p.handle.is_finished())
+            .map(|(t, _)| t.clone())
+            .collect();
+        for tenant in finished {
+            if let Some(p) = self.running.remove(&tenant) {
+                p.stop.store(true, Ordering::SeqCst);
+                if p.handle.is_finished() && p.handle.join().unwrap_or(false) {
+                    self.unsupported.insert(tenant.clone());
+                }
+                tracing::debug!(tenant = %tenant, "long-poll no longer held here");
+            }
+        }
+        for tenant in held {
+            if self.running.contains_key(&tenant) || self.unsupported.contains(&tenant) {
+                continue;
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            let (host, pg, options, flag) =
+                (host.clone(), pg.clone(), options.clone(), stop.clone());
+            let name = tenant.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("longpoll-{tenant}"))
+                .spawn(move || longpoll_loop(&host, &pg, &options, &name, &flag));
+            match spawned {
+                Ok(handle) => {
+                    tracing::debug!(tenant = %tenant, "holding the long-poll");
+                    self.running.insert(tenant, PollThread { stop, handle });
+                }
+                Err(e) => tracing::warn!(tenant = %tenant, "cannot start a long-poll: {e}"),
+            }
+        }
+    }
+
+    fn stop_all(&mut self) {
+        for p in self.running.values() {
+            p.stop.store(true, Ordering::SeqCst);
+        }
+        for (_, p) in self.running.drain() {
+            let _ = p.handle.join();
+        }
+    }
+}
+
+/// Hold one tenant's long-poll until `stop`: `wait-for-changes` in a loop, a change hint
+/// making the tenant due at once. Respects the source's backoff, and spaces failed attempts
+/// out. Returns true when the connector does not support change notifications.
+fn longpoll_loop(
+    host: &ConnectorHost,
+    pg: &PgStore,
+    options: &ClusterOptions,
+    tenant: &str,
+    stop: &Arc<AtomicBool>,
+) -> bool {
+    let _span = crate::telemetry::tenant_span(tenant).entered();
+    let watch = &options.watch;
+    let mut failures: u32 = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        let result = host.wait_for_changes(tenant, watch.longpoll_timeout_secs, Some(stop.clone()));
+        let pause = match result {
+            Ok(outcome) => {
+                failures = 0;
+                let hint = outcome.value;
+                if hint.changes {
+                    match pg.request_sync(tenant) {
+                        Ok(_) => tracing::debug!("change hint: sync requested"),
+                        Err(e) => tracing::warn!("cannot request a sync on a change hint: {e}"),
+                    }
+                }
+                hint.backoff_seconds
+                    .map(|s| Duration::from_secs(u64::from(s)))
+                    .unwrap_or_default()
+            }
+            Err(HostError::Connector(ConnectorError::Unsupported(why))) => {
+                tracing::info!(
+                    reason = %why,
+                    "the connector does not support wait-for-changes; syncing on the schedule only"
+                );
+                return true;
+            }
+            Err(_) if stop.load(Ordering::SeqCst) => return false,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let factor = 1u32
+                    .checked_shl(failures.saturating_sub(1).min(20))
+                    .unwrap_or(u32::MAX);
+                let retry_in = watch
+                    .longpoll_retry_base
+                    .saturating_mul(factor)
+                    .min(watch.longpoll_retry_max);
+                tracing::warn!(
+                    error = %e,
+                    retry_in_ms = retry_in.as_millis() as u64,
+                    "long-poll failed; the schedule keeps the tenant current"
+                );
+                retry_in
+            }
+        };
+        let pause = pause.max(watch.longpoll_min_spacing.saturating_sub(started.elapsed()));
+        let until = Instant::now() + pause;
+        while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    false
 }
 
 fn now_ms() -> i64 {

@@ -133,6 +133,16 @@ pub struct Schedule {
     pub last_completed_at: Option<i64>,
 }
 
+/// One worker's holding of a tenant's long-poll (a row of `poll_history`): from `acquired_at`
+/// to `expires_at` (its last renewal's expiry, or when it was released or handed over).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollRecord {
+    pub tenant: String,
+    pub worker: String,
+    pub acquired_at: i64,
+    pub expires_at: i64,
+}
+
 /// How a lease of `lease_history` ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseEnd {
@@ -471,6 +481,137 @@ impl PgStore {
             &[&tenant],
         )?;
         Ok(n > 0)
+    }
+
+    /// `worker` just completed the sync of `tenant`: it takes the tenant's long-poll for `ttl`
+    /// (the last worker to complete a sync holds the poll; a previous holder's time ends now,
+    /// and it stops polling at its next [`PgStore::hold_polls`]). False when the tenant's
+    /// strategy is not change-notifications (nothing to poll).
+    pub fn take_poll(&self, tenant: &str, worker: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut guard = self.conn()?;
+        let mut tx = guard.client.transaction()?;
+        let Some(row) = tx.query_opt(
+            "SELECT poll_worker, poll_expires_at, conn_rt_now_ms() FROM schedules
+             WHERE tenant = $1 AND strategy = 'change-notifications' FOR UPDATE",
+            &[&tenant],
+        )?
+        else {
+            return Ok(false);
+        };
+        let holder: Option<String> = row.try_get(0)?;
+        let expires_at: Option<i64> = row.try_get(1)?;
+        let now: i64 = row.try_get(2)?;
+        let live = expires_at.is_some_and(|at| at > now);
+        let until = now.saturating_add(millis(ttl));
+        if live && holder.as_deref() == Some(worker) {
+            // Already this worker's: a renewal.
+            tx.execute(
+                "UPDATE poll_history SET expires_at = $3
+                 WHERE tenant = $1 AND worker = $2 AND expires_at > $4",
+                &[&tenant, &worker, &until, &now],
+            )?;
+        } else {
+            if live {
+                // The previous holder's time ends here, before this one's begins.
+                tx.execute(
+                    "UPDATE poll_history SET expires_at = $2 WHERE tenant = $1 AND expires_at > $2",
+                    &[&tenant, &now],
+                )?;
+            }
+            tx.execute(
+                "INSERT INTO poll_history (tenant, worker, acquired_at, expires_at)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                &[&tenant, &worker, &now, &until],
+            )?;
+        }
+        tx.execute(
+            "UPDATE schedules SET poll_worker = $2, poll_expires_at = $3 WHERE tenant = $1",
+            &[&tenant, &worker, &until],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// The long-polls `worker` holds now, renewed for `ttl`: its own live ones, plus any whose
+    /// holder let them expire (a killed worker's), taken over. A tenant whose strategy is no
+    /// longer change-notifications, or whose poll another worker took ([`PgStore::take_poll`]),
+    /// is not returned: the worker stops polling it. A tenant never synced has no poll (its
+    /// first sync's completer takes it).
+    pub fn hold_polls(&self, worker: &str, ttl: Duration) -> Result<Vec<String>, StoreError> {
+        let mut guard = self.conn()?;
+        let mut tx = guard.client.transaction()?;
+        // Row locks serialise two workers taking over the same expired poll: the second
+        // re-reads the row after the first commits and finds it live.
+        let rows = tx.query(
+            "UPDATE schedules SET poll_worker = $1,
+                 poll_expires_at = conn_rt_now_ms() + $2::bigint
+             WHERE strategy = 'change-notifications' AND poll_worker IS NOT NULL
+               AND (poll_worker = $1 OR poll_expires_at <= conn_rt_now_ms())
+             RETURNING tenant, poll_expires_at, poll_expires_at - $2::bigint AS now",
+            &[&worker, &millis(ttl)],
+        )?;
+        let mut held = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let tenant: String = row.try_get(0)?;
+            let until: i64 = row.try_get(1)?;
+            let now: i64 = row.try_get(2)?;
+            // The live holding of this worker is renewed; else (expired, or another's) a new
+            // holding begins.
+            let renewed = tx.execute(
+                "UPDATE poll_history SET expires_at = $3
+                 WHERE tenant = $1 AND worker = $2 AND expires_at > $4",
+                &[&tenant, &worker, &until, &now],
+            )?;
+            if renewed == 0 {
+                tx.execute(
+                    "INSERT INTO poll_history (tenant, worker, acquired_at, expires_at)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    &[&tenant, &worker, &now, &until],
+                )?;
+            }
+            held.push(tenant);
+        }
+        tx.commit()?;
+        Ok(held)
+    }
+
+    /// `worker` stops: its long-polls end now, for other workers to take over at once.
+    pub fn release_polls(&self, worker: &str) -> Result<(), StoreError> {
+        let mut guard = self.conn()?;
+        let mut tx = guard.client.transaction()?;
+        tx.execute(
+            "UPDATE schedules SET poll_expires_at = conn_rt_now_ms()
+             WHERE poll_worker = $1 AND poll_expires_at > conn_rt_now_ms()",
+            &[&worker],
+        )?;
+        tx.execute(
+            "UPDATE poll_history SET expires_at = conn_rt_now_ms()
+             WHERE worker = $1 AND expires_at > conn_rt_now_ms()",
+            &[&worker],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every holding of a long-poll, of one tenant or all, by tenant and start.
+    pub fn poll_history(&self, tenant: Option<&str>) -> Result<Vec<PollRecord>, StoreError> {
+        let mut guard = self.conn()?;
+        let rows = guard.client.query(
+            "SELECT tenant, worker, acquired_at, expires_at FROM poll_history
+             WHERE $1::text IS NULL OR tenant = $1
+             ORDER BY tenant COLLATE \"C\", acquired_at",
+            &[&tenant],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(PollRecord {
+                    tenant: r.try_get(0)?,
+                    worker: r.try_get(1)?,
+                    acquired_at: r.try_get(2)?,
+                    expires_at: r.try_get(3)?,
+                })
+            })
+            .collect()
     }
 
     /// Every schedule, by tenant name.

@@ -41,7 +41,8 @@ pub mod testing;
 mod tests;
 
 pub use lease::{
-    FencedStore, Lease, LeaseEnd, LeaseLost, LeaseLostReason, LeaseRecord, Schedule, Strategy,
+    FencedStore, Lease, LeaseEnd, LeaseLost, LeaseLostReason, LeaseRecord, PollRecord, Schedule,
+    Strategy,
 };
 pub use outbox::OutboxEvent;
 

@@ -222,6 +222,28 @@ CREATE TABLE consumers (
 );
 "#,
     },
+    Migration {
+        version: 3,
+        name: "poll leases (long-polls held by one worker)",
+        sql: r#"
+-- Who holds a change-notifications tenant's long-poll between syncs: the worker that last
+-- completed its sync takes it (`take_poll`), renews `poll_expires_at` while polling
+-- (`hold_polls`), and a poll whose holder stopped renewing (a killed worker) is taken over by
+-- another worker after the expiry. One row per tenant: at most one holder at a time.
+-- `poll_history` keeps every holding (a take-over starts a new row), for audits and tests.
+ALTER TABLE schedules
+    ADD COLUMN poll_worker     TEXT,
+    ADD COLUMN poll_expires_at BIGINT;
+
+CREATE TABLE poll_history (
+    tenant      TEXT NOT NULL,
+    worker      TEXT NOT NULL,
+    acquired_at BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL,
+    PRIMARY KEY (tenant, acquired_at, worker)
+);
+"#,
+    },
 ];
 
 /// The newest schema version this host knows.
