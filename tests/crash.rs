@@ -362,6 +362,7 @@ fn killed_at_random_points_the_next_run_is_exact() {
         host,
         tenant: TENANT.into(),
         dir,
+        database: None,
     };
     h.assert_matches_truth();
     // Nothing left to do: another run emits nothing.

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use dropbox_emulator::{Content, EmulatorConfig, Fault, FaultKind};
-use e2e_tests::{Harness, count};
+use e2e_tests::{Backend, Harness, count};
 use host_test::app::HostError;
 use host_test::bindings::types::ConnectorError;
 use host_test::store::Event;
@@ -81,11 +81,18 @@ fn at_every_commit(
 
 /// Small pages (Dropbox's `limit` is a maximum), so that every scenario spans page boundaries.
 fn batch_harness(batch_size: &str) -> Harness {
-    let h = Harness::with_config(EmulatorConfig {
-        seed: 5,
-        max_page_size: Some(700),
-        ..Default::default()
-    });
+    batch_harness_on(batch_size, Backend::Sqlite)
+}
+
+fn batch_harness_on(batch_size: &str, backend: Backend) -> Harness {
+    let h = Harness::on(
+        EmulatorConfig {
+            seed: 5,
+            max_page_size: Some(700),
+            ..Default::default()
+        },
+        backend,
+    );
     h.set("batch_size", batch_size);
     two_page_account(&h);
     h
@@ -123,10 +130,19 @@ fn a_reverted_filter_change_interrupted_mid_relisting_deletes_nothing() {
 
 #[test]
 fn a_reset_interrupted_at_every_commit_loses_nothing() {
+    reset_interrupted_at_every_commit(Backend::Sqlite);
+}
+
+#[test]
+fn a_reset_interrupted_at_every_commit_loses_nothing_on_postgres() {
+    reset_interrupted_at_every_commit(Backend::Postgres);
+}
+
+fn reset_interrupted_at_every_commit(backend: Backend) {
     at_every_commit(
         "reset",
         || {
-            let h = batch_harness("400");
+            let h = batch_harness_on("400", backend);
             h.sync();
             h.emulator
                 .move_path("/Big/f0001.txt", "/moved.txt")
@@ -148,10 +164,19 @@ fn a_reset_interrupted_at_every_commit_loses_nothing() {
 
 #[test]
 fn a_big_folder_move_across_pages_interrupted_at_every_commit_keeps_identities() {
+    folder_move_interrupted_at_every_commit(Backend::Sqlite);
+}
+
+#[test]
+fn a_big_folder_move_across_pages_interrupted_at_every_commit_keeps_identities_on_postgres() {
+    folder_move_interrupted_at_every_commit(Backend::Postgres);
+}
+
+fn folder_move_interrupted_at_every_commit(backend: Backend) {
     at_every_commit(
         "folder move across pages",
         || {
-            let h = batch_harness("150");
+            let h = batch_harness_on("150", backend);
             h.sync();
             h.emulator.move_path("/Big", "/Archive/Big 2026").unwrap();
             h

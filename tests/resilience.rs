@@ -65,6 +65,7 @@ fn harness_on(emulator: &Emulator) -> Harness {
         host,
         tenant,
         dir,
+        database: None,
     }
 }
 

@@ -145,6 +145,7 @@ impl Fleet {
             host,
             tenant: tenant.to_string(),
             dir: tempfile::tempdir().expect("a temp dir"),
+            database: None,
         }
     }
 }
@@ -842,6 +843,7 @@ fn ctrl_c_stops_watch_cleanly_and_the_next_sync_completes() {
         host,
         tenant: "alice".into(),
         dir,
+        database: None,
     };
     let next = h.sync();
     assert!(!next.interrupted);

@@ -9,7 +9,11 @@ use dropbox_emulator::{Emulator, EmulatorConfig, Kind, TruthEntry};
 use host_test::app::{ConnectorHost, HostError, Outcome};
 use host_test::bindings::connector::SyncSummary;
 use host_test::runtime::{Runtime, SandboxConfig};
-use host_test::store::{Event, Record, RecordKind, SqliteStore, StoredCredentials};
+use host_test::secrets::Keyring;
+use host_test::store::pg::testing::TestDatabase;
+use host_test::store::{
+    Event, PgStore, Record, RecordKind, RecordStore, SqliteStore, StoredCredentials,
+};
 
 /// The scopes the connector's manifest asks for (the emulator's tokens in tests carry them).
 pub const SCOPES: [&str; 5] = [
@@ -33,11 +37,21 @@ pub fn dropbox_runtime() -> Arc<Runtime> {
         .clone()
 }
 
+/// Which records store a harness runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    /// A fresh database on `DATABASE_URL` or the local server, dropped with the harness.
+    Postgres,
+}
+
 pub struct Harness {
     pub emulator: Emulator,
     pub host: ConnectorHost,
     pub tenant: String,
     pub dir: tempfile::TempDir,
+    /// Declared last so that it is dropped after the host's connections.
+    pub database: Option<TestDatabase>,
 }
 
 impl Harness {
@@ -50,10 +64,25 @@ impl Harness {
     }
 
     pub fn with_config(config: EmulatorConfig) -> Harness {
+        Harness::on(config, Backend::Sqlite)
+    }
+
+    pub fn on(config: EmulatorConfig, backend: Backend) -> Harness {
         let emulator = Emulator::start(config).expect("the emulator starts");
         let dir = tempfile::tempdir().expect("a temp dir");
-        let store =
-            Arc::new(SqliteStore::open(&dir.path().join("store.db")).expect("the store opens"));
+        let (store, database): (Arc<dyn RecordStore>, _) = match backend {
+            Backend::Sqlite => (
+                Arc::new(SqliteStore::open(&dir.path().join("store.db")).expect("the store opens")),
+                None,
+            ),
+            Backend::Postgres => {
+                let database = TestDatabase::create();
+                let keyring =
+                    Keyring::parse(&Keyring::generate_key(), "test").expect("a fresh key parses");
+                let store = PgStore::connect(database.url(), keyring).expect("the store opens");
+                (Arc::new(store), Some(database))
+            }
+        };
         let host = ConnectorHost::new(
             dropbox_runtime(),
             store,
@@ -75,6 +104,7 @@ impl Harness {
             host,
             tenant,
             dir,
+            database,
         }
     }
 
