@@ -771,8 +771,9 @@ fn after_failure(
     }
 }
 
-/// `base * 2^(n-1)`, capped.
-fn doubling(base: Duration, n: u32, cap: Duration) -> Duration {
+/// `base * 2^(n-1)`, capped: the back-off of repeated failures (syncs and long-polls alike,
+/// here and in the PostgreSQL workers).
+pub fn doubling(base: Duration, n: u32, cap: Duration) -> Duration {
     let factor = 1u32
         .checked_shl(n.saturating_sub(1).min(20))
         .unwrap_or(u32::MAX);

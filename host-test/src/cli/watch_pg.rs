@@ -509,13 +509,11 @@ fn longpoll_loop(
             Err(_) if stop.load(Ordering::SeqCst) => return false,
             Err(e) => {
                 failures = failures.saturating_add(1);
-                let factor = 1u32
-                    .checked_shl(failures.saturating_sub(1).min(20))
-                    .unwrap_or(u32::MAX);
-                let retry_in = watch
-                    .longpoll_retry_base
-                    .saturating_mul(factor)
-                    .min(watch.longpoll_retry_max);
+                let retry_in = crate::watch::doubling(
+                    watch.longpoll_retry_base,
+                    failures,
+                    watch.longpoll_retry_max,
+                );
                 tracing::warn!(
                     error = %e,
                     retry_in_ms = retry_in.as_millis() as u64,
