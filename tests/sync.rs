@@ -325,6 +325,8 @@ fn rusqlite_free_update(db: &std::path::Path, tenant: &str, point: &SyncPoint) -
 #[test]
 fn an_interrupted_sync_resumes_without_loss_or_duplicates() {
     let h = Harness::new(0, 8);
+    // Several batches per page, so that the failure below lands inside the run.
+    h.set("batch_size", "100");
     for i in 0..4500 {
         h.emulator
             .create_file(&format!("/bulk/d{}/f{i}.bin", i % 7), bytes("b"))

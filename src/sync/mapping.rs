@@ -58,7 +58,14 @@ fn encode_segment(segment: &str, out: &mut String) {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
                 out.push(byte as char)
             }
-            _ => out.push_str(&format!("%{byte:02X}")),
+            // Two hex digits by hand: `format!` allocated a string per byte (a guest profile
+            // showed web URLs at a sixth of the planning time).
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.push('%');
+                out.push(char::from(HEX[usize::from(byte >> 4)]));
+                out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+            }
         }
     }
 }

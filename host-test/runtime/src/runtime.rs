@@ -414,6 +414,12 @@ fn engine_config(config: &SandboxConfig) -> Config {
     let mut c = Config::new();
     c.wasm_component_model(true);
     c.epoch_interruption(true);
+    // A profiling build writes /tmp/perf-<pid>.map, so `perf report` names the guest's
+    // functions (the component must keep its name section: build it without `strip`).
+    #[cfg(feature = "profiling")]
+    if std::env::var("HOST_TEST_PROFILER").as_deref() == Ok("perfmap") {
+        c.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if config.pooling {
         let mut pool = wasmtime::PoolingAllocationConfig::default();
         pool.total_component_instances(config.max_instances);

@@ -106,6 +106,32 @@ struct TenantsFile {
     tenant: Vec<TenantEntry>,
 }
 
+/// `--interval`, checked against the manifest's bounds, and the tenants named by `--tenants`
+/// and `--tenants-file` (the file's tenants configured as it says), for either store.
+fn interval_and_tenants(
+    host: &ConnectorHost,
+    args: &WatchArgs,
+) -> Result<(Option<Duration>, Vec<String>)> {
+    let interval = match args.interval {
+        Some(minutes) => {
+            // The same bounds as the stored setting, with the same message.
+            validate_setting(host.manifest(), SYNC_INTERVAL_MINUTES, &minutes.to_string())
+                .map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
+            Some(Duration::from_secs(minutes * 60))
+        }
+        None => None,
+    };
+    let mut names = args.tenants.clone();
+    if let Some(file) = &args.tenants_file {
+        for name in configure_from_file(host, file)? {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    Ok((interval, names))
+}
+
 pub fn run(args: WatchArgs) -> Result<()> {
     if !(30..=480).contains(&args.longpoll_timeout) {
         bail!(
@@ -122,23 +148,7 @@ pub fn run(args: WatchArgs) -> Result<()> {
         args.api_url.as_deref(),
         Default::default(),
     )?);
-    let interval = match args.interval {
-        Some(minutes) => {
-            // The same bounds as the stored setting, with the same message.
-            validate_setting(host.manifest(), SYNC_INTERVAL_MINUTES, &minutes.to_string())
-                .map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
-            Some(Duration::from_secs(minutes * 60))
-        }
-        None => None,
-    };
-    let mut names = args.tenants.clone();
-    if let Some(file) = &args.tenants_file {
-        for name in configure_from_file(&host, file)? {
-            if !names.contains(&name) {
-                names.push(name);
-            }
-        }
-    }
+    let (interval, mut names) = interval_and_tenants(&host, &args)?;
     if names.is_empty() {
         for name in host.store().tenants()? {
             if host.store().credentials(&name)?.is_some() {
@@ -261,22 +271,7 @@ fn run_cluster_worker(args: WatchArgs) -> Result<()> {
         args.api_url.as_deref(),
         Default::default(),
     )?);
-    let interval = match args.interval {
-        Some(minutes) => {
-            validate_setting(host.manifest(), SYNC_INTERVAL_MINUTES, &minutes.to_string())
-                .map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
-            Some(Duration::from_secs(minutes * 60))
-        }
-        None => None,
-    };
-    let mut only = args.tenants.clone();
-    if let Some(file) = &args.tenants_file {
-        for name in configure_from_file(&host, file)? {
-            if !only.contains(&name) {
-                only.push(name);
-            }
-        }
-    }
+    let (interval, only) = interval_and_tenants(&host, &args)?;
     let (ctrl_c_tx, ctrl_c_rx) = std::sync::mpsc::channel::<()>();
     let presses = AtomicU64::new(0);
     ctrlc::set_handler(move || {

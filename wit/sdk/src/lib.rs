@@ -26,6 +26,7 @@
 //! Every operation runs in a fresh instance, so the functions take no `self`: what must survive
 //! goes into the records store (the sync point's opaque `position`).
 
+pub mod mem;
 pub mod model;
 pub mod ports;
 

@@ -641,6 +641,83 @@ pub(crate) fn the_host_notes_owner_settings_and_credentials_round_trip(store: &d
     assert_eq!(store.tenants().unwrap(), ["t"]);
 }
 
+/// An event carries the record as it was when the event was emitted, whatever happens to the
+/// record later: an update (with or without an event of its own, with the same values or not),
+/// a restore, a purge, a `clear`. (The SQLite store shares the record's row with its last
+/// event until the row changes; this is what that must never show.)
+pub(crate) fn an_event_keeps_the_record_as_it_was_when_emitted(store: &dyn RecordStore) {
+    let snapshot = |id: &str, size: u64, path: &str| {
+        let mut r = rec(id, path, RecordKind::File);
+        r.size = size;
+        r
+    };
+    let apply = |changes: &[Change]| store.apply("t", changes, None).unwrap();
+    apply(&[
+        up(snapshot("id:a", 1, "/a"), ChangeKind::Created),
+        up(snapshot("id:b", 1, "/b"), ChangeKind::Created),
+        up(snapshot("id:c", 1, "/c"), ChangeKind::Created),
+        up(snapshot("id:d", 1, "/d"), ChangeKind::Created),
+        up(rec("id:k", "/k", RecordKind::Folder), ChangeKind::Created),
+    ]);
+    // a: changed without an event (the connector's call); then changed with one.
+    apply(&[up(snapshot("id:a", 2, "/a"), ChangeKind::Unchanged)]);
+    apply(&[up(
+        snapshot("id:a", 3, "/a2"),
+        ChangeKind::ContentAndMetadata,
+    )]);
+    // b: an event with the same values; then a replay that changes nothing.
+    apply(&[up(snapshot("id:b", 1, "/b"), ChangeKind::Metadata)]);
+    apply(&[up(snapshot("id:b", 1, "/b"), ChangeKind::Unchanged)]);
+    // c: marked, restored as it was (no event), marked again and purged.
+    apply(&[Change::Remove("id:c".into())]);
+    apply(&[up(snapshot("id:c", 1, "/c"), ChangeKind::Unchanged)]);
+    apply(&[Change::Remove("id:c".into()), Change::Purge]);
+    let before_clear = store.events(Some("t"), 0).unwrap();
+    // d and k: the tenant is cleared.
+    store.clear("t").unwrap();
+    let events = store.events(Some("t"), 0).unwrap();
+    assert_eq!(
+        events, before_clear,
+        "clear keeps the event stream as it was"
+    );
+
+    let seen: Vec<(&str, &str, Option<&str>, &serde_json::Value)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.kind.as_str(),
+                e.external_id.as_str(),
+                e.path_lower.as_deref(),
+                &e.record["size"],
+            )
+        })
+        .collect();
+    let size = |n: u64| serde_json::Value::from(n);
+    assert_eq!(
+        seen,
+        [
+            ("created", "id:a", Some("/a"), &size(1)),
+            ("created", "id:b", Some("/b"), &size(1)),
+            ("created", "id:c", Some("/c"), &size(1)),
+            ("created", "id:d", Some("/d"), &size(1)),
+            ("created", "id:k", Some("/k"), &size(1)),
+            ("content_and_metadata", "id:a", Some("/a2"), &size(3)),
+            ("metadata", "id:b", Some("/b"), &size(1)),
+            ("deleted", "id:c", Some("/c"), &serde_json::Value::Null),
+        ]
+    );
+    assert_eq!(events[0].record["path_lower"], "/a");
+    assert_eq!(events[5].record["path_lower"], "/a2");
+    assert_eq!(events[3].record["kind"], "file");
+    assert_eq!(events[4].record["kind"], "folder");
+    assert_eq!(events[7].record["kind"], "file");
+    // The whole record, not only the fields checked above.
+    assert_eq!(
+        events[3].record,
+        super::record_json(&snapshot("id:d", 1, "/d"))
+    );
+}
+
 /// Every check above as a `#[test]`, for the backend that `$fresh()` makes.
 macro_rules! contract_tests {
     ($fresh:path) => {
@@ -655,6 +732,7 @@ macro_rules! contract_tests {
             a_folder_replacing_a_folder_leaves_its_children_to_the_connector,
             records_without_a_path_never_conflict_and_their_events_have_no_path,
             the_event_stream_is_in_order_with_one_event_per_change,
+            an_event_keeps_the_record_as_it_was_when_emitted,
             tenants_are_isolated,
             paging_orders_are_byte_orders_and_skip_pending,
             shared_records_are_listed_and_sizes_beyond_i64_round_trip,

@@ -7,6 +7,18 @@
 //! pending records, and a tenant has one opaque sync point with its phase and detail. A file of
 //! version 1 (contract 0.1) is refused with [`StoreError::SchemaVersion`]: it is not migrated
 //! (its positions were the 0.1 connector's own keys, meaningless to a 0.2 connector).
+//!
+//! Schema version 3 (a version 2 file is migrated when opened) makes a record cheap to store:
+//! - **An event's record is stored once, until it changes.** An event carries the record as it
+//!   was when the event was emitted. Most records never change after their `created` event (a
+//!   full sync is nothing else), so the event row does not copy them: its `record_json` (and
+//!   `path_lower`) is NULL while the record's row still is that snapshot, and the row names the
+//!   event in `last_event`. Before anything changes or deletes such a row (an upsert with other
+//!   values or a new event, a purge, a `clear`), the snapshot is written into the event
+//!   (`materialize`). Reading events joins the row for the lazy ones. What a reader sees is the
+//!   same as if every event had copied its record; a full sync writes about half the bytes.
+//! - **One path index.** Every path lookup is of live records, so the partial unique index of
+//!   live paths serves them all; version 2 kept a second, full index of the same columns.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -24,7 +36,7 @@ use super::{
     SyncOutcome, SyncPhase, SyncPoint, SyncStatus, TenantStatus, User, record_json, role_str,
 };
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -37,6 +49,8 @@ pub struct SqliteStore {
 const RECORD_COLUMNS: &str = "external_id, revision, name, path_display, path_lower, parent_external_id, kind, \
      mime_type, size, content_hash, client_modified, server_modified, is_downloadable, export_format, \
      web_url, is_shared, shared_url, pending_removal";
+/// How many columns `RECORD_COLUMNS` names (`read_stored` reads them from index 0).
+const RECORD_COLUMN_COUNT: usize = 18;
 
 impl SqliteStore {
     /// Open (creating and migrating) the database file. A new file is readable by its owner
@@ -71,12 +85,13 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        // A sync touches the records table and four indexes per change: keep them in memory.
-        conn.pragma_update(None, "cache_size", -65536)?;
+        // The pages a sync keeps touching (the indexes' upper levels, the tables' last pages)
+        // stay cached; 32 MiB bounds the host's memory whatever the database's size (no
+        // memory-mapped reads: their resident pages grew with the file).
+        conn.pragma_update(None, "cache_size", -32768)?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         // Fewer, larger checkpoints while a sync writes thousands of batches.
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
-        conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)?;
         migrate(&conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
@@ -236,6 +251,7 @@ impl RecordStore for SqliteStore {
         let batch: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events", [], |r| {
             r.get(0)
         })?;
+        let at = now();
         let mut summary = ApplySummary {
             created: 0,
             content_updates: 0,
@@ -246,7 +262,7 @@ impl RecordStore for SqliteStore {
             if fail_after == Some(index) {
                 return Err(StoreError::Injected(index));
             }
-            apply_change(&tx, tenant, batch, change, &mut summary)?;
+            apply_change(&tx, tenant, batch, at, change, &mut summary)?;
         }
         if fail_after.is_some() {
             // The failure point lies past the last change: fail just before committing.
@@ -348,7 +364,7 @@ impl RecordStore for SqliteStore {
     ) -> Result<Vec<Option<Record>>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM records INDEXED BY records_by_path WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0"
+            "SELECT {RECORD_COLUMNS} FROM records INDEXED BY records_live_path WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0"
         ))?;
         let mut out = Vec::with_capacity(paths.len());
         for path in paths {
@@ -388,7 +404,7 @@ impl RecordStore for SqliteStore {
         let upper = format!("{path}0");
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM records INDEXED BY records_by_path
+            "SELECT {RECORD_COLUMNS} FROM records INDEXED BY records_live_path
              WHERE tenant = ?1 AND path_lower > ?2 AND path_lower < ?3 AND pending_removal = 0
              ORDER BY path_lower LIMIT ?4"
         ))?;
@@ -508,6 +524,12 @@ impl RecordStore for SqliteStore {
     fn clear(&self, tenant: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        // The event stream keeps its history: the records' snapshots go into their events.
+        materialize_all(
+            &tx,
+            "SELECT {RECORD_COLUMNS}, rowid, last_event FROM records WHERE tenant = ?1 AND last_event IS NOT NULL",
+            tenant,
+        )?;
         for table in [
             "records",
             "sync_points",
@@ -526,21 +548,52 @@ impl RecordStore for SqliteStore {
 
     fn events(&self, tenant: Option<&str>, since: i64) -> Result<Vec<Event>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT seq, tenant, batch, kind, external_id, path_lower, record_json FROM events
-             WHERE seq > ?1 AND (?2 IS NULL OR tenant = ?2) ORDER BY seq",
-        )?;
+        // A lazy event's record is the row that names it (see the module's doc).
+        let row_columns = RECORD_COLUMNS
+            .split(", ")
+            .map(|c| format!("r.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {row_columns}, e.seq, e.tenant, e.batch, e.kind, e.external_id, e.path_lower, e.record_json
+             FROM events e LEFT JOIN records r
+               ON e.record_json IS NULL AND r.tenant = e.tenant AND r.external_id = e.external_id AND r.last_event = e.seq
+             WHERE e.seq > ?1 AND (?2 IS NULL OR e.tenant = ?2) ORDER BY e.seq"
+        ))?;
         let rows = stmt.query_map(params![since, tenant], |r| {
-            let json: String = r.get(6)?;
-            Ok(Event {
-                seq: r.get(0)?,
-                tenant: r.get(1)?,
-                batch: r.get(2)?,
-                kind: r.get(3)?,
-                external_id: r.get(4)?,
-                path_lower: r.get(5)?,
+            let at = |i: usize| RECORD_COLUMN_COUNT + i;
+            let seq: i64 = r.get(at(0))?;
+            let json: Option<String> = r.get(at(6))?;
+            let (path_lower, record) = match json {
                 // Written by this store from `record_json`: always JSON.
-                record: serde_json::from_str(&json).unwrap_or(Value::Null),
+                Some(json) => (
+                    r.get(at(5))?,
+                    serde_json::from_str(&json).unwrap_or(Value::Null),
+                ),
+                None => {
+                    let kind: Option<String> = r.get(6)?;
+                    if kind.is_none() {
+                        return Err(rusqlite::Error::FromSqlConversionFailure(
+                            at(6),
+                            rusqlite::types::Type::Null,
+                            format!("event {seq} has no record: its row is missing").into(),
+                        ));
+                    }
+                    let stored = read_stored(r)?;
+                    (
+                        stored.record.path_lower().map(String::from),
+                        record_json(&stored.record),
+                    )
+                }
+            };
+            Ok(Event {
+                seq,
+                tenant: r.get(at(1))?,
+                batch: r.get(at(2))?,
+                kind: r.get(at(3))?,
+                external_id: r.get(at(4))?,
+                path_lower,
+                record,
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -724,8 +777,13 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: Option<i64> =
         conn.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))?;
     match version {
-        None => {}
-        Some(SCHEMA_VERSION) => return Ok(()),
+        None => {
+            conn.execute_batch(&format!("BEGIN; {SCHEMA_V2} {V2_TO_V3} COMMIT;"))?;
+        }
+        Some(2) => {
+            conn.execute_batch(&format!("BEGIN; {V2_TO_V3} COMMIT;"))?;
+        }
+        Some(SCHEMA_VERSION) => {}
         Some(found) => {
             return Err(StoreError::SchemaVersion {
                 found,
@@ -733,58 +791,78 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
             });
         }
     }
-    conn.execute_batch(
-        "BEGIN;
-        CREATE TABLE tenants(
-            name TEXT PRIMARY KEY, created_at INTEGER NOT NULL, needs_reauth INTEGER NOT NULL DEFAULT 0,
-            last_sync_at INTEGER, last_sync_outcome TEXT, last_sync_note TEXT, api_url TEXT);
-        CREATE TABLE credentials(
-            tenant TEXT PRIMARY KEY, access_token TEXT NOT NULL, refresh_token TEXT, expires_at INTEGER,
-            client_id TEXT, client_secret TEXT, account_id TEXT, updated_at INTEGER NOT NULL);
-        CREATE TABLE settings(tenant TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY(tenant, key));
-        CREATE TABLE users(
-            tenant TEXT NOT NULL, external_id TEXT NOT NULL, email TEXT NOT NULL, display_name TEXT NOT NULL,
-            is_owner INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(tenant, external_id));
-        CREATE TABLE record_groups(
-            tenant TEXT NOT NULL, external_id TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
-            PRIMARY KEY(tenant, external_id));
-        CREATE TABLE permissions(
-            tenant TEXT NOT NULL, group_external_id TEXT NOT NULL, principal_external_id TEXT NOT NULL,
-            role TEXT NOT NULL, PRIMARY KEY(tenant, group_external_id, principal_external_id));
-        CREATE TABLE records(
-            tenant TEXT NOT NULL, external_id TEXT NOT NULL, revision TEXT, name TEXT NOT NULL,
-            path_display TEXT, path_lower TEXT, parent_external_id TEXT,
-            kind TEXT NOT NULL, mime_type TEXT NOT NULL, size INTEGER NOT NULL, content_hash TEXT,
-            client_modified TEXT, server_modified TEXT, is_downloadable INTEGER NOT NULL,
-            export_format TEXT, web_url TEXT, is_shared INTEGER NOT NULL, shared_url TEXT,
-            pending_removal INTEGER NOT NULL DEFAULT 0,
-            UNIQUE(tenant, external_id));
-        CREATE INDEX records_by_path ON records(tenant, path_lower);
-        -- At most one live record per path; records without a path (flat sources) and records
-        -- pending removal are outside it. `apply` checks first and says which record holds the
-        -- path; this index is the guarantee.
-        CREATE UNIQUE INDEX records_live_path ON records(tenant, path_lower)
-            WHERE pending_removal = 0 AND path_lower IS NOT NULL;
-        CREATE INDEX records_pending ON records(tenant) WHERE pending_removal = 1;
-        CREATE INDEX records_shared ON records(tenant) WHERE is_shared = 1;
-        CREATE TABLE sync_points(
-            tenant TEXT PRIMARY KEY, position TEXT NOT NULL, phase TEXT NOT NULL, detail TEXT NOT NULL,
-            updated_at INTEGER NOT NULL);
-        CREATE TABLE events(
-            seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, batch INTEGER NOT NULL,
-            kind TEXT NOT NULL, external_id TEXT NOT NULL, path_lower TEXT,
-            record_json TEXT NOT NULL, at INTEGER NOT NULL);
-        CREATE INDEX events_by_tenant ON events(tenant, seq);
-        INSERT INTO schema_version(version) VALUES (2);
-        COMMIT;",
-    )?;
     Ok(())
 }
+
+/// Version 2, as contract 0.2's first host created it; a new file gets it and then the
+/// migrations after it, so there is one way to reach the current schema.
+const SCHEMA_V2: &str = "
+    CREATE TABLE tenants(
+        name TEXT PRIMARY KEY, created_at INTEGER NOT NULL, needs_reauth INTEGER NOT NULL DEFAULT 0,
+        last_sync_at INTEGER, last_sync_outcome TEXT, last_sync_note TEXT, api_url TEXT);
+    CREATE TABLE credentials(
+        tenant TEXT PRIMARY KEY, access_token TEXT NOT NULL, refresh_token TEXT, expires_at INTEGER,
+        client_id TEXT, client_secret TEXT, account_id TEXT, updated_at INTEGER NOT NULL);
+    CREATE TABLE settings(tenant TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY(tenant, key));
+    CREATE TABLE users(
+        tenant TEXT NOT NULL, external_id TEXT NOT NULL, email TEXT NOT NULL, display_name TEXT NOT NULL,
+        is_owner INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(tenant, external_id));
+    CREATE TABLE record_groups(
+        tenant TEXT NOT NULL, external_id TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
+        PRIMARY KEY(tenant, external_id));
+    CREATE TABLE permissions(
+        tenant TEXT NOT NULL, group_external_id TEXT NOT NULL, principal_external_id TEXT NOT NULL,
+        role TEXT NOT NULL, PRIMARY KEY(tenant, group_external_id, principal_external_id));
+    CREATE TABLE records(
+        tenant TEXT NOT NULL, external_id TEXT NOT NULL, revision TEXT, name TEXT NOT NULL,
+        path_display TEXT, path_lower TEXT, parent_external_id TEXT,
+        kind TEXT NOT NULL, mime_type TEXT NOT NULL, size INTEGER NOT NULL, content_hash TEXT,
+        client_modified TEXT, server_modified TEXT, is_downloadable INTEGER NOT NULL,
+        export_format TEXT, web_url TEXT, is_shared INTEGER NOT NULL, shared_url TEXT,
+        pending_removal INTEGER NOT NULL DEFAULT 0,
+        UNIQUE(tenant, external_id));
+    CREATE INDEX records_by_path ON records(tenant, path_lower);
+    -- At most one live record per path; records without a path (flat sources) and records
+    -- pending removal are outside it. `apply` checks first and says which record holds the
+    -- path; this index is the guarantee.
+    CREATE UNIQUE INDEX records_live_path ON records(tenant, path_lower)
+        WHERE pending_removal = 0 AND path_lower IS NOT NULL;
+    CREATE INDEX records_pending ON records(tenant) WHERE pending_removal = 1;
+    CREATE INDEX records_shared ON records(tenant) WHERE is_shared = 1;
+    CREATE TABLE sync_points(
+        tenant TEXT PRIMARY KEY, position TEXT NOT NULL, phase TEXT NOT NULL, detail TEXT NOT NULL,
+        updated_at INTEGER NOT NULL);
+    CREATE TABLE events(
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, batch INTEGER NOT NULL,
+        kind TEXT NOT NULL, external_id TEXT NOT NULL, path_lower TEXT,
+        record_json TEXT NOT NULL, at INTEGER NOT NULL);
+    CREATE INDEX events_by_tenant ON events(tenant, seq);
+    INSERT INTO schema_version(version) VALUES (2);
+";
+
+/// Version 3 (see the module's doc): lazy event snapshots, one path index. The events table is
+/// rebuilt because `record_json` becomes nullable; its sequence numbers are kept, and
+/// AUTOINCREMENT's counter with them.
+const V2_TO_V3: &str = "
+    DROP INDEX records_by_path;
+    ALTER TABLE records ADD COLUMN last_event INTEGER;
+    CREATE TABLE events_v3(
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, batch INTEGER NOT NULL,
+        kind TEXT NOT NULL, external_id TEXT NOT NULL, path_lower TEXT,
+        record_json TEXT, at INTEGER NOT NULL);
+    INSERT INTO events_v3(seq, tenant, batch, kind, external_id, path_lower, record_json, at)
+        SELECT seq, tenant, batch, kind, external_id, path_lower, record_json, at FROM events;
+    DROP TABLE events;
+    ALTER TABLE events_v3 RENAME TO events;
+    CREATE INDEX events_by_tenant ON events(tenant, seq);
+    INSERT INTO schema_version(version) VALUES (3);
+";
 
 fn apply_change(
     tx: &Transaction<'_>,
     tenant: &str,
     batch: i64,
+    at: i64,
     change: &Change,
     summary: &mut ApplySummary,
 ) -> Result<(), StoreError> {
@@ -793,86 +871,130 @@ fn apply_change(
             if r.external_id.is_empty() {
                 return Err(StoreError::Invalid("a record needs an external id".into()));
             }
-            if let Some(path) = &r.path {
-                if path.lower.is_empty() {
-                    return Err(StoreError::Invalid(format!(
-                        "{}: a record's path.lower must not be empty",
-                        r.external_id
-                    )));
-                }
-                let occupant: Option<String> = tx
-                    .prepare_cached(
-                        "SELECT external_id FROM records INDEXED BY records_by_path WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0 AND external_id <> ?3 LIMIT 1",
-                    )?
-                    .query_row(params![tenant, path.lower, r.external_id], |row| row.get(0))
-                    .optional()?;
-                if let Some(other) = occupant {
-                    return Err(StoreError::Conflict(format!(
-                        "{} is already held by {other}; replace it before storing {}",
-                        path.lower, r.external_id
-                    )));
-                }
+            if r.path.as_ref().is_some_and(|p| p.lower.is_empty()) {
+                return Err(StoreError::Invalid(format!(
+                    "{}: a record's path.lower must not be empty",
+                    r.external_id
+                )));
             }
-            tx.prepare_cached(&format!(
-                "INSERT INTO records(tenant, {RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, 0)
-                 ON CONFLICT(tenant, external_id) DO UPDATE SET revision = excluded.revision, name = excluded.name,
-                   path_display = excluded.path_display, path_lower = excluded.path_lower,
-                   parent_external_id = excluded.parent_external_id, kind = excluded.kind, mime_type = excluded.mime_type,
-                   size = excluded.size, content_hash = excluded.content_hash, client_modified = excluded.client_modified,
-                   server_modified = excluded.server_modified, is_downloadable = excluded.is_downloadable,
-                   export_format = excluded.export_format, web_url = excluded.web_url, is_shared = excluded.is_shared,
-                   shared_url = excluded.shared_url, pending_removal = 0"
-            ))?
-            .execute(params![
-                tenant,
-                r.external_id,
-                r.revision,
-                r.name,
-                r.path_display(),
-                r.path_lower(),
-                r.parent_external_id,
-                r.kind.as_str(),
-                r.mime_type,
-                // SQLite integers are signed 64-bit: store the bits, read them back the same.
-                r.size as i64,
-                r.content_hash,
-                r.client_modified,
-                r.server_modified,
-                r.is_downloadable,
-                r.export_format,
-                r.web_url,
-                r.is_shared,
-                r.shared_url,
-            ])?;
             let kind = match event {
                 ChangeKind::Created => {
                     summary.created += 1;
-                    "created"
+                    Some("created")
                 }
                 ChangeKind::Content => {
                     summary.content_updates += 1;
-                    "content"
+                    Some("content")
                 }
                 ChangeKind::Metadata => {
                     summary.metadata_updates += 1;
-                    "metadata"
+                    Some("metadata")
                 }
                 ChangeKind::ContentAndMetadata => {
                     summary.content_updates += 1;
                     summary.metadata_updates += 1;
-                    "content_and_metadata"
+                    Some("content_and_metadata")
                 }
-                ChangeKind::Unchanged => return Ok(()),
+                ChangeKind::Unchanged => None,
             };
-            insert_event(
-                tx,
-                tenant,
-                batch,
-                kind,
-                &r.external_id,
-                r.path_lower(),
-                &record_json(r),
-            )?;
+            let existing = stored_row(tx, tenant, &r.external_id)?;
+            let same = existing.as_ref().is_some_and(|old| old.stored.record == *r);
+            // The row is about to stop being the snapshot of its last event: a new event takes
+            // its place, or its values change.
+            if let Some(old) = &existing
+                && let Some(seq) = old.last_event
+                && (kind.is_some() || !same)
+            {
+                materialize(tx, seq, &old.stored.record)?;
+            }
+            let last_event = match kind {
+                Some(kind) => Some(insert_event(tx, tenant, batch, at, kind, &r.external_id)?),
+                None => existing
+                    .as_ref()
+                    .filter(|_| same)
+                    .and_then(|old| old.last_event),
+            };
+            // Another live record at the path fails the write on the index of live paths
+            // (`records_live_path`); the error then says which record holds it.
+            let written = match &existing {
+                // A replay, or a restore of the record as it was: at most the mark goes.
+                Some(old) if same && kind.is_none() => {
+                    if old.stored.pending_removal {
+                        tx.prepare_cached(
+                            "UPDATE records SET pending_removal = 0 WHERE rowid = ?1",
+                        )?
+                        .execute(params![old.rowid])
+                    } else {
+                        Ok(0)
+                    }
+                }
+                Some(old) => {
+                    tx.prepare_cached(
+                        "UPDATE records SET revision = ?2, name = ?3, path_display = ?4, path_lower = ?5,
+                           parent_external_id = ?6, kind = ?7, mime_type = ?8, size = ?9, content_hash = ?10,
+                           client_modified = ?11, server_modified = ?12, is_downloadable = ?13,
+                           export_format = ?14, web_url = ?15, is_shared = ?16, shared_url = ?17,
+                           pending_removal = 0, last_event = ?18
+                         WHERE rowid = ?1",
+                    )?
+                    .execute(params![
+                        old.rowid,
+                        r.revision,
+                        r.name,
+                        r.path_display(),
+                        r.path_lower(),
+                        r.parent_external_id,
+                        r.kind.as_str(),
+                        r.mime_type,
+                        // SQLite integers are signed 64-bit: store the bits, read them back the same.
+                        r.size as i64,
+                        r.content_hash,
+                        r.client_modified,
+                        r.server_modified,
+                        r.is_downloadable,
+                        r.export_format,
+                        r.web_url,
+                        r.is_shared,
+                        r.shared_url,
+                        last_event,
+                    ])
+                }
+                None => {
+                    tx.prepare_cached(&format!(
+                        "INSERT INTO records(tenant, {RECORD_COLUMNS}, last_event)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, 0, ?19)"
+                    ))?
+                    .execute(params![
+                        tenant,
+                        r.external_id,
+                        r.revision,
+                        r.name,
+                        r.path_display(),
+                        r.path_lower(),
+                        r.parent_external_id,
+                        r.kind.as_str(),
+                        r.mime_type,
+                        r.size as i64,
+                        r.content_hash,
+                        r.client_modified,
+                        r.server_modified,
+                        r.is_downloadable,
+                        r.export_format,
+                        r.web_url,
+                        r.is_shared,
+                        r.shared_url,
+                        last_event,
+                    ])
+                }
+            };
+            if let Err(e) = written {
+                return Err(match (e.sqlite_error_code(), &r.path) {
+                    (Some(rusqlite::ErrorCode::ConstraintViolation), Some(path)) => {
+                        path_conflict(tx, tenant, &path.lower, &r.external_id)?
+                    }
+                    _ => e.into(),
+                });
+            }
         }
         Change::Replace {
             path_lower,
@@ -881,7 +1003,7 @@ fn apply_change(
         } => {
             let old: Option<(String, String)> = tx
                 .prepare_cached(
-                    "SELECT external_id, kind FROM records INDEXED BY records_by_path WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0 AND external_id <> ?3 LIMIT 1",
+                    "SELECT external_id, kind FROM records INDEXED BY records_live_path WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0 AND external_id <> ?3 LIMIT 1",
                 )?
                 .query_row(params![tenant, path_lower, new_external_id], |row| Ok((row.get(0)?, row.get(1)?)))
                 .optional()?;
@@ -916,7 +1038,13 @@ fn apply_change(
             )?;
         }
         Change::Purge => {
-            let at = now();
+            // The deleted rows must not take their events' snapshots with them.
+            materialize_all(
+                tx,
+                "SELECT {RECORD_COLUMNS}, rowid, last_event FROM records INDEXED BY records_pending
+                 WHERE tenant = ?1 AND pending_removal = 1 AND last_event IS NOT NULL",
+                tenant,
+            )?;
             let removed = tx.execute(
                 "INSERT INTO events(tenant, batch, kind, external_id, path_lower, record_json, at)
                  SELECT tenant, ?2, 'deleted', external_id, path_lower,
@@ -942,32 +1070,107 @@ fn mark_subtree(tx: &Transaction<'_>, tenant: &str, path: &str) -> Result<usize,
     // Two statements, each a search of the path index (an OR of both would scan the tenant).
     let exact = tx
         .prepare_cached(
-            "UPDATE records INDEXED BY records_by_path SET pending_removal = 1
+            "UPDATE records INDEXED BY records_live_path SET pending_removal = 1
              WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0",
         )?
         .execute(params![tenant, path])?;
     let below = tx
         .prepare_cached(
-            "UPDATE records INDEXED BY records_by_path SET pending_removal = 1
+            "UPDATE records INDEXED BY records_live_path SET pending_removal = 1
              WHERE tenant = ?1 AND path_lower >= ?2 AND path_lower < ?3 AND pending_removal = 0",
         )?
         .execute(params![tenant, lower, upper])?;
     Ok(exact + below)
 }
 
+/// Append an event whose record is the record's row as it is now (a lazy snapshot: see the
+/// module's doc); returns its sequence number, for the row's `last_event`.
 fn insert_event(
     tx: &Transaction<'_>,
     tenant: &str,
     batch: i64,
+    at: i64,
     kind: &str,
     external_id: &str,
-    path_lower: Option<&str>,
-    record: &Value,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     tx.prepare_cached(
-        "INSERT INTO events(tenant, batch, kind, external_id, path_lower, record_json, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO events(tenant, batch, kind, external_id, at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![tenant, batch, kind, external_id, path_lower, record.to_string(), now()])?;
+    .execute(params![tenant, batch, kind, external_id, at])?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// The conflict of storing `external_id` at `path_lower`, naming the live record there.
+fn path_conflict(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    path_lower: &str,
+    external_id: &str,
+) -> Result<StoreError, StoreError> {
+    let other: Option<String> = tx
+        .prepare_cached(
+            "SELECT external_id FROM records INDEXED BY records_live_path
+             WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0 AND external_id <> ?3 LIMIT 1",
+        )?
+        .query_row(params![tenant, path_lower, external_id], |row| row.get(0))
+        .optional()?;
+    Ok(StoreError::Conflict(format!(
+        "{path_lower} is already held by {}; replace it before storing {external_id}",
+        other.as_deref().unwrap_or("another record")
+    )))
+}
+
+/// A record's row, where it is, and the event whose snapshot it is (if any).
+struct StoredRow {
+    stored: StoredRecord,
+    rowid: i64,
+    last_event: Option<i64>,
+}
+
+fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
+    Ok(StoredRow {
+        stored: read_stored(row)?,
+        rowid: row.get(RECORD_COLUMN_COUNT)?,
+        last_event: row.get(RECORD_COLUMN_COUNT + 1)?,
+    })
+}
+
+fn stored_row(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    external_id: &str,
+) -> Result<Option<StoredRow>, StoreError> {
+    Ok(tx
+        .prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS}, rowid, last_event FROM records WHERE tenant = ?1 AND external_id = ?2"
+        ))?
+        .query_row(params![tenant, external_id], read_row)
+        .optional()?)
+}
+
+/// Write the record into its lazy event: the row is about to change or go.
+fn materialize(tx: &Transaction<'_>, seq: i64, record: &Record) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE events SET record_json = ?2, path_lower = ?3 WHERE seq = ?1 AND record_json IS NULL",
+    )?
+    .execute(params![seq, record_json(record).to_string(), record.path_lower()])?;
+    Ok(())
+}
+
+/// Materialize the lazy events of the rows `select` finds (a query of `{RECORD_COLUMNS},
+/// rowid, last_event` with the tenant as its one parameter), and unlink them.
+fn materialize_all(tx: &Transaction<'_>, select: &str, tenant: &str) -> Result<(), StoreError> {
+    let rows = tx
+        .prepare_cached(&select.replace("{RECORD_COLUMNS}", RECORD_COLUMNS))?
+        .query_map(params![tenant], read_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    for row in rows {
+        if let Some(seq) = row.last_event {
+            materialize(tx, seq, &row.stored.record)?;
+            tx.prepare_cached("UPDATE records SET last_event = NULL WHERE rowid = ?1")?
+                .execute(params![row.rowid])?;
+        }
+    }
     Ok(())
 }
 
@@ -1422,6 +1625,48 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_database_is_migrated_keeping_its_records_and_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "CREATE TABLE schema_version(version INTEGER NOT NULL); BEGIN; {SCHEMA_V2} COMMIT;"
+            ))
+            .unwrap();
+            conn.execute_batch(
+                "INSERT INTO records(tenant, external_id, name, path_display, path_lower, kind, mime_type,
+                     size, is_downloadable, is_shared)
+                   VALUES ('t', 'id:a', 'a', '/A', '/a', 'file', 'text/plain', 5, 1, 0);
+                 INSERT INTO events(seq, tenant, batch, kind, external_id, path_lower, record_json, at)
+                   VALUES (41, 't', 41, 'created', 'id:a', '/a', '{\"id\":\"id:a\",\"size\":5}', 0);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let events = store.events(None, 0).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].seq, 41);
+        assert_eq!(events[0].record["size"], 5);
+        assert_eq!(store.records("t").unwrap()[0].external_id, "id:a");
+        // The next event follows the migrated ones, and the old event keeps its record.
+        let mut a = rec("id:a", "/a", RecordKind::File);
+        a.size = 6;
+        store
+            .apply("t", &[up(a, ChangeKind::Content)], None)
+            .unwrap();
+        let events = store.events(None, 0).unwrap();
+        assert_eq!(events.len(), 2);
+        assert!(events[1].seq > 41, "{events:?}");
+        assert_eq!(events[0].record["size"], 5);
+        assert_eq!(events[1].record["size"], 6);
+        drop(store);
+        // Opening it again changes nothing.
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.events(None, 0).unwrap(), events);
+    }
+
+    #[test]
     fn a_version_1_database_is_refused_with_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
@@ -1439,7 +1684,7 @@ mod tests {
                 err,
                 StoreError::SchemaVersion {
                     found: 1,
-                    wanted: 2
+                    wanted: 3
                 }
             ),
             "{err}"
@@ -1574,16 +1819,21 @@ mod perf {
     fn apply_throughput() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("p.db")).unwrap();
+        let per: u64 = std::env::var("PERF_BATCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100);
+        let n: u64 = std::env::var("PERF_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
         let t = std::time::Instant::now();
-        for b in 0..1000 {
-            let changes: Vec<Change> = (0..100)
+        for b in 0..(n / per) {
+            let changes: Vec<Change> = (0..per)
                 .map(|i| {
                     up(
                         rec(
-                            &format!(
-                                "id:{:x}",
-                                (b * 100 + i as u64).wrapping_mul(0x9E3779B97F4A7C15)
-                            ),
+                            &format!("id:{:x}", (b * per + i).wrapping_mul(0x9E3779B97F4A7C15)),
                             &format!("/f{b}/x{i}"),
                             RecordKind::File,
                         ),

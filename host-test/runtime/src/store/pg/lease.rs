@@ -207,6 +207,12 @@ fn grant_sql(wanted: &str) -> String {
              INSERT INTO lease_history (tenant, epoch, worker, acquired_at, expires_at)
              SELECT name, lease_epoch, $1::text, lease_expires_at - $2::bigint, lease_expires_at
              FROM taken
+         ),
+         -- The sync starting now serves every request made before it. `complete` gives a
+         -- follow-up for a request made during the sync; comparing times alone could not tell
+         -- a request from the lease's own millisecond apart.
+         served AS (
+             UPDATE schedules s SET requested_at = NULL FROM taken WHERE s.tenant = taken.name
          )
          SELECT name, lease_epoch, lease_expires_at - $2::bigint, lease_expires_at FROM taken
          ORDER BY name"
@@ -348,7 +354,7 @@ impl PgStore {
              ), scheduled AS (
                  UPDATE schedules SET last_outcome = $3, last_completed_at = (SELECT at FROM released),
                      next_due_at = CASE
-                         WHEN requested_at >= $4 THEN (SELECT at FROM released)
+                         WHEN requested_at IS NOT NULL AND requested_at >= $4 THEN (SELECT at FROM released)
                          WHEN $5::bigint IS NULL THEN NULL
                          ELSE (SELECT at FROM released) + $5::bigint
                      END
