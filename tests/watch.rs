@@ -901,9 +901,9 @@ fn settings_out_of_bounds_are_refused_with_a_clear_message() {
             text(&out.stderr)
         );
     }
-    // Nothing refused was stored: the defaults still show.
+    // Nothing refused was stored: the defaults (the manifest's) still show.
     let out = cli(&["config", "--db", db, "--tenant", "t", "get", "batch_size"]);
-    assert_eq!(text(&out.stdout).trim(), "100");
+    assert_eq!(text(&out.stdout).trim(), "1000");
     let ok = cli(&[
         "config",
         "--db",
@@ -918,7 +918,7 @@ fn settings_out_of_bounds_are_refused_with_a_clear_message() {
     let list = text(&cli(&["config", "--db", db, "--tenant", "t", "list"]).stdout);
     assert!(
         list.contains("sync_interval_minutes = 10080\n")
-            && list.contains("batch_size = 100 (default)"),
+            && list.contains("batch_size = 1000 (default)"),
         "{list}"
     );
 
