@@ -18,7 +18,7 @@ use crate::bindings::connector::PhaseTime;
 use crate::emulator::{Content, Emulator, EmulatorConfig, Kind};
 use crate::http::HttpSettings;
 use crate::runtime::{Runtime, SandboxConfig};
-use crate::store::{SqliteStore, StoredCredentials};
+use crate::store::{RecordStore, SqliteStore, StoredCredentials};
 
 pub struct BenchOptions {
     pub files: Vec<usize>,
@@ -107,6 +107,16 @@ fn host_with(
     http: HttpSettings,
 ) -> Result<ConnectorHost> {
     let store = Arc::new(SqliteStore::open(&dir.path().join(format!("{name}.db")))?);
+    connected_host(runtime, store, emulator, http)
+}
+
+/// A host on `store` whose tenant "bench" is connected to the emulator's account.
+pub(crate) fn connected_host(
+    runtime: &Arc<Runtime>,
+    store: Arc<dyn RecordStore>,
+    emulator: &Emulator,
+    http: HttpSettings,
+) -> Result<ConnectorHost> {
     let host = ConnectorHost::new(runtime.clone(), store, Some(&emulator.base_url()), http)?;
     host.connect(
         "bench",

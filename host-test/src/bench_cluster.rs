@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::app::ConnectorHost;
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::runtime::{Runtime, SandboxConfig};
 use crate::secrets::Keyring;
@@ -68,19 +67,8 @@ fn full_syncs(runtime: &Arc<Runtime>, opts: &ClusterBenchOptions) -> Result<Valu
     let pg: Arc<dyn RecordStore> = Arc::new(PgStore::connect(db.url(), test_keyring()?)?);
     let mut out = Vec::new();
     for (name, store) in [("sqlite", sqlite), ("postgres", pg)] {
-        let host = ConnectorHost::new(
-            runtime.clone(),
-            store.clone(),
-            Some(&emulator.base_url()),
-            Default::default(),
-        )?;
-        host.connect(
-            "bench",
-            StoredCredentials {
-                access_token: emulator.access_token(),
-                ..Default::default()
-            },
-        )?;
+        let host =
+            crate::bench::connected_host(runtime, store.clone(), &emulator, Default::default())?;
         let started = Instant::now();
         let outcome = host.sync("bench", None, None)?;
         let wall = started.elapsed();

@@ -106,6 +106,21 @@ struct TenantsFile {
     tenant: Vec<TenantEntry>,
 }
 
+/// The first Ctrl-C arrives on the returned channel (stop cleanly); a second one exits at once.
+fn on_ctrl_c() -> Result<std::sync::mpsc::Receiver<()>> {
+    let (ctrl_c_tx, ctrl_c_rx) = std::sync::mpsc::channel::<()>();
+    let presses = AtomicU64::new(0);
+    ctrlc::set_handler(move || {
+        if presses.fetch_add(1, Ordering::SeqCst) > 0 {
+            tracing::warn!("stopping now");
+            std::process::exit(130);
+        }
+        let _ = ctrl_c_tx.send(());
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    Ok(ctrl_c_rx)
+}
+
 /// `--interval`, checked against the manifest's bounds, and the tenants named by `--tenants`
 /// and `--tenants-file` (the file's tenants configured as it says), for either store.
 fn interval_and_tenants(
@@ -176,16 +191,7 @@ pub fn run(args: WatchArgs) -> Result<()> {
     // Ctrl-C: the first one stops cleanly (syncs finish their current page and commit), a
     // second one quits at once (SQLite rolls back an unfinished transaction, so even that
     // leaves whole pages only).
-    let (ctrl_c_tx, ctrl_c_rx) = std::sync::mpsc::channel::<()>();
-    let presses = AtomicU64::new(0);
-    ctrlc::set_handler(move || {
-        if presses.fetch_add(1, Ordering::SeqCst) > 0 {
-            tracing::warn!("stopping now");
-            std::process::exit(130);
-        }
-        let _ = ctrl_c_tx.send(());
-    })
-    .context("cannot install the Ctrl-C handler")?;
+    let ctrl_c_rx = on_ctrl_c()?;
 
     // The endpoint first: /healthz answers while the tenants load, /readyz once they run.
     let metrics = args
@@ -272,16 +278,7 @@ fn run_cluster_worker(args: WatchArgs) -> Result<()> {
         Default::default(),
     )?);
     let (interval, only) = interval_and_tenants(&host, &args)?;
-    let (ctrl_c_tx, ctrl_c_rx) = std::sync::mpsc::channel::<()>();
-    let presses = AtomicU64::new(0);
-    ctrlc::set_handler(move || {
-        if presses.fetch_add(1, Ordering::SeqCst) > 0 {
-            tracing::warn!("stopping now");
-            std::process::exit(130);
-        }
-        let _ = ctrl_c_tx.send(());
-    })
-    .context("cannot install the Ctrl-C handler")?;
+    let ctrl_c_rx = on_ctrl_c()?;
     super::watch_pg::run(
         host,
         pg,

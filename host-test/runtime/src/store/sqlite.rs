@@ -21,7 +21,7 @@
 //!   live paths serves them all; version 2 kept a second, full index of the same columns.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{LazyLock, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
@@ -51,6 +51,30 @@ const RECORD_COLUMNS: &str = "external_id, revision, name, path_display, path_lo
      web_url, is_shared, shared_url, pending_removal";
 /// How many columns `RECORD_COLUMNS` names (`read_stored` reads them from index 0).
 const RECORD_COLUMN_COUNT: usize = 18;
+
+/// Store a record by (tenant, id): a new row, or the same row with the new values, restored if
+/// pending, naming the event it is now the snapshot of (`?19`, NULL for none). Built once: the
+/// statement runs for every record of a sync.
+static UPSERT_RECORD: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO records(tenant, {RECORD_COLUMNS}, last_event)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, 0, ?19)
+         ON CONFLICT(tenant, external_id) DO UPDATE SET revision = excluded.revision, name = excluded.name,
+           path_display = excluded.path_display, path_lower = excluded.path_lower,
+           parent_external_id = excluded.parent_external_id, kind = excluded.kind, mime_type = excluded.mime_type,
+           size = excluded.size, content_hash = excluded.content_hash, client_modified = excluded.client_modified,
+           server_modified = excluded.server_modified, is_downloadable = excluded.is_downloadable,
+           export_format = excluded.export_format, web_url = excluded.web_url, is_shared = excluded.is_shared,
+           shared_url = excluded.shared_url, pending_removal = 0, last_event = excluded.last_event"
+    )
+});
+
+/// A record's row by (tenant, id), as `read_row` reads it.
+static SELECT_ROW: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {RECORD_COLUMNS}, rowid, last_event FROM records WHERE tenant = ?1 AND external_id = ?2"
+    )
+});
 
 impl SqliteStore {
     /// Open (creating and migrating) the database file. A new file is readable by its owner
@@ -525,11 +549,7 @@ impl RecordStore for SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         // The event stream keeps its history: the records' snapshots go into their events.
-        materialize_all(
-            &tx,
-            "SELECT {RECORD_COLUMNS}, rowid, last_event FROM records WHERE tenant = ?1 AND last_event IS NOT NULL",
-            tenant,
-        )?;
+        materialize_before_delete(&tx, tenant, false)?;
         for table in [
             "records",
             "sync_points",
@@ -928,64 +948,28 @@ fn apply_change(
                         Ok(0)
                     }
                 }
-                Some(old) => {
-                    tx.prepare_cached(
-                        "UPDATE records SET revision = ?2, name = ?3, path_display = ?4, path_lower = ?5,
-                           parent_external_id = ?6, kind = ?7, mime_type = ?8, size = ?9, content_hash = ?10,
-                           client_modified = ?11, server_modified = ?12, is_downloadable = ?13,
-                           export_format = ?14, web_url = ?15, is_shared = ?16, shared_url = ?17,
-                           pending_removal = 0, last_event = ?18
-                         WHERE rowid = ?1",
-                    )?
-                    .execute(params![
-                        old.rowid,
-                        r.revision,
-                        r.name,
-                        r.path_display(),
-                        r.path_lower(),
-                        r.parent_external_id,
-                        r.kind.as_str(),
-                        r.mime_type,
-                        // SQLite integers are signed 64-bit: store the bits, read them back the same.
-                        r.size as i64,
-                        r.content_hash,
-                        r.client_modified,
-                        r.server_modified,
-                        r.is_downloadable,
-                        r.export_format,
-                        r.web_url,
-                        r.is_shared,
-                        r.shared_url,
-                        last_event,
-                    ])
-                }
-                None => {
-                    tx.prepare_cached(&format!(
-                        "INSERT INTO records(tenant, {RECORD_COLUMNS}, last_event)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, 0, ?19)"
-                    ))?
-                    .execute(params![
-                        tenant,
-                        r.external_id,
-                        r.revision,
-                        r.name,
-                        r.path_display(),
-                        r.path_lower(),
-                        r.parent_external_id,
-                        r.kind.as_str(),
-                        r.mime_type,
-                        r.size as i64,
-                        r.content_hash,
-                        r.client_modified,
-                        r.server_modified,
-                        r.is_downloadable,
-                        r.export_format,
-                        r.web_url,
-                        r.is_shared,
-                        r.shared_url,
-                        last_event,
-                    ])
-                }
+                _ => tx.prepare_cached(&UPSERT_RECORD)?.execute(params![
+                    tenant,
+                    r.external_id,
+                    r.revision,
+                    r.name,
+                    r.path_display(),
+                    r.path_lower(),
+                    r.parent_external_id,
+                    r.kind.as_str(),
+                    r.mime_type,
+                    // SQLite integers are signed 64-bit: store the bits, read them back the same.
+                    r.size as i64,
+                    r.content_hash,
+                    r.client_modified,
+                    r.server_modified,
+                    r.is_downloadable,
+                    r.export_format,
+                    r.web_url,
+                    r.is_shared,
+                    r.shared_url,
+                    last_event,
+                ]),
             };
             if let Err(e) = written {
                 return Err(match (e.sqlite_error_code(), &r.path) {
@@ -1039,12 +1023,7 @@ fn apply_change(
         }
         Change::Purge => {
             // The deleted rows must not take their events' snapshots with them.
-            materialize_all(
-                tx,
-                "SELECT {RECORD_COLUMNS}, rowid, last_event FROM records INDEXED BY records_pending
-                 WHERE tenant = ?1 AND pending_removal = 1 AND last_event IS NOT NULL",
-                tenant,
-            )?;
+            materialize_before_delete(tx, tenant, true)?;
             let removed = tx.execute(
                 "INSERT INTO events(tenant, batch, kind, external_id, path_lower, record_json, at)
                  SELECT tenant, ?2, 'deleted', external_id, path_lower,
@@ -1141,9 +1120,7 @@ fn stored_row(
     external_id: &str,
 ) -> Result<Option<StoredRow>, StoreError> {
     Ok(tx
-        .prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS}, rowid, last_event FROM records WHERE tenant = ?1 AND external_id = ?2"
-        ))?
+        .prepare_cached(&SELECT_ROW)?
         .query_row(params![tenant, external_id], read_row)
         .optional()?)
 }
@@ -1157,18 +1134,27 @@ fn materialize(tx: &Transaction<'_>, seq: i64, record: &Record) -> Result<(), St
     Ok(())
 }
 
-/// Materialize the lazy events of the rows `select` finds (a query of `{RECORD_COLUMNS},
-/// rowid, last_event` with the tenant as its one parameter), and unlink them.
-fn materialize_all(tx: &Transaction<'_>, select: &str, tenant: &str) -> Result<(), StoreError> {
+/// Materialize the lazy events of the tenant's rows that are about to be deleted: those
+/// pending removal (a purge), or all of them (a `clear`).
+fn materialize_before_delete(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    pending_only: bool,
+) -> Result<(), StoreError> {
+    let rows = if pending_only {
+        "records INDEXED BY records_pending WHERE tenant = ?1 AND pending_removal = 1 AND"
+    } else {
+        "records WHERE tenant = ?1 AND"
+    };
     let rows = tx
-        .prepare_cached(&select.replace("{RECORD_COLUMNS}", RECORD_COLUMNS))?
+        .prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS}, rowid, last_event FROM {rows} last_event IS NOT NULL"
+        ))?
         .query_map(params![tenant], read_row)?
         .collect::<Result<Vec<_>, _>>()?;
     for row in rows {
         if let Some(seq) = row.last_event {
             materialize(tx, seq, &row.stored.record)?;
-            tx.prepare_cached("UPDATE records SET last_event = NULL WHERE rowid = ?1")?
-                .execute(params![row.rowid])?;
         }
     }
     Ok(())

@@ -354,7 +354,7 @@ impl PgStore {
              ), scheduled AS (
                  UPDATE schedules SET last_outcome = $3, last_completed_at = (SELECT at FROM released),
                      next_due_at = CASE
-                         WHEN requested_at IS NOT NULL AND requested_at >= $4 THEN (SELECT at FROM released)
+                         WHEN requested_at >= $4 THEN (SELECT at FROM released)
                          WHEN $5::bigint IS NULL THEN NULL
                          ELSE (SELECT at FROM released) + $5::bigint
                      END
