@@ -51,49 +51,55 @@ pub fn mime_for_export(format: &str) -> String {
     }
 }
 
-/// Percent-encode one path segment for a URL (RFC 3986 unreserved characters kept).
+/// Percent-encode one path segment for a URL (RFC 3986 unreserved characters kept). Runs of
+/// unreserved characters are copied whole: a guest profile showed web URLs at a sixth of the
+/// planning time when every byte was pushed on its own (and a `format!` per encoded byte).
 fn encode_segment(segment: &str, out: &mut String) {
-    for byte in segment.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(byte as char)
-            }
-            // Two hex digits by hand: `format!` allocated a string per byte (a guest profile
-            // showed web URLs at a sixth of the planning time).
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                out.push('%');
-                out.push(char::from(HEX[usize::from(byte >> 4)]));
-                out.push(char::from(HEX[usize::from(byte & 0x0f)]));
-            }
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut run_start = 0;
+    for (i, byte) in segment.bytes().enumerate() {
+        if matches!(byte, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~') {
+            continue;
         }
+        // A non-empty run is ASCII, so both its ends are character boundaries.
+        if let Some(run) = segment.get(run_start..i).filter(|r| !r.is_empty()) {
+            out.push_str(run);
+        }
+        out.push('%');
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        run_start = i + 1;
+    }
+    if let Some(run) = segment.get(run_start..).filter(|r| !r.is_empty()) {
+        out.push_str(run);
     }
 }
 
-fn encode_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len() + 8);
+fn encode_path(path: &str, out: &mut String) {
     for segment in path.split('/').filter(|s| !s.is_empty()) {
         out.push('/');
-        encode_segment(segment, &mut out);
+        encode_segment(segment, out);
     }
-    out
 }
 
 /// Opens the item in Dropbox's web interface for its owner: a folder is browsed, a file is
 /// previewed inside its folder.
 pub fn web_url(kind: RecordKind, path_display: &str) -> String {
+    let mut url = String::with_capacity(WEB_HOME.len() + path_display.len() * 5 / 4 + 16);
+    url.push_str(WEB_HOME);
     match kind {
-        RecordKind::Folder => format!("{WEB_HOME}{}", encode_path(path_display)),
+        RecordKind::Folder => encode_path(path_display, &mut url),
         RecordKind::File | RecordKind::Item => {
             let (dir, name) = match path_display.rfind('/') {
                 Some(i) => (&path_display[..i], &path_display[i + 1..]),
                 None => ("", path_display),
             };
-            let mut query = String::new();
-            encode_segment(name, &mut query);
-            format!("{WEB_HOME}{}?preview={query}", encode_path(dir))
+            encode_path(dir, &mut url);
+            url.push_str("?preview=");
+            encode_segment(name, &mut url);
         }
     }
+    url
 }
 
 pub fn file_record(
@@ -193,6 +199,11 @@ mod tests {
         assert_eq!(
             web_url(RecordKind::File, "/top.txt"),
             "https://www.dropbox.com/home?preview=top.txt"
+        );
+        // Runs of unreserved characters between and after multi-byte characters.
+        assert_eq!(
+            web_url(RecordKind::Folder, "/ab/é/xé/éy/ü~z/日本語.md"),
+            "https://www.dropbox.com/home/ab/%C3%A9/x%C3%A9/%C3%A9y/%C3%BC~z/%E6%97%A5%E6%9C%AC%E8%AA%9E.md"
         );
     }
 

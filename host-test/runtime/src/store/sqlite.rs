@@ -365,19 +365,26 @@ impl RecordStore for SqliteStore {
     }
 
     fn get_records(&self, tenant: &str, ids: &[String]) -> Result<Vec<StoredRecord>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM records WHERE tenant = ?1 AND external_id = ?2"
-        ))?;
+        let mut conn = self.conn();
+        // One read transaction for the whole list: alone, each lookup would be a transaction
+        // of its own, with its own locking of the WAL (a profile of a full sync found those
+        // locks among the host's largest costs).
+        let tx = conn.transaction()?;
         let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(found) = stmt
-                .query_row(params![tenant, id], read_stored)
-                .optional()?
-            {
-                out.push(found);
+        {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM records WHERE tenant = ?1 AND external_id = ?2"
+            ))?;
+            for id in ids {
+                if let Some(found) = stmt
+                    .query_row(params![tenant, id], read_stored)
+                    .optional()?
+                {
+                    out.push(found);
+                }
             }
         }
+        tx.commit()?;
         Ok(out)
     }
 
@@ -386,18 +393,23 @@ impl RecordStore for SqliteStore {
         tenant: &str,
         paths: &[String],
     ) -> Result<Vec<Option<Record>>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM records INDEXED BY records_live_path WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0"
-        ))?;
+        let mut conn = self.conn();
+        // One read transaction for the whole list (see `get_records`).
+        let tx = conn.transaction()?;
         let mut out = Vec::with_capacity(paths.len());
-        for path in paths {
-            out.push(
-                stmt.query_row(params![tenant, path], read_stored)
-                    .optional()?
-                    .map(|s| s.record),
-            );
+        {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM records INDEXED BY records_live_path WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0"
+            ))?;
+            for path in paths {
+                out.push(
+                    stmt.query_row(params![tenant, path], read_stored)
+                        .optional()?
+                        .map(|s| s.record),
+                );
+            }
         }
+        tx.commit()?;
         Ok(out)
     }
 
