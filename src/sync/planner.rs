@@ -15,7 +15,7 @@
 //!
 //! One page costs two store lookups (records by id, live records by path), whatever its size.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
@@ -115,29 +115,30 @@ struct Overlay {
     /// The live record at each path looked at (None: nothing there). A hash map: ordered
     /// lookups of paths, which share long prefixes, were a tenth of the guest's time.
     at_path: HashMap<Rc<str>, Option<Rc<Record>>>,
-    /// The keys of `at_path` in byte order, for subtree ranges: the page's paths, sorted
-    /// once, and the few paths added later.
-    sorted: Vec<Rc<str>>,
-    added: BTreeSet<Rc<str>>,
+    /// The keys of `at_path` in byte order, for subtree ranges, sorted when a page first
+    /// removes a subtree (most pages remove none: sorting every page's paths was a
+    /// twentieth of the guest's time), and the paths added to `at_path` after that.
+    sorted: Option<SortedPaths>,
 }
+
+/// Paths in byte order: those of a moment, sorted, and those added since.
+type SortedPaths = (Vec<Rc<str>>, BTreeSet<Rc<str>>);
 
 impl Overlay {
     fn new(
         by_id: HashMap<String, Rc<Record>>,
-        sorted: Vec<String>,
+        paths: Vec<String>,
         found: Vec<Option<Record>>,
     ) -> Self {
-        let sorted: Vec<Rc<str>> = sorted.into_iter().map(Rc::from).collect();
-        let at_path = sorted
-            .iter()
-            .cloned()
+        let at_path = paths
+            .into_iter()
+            .map(Rc::from)
             .zip(found.into_iter().map(|r| r.map(Rc::new)))
             .collect();
         Overlay {
             by_id,
             at_path,
-            sorted,
-            added: BTreeSet::new(),
+            sorted: None,
         }
     }
 
@@ -146,7 +147,9 @@ impl Overlay {
             Some(slot) => *slot = record,
             None => {
                 let key: Rc<str> = Rc::from(path);
-                self.added.insert(Rc::clone(&key));
+                if let Some((_, added)) = &mut self.sorted {
+                    added.insert(Rc::clone(&key));
+                }
                 self.at_path.insert(key, record);
             }
         }
@@ -156,16 +159,22 @@ impl Overlay {
         // The path and its descendants sort within [path, path + '0') ('0' follows '/'); the
         // range also holds siblings such as "path-x", which `is_under` tells apart. A range
         // keeps a page with many deletions linear instead of quadratic.
+        let at_path = &mut self.at_path;
+        let (sorted, added) = self.sorted.get_or_insert_with(|| {
+            let mut keys: Vec<Rc<str>> = at_path.keys().cloned().collect();
+            keys.sort_unstable();
+            (keys, BTreeSet::new())
+        });
         let end = format!("{path}0");
-        let from = self.sorted.partition_point(|p| **p < *path);
-        let to = self.sorted.partition_point(|p| **p < *end);
-        let added = self.added.range::<str, _>((
+        let from = sorted.partition_point(|p| **p < *path);
+        let to = sorted.partition_point(|p| **p < *end);
+        let added = added.range::<str, _>((
             std::ops::Bound::Included(path),
             std::ops::Bound::Excluded(end.as_str()),
         ));
-        for p in self.sorted[from..to].iter().chain(added) {
+        for p in sorted[from..to].iter().chain(added) {
             if (&**p == path || is_under(p, path))
-                && let Some(slot) = self.at_path.get_mut(p)
+                && let Some(slot) = at_path.get_mut(p)
             {
                 *slot = None;
             }
@@ -212,17 +221,19 @@ pub fn plan_page(
         .iter()
         .filter_map(|e| e.id().map(String::from))
         .collect();
-    let mut paths: Vec<String> = Vec::new();
+    // Each path, and its parent, once (in no particular order: see `Overlay::sorted`).
+    let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len() * 2);
+    let mut paths: Vec<String> = Vec::with_capacity(entries.len() * 2);
     for e in entries {
         if let Some(p) = e.path_lower() {
-            paths.push(p.to_string());
-            if let Some(parent) = parent_path(p) {
-                paths.push(parent.to_string());
+            for path in std::iter::once(p).chain(parent_path(p)) {
+                if seen.insert(path) {
+                    paths.push(path.to_string());
+                }
             }
         }
     }
-    paths.sort();
-    paths.dedup();
+    drop(seen);
     let known = if ids.is_empty() {
         Vec::new()
     } else {
