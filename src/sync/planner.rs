@@ -115,14 +115,11 @@ struct Overlay {
     /// The live record at each path looked at (None: nothing there). A hash map: ordered
     /// lookups of paths, which share long prefixes, were a tenth of the guest's time.
     at_path: HashMap<Rc<str>, Option<Rc<Record>>>,
-    /// The keys of `at_path` in byte order, for subtree ranges, sorted when a page first
+    /// The keys of `at_path` in byte order, for subtree ranges: sorted when a page first
     /// removes a subtree (most pages remove none: sorting every page's paths was a
-    /// twentieth of the guest's time), and the paths added to `at_path` after that.
-    sorted: Option<SortedPaths>,
+    /// twentieth of the guest's time), kept in order after that.
+    sorted: Option<Vec<Rc<str>>>,
 }
-
-/// Paths in byte order: those of a moment, sorted, and those added since.
-type SortedPaths = (Vec<Rc<str>>, BTreeSet<Rc<str>>);
 
 impl Overlay {
     fn new(
@@ -147,8 +144,10 @@ impl Overlay {
             Some(slot) => *slot = record,
             None => {
                 let key: Rc<str> = Rc::from(path);
-                if let Some((_, added)) = &mut self.sorted {
-                    added.insert(Rc::clone(&key));
+                // Rare: the paths a page adds are the old paths of items it moves.
+                if let Some(sorted) = &mut self.sorted {
+                    let at = sorted.partition_point(|p| **p < *key);
+                    sorted.insert(at, Rc::clone(&key));
                 }
                 self.at_path.insert(key, record);
             }
@@ -160,19 +159,15 @@ impl Overlay {
         // range also holds siblings such as "path-x", which `is_under` tells apart. A range
         // keeps a page with many deletions linear instead of quadratic.
         let at_path = &mut self.at_path;
-        let (sorted, added) = self.sorted.get_or_insert_with(|| {
+        let sorted = self.sorted.get_or_insert_with(|| {
             let mut keys: Vec<Rc<str>> = at_path.keys().cloned().collect();
             keys.sort_unstable();
-            (keys, BTreeSet::new())
+            keys
         });
         let end = format!("{path}0");
         let from = sorted.partition_point(|p| **p < *path);
         let to = sorted.partition_point(|p| **p < *end);
-        let added = added.range::<str, _>((
-            std::ops::Bound::Included(path),
-            std::ops::Bound::Excluded(end.as_str()),
-        ));
-        for p in sorted[from..to].iter().chain(added) {
+        for p in &sorted[from..to] {
             if (&**p == path || is_under(p, path))
                 && let Some(slot) = at_path.get_mut(p)
             {

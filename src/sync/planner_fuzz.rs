@@ -1035,3 +1035,81 @@ fn a_folder_taking_a_folders_path_reparents_each_child_once() {
         "the replaced folder is purged"
     );
 }
+
+/// A deleted folder takes its whole subtree out of what the rest of the page sees: an entry
+/// that comes after the deletion at a path inside it finds nothing there (no `replace` of the
+/// removed record) and no parent (the deleted folder is not one). The planner sorts its paths
+/// only for such removals; with paths on both sides of the subtree in byte order, this fails if
+/// the subtree is looked up in the wrong order.
+#[test]
+fn a_deletion_hides_the_subtree_from_the_rest_of_the_page() {
+    let mut store = FakeStore::default();
+    let mut carry = Carry::default();
+    let around = [
+        "/0", "/1", "/_", "/a-b", "/a0", "/b", "/c", "/d", "/e", "/f",
+    ];
+    let inside = ["x", "y", "z/w", "m", "n"];
+    let mut first = vec![folder_entry("id:A", "/a"), folder_entry("id:Z", "/a/z")];
+    for name in inside {
+        first.push(file_entry(&format!("id:old-{name}"), &format!("/a/{name}")));
+    }
+    for path in around {
+        first.push(file_entry(&format!("id:{path}"), path));
+    }
+    check_page(
+        &mut store,
+        &first,
+        &Filters::default(),
+        true,
+        true,
+        &mut carry,
+    )
+    .unwrap();
+    let deleted = Metadata::Deleted(DeletedMetadata {
+        name: "a".into(),
+        path_lower: Some("/a".into()),
+        path_display: Some("/a".into()),
+    });
+    let mut page = vec![deleted];
+    for name in inside {
+        page.push(file_entry(&format!("id:new-{name}"), &format!("/a/{name}")));
+    }
+    for path in around {
+        page.push(file_entry(&format!("id:{path}"), path));
+    }
+    let orphans = BTreeSet::new();
+    let context = PageContext {
+        orphans: &orphans,
+        after_mark_all: false,
+    };
+    let plan = plan_page(&mut store, &page, &Filters::default(), None, context)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let replaced: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c, Change::Replace { .. }))
+        .collect();
+    assert!(replaced.is_empty(), "{replaced:?}");
+    let mut new = 0;
+    let mut unchanged = 0;
+    for change in &plan.changes {
+        if let Change::Upsert { record, event } = change {
+            if record.external_id.starts_with("id:new-") {
+                new += 1;
+                assert_eq!(*event, ChangeKind::Created);
+                assert_eq!(
+                    record.parent_external_id,
+                    None,
+                    "{} keeps a deleted parent",
+                    record.path_lower_str()
+                );
+            } else {
+                // Paths next to the subtree in byte order, and "/a-b", "/a0" which share its
+                // prefix, are not in it.
+                unchanged += 1;
+                assert_eq!(*event, ChangeKind::Unchanged, "{}", record.path_lower_str());
+            }
+        }
+    }
+    assert_eq!((new, unchanged), (inside.len(), around.len()));
+}
