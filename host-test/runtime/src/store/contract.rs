@@ -523,6 +523,24 @@ pub(crate) fn paging_orders_are_byte_orders_and_skip_pending(store: &dyn RecordS
             .collect::<Vec<_>>(),
         [Some("id:6".to_string()), None, None]
     );
+    // Answers come in the order asked, found or not, also for a path asked twice.
+    assert_eq!(
+        store
+            .find_by_paths(
+                "u",
+                &["/missing".into(), "/p/d".into(), "/q".into(), "/p/d".into()]
+            )
+            .unwrap()
+            .into_iter()
+            .map(|r| r.map(|r| r.path_lower().unwrap_or_default().to_string()))
+            .collect::<Vec<_>>(),
+        [
+            None,
+            Some("/p/d".to_string()),
+            Some("/q".to_string()),
+            Some("/p/d".to_string())
+        ]
+    );
 }
 
 pub(crate) fn shared_records_are_listed_and_sizes_beyond_i64_round_trip(store: &dyn RecordStore) {

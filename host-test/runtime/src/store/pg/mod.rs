@@ -46,6 +46,7 @@ pub use lease::{
 };
 pub use outbox::OutboxEvent;
 
+use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
@@ -76,8 +77,8 @@ pub(crate) struct Statements {
     mark_one: Statement,
     mark_exact: Statement,
     mark_below: Statement,
-    get_record: Statement,
-    find_by_path: Statement,
+    get_records: Statement,
+    find_by_paths: Statement,
 }
 
 impl Statements {
@@ -138,12 +139,13 @@ impl Statements {
                 "UPDATE records SET pending_removal = TRUE
                  WHERE tenant = $1 AND path_lower >= $2 AND path_lower < $3 AND NOT pending_removal",
             )?,
-            get_record: client.prepare(&format!(
-                "SELECT {RECORD_COLUMNS} FROM records WHERE tenant = $1 AND external_id = $2"
+            // A whole list per statement: one round trip per list, not per id or path.
+            get_records: client.prepare(&format!(
+                "SELECT {RECORD_COLUMNS} FROM records WHERE tenant = $1 AND external_id = ANY($2)"
             ))?,
-            find_by_path: client.prepare(&format!(
+            find_by_paths: client.prepare(&format!(
                 "SELECT {RECORD_COLUMNS} FROM records
-                 WHERE tenant = $1 AND path_lower = $2 AND NOT pending_removal"
+                 WHERE tenant = $1 AND path_lower = ANY($2) AND NOT pending_removal"
             ))?,
         })
     }
@@ -586,13 +588,11 @@ impl RecordStore for PgStore {
     fn get_records(&self, tenant: &str, ids: &[String]) -> Result<Vec<StoredRecord>, StoreError> {
         let mut guard = self.conn()?;
         let Conn { client, st } = &mut *guard;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(row) = client.query_opt(&st.get_record, &[&tenant, id])? {
-                out.push(read_stored(&row)?);
-            }
-        }
-        Ok(out)
+        client
+            .query(&st.get_records, &[&tenant, &ids])?
+            .iter()
+            .map(read_stored)
+            .collect()
     }
 
     fn list_records(
@@ -618,16 +618,15 @@ impl RecordStore for PgStore {
     ) -> Result<Vec<Option<Record>>, StoreError> {
         let mut guard = self.conn()?;
         let Conn { client, st } = &mut *guard;
-        let mut out = Vec::with_capacity(paths.len());
-        for path in paths {
-            let found = client.query_opt(&st.find_by_path, &[&tenant, path])?;
-            out.push(
-                found
-                    .map(|row| read_stored(&row).map(|s| s.record))
-                    .transpose()?,
-            );
+        let mut found: HashMap<String, Record> = HashMap::with_capacity(paths.len());
+        for row in client.query(&st.find_by_paths, &[&tenant, &paths])? {
+            let record = read_stored(&row)?.record;
+            if let Some(path) = record.path_lower() {
+                found.insert(path.to_string(), record);
+            }
         }
-        Ok(out)
+        // In the order asked (a path asked twice gets its record twice).
+        Ok(paths.iter().map(|p| found.get(p).cloned()).collect())
     }
 
     fn list_subtree(
