@@ -974,30 +974,35 @@ fn file_entry(id: &str, display: &str) -> Metadata {
     })
 }
 
+/// A store that holds one listing page (checked like any other page).
+fn listed(entries: &[Metadata]) -> (FakeStore, Carry) {
+    let mut store = FakeStore::default();
+    let mut carry = Carry::default();
+    check_page(
+        &mut store,
+        entries,
+        &Filters::default(),
+        true,
+        true,
+        &mut carry,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    (store, carry)
+}
+
 /// A folder that takes another folder's place (no deletion reported in between, as when a
 /// shared folder is re-mounted) inherits its children: each gets the new parent and the new
 /// folder's name in its display path with exactly one metadata event, whether the page names
 /// it after the folder or not at all.
 #[test]
 fn a_folder_taking_a_folders_path_reparents_each_child_once() {
-    let mut store = FakeStore::default();
-    let mut carry = Carry::default();
-    let first = vec![
+    let (mut store, mut carry) = listed(&[
         folder_entry("id:A", "/P"),
         file_entry("id:c1", "/P/c1.txt"),
         file_entry("id:c2", "/P/c2.txt"),
         folder_entry("id:s", "/P/sub"),
         file_entry("id:d", "/P/sub/d.txt"),
-    ];
-    check_page(
-        &mut store,
-        &first,
-        &Filters::default(),
-        true,
-        true,
-        &mut carry,
-    )
-    .unwrap();
+    ]);
     let seen = store.log.len();
     let page = vec![folder_entry("id:B", "/p"), file_entry("id:c2", "/p/c2.txt")];
     check_page(
@@ -1043,8 +1048,6 @@ fn a_folder_taking_a_folders_path_reparents_each_child_once() {
 /// the subtree is looked up in the wrong order.
 #[test]
 fn a_deletion_hides_the_subtree_from_the_rest_of_the_page() {
-    let mut store = FakeStore::default();
-    let mut carry = Carry::default();
     let around = [
         "/0", "/1", "/_", "/a-b", "/a0", "/b", "/c", "/d", "/e", "/f",
     ];
@@ -1056,15 +1059,7 @@ fn a_deletion_hides_the_subtree_from_the_rest_of_the_page() {
     for path in around {
         first.push(file_entry(&format!("id:{path}"), path));
     }
-    check_page(
-        &mut store,
-        &first,
-        &Filters::default(),
-        true,
-        true,
-        &mut carry,
-    )
-    .unwrap();
+    let (mut store, _) = listed(&first);
     let deleted = Metadata::Deleted(DeletedMetadata {
         name: "a".into(),
         path_lower: Some("/a".into()),
