@@ -30,14 +30,17 @@ pub struct SyncConfig {
     pub create_preview_links: bool,
 }
 
+/// Record changes per store transaction unless the tenant says otherwise (also the manifest's
+/// default). A crash repeats the page whatever the batch size (a page's batches before its last
+/// store the position the page was fetched from), so the size only trades the length of one
+/// transaction against the cost of committing: at 100 a full sync spent about a third of its
+/// store time on commits (BENCHMARKS.md).
+pub const DEFAULT_BATCH_SIZE: usize = 1000;
+
 impl Default for SyncConfig {
     fn default() -> Self {
         SyncConfig {
-            // A crash repeats the page whatever the batch size (a page's batches before its
-            // last store the position the page was fetched from), so the size only trades the
-            // length of one transaction against the cost of committing: at 100 a full sync
-            // spent about a third of its store time on commits (BENCHMARKS.md).
-            batch_size: 1000,
+            batch_size: DEFAULT_BATCH_SIZE,
             filters: Filters::default(),
             create_preview_links: false,
         }
@@ -84,7 +87,7 @@ pub fn parse(settings: &[(String, String)]) -> Result<SyncConfig, ConnectorError
     let invalid = |key: &str, why: String| ConnectorError::InvalidConfig(format!("{key}: {why}"));
 
     let batch_size = match get(keys::BATCH_SIZE) {
-        None => 100,
+        None => DEFAULT_BATCH_SIZE,
         Some(v) => {
             let (min, max) = fields
                 .iter()
@@ -196,6 +199,14 @@ mod tests {
         assert_eq!(c.batch_size, 1000);
         assert!(c.filters.is_empty());
         assert!(!c.create_preview_links);
+        // An empty value is no value: the default again, the same as the manifest's.
+        assert_eq!(parse(&s(&[("batch_size", " ")])).unwrap().batch_size, 1000);
+        let manifest_default = manifest()
+            .config_fields
+            .into_iter()
+            .find(|f| f.key == keys::BATCH_SIZE)
+            .and_then(|f| f.default_value);
+        assert_eq!(manifest_default.as_deref(), Some("1000"));
     }
 
     #[test]

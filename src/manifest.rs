@@ -72,7 +72,7 @@ pub fn manifest() -> Manifest {
         }),
         allowed_hosts: vec!["api.dropboxapi.com".into(), "content.dropboxapi.com".into(), "notify.dropboxapi.com".into()],
         config_fields: vec![
-            field(BATCH_SIZE, "Batch size", "Record changes written per store transaction.", FieldType::Integer { min: 1, max: 10_000 }, Some("1000")),
+            field(BATCH_SIZE, "Batch size", "Record changes written per store transaction.", FieldType::Integer { min: 1, max: 10_000 }, Some(&crate::config::DEFAULT_BATCH_SIZE.to_string())),
             field(INCLUDE_EXTENSIONS, "Include file extensions", "Only files with these extensions (comma-separated, without dots); empty for all.", FieldType::TextList, Some("")),
             field(EXCLUDE_EXTENSIONS, "Exclude file extensions", "Files with these extensions are skipped (comma-separated, without dots).", FieldType::TextList, Some("")),
             field(INCLUDE_PATHS, "Include folders", "Only these folders and what is inside them (comma-separated paths); empty for the whole Dropbox.", FieldType::TextList, Some("")),
