@@ -209,6 +209,27 @@ impl SqliteStore {
         // back an unfinished transaction), so a poisoned lock is safe to reuse.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Run `sql` (parameters: the tenant, one key) once per key, in key order, all in one read
+    /// transaction: alone, each lookup would be a transaction of its own, with its own locking
+    /// of the WAL (a profile of a full sync found those locks among the host's largest costs).
+    fn lookup_each(
+        &self,
+        sql: &str,
+        tenant: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<StoredRecord>>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let found = {
+            let mut stmt = tx.prepare_cached(sql)?;
+            keys.iter()
+                .map(|key| stmt.query_row(params![tenant, key], read_stored).optional())
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        tx.commit()?;
+        Ok(found)
+    }
 }
 
 impl RecordStore for SqliteStore {
@@ -371,27 +392,12 @@ impl RecordStore for SqliteStore {
     }
 
     fn get_records(&self, tenant: &str, ids: &[String]) -> Result<Vec<StoredRecord>, StoreError> {
-        let mut conn = self.conn();
-        // One read transaction for the whole list: alone, each lookup would be a transaction
-        // of its own, with its own locking of the WAL (a profile of a full sync found those
-        // locks among the host's largest costs).
-        let tx = conn.transaction()?;
-        let mut out = Vec::with_capacity(ids.len());
-        {
-            let mut stmt = tx.prepare_cached(&format!(
-                "SELECT {RECORD_COLUMNS} FROM records WHERE tenant = ?1 AND external_id = ?2"
-            ))?;
-            for id in ids {
-                if let Some(found) = stmt
-                    .query_row(params![tenant, id], read_stored)
-                    .optional()?
-                {
-                    out.push(found);
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(out)
+        let found = self.lookup_each(
+            &format!("SELECT {RECORD_COLUMNS} FROM records WHERE tenant = ?1 AND external_id = ?2"),
+            tenant,
+            ids,
+        )?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     fn find_by_paths(
@@ -399,24 +405,14 @@ impl RecordStore for SqliteStore {
         tenant: &str,
         paths: &[String],
     ) -> Result<Vec<Option<Record>>, StoreError> {
-        let mut conn = self.conn();
-        // One read transaction for the whole list (see `get_records`).
-        let tx = conn.transaction()?;
-        let mut out = Vec::with_capacity(paths.len());
-        {
-            let mut stmt = tx.prepare_cached(&format!(
+        let found = self.lookup_each(
+            &format!(
                 "SELECT {RECORD_COLUMNS} FROM records INDEXED BY records_live_path WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0"
-            ))?;
-            for path in paths {
-                out.push(
-                    stmt.query_row(params![tenant, path], read_stored)
-                        .optional()?
-                        .map(|s| s.record),
-                );
-            }
-        }
-        tx.commit()?;
-        Ok(out)
+            ),
+            tenant,
+            paths,
+        )?;
+        Ok(found.into_iter().map(|s| s.map(|s| s.record)).collect())
     }
 
     fn list_shared(&self, tenant: &str) -> Result<Vec<Record>, StoreError> {
@@ -1003,13 +999,7 @@ fn apply_change(
             new_external_id,
             keep_children,
         } => {
-            let old: Option<(String, String)> = tx
-                .prepare_cached(
-                    "SELECT external_id, kind FROM records INDEXED BY records_live_path WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0 AND external_id <> ?3 LIMIT 1",
-                )?
-                .query_row(params![tenant, path_lower, new_external_id], |row| Ok((row.get(0)?, row.get(1)?)))
-                .optional()?;
-            let Some((old_id, _old_kind)) = old else {
+            let Some(old_id) = live_occupant(tx, tenant, path_lower, new_external_id)? else {
                 return Ok(());
             };
             if *keep_children {
@@ -1097,6 +1087,22 @@ fn insert_event(
     Ok(tx.last_insert_rowid())
 }
 
+/// The id of the live record at `path_lower` other than `external_id`, if any.
+fn live_occupant(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    path_lower: &str,
+    external_id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT external_id FROM records INDEXED BY records_live_path
+             WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0 AND external_id <> ?3 LIMIT 1",
+        )?
+        .query_row(params![tenant, path_lower, external_id], |row| row.get(0))
+        .optional()?)
+}
+
 /// The conflict of storing `external_id` at `path_lower`, naming the live record there.
 fn path_conflict(
     tx: &Transaction<'_>,
@@ -1104,13 +1110,7 @@ fn path_conflict(
     path_lower: &str,
     external_id: &str,
 ) -> Result<StoreError, StoreError> {
-    let other: Option<String> = tx
-        .prepare_cached(
-            "SELECT external_id FROM records INDEXED BY records_live_path
-             WHERE tenant = ?1 AND path_lower = ?2 AND pending_removal = 0 AND external_id <> ?3 LIMIT 1",
-        )?
-        .query_row(params![tenant, path_lower, external_id], |row| row.get(0))
-        .optional()?;
+    let other = live_occupant(tx, tenant, path_lower, external_id)?;
     Ok(StoreError::Conflict(format!(
         "{path_lower} is already held by {}; replace it before storing {external_id}",
         other.as_deref().unwrap_or("another record")
@@ -1823,14 +1823,14 @@ mod perf {
     fn apply_throughput() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("p.db")).unwrap();
-        let per: u64 = std::env::var("PERF_BATCH")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(100);
-        let n: u64 = std::env::var("PERF_N")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(100_000);
+        let env_or = |name: &str, default: u64| -> u64 {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let per = env_or("PERF_BATCH", 100);
+        let n = env_or("PERF_N", 100_000);
         let t = std::time::Instant::now();
         for b in 0..(n / per) {
             let changes: Vec<Change> = (0..per)
