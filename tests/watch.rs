@@ -918,7 +918,7 @@ fn settings_out_of_bounds_are_refused_with_a_clear_message() {
     let list = text(&cli(&["config", "--db", db, "--tenant", "t", "list"]).stdout);
     assert!(
         list.contains("sync_interval_minutes = 10080\n")
-            && list.contains("batch_size = 1000 (default)"),
+            && list.contains("batch_size = 2000 (default)"),
         "{list}"
     );
 

@@ -126,13 +126,9 @@ impl Overlay {
     fn new(
         by_id: HashMap<String, Rc<Record>>,
         paths: Vec<String>,
-        found: Vec<Option<Record>>,
+        found: Vec<Option<Rc<Record>>>,
     ) -> Self {
-        let at_path = paths
-            .into_iter()
-            .map(Rc::from)
-            .zip(found.into_iter().map(|r| r.map(Rc::new)))
-            .collect();
+        let at_path = paths.into_iter().map(Rc::from).zip(found).collect();
         Overlay {
             by_id,
             at_path,
@@ -235,21 +231,22 @@ pub fn plan_page(
     } else {
         store.get_records(ids)?
     };
+    let mut by_id = HashMap::with_capacity(known.len());
+    let mut live = Vec::with_capacity(known.len());
+    for stored in known {
+        let record = Rc::new(stored.record);
+        if !stored.pending_removal {
+            live.push(Rc::clone(&record));
+        }
+        by_id.insert(record.external_id.clone(), record);
+    }
     let found = if context.after_mark_all {
         vec![None; paths.len()]
-    } else if paths.is_empty() {
-        Vec::new()
     } else {
-        store.find_by_paths(paths.clone())?
+        occupants(store, &paths, &live)?
     };
-    let mut overlay = Overlay::new(
-        known
-            .into_iter()
-            .map(|s| (s.record.external_id.clone(), Rc::new(s.record)))
-            .collect(),
-        paths,
-        found,
-    );
+    drop(live);
+    let mut overlay = Overlay::new(by_id, paths, found);
 
     let mut plan = PagePlan::default();
     // The page's changes; an upsert's record stays shared with the overlay until the plan is
@@ -486,6 +483,39 @@ pub fn plan_page(
         })
         .collect();
     Ok(plan)
+}
+
+/// The live record at each of `paths` (same order). A live record the page's lookup by id
+/// found holds its own path, since the store keeps at most one live record per path (the
+/// contract's invariant): only the other paths are asked of the store. When a page updates
+/// items the store has, this halves the records the store returns.
+fn occupants(
+    store: &mut dyn Store,
+    paths: &[String],
+    live: &[Rc<Record>],
+) -> Result<Vec<Option<Rc<Record>>>, StoreError> {
+    let held: HashMap<&str, &Rc<Record>> = live
+        .iter()
+        .filter_map(|r| r.path_lower().map(|p| (p, r)))
+        .collect();
+    let unknown: Vec<String> = paths
+        .iter()
+        .filter(|p| !held.contains_key(p.as_str()))
+        .cloned()
+        .collect();
+    let mut looked_up = if unknown.is_empty() {
+        Vec::new()
+    } else {
+        store.find_by_paths(unknown)?
+    }
+    .into_iter();
+    Ok(paths
+        .iter()
+        .map(|p| match held.get(p.as_str()) {
+            Some(record) => Some(Rc::clone(record)),
+            None => looked_up.next().flatten().map(Rc::new),
+        })
+        .collect())
 }
 
 /// Give a planned record its parent and, when known, its display path with the web URL that

@@ -24,6 +24,7 @@
 pub(crate) mod contract;
 pub mod pg;
 mod sqlite;
+mod wal_vfs;
 
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;

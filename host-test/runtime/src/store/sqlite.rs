@@ -19,11 +19,17 @@
 //!   same as if every event had copied its record; a full sync writes about half the bytes.
 //! - **One path index.** Every path lookup is of live records, so the partial unique index of
 //!   live paths serves them all; version 2 kept a second, full index of the same columns.
+//!
+//! Schema version 4 (a version 3 file is migrated when opened): the snapshot a lazy event gets
+//! when its row changes is a copy of the row's columns in `event_records` (keyed by the event's
+//! sequence number), made by one `INSERT ... SELECT` inside the database, instead of JSON the
+//! host built and wrote into the event (that JSON was a sixth of an incremental sync's
+//! instructions). Events that version 3 materialized keep their JSON.
 
 use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
 use crate::secrets::{
@@ -36,7 +42,7 @@ use super::{
     SyncOutcome, SyncPhase, SyncPoint, SyncStatus, TenantStatus, User, record_json, role_str,
 };
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -51,6 +57,35 @@ const RECORD_COLUMNS: &str = "external_id, revision, name, path_display, path_lo
      web_url, is_shared, shared_url, pending_removal";
 /// How many columns `RECORD_COLUMNS` names (`read_stored` reads them from index 0).
 const RECORD_COLUMN_COUNT: usize = 18;
+
+/// The parameters of `UPSERT_RECORD` and `INSERT_NEW_RECORD`, in their order (a macro: the
+/// values are borrowed from `r` for the statement's call, without copies).
+macro_rules! record_params {
+    ($tenant:expr, $r:expr, $last_event:expr) => {
+        params![
+            $tenant,
+            $r.external_id,
+            $r.revision,
+            $r.name,
+            $r.path_display(),
+            $r.path_lower(),
+            $r.parent_external_id,
+            $r.kind.as_str(),
+            $r.mime_type,
+            // SQLite integers are signed 64-bit: store the bits, read them back the same.
+            $r.size as i64,
+            $r.content_hash,
+            $r.client_modified,
+            $r.server_modified,
+            $r.is_downloadable,
+            $r.export_format,
+            $r.web_url,
+            $r.is_shared,
+            $r.shared_url,
+            $last_event,
+        ]
+    };
+}
 
 /// Store a record by (tenant, id): a new row, or the same row with the new values, restored if
 /// pending, naming the event it is now the snapshot of (`?19`, NULL for none). Built once: the
@@ -68,6 +103,26 @@ static UPSERT_RECORD: LazyLock<String> = LazyLock::new(|| {
            shared_url = excluded.shared_url, pending_removal = 0, last_event = excluded.last_event"
     )
 });
+
+/// Store a record the connector says is new: a row if none has its (tenant, id), else nothing
+/// (then `apply_change` takes the general path). Its parameters are `UPSERT_RECORD`'s.
+static INSERT_NEW_RECORD: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO records(tenant, {RECORD_COLUMNS}, last_event)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, 0, ?19)
+         ON CONFLICT(tenant, external_id) DO NOTHING"
+    )
+});
+
+/// Give the row at rowid `?1` the values of a record whose id, `path_lower` and shared flag it
+/// already has (so no index changes: SQLite touches only the indexes of the columns it sets), and the
+/// event it is now the snapshot of. Its parameters are `UPSERT_RECORD`'s, with the rowid
+/// for the tenant; the indexed ones are not read.
+const UPDATE_IN_PLACE: &str = "UPDATE records SET revision = ?3, name = ?4, path_display = ?5,
+       parent_external_id = ?7, kind = ?8, mime_type = ?9, size = ?10, content_hash = ?11,
+       client_modified = ?12, server_modified = ?13, is_downloadable = ?14, export_format = ?15,
+       web_url = ?16, shared_url = ?18, last_event = ?19
+     WHERE rowid = ?1 AND external_id = ?2 AND path_lower IS ?6 AND is_shared = ?17";
 
 /// A record's row by (tenant, id), as `read_row` reads it.
 static SELECT_ROW: LazyLock<String> = LazyLock::new(|| {
@@ -87,7 +142,16 @@ impl SqliteStore {
                 message: e.to_string(),
             })?;
         }
-        let conn = Connection::open(path).map_err(|e| StoreError::Open {
+        // The default VFS with the WAL's writes gathered (`wal_vfs`); the default VFS itself if
+        // that cannot be had (the same files, the same guarantees, more system calls).
+        let opened = match super::wal_vfs::register() {
+            Ok(vfs) => Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs),
+            Err(why) => {
+                tracing::warn!(%why, "SQLite store: writing the WAL through the default VFS");
+                Connection::open(path)
+            }
+        };
+        let conn = opened.map_err(|e| StoreError::Open {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
@@ -582,16 +646,20 @@ impl RecordStore for SqliteStore {
 
     fn events(&self, tenant: Option<&str>, since: i64) -> Result<Vec<Event>, StoreError> {
         let conn = self.conn();
-        // A lazy event's record is the row that names it (see the module's doc).
+        // An event without JSON has its record in its snapshot (`event_records`) once the row
+        // changed, else in the row that names it (see the module's doc).
         let row_columns = RECORD_COLUMNS
             .split(", ")
-            .map(|c| format!("r.{c}"))
+            .map(|c| format!("CASE WHEN s.seq IS NULL THEN r.{c} ELSE s.{c} END"))
             .collect::<Vec<_>>()
             .join(", ");
         let mut stmt = conn.prepare(&format!(
             "SELECT {row_columns}, e.seq, e.tenant, e.batch, e.kind, e.external_id, e.path_lower, e.record_json
-             FROM events e LEFT JOIN records r
-               ON e.record_json IS NULL AND r.tenant = e.tenant AND r.external_id = e.external_id AND r.last_event = e.seq
+             FROM events e
+             LEFT JOIN event_records s ON e.record_json IS NULL AND s.seq = e.seq
+             LEFT JOIN records r
+               ON e.record_json IS NULL AND s.seq IS NULL AND r.tenant = e.tenant
+                  AND r.external_id = e.external_id AND r.last_event = e.seq
              WHERE e.seq > ?1 AND (?2 IS NULL OR e.tenant = ?2) ORDER BY e.seq"
         ))?;
         let rows = stmt.query_map(params![since, tenant], |r| {
@@ -812,10 +880,13 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         conn.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))?;
     match version {
         None => {
-            conn.execute_batch(&format!("BEGIN; {SCHEMA_V2} {V2_TO_V3} COMMIT;"))?;
+            conn.execute_batch(&format!("BEGIN; {SCHEMA_V2} {V2_TO_V3} {V3_TO_V4} COMMIT;"))?;
         }
         Some(2) => {
-            conn.execute_batch(&format!("BEGIN; {V2_TO_V3} COMMIT;"))?;
+            conn.execute_batch(&format!("BEGIN; {V2_TO_V3} {V3_TO_V4} COMMIT;"))?;
+        }
+        Some(3) => {
+            conn.execute_batch(&format!("BEGIN; {V3_TO_V4} COMMIT;"))?;
         }
         Some(SCHEMA_VERSION) => {}
         Some(found) => {
@@ -892,6 +963,20 @@ const V2_TO_V3: &str = "
     INSERT INTO schema_version(version) VALUES (3);
 ";
 
+/// Version 4 (see the module's doc): an event's snapshot, once its record's row changes, is a
+/// copy of the row's columns in `event_records`, made by the database (one `INSERT ... SELECT`),
+/// instead of JSON built by the host. Events that version 3 materialized keep their JSON.
+const V3_TO_V4: &str = "
+    CREATE TABLE event_records(
+        seq INTEGER PRIMARY KEY, external_id TEXT NOT NULL, revision TEXT, name TEXT NOT NULL,
+        path_display TEXT, path_lower TEXT, parent_external_id TEXT,
+        kind TEXT NOT NULL, mime_type TEXT NOT NULL, size INTEGER NOT NULL, content_hash TEXT,
+        client_modified TEXT, server_modified TEXT, is_downloadable INTEGER NOT NULL,
+        export_format TEXT, web_url TEXT, is_shared INTEGER NOT NULL, shared_url TEXT,
+        pending_removal INTEGER NOT NULL);
+    INSERT INTO schema_version(version) VALUES (4);
+";
+
 fn apply_change(
     tx: &Transaction<'_>,
     tenant: &str,
@@ -931,6 +1016,22 @@ fn apply_change(
                 }
                 ChangeKind::Unchanged => None,
             };
+            // A creation is tried as an insert first: one search of the id index instead of
+            // a lookup and then the upsert's own search. A row that exists after all (the
+            // connector's view was stale) leaves the insert without effect and goes the
+            // general way, with the event already appended.
+            let mut appended = None;
+            if let Some(kind @ "created") = kind {
+                let seq = insert_event(tx, tenant, batch, at, kind, &r.external_id)?;
+                let inserted = tx
+                    .prepare_cached(&INSERT_NEW_RECORD)?
+                    .execute(record_params!(tenant, r, Some(seq)));
+                match inserted {
+                    Ok(1) => return Ok(()),
+                    Ok(_) => appended = Some(seq),
+                    Err(e) => return Err(write_error(tx, tenant, r, e)?),
+                }
+            }
             let existing = stored_row(tx, tenant, &r.external_id)?;
             let same = existing.as_ref().is_some_and(|old| old.stored.record == *r);
             // The row is about to stop being the snapshot of its last event: a new event takes
@@ -939,11 +1040,14 @@ fn apply_change(
                 && let Some(seq) = old.last_event
                 && (kind.is_some() || !same)
             {
-                materialize(tx, seq, &old.stored.record)?;
+                materialize(tx, seq, old.rowid)?;
             }
-            let last_event = match kind {
-                Some(kind) => Some(insert_event(tx, tenant, batch, at, kind, &r.external_id)?),
-                None => existing
+            let last_event = match (kind, appended) {
+                (Some(_), Some(seq)) => Some(seq),
+                (Some(kind), None) => {
+                    Some(insert_event(tx, tenant, batch, at, kind, &r.external_id)?)
+                }
+                (None, _) => existing
                     .as_ref()
                     .filter(|_| same)
                     .and_then(|old| old.last_event),
@@ -962,36 +1066,33 @@ fn apply_change(
                         Ok(0)
                     }
                 }
-                _ => tx.prepare_cached(&UPSERT_RECORD)?.execute(params![
-                    tenant,
-                    r.external_id,
-                    r.revision,
-                    r.name,
-                    r.path_display(),
-                    r.path_lower(),
-                    r.parent_external_id,
-                    r.kind.as_str(),
-                    r.mime_type,
-                    // SQLite integers are signed 64-bit: store the bits, read them back the same.
-                    r.size as i64,
-                    r.content_hash,
-                    r.client_modified,
-                    r.server_modified,
-                    r.is_downloadable,
-                    r.export_format,
-                    r.web_url,
-                    r.is_shared,
-                    r.shared_url,
-                    last_event,
-                ]),
+                // A live row that keeps its path and shared flag (a content edit, a new
+                // revision): its indexed columns stay, so it is updated in place by rowid, and
+                // the indexes are not touched.
+                Some(old)
+                    if !old.stored.pending_removal
+                        && old.stored.record.path_lower() == r.path_lower()
+                        && old.stored.record.is_shared == r.is_shared =>
+                {
+                    let updated = tx
+                        .prepare_cached(UPDATE_IN_PLACE)?
+                        .execute(record_params!(old.rowid, r, last_event));
+                    if let Ok(n @ 0) | Ok(n @ 2..) = updated {
+                        // Read in this transaction a moment ago: a mismatch is a bug, never
+                        // to be passed over (the change would be lost).
+                        return Err(StoreError::Invalid(format!(
+                            "{}: the in-place update matched {n} rows",
+                            r.external_id
+                        )));
+                    }
+                    updated
+                }
+                _ => tx
+                    .prepare_cached(&UPSERT_RECORD)?
+                    .execute(record_params!(tenant, r, last_event)),
             };
             if let Err(e) = written {
-                return Err(match (e.sqlite_error_code(), &r.path) {
-                    (Some(rusqlite::ErrorCode::ConstraintViolation), Some(path)) => {
-                        path_conflict(tx, tenant, &path.lower, &r.external_id)?
-                    }
-                    _ => e.into(),
-                });
+                return Err(write_error(tx, tenant, r, e)?);
             }
         }
         Change::Replace {
@@ -1047,6 +1148,22 @@ fn apply_change(
         }
     }
     Ok(())
+}
+
+/// What a failed write of `r`'s row means: a path held by another live record is a conflict
+/// that names it; anything else is the database's error.
+fn write_error(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    r: &Record,
+    e: rusqlite::Error,
+) -> Result<StoreError, StoreError> {
+    match (e.sqlite_error_code(), &r.path) {
+        (Some(rusqlite::ErrorCode::ConstraintViolation), Some(path)) => {
+            path_conflict(tx, tenant, &path.lower, &r.external_id)
+        }
+        _ => Ok(e.into()),
+    }
 }
 
 /// Flag the live record at `path` and every live descendant. Descendants are the paths that
@@ -1143,17 +1260,24 @@ fn stored_row(
         .optional()?)
 }
 
-/// Write the record into its lazy event: the row is about to change or go.
-fn materialize(tx: &Transaction<'_>, seq: i64, record: &Record) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "UPDATE events SET record_json = ?2, path_lower = ?3 WHERE seq = ?1 AND record_json IS NULL",
-    )?
-    .execute(params![seq, record_json(record).to_string(), record.path_lower()])?;
+/// Copy the row at `rowid` into the snapshot of its lazy event `seq`: the row is about to
+/// change or go.
+fn materialize(tx: &Transaction<'_>, seq: i64, rowid: i64) -> Result<(), StoreError> {
+    tx.prepare_cached(&MATERIALIZE_ROW)?
+        .execute(params![seq, rowid])?;
     Ok(())
 }
 
+static MATERIALIZE_ROW: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT OR IGNORE INTO event_records(seq, {RECORD_COLUMNS})
+         SELECT ?1, {RECORD_COLUMNS} FROM records WHERE rowid = ?2"
+    )
+});
+
 /// Materialize the lazy events of the tenant's rows that are about to be deleted: those
-/// pending removal (a purge), or all of them (a `clear`).
+/// pending removal (a purge), or all of them (a `clear`). One statement: the database copies
+/// the rows.
 fn materialize_before_delete(
     tx: &Transaction<'_>,
     tenant: &str,
@@ -1164,17 +1288,11 @@ fn materialize_before_delete(
     } else {
         "records WHERE tenant = ?1 AND"
     };
-    let rows = tx
-        .prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS}, rowid, last_event FROM {rows} last_event IS NOT NULL"
-        ))?
-        .query_map(params![tenant], read_row)?
-        .collect::<Result<Vec<_>, _>>()?;
-    for row in rows {
-        if let Some(seq) = row.last_event {
-            materialize(tx, seq, &row.stored.record)?;
-        }
-    }
+    tx.prepare_cached(&format!(
+        "INSERT OR IGNORE INTO event_records(seq, {RECORD_COLUMNS})
+         SELECT last_event, {RECORD_COLUMNS} FROM {rows} last_event IS NOT NULL"
+    ))?
+    .execute(params![tenant])?;
     Ok(())
 }
 
@@ -1671,6 +1789,114 @@ mod tests {
     }
 
     #[test]
+    fn an_update_that_keeps_the_path_writes_every_other_field() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let before = rec("id:a", "/d/a.txt", RecordKind::File);
+        store
+            .apply("t", &[up(before.clone(), ChangeKind::Created)], None)
+            .unwrap();
+        // Everything but the id, `path.lower` and the shared flag changes: the row is updated
+        // in place, and must come back with every new value.
+        let mut after = before.clone();
+        after.revision = Some("r2".into());
+        after.name = "A.txt".into();
+        after.path = Some(RecordPath {
+            display: "/D/A.txt".into(),
+            lower: "/d/a.txt".into(),
+        });
+        after.parent_external_id = Some("id:d".into());
+        after.kind = RecordKind::Folder;
+        after.mime_type = "text/plain".into();
+        after.size = u64::MAX;
+        after.content_hash = Some("h2".into());
+        after.client_modified = Some("2026-01-01T00:00:00Z".into());
+        after.server_modified = Some("2026-01-02T00:00:00Z".into());
+        after.is_downloadable = false;
+        after.export_format = Some("pdf".into());
+        after.web_url = Some("https://example.com/a".into());
+        after.shared_url = Some("https://example.com/s".into());
+        store
+            .apply(
+                "t",
+                &[up(after.clone(), ChangeKind::ContentAndMetadata)],
+                None,
+            )
+            .unwrap();
+        let stored = store.get_records("t", &["id:a".into()]).unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].record, after);
+        assert!(!stored[0].pending_removal);
+        let events = store.events(Some("t"), 0).unwrap();
+        assert_eq!(events[0].record, record_json(&before));
+        assert_eq!(events[1].record, record_json(&after));
+        // The path still finds it, and only it.
+        let found = store.find_by_paths("t", &["/d/a.txt".into()]).unwrap();
+        assert_eq!(found, vec![Some(after)]);
+    }
+
+    #[test]
+    fn a_version_3_database_is_migrated_keeping_its_lazy_and_materialized_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "CREATE TABLE schema_version(version INTEGER NOT NULL); BEGIN; {SCHEMA_V2} {V2_TO_V3} COMMIT;"
+            ))
+            .unwrap();
+            // Event 7 was materialized as JSON by version 3 (the record then changed and got
+            // event 8, whose snapshot is still the row).
+            conn.execute_batch(
+                "INSERT INTO records(tenant, external_id, name, path_display, path_lower, kind, mime_type,
+                     size, is_downloadable, is_shared, last_event)
+                   VALUES ('t', 'id:a', 'a', '/A', '/a', 'file', 'text/plain', 6, 1, 0, 8);
+                 INSERT INTO events(seq, tenant, batch, kind, external_id, path_lower, record_json, at)
+                   VALUES (7, 't', 7, 'created', 'id:a', '/a', '{\"id\":\"id:a\",\"size\":5}', 0),
+                          (8, 't', 8, 'content', 'id:a', NULL, NULL, 0);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let before = store.events(None, 0).unwrap();
+        assert_eq!(before.len(), 2);
+        assert_eq!(before[0].record["size"], 5);
+        assert_eq!(before[1].record["size"], 6);
+        assert_eq!(before[1].path_lower.as_deref(), Some("/a"));
+        // A change now copies the row into event 8's snapshot before it takes the new values.
+        let mut a = rec("id:a", "/a", RecordKind::File);
+        a.size = 9;
+        store
+            .apply("t", &[up(a, ChangeKind::Content)], None)
+            .unwrap();
+        let snapshots: i64 = store
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM event_records WHERE seq = 8",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(snapshots, 1);
+        let after = store.events(None, 0).unwrap();
+        assert_eq!(after[..2], before[..]);
+        assert_eq!(after[2].record["size"], 9);
+        // Then a purge: the last event's snapshot is copied before the row goes.
+        store
+            .apply(
+                "t",
+                &[Change::RemoveSubtree("/a".into()), Change::Purge],
+                None,
+            )
+            .unwrap();
+        let purged = store.events(None, 0).unwrap();
+        assert_eq!(purged[..3], after[..]);
+        assert_eq!(purged[3].kind, "deleted");
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.events(None, 0).unwrap(), purged);
+    }
+
+    #[test]
     fn a_version_1_database_is_refused_with_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
@@ -1688,7 +1914,7 @@ mod tests {
                 err,
                 StoreError::SchemaVersion {
                     found: 1,
-                    wanted: 3
+                    wanted: SCHEMA_VERSION
                 }
             ),
             "{err}"
