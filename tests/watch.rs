@@ -903,7 +903,7 @@ fn settings_out_of_bounds_are_refused_with_a_clear_message() {
     }
     // Nothing refused was stored: the defaults (the manifest's) still show.
     let out = cli(&["config", "--db", db, "--tenant", "t", "get", "batch_size"]);
-    assert_eq!(text(&out.stdout).trim(), "1000");
+    assert_eq!(text(&out.stdout).trim(), "2000");
     let ok = cli(&[
         "config",
         "--db",
