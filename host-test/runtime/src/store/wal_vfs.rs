@@ -215,16 +215,6 @@ fn is_commit_header(data: &[u8], at: i64) -> bool {
     at >= WAL_HEADER_BYTES && data.len() == FRAME_HEADER_BYTES && data[4..8] != [0, 0, 0, 0]
 }
 
-/// Write the buffer out, then run `then` (the default VFS's method) unless that failed.
-macro_rules! after_flush {
-    ($file:expr, |$w:ident| $then:expr) => {{
-        // SAFETY: SQLite calls these methods only on files `open` set them on.
-        let $w = unsafe { wal($file) };
-        let rc = $w.flush();
-        if rc != ffi::SQLITE_OK { rc } else { $then }
-    }};
-}
-
 unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
     // SAFETY: a WAL file opened by `open`; after this SQLite never uses it again.
     unsafe {
@@ -243,17 +233,35 @@ unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
     }
 }
 
-unsafe extern "C" fn read(
-    file: *mut ffi::sqlite3_file,
-    data: *mut c_void,
-    len: c_int,
-    at: ffi::sqlite3_int64,
-) -> c_int {
-    after_flush!(file, |w| match w.methods().xRead {
-        // SAFETY: SQLite's own arguments, for the file opened for them.
-        Some(read) => unsafe { read(w.inner, data, len, at) },
-        None => ffi::SQLITE_IOERR_READ,
-    })
+/// Methods of a WAL file that write the buffer out first, then call the default VFS's method
+/// (or answer the given code if it has none).
+macro_rules! flush_then_forward {
+    ($(fn $name:ident($($arg:ident: $ty:ty),*) => $method:ident or $missing:expr;)*) => {$(
+        unsafe extern "C" fn $name(file: *mut ffi::sqlite3_file, $($arg: $ty),*) -> c_int {
+            // SAFETY: SQLite calls these methods only on the WAL files `open` made, with its
+            // own arguments for the file that was opened for them.
+            let w = unsafe { wal(file) };
+            let rc = w.flush();
+            if rc != ffi::SQLITE_OK {
+                return rc;
+            }
+            match w.methods().$method {
+                Some(method) => unsafe { method(w.inner, $($arg),*) },
+                None => $missing,
+            }
+        }
+    )*};
+}
+
+flush_then_forward! {
+    fn read(data: *mut c_void, len: c_int, at: ffi::sqlite3_int64) => xRead or ffi::SQLITE_IOERR_READ;
+    fn truncate(size: ffi::sqlite3_int64) => xTruncate or ffi::SQLITE_IOERR_TRUNCATE;
+    fn sync(flags: c_int) => xSync or ffi::SQLITE_IOERR_FSYNC;
+    fn file_size(size: *mut ffi::sqlite3_int64) => xFileSize or ffi::SQLITE_IOERR_FSTAT;
+    fn lock(level: c_int) => xLock or ffi::SQLITE_OK;
+    fn unlock(level: c_int) => xUnlock or ffi::SQLITE_OK;
+    fn check_reserved_lock(out: *mut c_int) => xCheckReservedLock or ffi::SQLITE_OK;
+    fn file_control(op: c_int, arg: *mut c_void) => xFileControl or ffi::SQLITE_NOTFOUND;
 }
 
 unsafe extern "C" fn write(
@@ -270,69 +278,6 @@ unsafe extern "C" fn write(
         let data = std::slice::from_raw_parts(data.cast::<u8>(), len as usize);
         wal(file).write(data, at)
     }
-}
-
-unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: ffi::sqlite3_int64) -> c_int {
-    after_flush!(file, |w| match w.methods().xTruncate {
-        // SAFETY: as for `read`.
-        Some(truncate) => unsafe { truncate(w.inner, size) },
-        None => ffi::SQLITE_IOERR_TRUNCATE,
-    })
-}
-
-unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    after_flush!(file, |w| match w.methods().xSync {
-        // SAFETY: as for `read`.
-        Some(sync) => unsafe { sync(w.inner, flags) },
-        None => ffi::SQLITE_IOERR_FSYNC,
-    })
-}
-
-unsafe extern "C" fn file_size(
-    file: *mut ffi::sqlite3_file,
-    size: *mut ffi::sqlite3_int64,
-) -> c_int {
-    after_flush!(file, |w| match w.methods().xFileSize {
-        // SAFETY: as for `read`.
-        Some(file_size) => unsafe { file_size(w.inner, size) },
-        None => ffi::SQLITE_IOERR_FSTAT,
-    })
-}
-
-unsafe extern "C" fn lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    after_flush!(file, |w| match w.methods().xLock {
-        // SAFETY: as for `read`.
-        Some(lock) => unsafe { lock(w.inner, level) },
-        None => ffi::SQLITE_OK,
-    })
-}
-
-unsafe extern "C" fn unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    after_flush!(file, |w| match w.methods().xUnlock {
-        // SAFETY: as for `read`.
-        Some(unlock) => unsafe { unlock(w.inner, level) },
-        None => ffi::SQLITE_OK,
-    })
-}
-
-unsafe extern "C" fn check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
-    after_flush!(file, |w| match w.methods().xCheckReservedLock {
-        // SAFETY: as for `read`.
-        Some(check) => unsafe { check(w.inner, out) },
-        None => ffi::SQLITE_OK,
-    })
-}
-
-unsafe extern "C" fn file_control(
-    file: *mut ffi::sqlite3_file,
-    op: c_int,
-    arg: *mut c_void,
-) -> c_int {
-    after_flush!(file, |w| match w.methods().xFileControl {
-        // SAFETY: as for `read`.
-        Some(control) => unsafe { control(w.inner, op, arg) },
-        None => ffi::SQLITE_NOTFOUND,
-    })
 }
 
 unsafe extern "C" fn sector_size(file: *mut ffi::sqlite3_file) -> c_int {
