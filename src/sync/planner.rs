@@ -245,7 +245,6 @@ pub fn plan_page(
     } else {
         occupants(store, &paths, &live)?
     };
-    drop(live);
     let mut overlay = Overlay::new(by_id, paths, found);
 
     let mut plan = PagePlan::default();

@@ -149,7 +149,7 @@ impl WalFile {
         unsafe { &*(*self.inner).pMethods }
     }
 
-    fn write_through(&mut self, data: *const c_void, len: c_int, at: i64) -> c_int {
+    fn write_through(&self, data: *const c_void, len: c_int, at: i64) -> c_int {
         #[cfg(test)]
         tests::count_write(len);
         match self.methods().xWrite {
@@ -165,21 +165,22 @@ impl WalFile {
         if self.buffer.is_empty() {
             return ffi::SQLITE_OK;
         }
-        let buffer = std::mem::take(&mut self.buffer);
-        let rc = match c_int::try_from(buffer.len()) {
-            Ok(len) => self.write_through(buffer.as_ptr().cast(), len, self.buffer_at),
+        let rc = match c_int::try_from(self.buffer.len()) {
+            Ok(len) => self.write_through(self.buffer.as_ptr().cast(), len, self.buffer_at),
             Err(_) => ffi::SQLITE_IOERR_WRITE,
         };
-        // Keep the allocation for the next run.
-        self.buffer = buffer;
+        // The allocation stays, for the next run.
         self.buffer.clear();
         rc
     }
 
     fn write(&mut self, data: &[u8], at: i64) -> c_int {
-        let commit_page = self.commit_page_at.take() == Some(at);
+        // The page of a commit frame (its header just emptied the buffer), or a write larger
+        // than the buffer, goes straight to the file.
+        let direct = self.commit_page_at.take() == Some(at) || data.len() > BUFFER_BYTES;
         if !self.buffer.is_empty()
-            && (at != self.buffer_at + self.buffer.len() as i64
+            && (direct
+                || at != self.buffer_at + self.buffer.len() as i64
                 || self.buffer.len() + data.len() > BUFFER_BYTES)
         {
             let rc = self.flush();
@@ -187,11 +188,7 @@ impl WalFile {
                 return rc;
             }
         }
-        if commit_page || data.len() > BUFFER_BYTES {
-            let rc = self.flush();
-            if rc != ffi::SQLITE_OK {
-                return rc;
-            }
+        if direct {
             return self.write_through(data.as_ptr().cast(), data.len() as c_int, at);
         }
         if self.buffer.is_empty() {
