@@ -1789,6 +1789,37 @@ mod tests {
     }
 
     #[test]
+    fn a_creation_of_an_id_the_store_has_updates_its_row_and_keeps_the_old_snapshot() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let first = rec("id:a", "/a", RecordKind::File);
+        store
+            .apply("t", &[up(first.clone(), ChangeKind::Created)], None)
+            .unwrap();
+        // Pending removal, then "created" again with other values (a connector whose view
+        // was stale): the insert finds the row, and the general path updates and restores it.
+        let mut again = first.clone();
+        again.size = 2;
+        store
+            .apply(
+                "t",
+                &[
+                    Change::MarkAllPending,
+                    up(again.clone(), ChangeKind::Created),
+                ],
+                None,
+            )
+            .unwrap();
+        let stored = store.get_records("t", &["id:a".into()]).unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].record, again);
+        assert!(!stored[0].pending_removal);
+        let events = store.events(Some("t"), 0).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].record, record_json(&first));
+        assert_eq!(events[1].record, record_json(&again));
+    }
+
+    #[test]
     fn an_update_that_keeps_the_path_writes_every_other_field() {
         let store = SqliteStore::open_in_memory().unwrap();
         let before = rec("id:a", "/d/a.txt", RecordKind::File);
