@@ -20,6 +20,7 @@
 //!   (flat sources) never conflict;
 //! - paths are compared byte for byte: the source folds case, the store never does.
 
+mod checkpointer;
 #[cfg(test)]
 pub(crate) mod contract;
 pub mod pg;

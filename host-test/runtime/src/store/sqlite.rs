@@ -36,6 +36,7 @@ use crate::secrets::{
     Keyring, RotationReport, open_credentials, reseal_credentials, seal_credentials,
 };
 
+use super::checkpointer::{CheckpointPolicy, Checkpointer};
 use super::{
     ApplySummary, Change, ChangeKind, Event, GroupKind, Permission, Record, RecordGroup,
     RecordKind, RecordPath, RecordStore, Role, StoreError, StoredCredentials, StoredRecord,
@@ -45,6 +46,9 @@ use super::{
 const SCHEMA_VERSION: i64 = 4;
 
 pub struct SqliteStore {
+    /// Checkpoints the WAL beside the writer (`checkpointer`); declared first, so it stops
+    /// before the connection closes. None: a store in memory, or no thread could be had.
+    checkpointer: Option<Checkpointer>,
     conn: Mutex<Connection>,
     /// Seals credentials before they are written, opens them when read (crate::secrets).
     keys: KeySource,
@@ -135,6 +139,13 @@ impl SqliteStore {
     /// Open (creating and migrating) the database file. A new file is readable by its owner
     /// only: it holds credentials.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        Self::open_with_checkpoints(path, CheckpointPolicy::default())
+    }
+
+    fn open_with_checkpoints(
+        path: &Path,
+        policy: CheckpointPolicy,
+    ) -> Result<SqliteStore, StoreError> {
         let existed = path.exists();
         if !existed {
             create_private_file(path).map_err(|e| StoreError::Open {
@@ -144,21 +155,27 @@ impl SqliteStore {
         }
         // The default VFS with the WAL's writes gathered (`wal_vfs`); the default VFS itself if
         // that cannot be had (the same files, the same guarantees, more system calls).
-        let opened = match super::wal_vfs::register() {
-            Ok(vfs) => Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs),
-            Err(why) => {
+        let vfs = super::wal_vfs::register()
+            .inspect_err(|why| {
                 tracing::warn!(%why, "SQLite store: writing the WAL through the default VFS");
-                Connection::open(path)
-            }
+            })
+            .ok();
+        let opened = match vfs {
+            Some(vfs) => Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs),
+            None => Connection::open(path),
         };
-        let conn = opened.map_err(|e| StoreError::Open {
+        let open_error = |e: rusqlite::Error| StoreError::Open {
             path: path.display().to_string(),
             message: e.to_string(),
-        })?;
-        Self::init(
+        };
+        let conn = opened.map_err(open_error)?;
+        let mut store = Self::init(
             conn,
             KeySource::BesideDatabase(path.to_path_buf(), Mutex::new(None)),
-        )
+        )?;
+        let writer = store.conn.get_mut().unwrap_or_else(|p| p.into_inner());
+        store.checkpointer = Checkpointer::start(writer, path, vfs, policy).map_err(open_error)?;
+        Ok(store)
     }
 
     /// A store in memory; its credentials are sealed under a random key that lives as long as
@@ -185,9 +202,12 @@ impl SqliteStore {
         // at 100,000 (400 MB). The host's memory does not grow with it (the WAL is a file, its
         // index about 1 MB); the file is removed when the last connection closes. Cutting the
         // file back after each checkpoint (`journal_size_limit` 64 MB) lost the gain.
+        // A file-backed store replaces this with its own hook (`Checkpointer`), which
+        // checkpoints on another thread first and only then, at the same bound, inline.
         conn.pragma_update(None, "wal_autocheckpoint", 100_000)?;
         migrate(&conn)?;
         Ok(SqliteStore {
+            checkpointer: None,
             conn: Mutex::new(conn),
             keys,
             fail_after: Mutex::new(None),
@@ -2067,6 +2087,65 @@ mod key_beside_database {
         // Another process (a new store on the same file) finds the same key.
         let again = SqliteStore::open(&path).unwrap();
         assert_eq!(again.credentials("t").unwrap(), Some(creds));
+    }
+}
+
+#[cfg(test)]
+mod background_checkpoints {
+    use super::tests::{point, rec, up};
+    use super::*;
+
+    #[test]
+    fn the_wal_is_copied_into_the_database_file_by_the_background_thread_while_the_store_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        // Far below the inline bound, so only the background thread can checkpoint here.
+        let policy = CheckpointPolicy {
+            background_at: 8,
+            inline_at: i32::MAX,
+        };
+        let store = SqliteStore::open_with_checkpoints(&path, policy).unwrap();
+        assert!(store.checkpointer.is_some(), "a file store has the thread");
+        let file_len = || std::fs::metadata(&path).unwrap().len();
+        let before = file_len();
+        for batch in 0..20 {
+            let changes: Vec<Change> = (0..50)
+                .map(|i| {
+                    let id = format!("id:{batch}-{i}");
+                    up(
+                        rec(&id, &format!("/d{batch}/f{i}"), RecordKind::File),
+                        ChangeKind::Created,
+                    )
+                })
+                .collect();
+            store
+                .apply("t", &changes, Some(&point(&batch.to_string())))
+                .unwrap();
+        }
+        // Nothing but a checkpoint writes to the database file in WAL mode; without the thread
+        // (and with no automatic checkpoint) it would keep its size until the close.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while file_len() <= before && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(
+            file_len() > before,
+            "the database file grew while the store was open ({before} bytes before)"
+        );
+        // Every record is readable, and the database is whole.
+        assert_eq!(store.records("t").unwrap().len(), 1000);
+        drop(store);
+        let wal = dir.path().join("c.db-wal");
+        assert!(!wal.exists(), "the last connection's close removes the WAL");
+        let check = Connection::open(&path).unwrap();
+        let integrity: String = check
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok");
+        let count: i64 = check
+            .query_row("SELECT count(*) FROM records", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 1000);
     }
 }
 
