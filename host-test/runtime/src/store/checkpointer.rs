@@ -3,8 +3,8 @@
 //!
 //! SQLite's automatic checkpoint runs inside the commit that takes the WAL past its threshold:
 //! the writer copies every page the WAL holds into the database file, with two `fsync`s, before
-//! its `apply` returns. A 1,000,000-file sync crosses the threshold about ten times, and the
-//! last connection's close copies what is left (a sixth of a 20,000-file sync's samples was
+//! its `apply` returns. A 1,000,000-file sync crosses that threshold again and again, and the
+//! last connection's close copies what is left (5 to 6% of a 20,000-file sync's samples was
 //! that close; BENCHMARKS.md, fourth round). A checkpoint does not need the writer: SQLite lets
 //! another connection copy committed frames while the writer appends new ones (a `PASSIVE`
 //! checkpoint takes no lock the writer needs and never waits). So the store's connection gets
