@@ -22,11 +22,11 @@
 //! would, once the WAL holds `inline_at` frames (while the writer copies, nothing is appended,
 //! so that checkpoint catches up and the WAL starts over at the next transaction).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 /// When checkpoints run, in WAL frames (one frame holds one page, 4 KiB by default).
 #[derive(Debug, Clone, Copy)]
@@ -112,12 +112,8 @@ impl Checkpointer {
     }
 }
 
-fn run(path: &PathBuf, vfs: Option<&'static str>, signal: &(Mutex<Signal>, Condvar)) {
-    let opened = match vfs {
-        Some(vfs) => Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs),
-        None => Connection::open(path),
-    };
-    let conn = match opened {
+fn run(path: &Path, vfs: Option<&'static str>, signal: &(Mutex<Signal>, Condvar)) {
+    let conn = match super::sqlite::open_connection(path, vfs) {
         Ok(conn) => conn,
         Err(why) => {
             tracing::warn!(%why, "SQLite store: the checkpoint thread could not open the database; the writer checkpoints alone");

@@ -135,6 +135,18 @@ static SELECT_ROW: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// A connection to the database file through `vfs` (the WAL VFS's name), or the default VFS
+/// when there is none; the store and its checkpoint thread open theirs alike.
+pub(super) fn open_connection(
+    path: &Path,
+    vfs: Option<&'static str>,
+) -> rusqlite::Result<Connection> {
+    match vfs {
+        Some(vfs) => Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs),
+        None => Connection::open(path),
+    }
+}
+
 impl SqliteStore {
     /// Open (creating and migrating) the database file. A new file is readable by its owner
     /// only: it holds credentials.
@@ -160,10 +172,7 @@ impl SqliteStore {
                 tracing::warn!(%why, "SQLite store: writing the WAL through the default VFS");
             })
             .ok();
-        let opened = match vfs {
-            Some(vfs) => Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs),
-            None => Connection::open(path),
-        };
+        let opened = open_connection(path, vfs);
         let open_error = |e: rusqlite::Error| StoreError::Open {
             path: path.display().to_string(),
             message: e.to_string(),
