@@ -335,7 +335,7 @@ pub fn reindex_records(
                     orphans: &no_orphans,
                     after_mark_all: false,
                 };
-                let plan = plan_page(store, &[meta], &cfg.filters, None, context)?;
+                let plan = plan_page(store, vec![meta], &cfg.filters, None, context)?;
                 follow_ups.extend(plan.follow_ups.into_iter().map(|(_, f)| f));
                 plan.changes
             }

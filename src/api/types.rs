@@ -158,6 +158,17 @@ impl Metadata {
         }
     }
 
+    /// Take the lower-cased full path out of the entry (a planner that consumes the entry
+    /// keeps the string instead of copying it).
+    pub fn take_path_lower(&mut self) -> Option<String> {
+        match self {
+            Metadata::File(f) => f.path_lower.take(),
+            Metadata::Folder(f) => f.path_lower.take(),
+            Metadata::Deleted(d) => d.path_lower.take(),
+            Metadata::Unknown { .. } => None,
+        }
+    }
+
     /// The stable id (files and folders only; deleted entries carry none).
     pub fn id(&self) -> Option<&str> {
         match self {

@@ -35,6 +35,7 @@
 
 pub mod filters;
 pub mod follow;
+pub mod hashing;
 pub mod mapping;
 pub mod planner;
 
@@ -509,7 +510,7 @@ fn reconcile_shared(
 ) -> Result<(), ConnectorError> {
     let mut changes = Vec::new();
     let shared_now = store.list_shared()?;
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = hashing::PageSet::default();
     for record in shared_now {
         seen.insert(record.external_id.clone());
         let url = links
@@ -724,7 +725,7 @@ pub fn run_sync(
     let mut next_page: Option<crate::client::PendingCall> = None;
     loop {
         let prefetched = next_page.take();
-        let page: ListFolderResult = match (&state.cursor, prefetched) {
+        let mut page: ListFolderResult = match (&state.cursor, prefetched) {
             (None, _) => {
                 let arg = ListFolderArg {
                     path: String::new(),
@@ -824,10 +825,11 @@ pub fn run_sync(
             };
             next_page = Some(client.start_rpc("files/list_folder/continue", Some(&arg))?);
         }
+        let page_entries = page.entries.len() as u64;
         let plan_started = std::time::Instant::now();
         let mut plan = plan_page(
             store,
-            &page.entries,
+            std::mem::take(&mut page.entries),
             &cfg.filters,
             links.as_ref(),
             planner::PageContext {
@@ -885,7 +887,7 @@ pub fn run_sync(
             finish_follow_ups(store, &mut state, &mut totals)?;
         }
         pages += 1;
-        entries += page.entries.len() as u64;
+        entries += page_entries;
         client.host().progress(
             if kind == SyncKind::Incremental {
                 "changes"

@@ -15,7 +15,7 @@
 //!
 //! One page costs two store lookups (records by id, live records by path), whatever its size.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
@@ -24,13 +24,14 @@ use crate::api::types::Metadata;
 use crate::config::Filters;
 use crate::model::{Change, ChangeKind, DropboxPath, Record, RecordKind};
 use crate::ports::{Store, StoreError};
+use crate::sync::hashing::{PageMap, PageSet, map_with_capacity};
 use crate::sync::mapping::{child_display, file_record, folder_record, parent_path, web_url};
 
 /// Shared links of the account, listed once per sync.
 #[derive(Debug, Default, Clone)]
 pub struct SharedLinks {
-    pub by_id: HashMap<String, String>,
-    pub by_path: HashMap<String, String>,
+    pub by_id: PageMap<String, String>,
+    pub by_path: PageMap<String, String>,
 }
 
 impl SharedLinks {
@@ -111,11 +112,11 @@ pub(crate) fn is_under(path: &str, folder: &str) -> bool {
 /// a tenth of planning in copying and freeing records).
 struct Overlay {
     /// Records by id (live or pending removal), as they will be after the changes so far.
-    by_id: HashMap<String, Rc<Record>>,
+    by_id: PageMap<String, Rc<Record>>,
     /// The live record at each path looked at (None: nothing there). A hash map: comparing
     /// paths, which share long prefixes, for ordered lookups and sorting took about a sixth of
     /// the guest's samples.
-    at_path: HashMap<Rc<str>, Option<Rc<Record>>>,
+    at_path: PageMap<Rc<str>, Option<Rc<Record>>>,
     /// The keys of `at_path` in byte order, for subtree ranges: sorted when a page first
     /// removes a subtree (most pages remove none: sorting every page's paths was a
     /// twentieth of the guest's time), kept in order after that.
@@ -124,7 +125,7 @@ struct Overlay {
 
 impl Overlay {
     fn new(
-        by_id: HashMap<String, Rc<Record>>,
+        by_id: PageMap<String, Rc<Record>>,
         paths: Vec<String>,
         found: Vec<Option<Rc<Record>>>,
     ) -> Self {
@@ -200,10 +201,10 @@ pub struct PageContext<'a> {
     pub after_mark_all: bool,
 }
 
-/// Plan one page.
+/// Plan one page. The entries are consumed: their strings move into the planned records.
 pub fn plan_page(
     store: &mut dyn Store,
-    entries: &[Metadata],
+    entries: Vec<Metadata>,
     filters: &Filters,
     links: Option<&SharedLinks>,
     context: PageContext<'_>,
@@ -214,9 +215,10 @@ pub fn plan_page(
         .filter_map(|e| e.id().map(String::from))
         .collect();
     // Each path, and its parent, once (in no particular order: see `Overlay::sorted`).
-    let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len() * 2);
+    let mut seen: PageSet<&str> =
+        PageSet::with_capacity_and_hasher(entries.len() * 2, Default::default());
     let mut paths: Vec<String> = Vec::with_capacity(entries.len() * 2);
-    for e in entries {
+    for e in &entries {
         if let Some(p) = e.path_lower() {
             for path in std::iter::once(p).chain(parent_path(p)) {
                 if seen.insert(path) {
@@ -231,7 +233,7 @@ pub fn plan_page(
     } else {
         store.get_records(ids)?
     };
-    let mut by_id = HashMap::with_capacity(known.len());
+    let mut by_id = map_with_capacity(known.len());
     let mut live = Vec::with_capacity(known.len());
     for stored in known {
         let record = Rc::new(stored.record);
@@ -259,8 +261,8 @@ pub fn plan_page(
     // place of another folder (whose children it inherits).
     let mut folders: Vec<(usize, Option<Rc<Record>>, bool)> = Vec::new();
 
-    for entry in entries {
-        let Some(path) = entry.path_lower().map(String::from) else {
+    for mut entry in entries {
+        let Some(path) = entry.take_path_lower() else {
             plan.skipped.push(format!(
                 "{} (not mounted: no path)",
                 entry.name().unwrap_or("?")
@@ -318,7 +320,7 @@ pub fn plan_page(
                     overlay.set(prev.path_lower_str(), None);
                 }
 
-                if !filters.matches(entry, &path) {
+                if !filters.matches(&entry, &path) {
                     // Not kept: a record the store has for it must go, also when it moved
                     // out of the kept set (its old path is free in the overlay by now, but
                     // not in the store). The record stays known by id: it is only pending
@@ -336,22 +338,22 @@ pub fn plan_page(
                 }
 
                 let parent_path_lower = parent_path(&path);
+                let has_parent = parent_path_lower.is_some();
                 let parent = parent_path_lower.and_then(|pp| overlay.occupant(pp));
                 let parent_id = parent.map(|p| p.external_id.clone());
-                let parent_display = parent.map(|p| p.path_display_str().to_string());
                 let display = child_display(
-                    parent_display.as_deref(),
+                    parent.map(|p| p.path_display_str()),
                     entry.name().unwrap_or_default(),
                     entry.path_display(),
                 );
                 let mut record = match entry {
-                    Metadata::File(f) => file_record(f, &path, display, parent_id.clone()),
-                    Metadata::Folder(f) => folder_record(f, &path, display, parent_id.clone()),
+                    Metadata::File(f) => file_record(f, path, display, parent_id),
+                    Metadata::Folder(f) => folder_record(f, path, display, parent_id),
                     _ => continue,
                 };
                 match links {
                     Some(links) => {
-                        if let Some(url) = links.url_for(&id, &path) {
+                        if let Some(url) = links.url_for(&id, record.path_lower_str()) {
                             record.is_shared = true;
                             record.shared_url = Some(url.clone());
                         }
@@ -372,15 +374,15 @@ pub fn plan_page(
                     plan.created_unshared_files.push(id.clone());
                 }
                 // Also when known: a later entry of the page may replace the parent folder.
-                if parent_path_lower.is_some() {
+                if has_parent {
                     unresolved.push((planned.len(), previous.clone()));
                 }
                 if is_folder {
                     folders.push((planned.len(), previous.clone(), inherits_children));
                 }
                 let shared = Rc::new(record);
-                overlay.by_id.insert(id.clone(), Rc::clone(&shared));
-                overlay.set(&path, Some(Rc::clone(&shared)));
+                overlay.set(shared.path_lower_str(), Some(Rc::clone(&shared)));
+                overlay.by_id.insert(id, Rc::clone(&shared));
                 planned.push(Planned::Upsert {
                     record: shared,
                     event,
@@ -493,7 +495,7 @@ fn occupants(
     paths: &[String],
     live: &[Rc<Record>],
 ) -> Result<Vec<Option<Rc<Record>>>, StoreError> {
-    let held: HashMap<&str, &Rc<Record>> = live
+    let held: PageMap<&str, &Rc<Record>> = live
         .iter()
         .filter_map(|r| r.path_lower().map(|p| (p, r)))
         .collect();

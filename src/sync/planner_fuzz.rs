@@ -360,7 +360,7 @@ fn check_page(
         orphans: &carry.orphans,
         after_mark_all: listing_start,
     };
-    let plan = plan_page(store, entries, filters, None, context)
+    let plan = plan_page(store, entries.to_vec(), filters, None, context)
         .map_err(|e| format!("planning failed: {e}"))?;
     let mut changes = Vec::new();
     if listing_start {
@@ -416,7 +416,7 @@ fn check_page(
         orphans: &orphans_before,
         after_mark_all: false,
     };
-    let replan = plan_page(store, entries, filters, None, context)
+    let replan = plan_page(store, entries.to_vec(), filters, None, context)
         .map_err(|e| format!("replanning failed: {e}"))?;
     store
         .apply(replan.changes.clone(), None)
@@ -1077,7 +1077,7 @@ fn a_deletion_hides_the_subtree_from_the_rest_of_the_page() {
         orphans: &orphans,
         after_mark_all: false,
     };
-    let plan = plan_page(&mut store, &page, &Filters::default(), None, context)
+    let plan = plan_page(&mut store, page, &Filters::default(), None, context)
         .unwrap_or_else(|e| panic!("{e}"));
     let replaced: Vec<&Change> = plan
         .changes
