@@ -29,7 +29,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
 use crate::secrets::{
@@ -61,6 +61,8 @@ const RECORD_COLUMNS: &str = "external_id, revision, name, path_display, path_lo
      web_url, is_shared, shared_url, pending_removal";
 /// How many columns `RECORD_COLUMNS` names (`read_stored` reads them from index 0).
 const RECORD_COLUMN_COUNT: usize = 18;
+/// How many values `record_params!` gives: the tenant, the record's seventeen, its event.
+const RECORD_PARAMS: usize = 19;
 
 /// The parameters of `UPSERT_RECORD` and `INSERT_NEW_RECORD`, in their order (a macro: the
 /// values are borrowed from `r` for the statement's call, without copies).
@@ -402,12 +404,40 @@ impl RecordStore for SqliteStore {
             metadata_updates: 0,
             deletions: 0,
         };
-        for (index, change) in changes.iter().enumerate() {
+        let mut statements = Statements::new(&tx);
+        let mut index = 0;
+        while index < changes.len() {
+            // A run of creations goes in chunks (`create_chunk`); a chunk never reaches past
+            // an injected failure, so the failure still comes before the change it names.
+            let room = fail_after.map_or(usize::MAX, |at| at.saturating_sub(index));
+            let run = creation_run(&changes[index..]).min(room);
+            if run >= CREATION_CHUNK
+                && create_chunk(
+                    &mut statements,
+                    tenant,
+                    batch,
+                    at,
+                    &changes[index..index + CREATION_CHUNK],
+                )?
+            {
+                summary.created += CREATION_CHUNK as u64;
+                index += CREATION_CHUNK;
+                continue;
+            }
             if fail_after == Some(index) {
                 return Err(StoreError::Injected(index));
             }
-            apply_change(&tx, tenant, batch, at, change, &mut summary)?;
+            apply_change(
+                &mut statements,
+                tenant,
+                batch,
+                at,
+                &changes[index],
+                &mut summary,
+            )?;
+            index += 1;
         }
+        drop(statements);
         if fail_after.is_some() {
             // The failure point lies past the last change: fail just before committing.
             return Err(StoreError::Injected(changes.len()));
@@ -1006,25 +1036,102 @@ const V3_TO_V4: &str = "
     INSERT INTO schema_version(version) VALUES (4);
 ";
 
+/// The statements `apply` runs for each record, taken from the connection's statement cache
+/// once per call and held until it ends. Taken per change, each use hashed the statement's
+/// text to find it in the cache, and giving it back cleared its bindings and hashed the text
+/// again.
+struct Statements<'tx> {
+    tx: &'tx Transaction<'tx>,
+    insert_event: Option<CachedStatement<'tx>>,
+    insert_new_record: Option<CachedStatement<'tx>>,
+    select_row: Option<CachedStatement<'tx>>,
+    materialize: Option<CachedStatement<'tx>>,
+    update_in_place: Option<CachedStatement<'tx>>,
+    next_event: Option<CachedStatement<'tx>>,
+    chunk_row_event: Option<CachedStatement<'tx>>,
+    insert_events_chunk: Option<CachedStatement<'tx>>,
+    insert_records_chunk: Option<CachedStatement<'tx>>,
+}
+
+impl<'tx> Statements<'tx> {
+    fn new(tx: &'tx Transaction<'tx>) -> Self {
+        Statements {
+            tx,
+            insert_event: None,
+            insert_new_record: None,
+            select_row: None,
+            materialize: None,
+            update_in_place: None,
+            next_event: None,
+            chunk_row_event: None,
+            insert_events_chunk: None,
+            insert_records_chunk: None,
+        }
+    }
+
+    /// The statement in `slot`, prepared (or taken from the cache) on its first use.
+    fn prepared<'s>(
+        tx: &'tx Transaction<'tx>,
+        slot: &'s mut Option<CachedStatement<'tx>>,
+        sql: &str,
+    ) -> Result<&'s mut CachedStatement<'tx>, StoreError> {
+        match slot {
+            Some(statement) => Ok(statement),
+            None => Ok(slot.insert(tx.prepare_cached(sql)?)),
+        }
+    }
+
+    /// Append an event whose record is the record's row as it is now (a lazy snapshot: see
+    /// the module's doc); returns its sequence number, for the row's `last_event`.
+    fn insert_event(
+        &mut self,
+        tenant: &str,
+        batch: i64,
+        at: i64,
+        kind: &str,
+        external_id: &str,
+    ) -> Result<i64, StoreError> {
+        Self::prepared(
+            self.tx,
+            &mut self.insert_event,
+            "INSERT INTO events(tenant, batch, kind, external_id, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![tenant, batch, kind, external_id, at])?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// A record's row by (tenant, id), with where it is and the event whose snapshot it is.
+    fn stored_row(
+        &mut self,
+        tenant: &str,
+        external_id: &str,
+    ) -> Result<Option<StoredRow>, StoreError> {
+        Ok(Self::prepared(self.tx, &mut self.select_row, &SELECT_ROW)?
+            .query_row(params![tenant, external_id], read_row)
+            .optional()?)
+    }
+
+    /// Copy the row at `rowid` into the snapshot of its lazy event `seq`: the row is about to
+    /// change or go.
+    fn materialize(&mut self, seq: i64, rowid: i64) -> Result<(), StoreError> {
+        Self::prepared(self.tx, &mut self.materialize, &MATERIALIZE_ROW)?
+            .execute(params![seq, rowid])?;
+        Ok(())
+    }
+}
+
 fn apply_change(
-    tx: &Transaction<'_>,
+    statements: &mut Statements<'_>,
     tenant: &str,
     batch: i64,
     at: i64,
     change: &Change,
     summary: &mut ApplySummary,
 ) -> Result<(), StoreError> {
+    let tx = statements.tx;
     match change {
         Change::Upsert { record: r, event } => {
-            if r.external_id.is_empty() {
-                return Err(StoreError::Invalid("a record needs an external id".into()));
-            }
-            if r.path.as_ref().is_some_and(|p| p.lower.is_empty()) {
-                return Err(StoreError::Invalid(format!(
-                    "{}: a record's path.lower must not be empty",
-                    r.external_id
-                )));
-            }
+            validate(r)?;
             let kind = match event {
                 ChangeKind::Created => {
                     summary.created += 1;
@@ -1045,84 +1152,11 @@ fn apply_change(
                 }
                 ChangeKind::Unchanged => None,
             };
-            // A creation is tried as an insert first: one search of the id index instead of
-            // a lookup and then the upsert's own search. A row that exists after all (the
-            // connector's view was stale) leaves the insert without effect and goes the
-            // general way, with the event already appended.
-            let mut appended = None;
             if let Some(kind @ "created") = kind {
-                let seq = insert_event(tx, tenant, batch, at, kind, &r.external_id)?;
-                let inserted = tx
-                    .prepare_cached(&INSERT_NEW_RECORD)?
-                    .execute(record_params!(tenant, r, Some(seq)));
-                match inserted {
-                    Ok(1) => return Ok(()),
-                    Ok(_) => appended = Some(seq),
-                    Err(e) => return Err(write_error(tx, tenant, r, e)?),
-                }
+                let seq = statements.insert_event(tenant, batch, at, kind, &r.external_id)?;
+                return create(statements, tenant, batch, at, r, seq);
             }
-            let existing = stored_row(tx, tenant, &r.external_id)?;
-            let same = existing.as_ref().is_some_and(|old| old.stored.record == *r);
-            // The row is about to stop being the snapshot of its last event: a new event takes
-            // its place, or its values change.
-            if let Some(old) = &existing
-                && let Some(seq) = old.last_event
-                && (kind.is_some() || !same)
-            {
-                materialize(tx, seq, old.rowid)?;
-            }
-            let last_event = match (kind, appended) {
-                (Some(_), Some(seq)) => Some(seq),
-                (Some(kind), None) => {
-                    Some(insert_event(tx, tenant, batch, at, kind, &r.external_id)?)
-                }
-                (None, _) => existing
-                    .as_ref()
-                    .filter(|_| same)
-                    .and_then(|old| old.last_event),
-            };
-            // Another live record at the path fails the write on the index of live paths
-            // (`records_live_path`); the error then says which record holds it.
-            let written = match &existing {
-                // A replay, or a restore of the record as it was: at most the mark goes.
-                Some(old) if same && kind.is_none() => {
-                    if old.stored.pending_removal {
-                        tx.prepare_cached(
-                            "UPDATE records SET pending_removal = 0 WHERE rowid = ?1",
-                        )?
-                        .execute(params![old.rowid])
-                    } else {
-                        Ok(0)
-                    }
-                }
-                // A live row that keeps its path and shared flag (a content edit, a new
-                // revision): its indexed columns stay, so it is updated in place by rowid, and
-                // the indexes are not touched.
-                Some(old)
-                    if !old.stored.pending_removal
-                        && old.stored.record.path_lower() == r.path_lower()
-                        && old.stored.record.is_shared == r.is_shared =>
-                {
-                    let updated = tx
-                        .prepare_cached(UPDATE_IN_PLACE)?
-                        .execute(record_params!(old.rowid, r, last_event));
-                    if let Ok(n @ 0) | Ok(n @ 2..) = updated {
-                        // Read in this transaction a moment ago: a mismatch is a bug, never
-                        // to be passed over (the change would be lost).
-                        return Err(StoreError::Invalid(format!(
-                            "{}: the in-place update matched {n} rows",
-                            r.external_id
-                        )));
-                    }
-                    updated
-                }
-                _ => tx
-                    .prepare_cached(&UPSERT_RECORD)?
-                    .execute(record_params!(tenant, r, last_event)),
-            };
-            if let Err(e) = written {
-                return Err(write_error(tx, tenant, r, e)?);
-            }
+            upsert(statements, tenant, batch, at, r, kind, None)?;
         }
         Change::Replace {
             path_lower,
@@ -1179,6 +1213,270 @@ fn apply_change(
     Ok(())
 }
 
+/// Creations written together: a run of this many creations, of distinct ids and paths, is
+/// written by two statements (their events, then their rows) instead of two per record. Each
+/// statement costs SQLite its cursors, and the events table its AUTOINCREMENT counter, once
+/// per statement.
+const CREATION_CHUNK: usize = 64;
+
+/// The next sequence number an event may take: past every event there ever was (the
+/// AUTOINCREMENT counter, which a deleted last event leaves behind) and every one there is.
+const NEXT_EVENT: &str = "SELECT MAX(
+       COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+       COALESCE((SELECT MAX(seq) FROM events), 0)) + 1";
+
+/// The `created` events of a chunk, with the sequence numbers given: `?1` tenant, `?2` batch,
+/// `?3` time; then, per creation, its sequence number and id.
+static INSERT_EVENTS_CHUNK: LazyLock<String> = LazyLock::new(|| {
+    let rows: Vec<String> = (0..CREATION_CHUNK)
+        .map(|i| format!("(?{}, ?1, ?2, 'created', ?{}, ?3)", 4 + 2 * i, 5 + 2 * i))
+        .collect();
+    format!(
+        "INSERT INTO events(seq, tenant, batch, kind, external_id, at) VALUES {}",
+        rows.join(", ")
+    )
+});
+
+/// The rows of a chunk's creations, as `INSERT_NEW_RECORD` writes one: `?1` tenant; then, per
+/// creation, `record_params!`'s others (the record's seventeen values and its event).
+static INSERT_RECORDS_CHUNK: LazyLock<String> = LazyLock::new(|| {
+    let per_row = RECORD_PARAMS - 1;
+    let rows: Vec<String> = (0..CREATION_CHUNK)
+        .map(|i| {
+            let first = 2 + per_row * i;
+            let values: Vec<String> = (first..first + per_row - 1)
+                .map(|n| format!("?{n}"))
+                .collect();
+            format!("(?1, {}, 0, ?{})", values.join(", "), first + per_row - 1)
+        })
+        .collect();
+    format!(
+        "INSERT INTO records(tenant, {RECORD_COLUMNS}, last_event) VALUES {}
+         ON CONFLICT(tenant, external_id) DO NOTHING",
+        rows.join(", ")
+    )
+});
+
+/// How many of `changes`, from the first, are creations (checked as every upsert is), at most
+/// a chunk's worth.
+fn creation_run(changes: &[Change]) -> usize {
+    changes
+        .iter()
+        .take(CREATION_CHUNK)
+        .take_while(|c| {
+            matches!(c, Change::Upsert { record, event: ChangeKind::Created } if validate(record).is_ok())
+        })
+        .count()
+}
+
+/// Write a chunk of `CREATION_CHUNK` creations together: their events, in order, then their
+/// rows. Returns false, having written nothing, when two of them share an id or a path (the
+/// chunk is then written one change at a time, whose order decides what happens). What one
+/// at a time would do differently is redone that way: a creation whose id has a row after all
+/// goes the general way with its event, and a write that fails (the rows' statement is then
+/// undone whole) is repeated one row at a time, so that the error names the record and path.
+fn create_chunk(
+    statements: &mut Statements<'_>,
+    tenant: &str,
+    batch: i64,
+    at: i64,
+    chunk: &[Change],
+) -> Result<bool, StoreError> {
+    let records: Vec<&Record> = chunk
+        .iter()
+        .filter_map(|c| match c {
+            Change::Upsert { record, .. } => Some(record),
+            _ => None,
+        })
+        .collect();
+    if records.len() != CREATION_CHUNK {
+        return Ok(false);
+    }
+    let mut ids = std::collections::HashSet::with_capacity(CREATION_CHUNK);
+    let mut paths = std::collections::HashSet::with_capacity(CREATION_CHUNK);
+    for r in &records {
+        if !ids.insert(r.external_id.as_str()) || r.path_lower().is_some_and(|p| !paths.insert(p)) {
+            return Ok(false);
+        }
+    }
+    let tx = statements.tx;
+    let first: i64 = Statements::prepared(tx, &mut statements.next_event, NEXT_EVENT)?
+        .query_row([], |row| row.get(0))?;
+    let seq = |i: usize| first + i as i64;
+
+    let events = Statements::prepared(
+        tx,
+        &mut statements.insert_events_chunk,
+        &INSERT_EVENTS_CHUNK,
+    )?;
+    events.raw_bind_parameter(1, tenant)?;
+    events.raw_bind_parameter(2, batch)?;
+    events.raw_bind_parameter(3, at)?;
+    for (i, r) in records.iter().enumerate() {
+        events.raw_bind_parameter(4 + 2 * i, seq(i))?;
+        events.raw_bind_parameter(5 + 2 * i, r.external_id.as_str())?;
+    }
+    events.raw_execute()?;
+
+    let rows = Statements::prepared(
+        tx,
+        &mut statements.insert_records_chunk,
+        &INSERT_RECORDS_CHUNK,
+    )?;
+    rows.raw_bind_parameter(1, tenant)?;
+    for (i, r) in records.iter().enumerate() {
+        let values = record_params!(tenant, r, Some(seq(i)));
+        for (j, value) in values.iter().enumerate().skip(1) {
+            rows.raw_bind_parameter(1 + (RECORD_PARAMS - 1) * i + j, value)?;
+        }
+    }
+    match rows.raw_execute() {
+        Ok(n) if n == CREATION_CHUNK => {}
+        // Some ids had rows: those creations go the general way.
+        Ok(_) => {
+            for (i, r) in records.iter().enumerate() {
+                let written_here: Option<Option<i64>> = Statements::prepared(
+                    tx,
+                    &mut statements.chunk_row_event,
+                    "SELECT last_event FROM records WHERE tenant = ?1 AND external_id = ?2",
+                )?
+                .query_row(params![tenant, r.external_id], |row| row.get(0))
+                .optional()?;
+                if written_here != Some(Some(seq(i))) {
+                    upsert(
+                        statements,
+                        tenant,
+                        batch,
+                        at,
+                        r,
+                        Some("created"),
+                        Some(seq(i)),
+                    )?;
+                }
+            }
+        }
+        Err(_) => {
+            for (i, r) in records.iter().enumerate() {
+                create(statements, tenant, batch, at, r, seq(i))?;
+            }
+        }
+    }
+    #[cfg(test)]
+    creation_chunks::WRITTEN.with(|n| n.set(n.get() + 1));
+    Ok(true)
+}
+
+/// The checks every upsert passes before anything is written.
+fn validate(r: &Record) -> Result<(), StoreError> {
+    if r.external_id.is_empty() {
+        return Err(StoreError::Invalid("a record needs an external id".into()));
+    }
+    if r.path.as_ref().is_some_and(|p| p.lower.is_empty()) {
+        return Err(StoreError::Invalid(format!(
+            "{}: a record's path.lower must not be empty",
+            r.external_id
+        )));
+    }
+    Ok(())
+}
+
+/// Store the row of a creation whose event `seq` is appended. A creation is tried as an insert
+/// first: one search of the id index instead of a lookup and then the upsert's own search. A
+/// row that exists after all (the connector's view was stale) leaves the insert without
+/// effect and goes the general way, with the event already appended.
+fn create(
+    statements: &mut Statements<'_>,
+    tenant: &str,
+    batch: i64,
+    at: i64,
+    r: &Record,
+    seq: i64,
+) -> Result<(), StoreError> {
+    let tx = statements.tx;
+    let inserted = Statements::prepared(tx, &mut statements.insert_new_record, &INSERT_NEW_RECORD)?
+        .execute(record_params!(tenant, r, Some(seq)));
+    match inserted {
+        Ok(1) => Ok(()),
+        Ok(_) => upsert(statements, tenant, batch, at, r, Some("created"), Some(seq)),
+        Err(e) => Err(write_error(tx, tenant, r, e)?),
+    }
+}
+
+/// Store `r` over whatever row its id has (the general way): its event `kind` (none for an
+/// unchanged record) appended unless `appended` names it already.
+fn upsert(
+    statements: &mut Statements<'_>,
+    tenant: &str,
+    batch: i64,
+    at: i64,
+    r: &Record,
+    kind: Option<&str>,
+    appended: Option<i64>,
+) -> Result<(), StoreError> {
+    let tx = statements.tx;
+    let existing = statements.stored_row(tenant, &r.external_id)?;
+    let same = existing.as_ref().is_some_and(|old| old.stored.record == *r);
+    // The row is about to stop being the snapshot of its last event: a new event takes
+    // its place, or its values change.
+    if let Some(old) = &existing
+        && let Some(seq) = old.last_event
+        && (kind.is_some() || !same)
+    {
+        statements.materialize(seq, old.rowid)?;
+    }
+    let last_event = match (kind, appended) {
+        (Some(_), Some(seq)) => Some(seq),
+        (Some(kind), None) => {
+            Some(statements.insert_event(tenant, batch, at, kind, &r.external_id)?)
+        }
+        (None, _) => existing
+            .as_ref()
+            .filter(|_| same)
+            .and_then(|old| old.last_event),
+    };
+    // Another live record at the path fails the write on the index of live paths
+    // (`records_live_path`); the error then says which record holds it.
+    let written = match &existing {
+        // A replay, or a restore of the record as it was: at most the mark goes.
+        Some(old) if same && kind.is_none() => {
+            if old.stored.pending_removal {
+                tx.prepare_cached("UPDATE records SET pending_removal = 0 WHERE rowid = ?1")?
+                    .execute(params![old.rowid])
+            } else {
+                Ok(0)
+            }
+        }
+        // A live row that keeps its path and shared flag (a content edit, a new
+        // revision): its indexed columns stay, so it is updated in place by rowid, and
+        // the indexes are not touched.
+        Some(old)
+            if !old.stored.pending_removal
+                && old.stored.record.path_lower() == r.path_lower()
+                && old.stored.record.is_shared == r.is_shared =>
+        {
+            let updated =
+                Statements::prepared(tx, &mut statements.update_in_place, UPDATE_IN_PLACE)?
+                    .execute(record_params!(old.rowid, r, last_event));
+            if let Ok(n @ 0) | Ok(n @ 2..) = updated {
+                // Read in this transaction a moment ago: a mismatch is a bug, never
+                // to be passed over (the change would be lost).
+                return Err(StoreError::Invalid(format!(
+                    "{}: the in-place update matched {n} rows",
+                    r.external_id
+                )));
+            }
+            updated
+        }
+        _ => tx
+            .prepare_cached(&UPSERT_RECORD)?
+            .execute(record_params!(tenant, r, last_event)),
+    };
+    if let Err(e) = written {
+        return Err(write_error(tx, tenant, r, e)?);
+    }
+    Ok(())
+}
+
 /// What a failed write of `r`'s row means: a path held by another live record is a conflict
 /// that names it; anything else is the database's error.
 fn write_error(
@@ -1214,23 +1512,6 @@ fn mark_subtree(tx: &Transaction<'_>, tenant: &str, path: &str) -> Result<usize,
         )?
         .execute(params![tenant, lower, upper])?;
     Ok(exact + below)
-}
-
-/// Append an event whose record is the record's row as it is now (a lazy snapshot: see the
-/// module's doc); returns its sequence number, for the row's `last_event`.
-fn insert_event(
-    tx: &Transaction<'_>,
-    tenant: &str,
-    batch: i64,
-    at: i64,
-    kind: &str,
-    external_id: &str,
-) -> Result<i64, StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO events(tenant, batch, kind, external_id, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![tenant, batch, kind, external_id, at])?;
-    Ok(tx.last_insert_rowid())
 }
 
 /// The id of the live record at `path_lower` other than `external_id`, if any.
@@ -1276,25 +1557,6 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
         rowid: row.get(RECORD_COLUMN_COUNT)?,
         last_event: row.get(RECORD_COLUMN_COUNT + 1)?,
     })
-}
-
-fn stored_row(
-    tx: &Transaction<'_>,
-    tenant: &str,
-    external_id: &str,
-) -> Result<Option<StoredRow>, StoreError> {
-    Ok(tx
-        .prepare_cached(&SELECT_ROW)?
-        .query_row(params![tenant, external_id], read_row)
-        .optional()?)
-}
-
-/// Copy the row at `rowid` into the snapshot of its lazy event `seq`: the row is about to
-/// change or go.
-fn materialize(tx: &Transaction<'_>, seq: i64, rowid: i64) -> Result<(), StoreError> {
-    tx.prepare_cached(&MATERIALIZE_ROW)?
-        .execute(params![seq, rowid])?;
-    Ok(())
 }
 
 static MATERIALIZE_ROW: LazyLock<String> = LazyLock::new(|| {
@@ -2199,5 +2461,174 @@ mod perf {
         let paths: Vec<String> = (0..2000).map(|i| format!("/f1/x{i}")).collect();
         store.find_by_paths("t", &paths).unwrap();
         eprintln!("2000 path lookups: {:?}", t.elapsed());
+    }
+}
+
+/// Runs of creations are written in chunks (`create_chunk`); what a batch leaves in the store
+/// and the event stream must be what writing it one change at a time leaves.
+#[cfg(test)]
+mod creation_chunks {
+    use super::tests::{point, rec, up};
+    use super::*;
+
+    thread_local! {
+        /// Chunks `create_chunk` wrote on this thread (each test runs on its own).
+        pub(super) static WRITTEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    fn chunks_written() -> usize {
+        WRITTEN.with(|n| n.get())
+    }
+
+    fn file(i: usize) -> Record {
+        let mut r = rec(&format!("id:{i:04}"), &format!("/d/f{i}"), RecordKind::File);
+        r.size = i as u64;
+        r
+    }
+
+    /// The events after `since` as (kind, id, path, record): what a reader of the stream sees,
+    /// without the numbers a batch gives them.
+    fn stream(store: &SqliteStore, since: i64) -> Vec<(String, String, Option<String>, Value)> {
+        store
+            .events(Some("t"), since)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.kind, e.external_id, e.path_lower, e.record))
+            .collect()
+    }
+
+    fn all_records(store: &SqliteStore) -> Vec<Record> {
+        let mut found = store.list_records("t", None, 10_000).unwrap();
+        found.sort_by(|a, b| a.external_id.cmp(&b.external_id));
+        found
+    }
+
+    /// Two stores with the same history: an existing record `id:0070` (at another path), and a
+    /// record holding `/d/held`.
+    fn seeded() -> SqliteStore {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let mut existing = file(70);
+        existing.path = Some(RecordPath {
+            display: "/old/f70".into(),
+            lower: "/old/f70".into(),
+        });
+        store
+            .apply(
+                "t",
+                &[
+                    up(existing, ChangeKind::Created),
+                    up(
+                        rec("id:holder", "/d/held", RecordKind::File),
+                        ChangeKind::Created,
+                    ),
+                ],
+                Some(&point("0")),
+            )
+            .unwrap();
+        store
+    }
+
+    #[test]
+    fn chunks_leave_what_one_change_at_a_time_leaves() {
+        // 200 creations: chunks of 64 with an id the store already has (70) in the second, a
+        // repeated id (130 twice, at two paths) in the third, then the rest one at a time.
+        let mut changes: Vec<Change> = (0..200).map(|i| up(file(i), ChangeKind::Created)).collect();
+        let mut again = file(130);
+        again.path = Some(RecordPath {
+            display: "/d/again".into(),
+            lower: "/d/again".into(),
+        });
+        changes[140] = up(again, ChangeKind::Created);
+
+        let chunked = seeded();
+        let since = chunked.last_event_seq().unwrap();
+        let written = chunks_written();
+        let summary = chunked.apply("t", &changes, Some(&point("1"))).unwrap();
+        assert_eq!(summary.created, 200);
+        // Chunks: [0, 64), [64, 128) (with id 70, which has a row), then changes 128 to 130
+        // one at a time (a run from any of them holds id 130 twice, at 130 and 140), then
+        // [131, 195) (id 130 again, which has a row by then), then the last five one at a time.
+        assert_eq!(chunks_written() - written, 3);
+
+        let single = seeded();
+        for change in &changes {
+            single
+                .apply("t", std::slice::from_ref(change), None)
+                .unwrap();
+        }
+
+        assert_eq!(stream(&chunked, since), stream(&single, since));
+        assert_eq!(all_records(&chunked), all_records(&single));
+        // The record that existed moved to its new path; its first event kept its snapshot.
+        let events = stream(&chunked, 0);
+        assert_eq!(events[0].3["path_lower"], "/old/f70");
+        let e70: Vec<_> = events.iter().filter(|e| e.1 == "id:0070").collect();
+        assert_eq!(e70.len(), 2);
+        assert_eq!(e70[1].3["path_lower"], "/d/f70");
+        // Sequence numbers carry on from the last event, one per change, in order.
+        let seqs: Vec<i64> = chunked
+            .events(Some("t"), since)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, ((since + 1)..=(since + 200)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_path_held_inside_a_chunk_fails_the_batch_and_names_the_holder() {
+        let store = seeded();
+        let before = store.last_event_seq().unwrap();
+        let mut changes: Vec<Change> = (0..64).map(|i| up(file(i), ChangeKind::Created)).collect();
+        changes[5] = up(
+            rec("id:newcomer", "/d/held", RecordKind::File),
+            ChangeKind::Created,
+        );
+        let err = store.apply("t", &changes, Some(&point("1"))).unwrap_err();
+        let StoreError::Conflict(message) = err else {
+            panic!("expected a conflict, got {err:?}");
+        };
+        assert!(
+            message.contains("id:holder") && message.contains("/d/held"),
+            "{message}"
+        );
+        // Nothing of the batch is stored.
+        assert_eq!(store.last_event_seq().unwrap(), before);
+        assert_eq!(store.record_count("t").unwrap(), 2);
+        assert_eq!(store.get_sync_point("t").unwrap().as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn an_injected_failure_inside_a_run_still_comes_before_its_change() {
+        let store = seeded();
+        let changes: Vec<Change> = (0..200).map(|i| up(file(i), ChangeKind::Created)).collect();
+        store.inject_apply_failure(Some((0, 100)));
+        let err = store.apply("t", &changes, Some(&point("1"))).unwrap_err();
+        assert!(matches!(err, StoreError::Injected(100)), "{err:?}");
+        assert_eq!(store.record_count("t").unwrap(), 2);
+    }
+
+    #[test]
+    fn new_events_come_after_every_event_there_ever_was() {
+        let store = seeded();
+        // The AUTOINCREMENT counter ahead of the table, as when the newest events are gone.
+        store
+            .conn()
+            .execute(
+                "UPDATE sqlite_sequence SET seq = 1000 WHERE name = 'events'",
+                [],
+            )
+            .unwrap();
+        let changes: Vec<Change> = (0..64).map(|i| up(file(i), ChangeKind::Created)).collect();
+        let written = chunks_written();
+        store.apply("t", &changes, None).unwrap();
+        assert_eq!(chunks_written() - written, 1);
+        let seqs: Vec<i64> = store
+            .events(Some("t"), 2)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, (1001..=1064).collect::<Vec<_>>());
     }
 }
