@@ -157,6 +157,60 @@ fn one_sync(host: &ConnectorHost, emulator: &Emulator, links: usize) -> Result<S
     })
 }
 
+/// The network alone, as a plain client meets it: the calls a full sync makes (the identity,
+/// the shared links, every listing page at 2,000 entries), one after the other over one
+/// keep-alive connection, reading only what paging needs (`cursor`, `has_more`) and skipping
+/// the entries unparsed. With latency per request this is the round trips plus the server's
+/// own time to build each page and the transfer: what the network costs a client that does
+/// nothing else. Returns the wall time and the calls made.
+fn plain_client_listing(emulator: &Emulator) -> Result<(Duration, u64)> {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        cursor: Option<String>,
+        has_more: bool,
+    }
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(true)
+        .build()
+        .new_agent();
+    let base = emulator.base_url();
+    let auth = format!("Bearer {}", emulator.access_token());
+    let call = |route: &str, body: &Value| -> Result<Page> {
+        let mut resp = agent
+            .post(&format!("{base}/2/{route}"))
+            .header("Authorization", &auth)
+            .header("Content-Type", "application/json")
+            .send(body.to_string())?;
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()?;
+        Ok(serde_json::from_slice::<Page>(&bytes).unwrap_or(Page {
+            cursor: None,
+            has_more: false,
+        }))
+    };
+    let started = Instant::now();
+    let mut calls = 2u64;
+    call("users/get_current_account", &Value::Null)?;
+    call("sharing/list_shared_links", &json!({}))?;
+    let mut page = call(
+        "files/list_folder",
+        &json!({"path": "", "recursive": true, "limit": 2000,
+                "include_mounted_folders": true, "include_non_downloadable_files": true}),
+    )?;
+    calls += 1;
+    while page.has_more {
+        let Some(cursor) = page.cursor.take() else {
+            anyhow::bail!("a listing page with has_more and no cursor");
+        };
+        page = call("files/list_folder/continue", &json!({ "cursor": cursor }))?;
+        calls += 1;
+    }
+    Ok((started.elapsed(), calls))
+}
+
 fn sync_json(label: &str, files: usize, r: &SyncRun) -> Value {
     let eps = r.entries as f64 / r.wall.as_secs_f64().max(1e-9);
     json!({
@@ -286,6 +340,14 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
         let local_s = mid.wall.as_secs_f64();
         for &latency_ms in opts.latency_ms.iter().filter(|&&l| l > 0) {
             emulator.set_latency(Duration::from_millis(latency_ms));
+            let mut plain = Vec::new();
+            let mut plain_calls = 0;
+            for _ in 0..opts.repeats {
+                let (took, calls) = plain_client_listing(&emulator)?;
+                plain.push(took.as_secs_f64());
+                plain_calls = calls;
+            }
+            let plain_s = median(plain);
             for overlap in [false, true] {
                 eprintln!(
                     "bench: full sync of {files} files with {latency_ms} ms per request, overlap {}...",
@@ -320,6 +382,12 @@ pub fn run(opts: &BenchOptions) -> Result<Value> {
                 v["local_s"] = json!(local_s);
                 v["ratio_to_max_network_local"] =
                     json!(r.wall.as_secs_f64() / network_s.max(local_s).max(1e-9));
+                // The same with the network as a plain client meets it (latency, the server's
+                // own time per page, transfer): see `plain_client_listing`.
+                v["plain_client_s"] = json!(plain_s);
+                v["plain_client_calls"] = json!(plain_calls);
+                v["ratio_to_max_plain_client_local"] =
+                    json!(r.wall.as_secs_f64() / plain_s.max(local_s).max(1e-9));
                 v["ratio_to_sum_network_local"] =
                     json!(r.wall.as_secs_f64() / (network_s + local_s).max(1e-9));
                 full.push(v);
@@ -472,14 +540,17 @@ pub fn table(report: &Value) -> String {
             continue;
         }
         out.push_str(&format!(
-            "\n{} files, {} ms per request, overlap {}: wall {} s; network alone {} s, local alone {} s; wall / max(network, local) = {}, wall / (network + local) = {}",
+            "\n{} files, {} ms per request, overlap {}: wall {} s; network alone {} s (latency x calls), {} s (a plain client, {} calls), local alone {} s; wall / max(network, local) = {} (latency x calls), {} (plain client); wall / (network + local) = {}",
             r["files"],
             r["latency_ms"],
             if r["overlap"] == json!(true) { "on" } else { "off" },
             f(&r["wall_s"]),
             f(&r["network_s"]),
+            f(&r["plain_client_s"]),
+            r["plain_client_calls"],
             f(&r["local_s"]),
             f(&r["ratio_to_max_network_local"]),
+            f(&r["ratio_to_max_plain_client_local"]),
             f(&r["ratio_to_sum_network_local"]),
         ));
     }
