@@ -39,7 +39,14 @@ pub enum DecodeError {
 /// Decodes a JSON response body. Errors say what was wrong and carry a short excerpt (none if
 /// the body holds OAuth credentials).
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
-    serde_json::from_slice(body).map_err(|err| decode_error(&err, body))
+    match std::str::from_utf8(body) {
+        // Checked once, whole: decoding from a `str` does not check each string of the body
+        // again, as decoding from bytes does.
+        Ok(text) => serde_json::from_str(text),
+        // Not UTF-8 somewhere: the decoder of bytes says where, as it always did.
+        Err(_) => serde_json::from_slice(body),
+    }
+    .map_err(|err| decode_error(&err, body))
 }
 
 fn decode_error(err: &serde_json::Error, body: &[u8]) -> DecodeError {
