@@ -736,6 +736,64 @@ pub(crate) fn an_event_keeps_the_record_as_it_was_when_emitted(store: &dyn Recor
     );
 }
 
+/// Lookups of many keys (more than a backend may ask in one statement) answer each key in the
+/// order asked: found, missing, asked twice, pending, and in another tenant alike.
+pub(crate) fn long_lookups_answer_every_key_in_order(store: &dyn RecordStore) {
+    let changes: Vec<Change> = (0..300)
+        .map(|i| {
+            up(
+                rec(&format!("id:{i}"), &format!("/f{i}"), RecordKind::File),
+                ChangeKind::Created,
+            )
+        })
+        .collect();
+    store.apply("t", &changes, None).unwrap();
+    store
+        .apply(
+            "other",
+            &[up(
+                rec("id:7", "/f7", RecordKind::File),
+                ChangeKind::Created,
+            )],
+            None,
+        )
+        .unwrap();
+    store
+        .apply("t", &[Change::Remove("id:5".into())], None)
+        .unwrap();
+    // Every third key missing, some asked twice far apart, one pending.
+    let keys: Vec<usize> = (0..450).map(|i| (i * 7) % 450).chain([3, 299, 3]).collect();
+    let paths: Vec<String> = keys.iter().map(|i| format!("/f{i}")).collect();
+    let found = store.find_by_paths("t", &paths).unwrap();
+    assert_eq!(found.len(), paths.len());
+    for (key, record) in keys.iter().zip(&found) {
+        let expected = (*key < 300 && *key != 5).then(|| format!("id:{key}"));
+        assert_eq!(
+            record.as_ref().map(|r| r.external_id.clone()),
+            expected,
+            "/f{key}"
+        );
+    }
+    let ids: Vec<String> = keys.iter().map(|i| format!("id:{i}")).collect();
+    // Found records only, in no particular order (a pending one too: it is still stored).
+    let mut stored: Vec<(String, bool)> = store
+        .get_records("t", &ids)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.record.external_id, s.pending_removal))
+        .collect();
+    stored.sort();
+    stored.dedup();
+    let mut expected: Vec<(String, bool)> = keys
+        .iter()
+        .filter(|k| **k < 300)
+        .map(|k| (format!("id:{k}"), *k == 5))
+        .collect();
+    expected.sort();
+    expected.dedup();
+    assert_eq!(stored, expected);
+}
+
 /// Every check above as a `#[test]`, for the backend that `$fresh()` makes.
 macro_rules! contract_tests {
     ($fresh:path) => {
@@ -754,6 +812,7 @@ macro_rules! contract_tests {
             tenants_are_isolated,
             paging_orders_are_byte_orders_and_skip_pending,
             shared_records_are_listed_and_sizes_beyond_i64_round_trip,
+            long_lookups_answer_every_key_in_order,
             the_host_notes_owner_settings_and_credentials_round_trip,
         );
     };
