@@ -25,7 +25,7 @@ use crate::config::Filters;
 use crate::model::{Change, ChangeKind, DropboxPath, Record, RecordKind};
 use crate::ports::{Store, StoreError};
 use crate::sync::hashing::{PageMap, PageSet, map_with_capacity};
-use crate::sync::mapping::{child_display, file_record, folder_record, parent_path, web_url};
+use crate::sync::mapping::{WebUrls, child_display, file_record, folder_record, parent_path};
 
 /// Shared links of the account, listed once per sync.
 #[derive(Debug, Default, Clone)]
@@ -250,6 +250,7 @@ pub fn plan_page(
     let mut overlay = Overlay::new(by_id, paths, found);
 
     let mut plan = PagePlan::default();
+    let mut urls = WebUrls::default();
     // The page's changes; an upsert's record stays shared with the overlay until the plan is
     // done, so that it is not copied.
     let mut planned: Vec<Planned> = Vec::with_capacity(entries.len());
@@ -347,8 +348,8 @@ pub fn plan_page(
                     entry.path_display(),
                 );
                 let mut record = match entry {
-                    Metadata::File(f) => file_record(f, path, display, parent_id),
-                    Metadata::Folder(f) => folder_record(f, path, display, parent_id),
+                    Metadata::File(f) => file_record(f, path, display, parent_id, &mut urls),
+                    Metadata::Folder(f) => folder_record(f, path, display, parent_id, &mut urls),
                     _ => continue,
                 };
                 match links {
@@ -417,7 +418,7 @@ pub fn plan_page(
                     .path_display_str()
                     .rfind('/')
                     .map(|i| format!("{}/{}", &prior.path_display_str()[..i], record.name));
-                let placed = place(record, prior.parent_external_id.clone(), display);
+                let placed = place(record, prior.parent_external_id.clone(), display, &mut urls);
                 *event = classify(Some(prior), placed);
                 // Deeper entries of the page take their display path from this one.
                 overlay.corrected(record);
@@ -433,7 +434,12 @@ pub fn plan_page(
         {
             continue;
         }
-        let placed = place(record, Some(parent.external_id.clone()), Some(display));
+        let placed = place(
+            record,
+            Some(parent.external_id.clone()),
+            Some(display),
+            &mut urls,
+        );
         *event = classify(prior.as_deref(), placed);
         overlay.corrected(record);
     }
@@ -521,12 +527,17 @@ fn occupants(
 
 /// Give a planned record its parent and, when known, its display path with the web URL that
 /// follows from it (the record is copied only if the overlay still shares it).
-fn place(record: &mut Rc<Record>, parent_id: Option<String>, display: Option<String>) -> &Record {
+fn place<'r>(
+    record: &'r mut Rc<Record>,
+    parent_id: Option<String>,
+    display: Option<String>,
+    urls: &mut WebUrls,
+) -> &'r Record {
     let placed = Rc::make_mut(record);
     placed.parent_external_id = parent_id;
     if let Some(display) = display {
         placed.set_path_display(display);
-        placed.web_url = Some(web_url(placed.kind, placed.path_display_str()));
+        placed.web_url = Some(urls.url(placed.kind, placed.path_display_str()));
     }
     placed
 }
