@@ -114,21 +114,39 @@ fn encode_path(path: &str, out: &mut String) {
 /// Opens the item in Dropbox's web interface for its owner: a folder is browsed, a file is
 /// previewed inside its folder.
 pub fn web_url(kind: RecordKind, path_display: &str) -> String {
+    let (folder, name) = split_display(path_display);
     let mut url = String::with_capacity(WEB_HOME.len() + path_display.len() * 5 / 4 + 16);
     url.push_str(WEB_HOME);
+    encode_path(folder, &mut url);
+    push_item(kind, name, &mut url);
+    url
+}
+
+/// A display path as the folder that holds the item and the item's name ("" for the folder
+/// of an item at the root).
+fn split_display(path_display: &str) -> (&str, &str) {
+    match path_display.rfind('/') {
+        Some(i) => (&path_display[..i], &path_display[i + 1..]),
+        None => ("", path_display),
+    }
+}
+
+/// What follows the encoded path of its folder in an item's web URL: a folder is browsed, so
+/// its name is one more segment (an empty name is none, as in `encode_path`); a file is
+/// previewed inside its folder.
+fn push_item(kind: RecordKind, name: &str, url: &mut String) {
     match kind {
-        RecordKind::Folder => encode_path(path_display, &mut url),
+        RecordKind::Folder => {
+            if !name.is_empty() {
+                url.push('/');
+                encode_segment(name, url);
+            }
+        }
         RecordKind::File | RecordKind::Item => {
-            let (dir, name) = match path_display.rfind('/') {
-                Some(i) => (&path_display[..i], &path_display[i + 1..]),
-                None => ("", path_display),
-            };
-            encode_path(dir, &mut url);
             url.push_str("?preview=");
-            encode_segment(name, &mut url);
+            encode_segment(name, url);
         }
     }
-    url
 }
 
 /// Web URLs of one page's records: `web_url`'s, with each folder's part encoded once. A page
@@ -146,10 +164,7 @@ impl WebUrls {
     const MAX_FOLDERS: usize = 4096;
 
     pub fn url(&mut self, kind: RecordKind, path_display: &str) -> String {
-        let (folder, name) = match path_display.rfind('/') {
-            Some(i) => (&path_display[..i], &path_display[i + 1..]),
-            None => ("", path_display),
-        };
+        let (folder, name) = split_display(path_display);
         if self.folders.len() >= Self::MAX_FOLDERS {
             self.folders.clear();
         }
@@ -164,20 +179,7 @@ impl WebUrls {
         };
         let mut url = String::with_capacity(base.len() + name.len() * 5 / 4 + 16);
         url.push_str(base);
-        match kind {
-            // `encode_path` of the whole path: the folder's segments, then the name's (an
-            // empty name is no segment).
-            RecordKind::Folder => {
-                if !name.is_empty() {
-                    url.push('/');
-                    encode_segment(name, &mut url);
-                }
-            }
-            RecordKind::File | RecordKind::Item => {
-                url.push_str("?preview=");
-                encode_segment(name, &mut url);
-            }
-        }
+        push_item(kind, name, &mut url);
         url
     }
 }
@@ -277,6 +279,22 @@ mod tests {
         );
     }
 
+    /// A web URL by its definition: the whole path of a folder encoded, or a file's folder
+    /// encoded and its name as the preview (independent of `split_display` and `push_item`).
+    fn reference_url(kind: RecordKind, path_display: &str) -> String {
+        let mut url = WEB_HOME.to_string();
+        match kind {
+            RecordKind::Folder => encode_path(path_display, &mut url),
+            RecordKind::File | RecordKind::Item => {
+                let (dir, name) = path_display.rsplit_once('/').unwrap_or(("", path_display));
+                encode_path(dir, &mut url);
+                url.push_str("?preview=");
+                encode_segment(name, &mut url);
+            }
+        }
+        url
+    }
+
     #[test]
     fn a_pages_web_urls_are_web_url_s() {
         // Paths that share folders, at the root, with empty segments, odd characters.
@@ -308,11 +326,9 @@ mod tests {
                     format!("{folder}//{name}"),
                 ] {
                     for kind in [RecordKind::File, RecordKind::Folder, RecordKind::Item] {
-                        assert_eq!(
-                            urls.url(kind, &path),
-                            web_url(kind, &path),
-                            "{kind:?} {path:?}"
-                        );
+                        let expected = reference_url(kind, &path);
+                        assert_eq!(urls.url(kind, &path), expected, "{kind:?} {path:?}");
+                        assert_eq!(web_url(kind, &path), expected, "{kind:?} {path:?}");
                         seen += 1;
                     }
                 }
