@@ -175,37 +175,43 @@ fn plain_client_listing(emulator: &Emulator) -> Result<(Duration, u64)> {
         .new_agent();
     let base = emulator.base_url();
     let auth = format!("Bearer {}", emulator.access_token());
-    let call = |route: &str, body: &Value| -> Result<Page> {
+    // The body of a call's answer (an error status is an error).
+    let call = |route: &str, body: &Value| -> Result<Vec<u8>> {
         let mut resp = agent
             .post(&format!("{base}/2/{route}"))
             .header("Authorization", &auth)
             .header("Content-Type", "application/json")
             .send(body.to_string())?;
-        let bytes = resp
+        Ok(resp
             .body_mut()
             .with_config()
             .limit(u64::MAX)
-            .read_to_vec()?;
-        Ok(serde_json::from_slice::<Page>(&bytes).unwrap_or(Page {
-            cursor: None,
-            has_more: false,
-        }))
+            .read_to_vec()?)
+    };
+    let page = |route: &str, body: &Value| -> Result<Page> {
+        Ok(serde_json::from_slice::<Page>(&call(route, body)?)?)
     };
     let started = Instant::now();
-    let mut calls = 2u64;
+    let mut calls = 3u64;
     call("users/get_current_account", &Value::Null)?;
-    call("sharing/list_shared_links", &json!({}))?;
-    let mut page = call(
+    let mut links = page("sharing/list_shared_links", &json!({}))?;
+    while links.has_more {
+        let Some(cursor) = links.cursor.take() else {
+            anyhow::bail!("a shared-links page with has_more and no cursor");
+        };
+        links = page("sharing/list_shared_links", &json!({ "cursor": cursor }))?;
+        calls += 1;
+    }
+    let mut listing = page(
         "files/list_folder",
         &json!({"path": "", "recursive": true, "limit": 2000,
                 "include_mounted_folders": true, "include_non_downloadable_files": true}),
     )?;
-    calls += 1;
-    while page.has_more {
-        let Some(cursor) = page.cursor.take() else {
+    while listing.has_more {
+        let Some(cursor) = listing.cursor.take() else {
             anyhow::bail!("a listing page with has_more and no cursor");
         };
-        page = call("files/list_folder/continue", &json!({ "cursor": cursor }))?;
+        listing = page("files/list_folder/continue", &json!({ "cursor": cursor }))?;
         calls += 1;
     }
     Ok((started.elapsed(), calls))

@@ -69,6 +69,11 @@ type KeySet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// Keys per statement of a lookup (`SqliteStore::lookup_each`).
 const LOOKUP_CHUNK: usize = 64;
+/// The list a lookup's `IN` asks: `?2` to `?65`.
+static LOOKUP_KEYS: LazyLock<String> = LazyLock::new(|| {
+    let keys: Vec<String> = (2..2 + LOOKUP_CHUNK).map(|n| format!("?{n}")).collect();
+    format!("({})", keys.join(", "))
+});
 /// How many values `record_params!` gives: the tenant, the record's seventeen, its event.
 const RECORD_PARAMS: usize = 19;
 
@@ -337,8 +342,7 @@ impl SqliteStore {
         for (i, key) in keys.iter().enumerate() {
             first.entry(key.as_str()).or_insert(i);
         }
-        let placeholders: Vec<String> = (2..2 + LOOKUP_CHUNK).map(|n| format!("?{n}")).collect();
-        let sql = format!("{select} ({})", placeholders.join(", "));
+        let sql = format!("{select} {}", &*LOOKUP_KEYS);
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         {
@@ -1092,6 +1096,8 @@ struct Statements<'tx> {
     select_row: Option<CachedStatement<'tx>>,
     materialize: Option<CachedStatement<'tx>>,
     update_in_place: Option<CachedStatement<'tx>>,
+    restore: Option<CachedStatement<'tx>>,
+    upsert_record: Option<CachedStatement<'tx>>,
     next_event: Option<CachedStatement<'tx>>,
     chunk_row_event: Option<CachedStatement<'tx>>,
     insert_events_chunk: Option<CachedStatement<'tx>>,
@@ -1107,6 +1113,8 @@ impl<'tx> Statements<'tx> {
             select_row: None,
             materialize: None,
             update_in_place: None,
+            restore: None,
+            upsert_record: None,
             next_event: None,
             chunk_row_event: None,
             insert_events_chunk: None,
@@ -1481,8 +1489,12 @@ fn upsert(
         // A replay, or a restore of the record as it was: at most the mark goes.
         Some(old) if same && kind.is_none() => {
             if old.pending_removal {
-                tx.prepare_cached("UPDATE records SET pending_removal = 0 WHERE rowid = ?1")?
-                    .execute(params![old.rowid])
+                Statements::prepared(
+                    tx,
+                    &mut statements.restore,
+                    "UPDATE records SET pending_removal = 0 WHERE rowid = ?1",
+                )?
+                .execute(params![old.rowid])
             } else {
                 Ok(0)
             }
@@ -1504,8 +1516,7 @@ fn upsert(
             }
             updated
         }
-        _ => tx
-            .prepare_cached(&UPSERT_RECORD)?
+        _ => Statements::prepared(tx, &mut statements.upsert_record, &UPSERT_RECORD)?
             .execute(record_params!(tenant, r, last_event)),
     };
     if let Err(e) = written {
