@@ -102,6 +102,9 @@ pub struct PendingCall {
     route: String,
     request: HttpRequest,
     pending: PendingRequest,
+    /// How many token refreshes this client had made when the call was sent (see
+    /// `DropboxClient::refreshes`).
+    sent_after_refreshes: u32,
 }
 
 pub struct DropboxClient<'a> {
@@ -116,6 +119,11 @@ pub struct DropboxClient<'a> {
     retries: u32,
     /// Time spent decoding JSON responses (for benchmarks: the guest's own share of a sync).
     decode_time: std::time::Duration,
+    /// Token refreshes made so far. Calls started together were all sent with the same token;
+    /// when it has expired, each of them comes back 401. The first one finished refreshes;
+    /// the others, sent before that refresh, are sent again with the new token instead of
+    /// refreshing once more each.
+    refreshes: u32,
 }
 
 impl<'a> DropboxClient<'a> {
@@ -134,6 +142,7 @@ impl<'a> DropboxClient<'a> {
             calls: 0,
             retries: 0,
             decode_time: Default::default(),
+            refreshes: 0,
         }
     }
 
@@ -241,6 +250,7 @@ impl<'a> DropboxClient<'a> {
             route: route.into(),
             request,
             pending,
+            sent_after_refreshes: self.refreshes,
         })
     }
 
@@ -248,6 +258,7 @@ impl<'a> DropboxClient<'a> {
     /// errors as [`Self::rpc`].
     pub fn finish_rpc<R: DeserializeOwned>(&mut self, call: PendingCall) -> Result<R, CallError> {
         let first = self.http.wait(call.pending);
+        let first = (first, call.sent_after_refreshes);
         let response = self.execute(&call.route, call.request, Some(first))?;
         self.timed_decode(&call.route, &response.body)
     }
@@ -336,22 +347,23 @@ impl<'a> DropboxClient<'a> {
     }
 
     /// Send with retries. 2xx responses are returned; everything else is classified once, here.
-    /// `first`: the outcome of a first attempt already made (a started call), if any.
+    /// `first`: the outcome of a first attempt already made (a started call), if any, with the
+    /// refreshes made before it was sent.
     fn execute(
         &mut self,
         route: &str,
         request: HttpRequest,
-        mut first: Option<Result<HttpResponse, HttpError>>,
+        mut first: Option<(Result<HttpResponse, HttpError>, u32)>,
     ) -> Result<HttpResponse, CallError> {
         let mut attempt: u32 = 0;
         let mut refreshed = false;
         loop {
             attempt += 1;
-            let outcome = match first.take() {
-                Some(outcome) => outcome,
+            let (outcome, sent_after_refreshes) = match first.take() {
+                Some(first) => first,
                 None => {
                     self.calls += 1;
-                    self.http.send(request.clone())
+                    (self.http.send(request.clone()), self.refreshes)
                 }
             };
             let (mut failure_api, mut failure_conn) = match outcome {
@@ -376,6 +388,11 @@ impl<'a> DropboxClient<'a> {
                 && request.authenticated
                 && !refreshed
             {
+                // Sent before a refresh that another call made: its token is already replaced.
+                if sent_after_refreshes < self.refreshes {
+                    attempt -= 1;
+                    continue;
+                }
                 refreshed = true;
                 self.host.log(
                     Level::Info,
@@ -383,6 +400,7 @@ impl<'a> DropboxClient<'a> {
                 );
                 match self.credentials.refresh_access_token() {
                     Ok(()) => {
+                        self.refreshes = self.refreshes.saturating_add(1);
                         attempt -= 1;
                         continue;
                     }

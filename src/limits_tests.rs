@@ -2,8 +2,9 @@
 //! response-body cap (`host.limits`). Content is read in ranges and written in chunks within the
 //! cap and still verified; listing pages ask for fewer entries; a page that does not fit makes
 //! the listing ask for fewer again. Also: the next listing page is requested before the current
-//! one is committed (`http.start`), retries are counted, and the sync point's status never shows
-//! the cursor.
+//! one is committed (`http.start`), a sync's first requests go out together when the host lets
+//! that many be pending (and calls started together refresh an expired token once), retries are
+//! counted, and the sync point's status never shows the cursor.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -159,12 +160,7 @@ impl FakeDropbox {
 
 impl Http for FakeDropbox {
     fn send(&mut self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let route = request
-            .url
-            .split("/2/")
-            .nth(1)
-            .unwrap_or_default()
-            .to_string();
+        let route = route_of(&request);
         let arg: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
         let response = match route.as_str() {
             "users/get_current_account" => ok_json(&json!({
@@ -574,4 +570,238 @@ fn a_long_poll_waits_no_longer_than_the_host_lets_a_request_last() {
             "max {max_timeout_ms} ms"
         );
     }
+}
+
+/// A host that runs started requests only when they are waited for (the contract allows it),
+/// with the token each request carried when it was started: generation 0 has expired, a
+/// refresh makes the next. Every start and every request that reaches the service is logged.
+struct DeferredHost {
+    inner: FakeDropbox,
+    queued: std::collections::HashMap<u64, (HttpRequest, u32)>,
+    next_id: u64,
+    token: Rc<std::cell::Cell<u32>>,
+}
+
+fn route_of(request: &HttpRequest) -> String {
+    request
+        .url
+        .split("/2/")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+impl DeferredHost {
+    fn answer(&mut self, request: HttpRequest, token: u32) -> Result<HttpResponse, HttpError> {
+        let route = route_of(&request);
+        self.inner
+            .events
+            .borrow_mut()
+            .push(format!("serve {route}"));
+        if token == 0 {
+            return Ok(HttpResponse {
+                status: 401,
+                headers: vec![("Content-Type".into(), "application/json".into())],
+                body: br#"{"error_summary": "expired_access_token/.", "error": {".tag": "expired_access_token"}}"#.to_vec(),
+            });
+        }
+        self.inner.send(request)
+    }
+}
+
+impl Http for DeferredHost {
+    fn send(&mut self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let token = self.token.get();
+        self.answer(request, token)
+    }
+
+    fn start(&mut self, request: HttpRequest) -> Result<crate::ports::PendingRequest, HttpError> {
+        self.inner
+            .events
+            .borrow_mut()
+            .push(format!("start {}", route_of(&request)));
+        let id = self.next_id;
+        self.next_id += 1;
+        self.queued.insert(id, (request, self.token.get()));
+        Ok(crate::ports::PendingRequest::started(id))
+    }
+
+    fn wait(&mut self, pending: crate::ports::PendingRequest) -> Result<HttpResponse, HttpError> {
+        let id = match pending.into_id() {
+            Ok(id) => id,
+            Err(outcome) => return outcome,
+        };
+        let Some((request, token)) = self.queued.remove(&id) else {
+            return Err(HttpError::InvalidRequest(format!("unknown request {id}")));
+        };
+        self.answer(request, token)
+    }
+}
+
+/// Refreshes make the next token generation.
+struct Refresher {
+    token: Rc<std::cell::Cell<u32>>,
+    refreshes: u32,
+}
+
+impl Credentials for Refresher {
+    fn refresh_access_token(&mut self) -> Result<(), RefreshError> {
+        self.refreshes += 1;
+        self.token.set(self.token.get() + 1);
+        Ok(())
+    }
+}
+
+/// A full sync of three pages of two files through `DeferredHost`, the host allowing
+/// `max_pending` started requests; the token starts at generation `token`. Gives the log, the
+/// refreshes, the summary and the store.
+fn deferred_sync(
+    max_pending: u32,
+    token: u32,
+) -> (Vec<String>, u32, crate::model::SyncSummary, LoggedStore) {
+    let events = Events::default();
+    let token = Rc::new(std::cell::Cell::new(token));
+    let mut http = DeferredHost {
+        inner: dropbox(MIB, Vec::new(), listing(3, 2), &events),
+        queued: Default::default(),
+        next_id: 1,
+        token: token.clone(),
+    };
+    let mut store = store(&events);
+    let mut creds = Refresher {
+        token,
+        refreshes: 0,
+    };
+    let mut host = FakeHost {
+        limits: HostLimits {
+            max_pending_requests: max_pending,
+            ..HostLimits::default()
+        },
+    };
+    let summary = {
+        let mut ports = Ports {
+            http: &mut http,
+            credentials: &mut creds,
+            host: &mut host,
+            store: &mut store,
+        };
+        crate::operations::run_sync(&mut ports)
+    }
+    .unwrap_or_else(|e| panic!("sync failed: {e}"));
+    assert!(http.queued.is_empty(), "every started request was read");
+    let log = events.borrow().clone();
+    (log, creds.refreshes, summary, store)
+}
+
+#[test]
+fn the_opening_requests_go_out_together_when_the_host_allows() {
+    let (log, _, summary, store) = deferred_sync(4, 1);
+    let opening = [
+        "start users/get_current_account",
+        "start sharing/list_shared_links",
+        "start files/list_folder",
+    ];
+    assert_eq!(log[..3], opening, "{log:?}");
+    assert_eq!(log[3], "serve users/get_current_account", "{log:?}");
+    // The answers are read in the order they are needed; nothing is committed before.
+    let served: Vec<&str> = log
+        .iter()
+        .filter_map(|e| e.strip_prefix("serve "))
+        .take(3)
+        .collect();
+    assert_eq!(
+        served,
+        [
+            "users/get_current_account",
+            "sharing/list_shared_links",
+            "files/list_folder"
+        ]
+    );
+    assert_eq!(summary.entries, 6);
+    assert_eq!(summary.api_calls, 5, "account, links, three pages");
+    let live = store.inner.records.values().filter(|(_, p)| !p).count();
+    assert_eq!(live, 6);
+
+    // An incremental run starts its changes with the stored cursor at once too.
+    let events = Events::default();
+    let mut http = DeferredHost {
+        inner: dropbox(MIB, Vec::new(), listing(3, 2), &events),
+        queued: Default::default(),
+        next_id: 1,
+        token: Rc::new(std::cell::Cell::new(1)),
+    };
+    let mut store = store;
+    store.events = events.clone();
+    let mut creds = NoRefresh;
+    let mut host = FakeHost {
+        limits: HostLimits {
+            max_pending_requests: 4,
+            ..HostLimits::default()
+        },
+    };
+    // The fake's page 2 is its last: continuing from c2 reads it.
+    store.inner.sync_point = Some(
+        json!({"cursor": "c2", "filters": crate::config::Filters::default().fingerprint()})
+            .to_string(),
+    );
+    let summary = {
+        let mut ports = Ports {
+            http: &mut http,
+            credentials: &mut creds,
+            host: &mut host,
+            store: &mut store,
+        };
+        crate::operations::run_sync(&mut ports)
+    }
+    .unwrap_or_else(|e| panic!("incremental sync failed: {e}"));
+    assert_eq!(summary.kind, crate::model::SyncKind::Incremental);
+    assert_eq!(summary.api_calls, 3);
+    let log = events.borrow().clone();
+    assert_eq!(log[2], "start files/list_folder/continue", "{log:?}");
+    assert!(log[..3].iter().all(|e| e.starts_with("start ")), "{log:?}");
+}
+
+#[test]
+fn a_host_that_allows_one_pending_request_gets_the_opening_one_by_one() {
+    let (log, _, summary, _) = deferred_sync(1, 1);
+    // The only start is the listing's own prefetch, after the first page came back.
+    let first_start = log
+        .iter()
+        .position(|e| e.starts_with("start "))
+        .unwrap_or_else(|| panic!("no start in {log:?}"));
+    assert_eq!(
+        log[..first_start],
+        [
+            "serve users/get_current_account",
+            "serve sharing/list_shared_links",
+            "serve files/list_folder",
+            "list_folder",
+        ],
+        "{log:?}"
+    );
+    assert_eq!(log[first_start], "start files/list_folder/continue");
+    assert_eq!(summary.entries, 6);
+}
+
+#[test]
+fn calls_started_together_refresh_an_expired_token_once() {
+    let (log, refreshes, summary, store) = deferred_sync(4, 0);
+    assert_eq!(refreshes, 1, "{log:?}");
+    // Each of the three came back 401 once and was sent again with the new token.
+    let served = |route: &str| {
+        log.iter()
+            .filter(|e| *e == &format!("serve {route}"))
+            .count()
+    };
+    assert_eq!(served("users/get_current_account"), 2, "{log:?}");
+    assert_eq!(served("sharing/list_shared_links"), 2, "{log:?}");
+    assert_eq!(served("files/list_folder"), 2, "{log:?}");
+    assert_eq!(summary.entries, 6);
+    assert_eq!(
+        summary.retries, 0,
+        "a refresh's second attempt is not a retry"
+    );
+    assert_eq!(summary.api_calls, 8);
+    let live = store.inner.records.values().filter(|(_, p)| !p).count();
+    assert_eq!(live, 6);
 }

@@ -831,6 +831,38 @@ fn an_expired_token_in_the_middle_of_a_multi_page_sync_is_refreshed_once_and_the
     assert_eq!(token_calls(&h.emulator), 0);
 }
 
+/// A sync's first requests go out together, all with the token the host holds. When that token
+/// has expired, the three come back 401; the first answer read refreshes it, and the other two
+/// are sent again with the new token, without a refresh each.
+#[test]
+fn requests_started_together_with_an_expired_token_refresh_it_once() {
+    let h = Harness::with_config(config(300, 29));
+    let pair = h.emulator.issue_tokens(&SCOPES, 14_400);
+    h.host
+        .connect(&h.tenant, oauth_credentials(&pair, 14_400))
+        .unwrap();
+    h.sync();
+    // The service expires the token before the host expected it to.
+    h.emulator.expire_access_tokens();
+    h.emulator.reset_counts();
+    let summary = h.sync();
+    assert_eq!(token_calls(&h.emulator), 1, "one refresh for the three");
+    for route in [
+        "users/get_current_account",
+        "sharing/list_shared_links",
+        "files/list_folder/continue",
+    ] {
+        assert_eq!(
+            route_calls(&h.emulator, route),
+            2,
+            "{route}: refused, then sent again"
+        );
+    }
+    assert_eq!(summary.api_calls, 6);
+    assert_eq!(summary.retries, 0);
+    h.assert_matches_truth();
+}
+
 #[test]
 fn a_refused_refresh_ends_the_run_with_auth_required_once_and_status_says_so() {
     // Before expiry: the host's proactive refresh is refused (the user unlinked the app).

@@ -682,3 +682,59 @@ fn the_batch_size_bounds_each_store_transaction() {
         "out of bounds is refused"
     );
 }
+
+/// A sync's first requests (the owner, the shared links, the first page of changes) go out
+/// together: while the owner's answer is held back, the other two have already reached the
+/// service. Their answers are still read in order, so the sync ends as any other.
+#[test]
+fn a_syncs_first_requests_go_out_together() {
+    use dropbox_emulator::{Fault, FaultKind};
+    use std::time::{Duration, Instant};
+    let h = Harness::new(60, 41);
+    h.sync();
+    let file = h
+        .emulator
+        .truth()
+        .into_iter()
+        .find(|t| t.kind == Kind::File)
+        .expect("the account has a file");
+    h.emulator
+        .modify_file(&file.path_display, bytes("changed"))
+        .expect("the file exists");
+    let held = Duration::from_secs(3);
+    h.emulator.reset_counts();
+    h.emulator.inject(Fault::once(
+        "users/get_current_account",
+        FaultKind::Slow(held),
+    ));
+    let calls = |route: &str| h.emulator.request_counts().get(route).copied().unwrap_or(0);
+    let summary = std::thread::scope(|scope| {
+        let sync = scope.spawn(|| h.sync());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while calls("users/get_current_account") == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the sync never asked for the owner"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let asked = Instant::now();
+        // Well inside the time the owner's answer is held.
+        std::thread::sleep(Duration::from_millis(500));
+        let seen = (
+            calls("sharing/list_shared_links"),
+            calls("files/list_folder/continue"),
+        );
+        assert!(
+            asked.elapsed() < held,
+            "the check ran after the answer came"
+        );
+        let summary = sync.join().unwrap_or_else(|_| panic!("the sync panicked"));
+        assert_eq!(seen, (1, 1), "sent while the owner's answer was held");
+        summary
+    });
+    assert_eq!(summary.kind, SyncKind::Incremental);
+    assert_eq!(summary.api_calls, 3);
+    assert_eq!(summary.content_updates, 1, "{summary:?}");
+    h.assert_matches_truth();
+}
