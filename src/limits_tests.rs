@@ -295,6 +295,22 @@ fn store(events: &Events) -> LoggedStore {
     }
 }
 
+/// One sync through these ports.
+fn sync_through(
+    http: &mut dyn Http,
+    credentials: &mut dyn Credentials,
+    host: &mut FakeHost,
+    store: &mut LoggedStore,
+) -> Result<crate::model::SyncSummary, ConnectorError> {
+    let mut ports = Ports {
+        http,
+        credentials,
+        host,
+        store,
+    };
+    crate::operations::run_sync(&mut ports)
+}
+
 /// A sink that checks chunk sizes and keeps a running hash, not the bytes.
 struct CountingSink {
     largest: usize,
@@ -424,16 +440,8 @@ fn a_sync_under_a_1_mib_cap_asks_for_small_pages_prefetches_and_counts_retries()
     http.fail_first_listing = true;
     let mut store = store(&events);
     let (mut creds, mut host) = (NoRefresh, host_1_mib());
-    let summary = {
-        let mut ports = Ports {
-            http: &mut http,
-            credentials: &mut creds,
-            host: &mut host,
-            store: &mut store,
-        };
-        crate::operations::run_sync(&mut ports)
-    }
-    .unwrap_or_else(|e| panic!("sync failed: {e}"));
+    let summary = sync_through(&mut http, &mut creds, &mut host, &mut store)
+        .unwrap_or_else(|e| panic!("sync failed: {e}"));
     assert_eq!(summary.entries, 6);
     let live = store
         .inner
@@ -501,14 +509,8 @@ fn a_listing_page_too_large_for_the_cap_is_asked_for_again_smaller() {
     http.fits_entries = 200;
     let mut store = store(&events);
     let (mut creds, mut host) = (NoRefresh, host_1_mib());
-    let mut ports = Ports {
-        http: &mut http,
-        credentials: &mut creds,
-        host: &mut host,
-        store: &mut store,
-    };
-    let summary =
-        crate::operations::run_sync(&mut ports).unwrap_or_else(|e| panic!("sync failed: {e}"));
+    let summary = sync_through(&mut http, &mut creds, &mut host, &mut store)
+        .unwrap_or_else(|e| panic!("sync failed: {e}"));
     assert_eq!(summary.entries, 3);
     assert_eq!(http.limits_asked, [512, 256, 128]);
 }
@@ -678,16 +680,8 @@ fn deferred_sync(
             ..HostLimits::default()
         },
     };
-    let summary = {
-        let mut ports = Ports {
-            http: &mut http,
-            credentials: &mut creds,
-            host: &mut host,
-            store: &mut store,
-        };
-        crate::operations::run_sync(&mut ports)
-    }
-    .unwrap_or_else(|e| panic!("sync failed: {e}"));
+    let summary = sync_through(&mut http, &mut creds, &mut host, &mut store)
+        .unwrap_or_else(|e| panic!("sync failed: {e}"));
     assert!(http.queued.is_empty(), "every started request was read");
     let log = events.borrow().clone();
     (log, creds.refreshes, summary, store)
@@ -744,16 +738,8 @@ fn the_opening_requests_go_out_together_when_the_host_allows() {
         json!({"cursor": "c2", "filters": crate::config::Filters::default().fingerprint()})
             .to_string(),
     );
-    let summary = {
-        let mut ports = Ports {
-            http: &mut http,
-            credentials: &mut creds,
-            host: &mut host,
-            store: &mut store,
-        };
-        crate::operations::run_sync(&mut ports)
-    }
-    .unwrap_or_else(|e| panic!("incremental sync failed: {e}"));
+    let summary = sync_through(&mut http, &mut creds, &mut host, &mut store)
+        .unwrap_or_else(|e| panic!("incremental sync failed: {e}"));
     assert_eq!(summary.kind, crate::model::SyncKind::Incremental);
     assert_eq!(summary.api_calls, 3);
     let log = events.borrow().clone();
