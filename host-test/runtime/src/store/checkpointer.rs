@@ -41,10 +41,18 @@ pub struct CheckpointPolicy {
 impl Default for CheckpointPolicy {
     fn default() -> Self {
         CheckpointPolicy {
-            // 16 MB of WAL: the thread copies it while the writer goes on. Smaller, and pages
-            // that many commits change (the id index's) would be copied more often; larger, and
-            // more is left for the close.
-            background_at: 4_096,
+            // 128 MB of WAL: the thread copies it while the writer goes on. A checkpoint copies
+            // each page once however many commits changed it since the last one, and the id
+            // index's pages change in nearly every commit of a large sync (about 1,850 of its
+            // 12,000 pages per commit at 1,000,000 records): over the ~15 commits this holds,
+            // most of them change several times. At 16 MB (4,096 frames, two commits) a
+            // 1,000,000-file sync spent 8.3 to 10.2 s of system time, mostly this thread's
+            // copying, on the core the emulator and the request threads also need; at 128 MB
+            // 6.7 to 8.1 s, and the sync took 1.2 s less at the median of six rounds
+            // (BENCHMARKS.md, issue 16's sixth round). Larger still, and the last connection's
+            // close, which copies what is left, took longer at 100,000 files (at 256 MB the
+            // process ended 0.24 s after the sync's own time, against 0.03 to 0.06 s).
+            background_at: 32_768,
             // What SQLite's automatic checkpoint used before (see `SqliteStore::init`).
             inline_at: 100_000,
         }
