@@ -429,14 +429,12 @@ fn list_shared_links(
     let mut cursor: Option<String> = None;
     let mut repeated = 0u32;
     loop {
-        let arg = ListSharedLinksArg {
-            path: None,
-            cursor: cursor.clone(),
-            direct_only: None,
-        };
         let result = match first.take() {
             Some(call) => client.finish_rpc(call),
-            None => client.rpc("sharing/list_shared_links", Some(&arg)),
+            None => client.rpc(
+                "sharing/list_shared_links",
+                Some(&links_page_arg(cursor.clone())),
+            ),
         };
         let page: LenientLinksPage = match result {
             Ok(page) => page,
@@ -493,6 +491,16 @@ fn list_shared_links(
     }
 }
 
+/// The argument of a page of every shared link of the account: the first (no cursor) or the
+/// one after `cursor`.
+fn links_page_arg(cursor: Option<String>) -> ListSharedLinksArg {
+    ListSharedLinksArg {
+        path: None,
+        cursor,
+        direct_only: None,
+    }
+}
+
 /// The first listing page's argument: the whole account, recursively, `limit` entries a page.
 fn list_folder_arg(limit: u32) -> ListFolderArg {
     ListFolderArg {
@@ -538,12 +546,8 @@ impl Opening {
             return Ok(opening);
         }
         opening.account = Some(client.start_rpc::<()>("users/get_current_account", None)?);
-        let links_arg = ListSharedLinksArg {
-            path: None,
-            cursor: None,
-            direct_only: None,
-        };
-        opening.links = Some(client.start_rpc("sharing/list_shared_links", Some(&links_arg))?);
+        opening.links =
+            Some(client.start_rpc("sharing/list_shared_links", Some(&links_page_arg(None)))?);
         if allowed >= 3 {
             opening.listing = Some(match cursor {
                 None => client.start_rpc("files/list_folder", Some(&list_folder_arg(limit)))?,
