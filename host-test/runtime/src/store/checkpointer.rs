@@ -100,7 +100,7 @@ impl Checkpointer {
             let path = path.to_path_buf();
             std::thread::Builder::new()
                 .name("sqlite-checkpoint".into())
-                .spawn(move || run(&path, vfs, policy.background_at, &shared))
+                .spawn(move || run(&path, vfs, policy, &shared))
         };
         let thread = match thread {
             Ok(thread) => Some(thread),
@@ -135,23 +135,31 @@ fn lock(signal: &Mutex<Signal>) -> std::sync::MutexGuard<'_, Signal> {
 }
 
 /// Whether a WAL of `frames` frames is worth a checkpoint, given how far the last one got
-/// (`last`: the WAL's length then and the frames it had copied): once `background_at` frames
-/// wait to be copied. The WAL does not start over while the writer keeps committing (see the
-/// module's doc), so it stays past the threshold; a checkpoint at each commit would copy that
-/// commit's pages alone, where one for many commits copies a page they all changed once (the
-/// id index's pages change in nearly every commit). A WAL shorter than at the last checkpoint
-/// has started over: all of it waits. (One that started over and already grew past that
-/// length is taken for the old one: its checkpoint comes one threshold late, and the writer's
-/// own bound, `inline_at`, still holds.)
-fn pass_due(frames: i32, last: Option<(i32, i32)>, background_at: i32) -> bool {
+/// (`last`: the WAL's length then and the frames it had copied).
+///
+/// Once `background_at` frames wait to be copied. The WAL does not start over while the writer
+/// keeps committing (see the module's doc), so it stays past that length; a checkpoint at each
+/// commit would copy that commit's pages alone, where one for many commits copies a page they
+/// all changed once (the id index's pages change in nearly every commit).
+///
+/// And at every commit once the WAL is within half of `background_at` of `inline_at`: the
+/// writer's own checkpoint, there, then has at most a commit or two left to copy and to sync
+/// (it runs on the thread the sync waits for).
+///
+/// A WAL shorter than at the last checkpoint has started over: all of it waits. (One that
+/// started over and already grew past that length is taken for the old one: its checkpoint
+/// comes later than it should, and the writer's bound still holds.)
+fn pass_due(frames: i32, last: Option<(i32, i32)>, policy: CheckpointPolicy) -> bool {
     let copied = match last {
         Some((log, copied)) if frames >= log => copied,
         _ => 0,
     };
-    frames - copied >= background_at
+    let waiting = frames - copied;
+    waiting >= policy.background_at
+        || (waiting > 0 && frames >= policy.inline_at.saturating_sub(policy.background_at / 2))
 }
 
-fn run(path: &Path, vfs: Option<&'static str>, background_at: i32, shared: &Shared) {
+fn run(path: &Path, vfs: Option<&'static str>, policy: CheckpointPolicy, shared: &Shared) {
     let conn = match super::sqlite::open_connection(path, vfs) {
         Ok(conn) => conn,
         Err(why) => {
@@ -175,7 +183,7 @@ fn run(path: &Path, vfs: Option<&'static str>, background_at: i32, shared: &Shar
                 state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
             }
         };
-        if !pass_due(frames, last, background_at) {
+        if !pass_due(frames, last, policy) {
             continue;
         }
         match conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE) {
@@ -199,19 +207,35 @@ impl Drop for Checkpointer {
 
 #[cfg(test)]
 mod tests {
-    use super::pass_due;
+    use super::{CheckpointPolicy, pass_due};
 
     #[test]
     fn a_checkpoint_is_due_once_enough_frames_wait_to_be_copied() {
+        let policy = CheckpointPolicy {
+            background_at: 100,
+            inline_at: 1_000,
+        };
         // No checkpoint yet: the whole WAL waits.
-        assert!(!pass_due(99, None, 100));
-        assert!(pass_due(100, None, 100));
+        assert!(!pass_due(99, None, policy));
+        assert!(pass_due(100, None, policy));
         // The last one copied 150 of 160 frames: 100 more must come first, not one commit.
-        assert!(!pass_due(161, Some((160, 150)), 100));
-        assert!(!pass_due(249, Some((160, 150)), 100));
-        assert!(pass_due(250, Some((160, 150)), 100));
+        assert!(!pass_due(161, Some((160, 150)), policy));
+        assert!(!pass_due(249, Some((160, 150)), policy));
+        assert!(pass_due(250, Some((160, 150)), policy));
         // A WAL shorter than at the last checkpoint started over: count from its start.
-        assert!(pass_due(120, Some((400, 400)), 100));
-        assert!(!pass_due(90, Some((400, 400)), 100));
+        assert!(pass_due(120, Some((400, 400)), policy));
+        assert!(!pass_due(90, Some((400, 400)), policy));
+    }
+
+    #[test]
+    fn near_the_writers_own_bound_every_commit_is_copied() {
+        let policy = CheckpointPolicy {
+            background_at: 100,
+            inline_at: 1_000,
+        };
+        assert!(!pass_due(949, Some((900, 900)), policy));
+        assert!(pass_due(951, Some((950, 950)), policy));
+        // Nothing new: nothing to do.
+        assert!(!pass_due(960, Some((960, 960)), policy));
     }
 }
