@@ -263,6 +263,20 @@ impl<'a> DropboxClient<'a> {
         self.timed_decode(&call.route, &response.body)
     }
 
+    /// The answer of the call for `route` that was `started` ahead (see [`Self::start_rpc`]),
+    /// or, when none was, of the same call made now ([`Self::rpc`]).
+    pub fn rpc_or_finish<A: Serialize, R: DeserializeOwned>(
+        &mut self,
+        started: Option<PendingCall>,
+        route: &str,
+        arg: Option<&A>,
+    ) -> Result<R, CallError> {
+        match started {
+            Some(call) => self.finish_rpc(call),
+            None => self.rpc(route, arg),
+        }
+    }
+
     /// A content-download call: argument in `Dropbox-API-Arg` (header-safe JSON), result in
     /// `Dropbox-API-Result`, bytes in the body; `range` is an HTTP byte range (start, end incl.).
     pub fn download<A: Serialize, R: DeserializeOwned>(

@@ -63,6 +63,17 @@ fn oauth_credentials(pair: &TokenPair, expires_in: i64) -> StoredCredentials {
     }
 }
 
+/// A harness whose tenant is connected with a pair the emulator minted (valid for four hours
+/// there), which the host believes expires in `expires_in` seconds.
+fn connected(config: EmulatorConfig, expires_in: i64) -> (Harness, TokenPair) {
+    let h = Harness::with_config(config);
+    let pair = h.emulator.issue_tokens(&SCOPES, 14_400);
+    h.host
+        .connect(&h.tenant, oauth_credentials(&pair, expires_in))
+        .unwrap();
+    (h, pair)
+}
+
 fn http() -> HttpClient {
     HttpClient::new(HttpSettings::default())
 }
@@ -735,11 +746,7 @@ fn a_denied_authorization_reaches_the_listener_as_a_typed_error() {
 
 #[test]
 fn a_token_about_to_expire_is_refreshed_once_before_the_sync_uses_it() {
-    let h = Harness::with_config(config(200, 26));
-    let pair = h.emulator.issue_tokens(&SCOPES, 14_400);
-    h.host
-        .connect(&h.tenant, oauth_credentials(&pair, 60))
-        .unwrap();
+    let (h, pair) = connected(config(200, 26), 60);
     // The service already considers the old token expired: only a fresh one can work.
     h.emulator.expire_access_tokens();
     h.emulator.reset_counts();
@@ -774,11 +781,7 @@ fn a_token_about_to_expire_is_refreshed_once_before_the_sync_uses_it() {
 
 #[test]
 fn an_expired_token_in_the_middle_of_a_multi_page_sync_is_refreshed_once_and_the_sync_completes() {
-    let h = Harness::with_config(config(4_300, 27));
-    let pair = h.emulator.issue_tokens(&SCOPES, 14_400);
-    h.host
-        .connect(&h.tenant, oauth_credentials(&pair, 14_400))
-        .unwrap();
+    let (h, pair) = connected(config(4_300, 27), 14_400);
     h.emulator.reset_counts();
     // The second `continue` finds the token expired.
     h.emulator.inject(Fault {
@@ -836,11 +839,7 @@ fn an_expired_token_in_the_middle_of_a_multi_page_sync_is_refreshed_once_and_the
 /// are sent again with the new token, without a refresh each.
 #[test]
 fn requests_started_together_with_an_expired_token_refresh_it_once() {
-    let h = Harness::with_config(config(300, 29));
-    let pair = h.emulator.issue_tokens(&SCOPES, 14_400);
-    h.host
-        .connect(&h.tenant, oauth_credentials(&pair, 14_400))
-        .unwrap();
+    let (h, _) = connected(config(300, 29), 14_400);
     h.sync();
     // The service expires the token before the host expected it to.
     h.emulator.expire_access_tokens();
@@ -866,11 +865,7 @@ fn requests_started_together_with_an_expired_token_refresh_it_once() {
 #[test]
 fn a_refused_refresh_ends_the_run_with_auth_required_once_and_status_says_so() {
     // Before expiry: the host's proactive refresh is refused (the user unlinked the app).
-    let h = Harness::with_config(config(50, 28));
-    let pair = h.emulator.issue_tokens(&SCOPES, 14_400);
-    h.host
-        .connect(&h.tenant, oauth_credentials(&pair, 60))
-        .unwrap();
+    let (h, pair) = connected(config(50, 28), 60);
     h.emulator.revoke_all();
     h.emulator.reset_counts();
     match h.try_sync() {
@@ -957,11 +952,7 @@ fn a_refused_refresh_ends_the_run_with_auth_required_once_and_status_says_so() {
 
 #[test]
 fn test_connection_gives_the_account_for_a_good_token_and_the_typed_error_for_a_dead_one() {
-    let h = Harness::with_config(config(0, 30));
-    let pair = h.emulator.issue_tokens(&SCOPES, 14_400);
-    h.host
-        .connect(&h.tenant, oauth_credentials(&pair, 14_400))
-        .unwrap();
+    let (h, _) = connected(config(0, 30), 14_400);
     let user = h
         .host
         .test_connection(&h.tenant)
@@ -981,11 +972,7 @@ fn test_connection_gives_the_account_for_a_good_token_and_the_typed_error_for_a_
 
 #[test]
 fn secrets_never_reach_logs_events_errors_or_the_guest() {
-    let h = Harness::with_config(config(120, 31));
-    let pair = h.emulator.issue_tokens(&SCOPES, 14_400);
-    h.host
-        .connect(&h.tenant, oauth_credentials(&pair, 60))
-        .unwrap();
+    let (h, pair) = connected(config(120, 31), 60);
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let observer = {
         let seen = seen.clone();

@@ -429,13 +429,11 @@ fn list_shared_links(
     let mut cursor: Option<String> = None;
     let mut repeated = 0u32;
     loop {
-        let result = match first.take() {
-            Some(call) => client.finish_rpc(call),
-            None => client.rpc(
-                "sharing/list_shared_links",
-                Some(&links_page_arg(cursor.clone())),
-            ),
-        };
+        let result = client.rpc_or_finish(
+            first.take(),
+            "sharing/list_shared_links",
+            Some(&links_page_arg(cursor.clone())),
+        );
         let page: LenientLinksPage = match result {
             Ok(page) => page,
             Err(e) if is_permission_problem(&e) => {
@@ -513,6 +511,13 @@ fn list_folder_arg(limit: u32) -> ListFolderArg {
     }
 }
 
+/// The argument of the page of changes after `cursor`.
+fn continue_arg(cursor: &str) -> ListFolderContinueArg {
+    ListFolderContinueArg {
+        cursor: cursor.to_string(),
+    }
+}
+
 /// The requests a sync makes before its first page: the owner, the first page of shared links,
 /// the first page of the listing or of the changes. None needs another's answer, so they are
 /// started together and the sync waits one round trip for them instead of three (at 300 ms a
@@ -552,10 +557,7 @@ impl Opening {
             opening.listing = Some(match cursor {
                 None => client.start_rpc("files/list_folder", Some(&list_folder_arg(limit)))?,
                 Some(cursor) => {
-                    let arg = ListFolderContinueArg {
-                        cursor: cursor.to_string(),
-                    };
-                    client.start_rpc("files/list_folder/continue", Some(&arg))?
+                    client.start_rpc("files/list_folder/continue", Some(&continue_arg(cursor)))?
                 }
             });
         }
@@ -780,10 +782,8 @@ pub fn run_sync(
     let opening = Opening::start(client, state.cursor.as_deref(), limit)?;
     let mut next_page = opening.listing;
 
-    let account: FullAccount = match opening.account {
-        Some(call) => client.finish_rpc(call)?,
-        None => client.rpc::<(), _>("users/get_current_account", None)?,
-    };
+    let account: FullAccount =
+        client.rpc_or_finish::<(), _>(opening.account, "users/get_current_account", None)?;
     let (owner, group, permissions) = owner_and_group(&account);
     store.put_owner(owner, group, permissions)?;
     // A listing starts by marking everything pending; only the first page of it does that.
@@ -810,10 +810,11 @@ pub fn run_sync(
         let prefetched = next_page.take();
         let mut page: ListFolderResult = match (&state.cursor, prefetched) {
             (None, prefetched) => {
-                let result = match prefetched {
-                    Some(call) => client.finish_rpc(call),
-                    None => client.rpc("files/list_folder", Some(&list_folder_arg(limit))),
-                };
+                let result = client.rpc_or_finish(
+                    prefetched,
+                    "files/list_folder",
+                    Some(&list_folder_arg(limit)),
+                );
                 match result {
                     Ok(page) => page,
                     // The page did not fit the host's body cap: ask for fewer entries. The
@@ -835,15 +836,13 @@ pub fn run_sync(
                 }
             }
             (Some(c), prefetched) => {
-                let result = match prefetched {
-                    // Started with the cursor the previous page committed (the one in `state`
-                    // now), or by the opening with the stored one.
-                    Some(call) => client.finish_rpc(call),
-                    None => {
-                        let arg = ListFolderContinueArg { cursor: c.clone() };
-                        client.rpc("files/list_folder/continue", Some(&arg))
-                    }
-                };
+                // A prefetched request was started with the cursor the previous page
+                // committed (the one in `state` now), or by the opening with the stored one.
+                let result = client.rpc_or_finish(
+                    prefetched,
+                    "files/list_folder/continue",
+                    Some(&continue_arg(c)),
+                );
                 match result {
                     Ok(page) => page,
                     Err(e)
@@ -899,10 +898,10 @@ pub fn run_sync(
         // this page is, so a crash still repeats at most one page, and one page at most waits
         // in memory. Not when the host wants to stop: that request would be wasted.
         if page.has_more && !client.host().should_stop() {
-            let arg = ListFolderContinueArg {
-                cursor: page.cursor.clone(),
-            };
-            next_page = Some(client.start_rpc("files/list_folder/continue", Some(&arg))?);
+            next_page = Some(client.start_rpc(
+                "files/list_folder/continue",
+                Some(&continue_arg(&page.cursor)),
+            )?);
         }
         let page_entries = page.entries.len() as u64;
         let plan_started = std::time::Instant::now();
