@@ -24,6 +24,7 @@ mod checkpointer;
 #[cfg(test)]
 pub(crate) mod contract;
 pub mod pg;
+mod recent_ids;
 mod sqlite;
 mod wal_vfs;
 
