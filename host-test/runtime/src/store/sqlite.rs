@@ -163,6 +163,26 @@ static SELECT_ROW: LazyLock<String> = LazyLock::new(|| {
 const SELECT_INDEXED_ROW: &str =
     "SELECT row FROM record_ids WHERE tenant = ?1 AND external_id = ?2";
 
+/// The row the id index gives (tenant `?1`, id `?2`), as `read_row` reads it, then the index's
+/// row number: one statement for both (the row's columns are NULL if the index names a row
+/// that is not this record's, which is a bug).
+static SELECT_INDEXED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {}, r.rowid, r.last_event, i.row FROM record_ids i
+         LEFT JOIN records r ON r.rowid = i.row AND r.tenant = i.tenant AND r.external_id = i.external_id
+         WHERE i.tenant = ?1 AND i.external_id = ?2",
+        &*RECORD_COLUMNS_OF_R
+    )
+});
+
+/// Whether the id index holds any of `?2` to `?65` for tenant `?1`.
+static ANY_INDEXED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT 1 FROM record_ids WHERE tenant = ?1 AND external_id IN {} LIMIT 1",
+        &*LOOKUP_KEYS
+    )
+});
+
 /// Whether row `?1` is (tenant `?2`, id `?3`)'s.
 const ROW_IS: &str = "SELECT 1 FROM records WHERE rowid = ?1 AND tenant = ?2 AND external_id = ?3";
 
@@ -1261,6 +1281,8 @@ struct Statements<'tx> {
     insert_record: Option<CachedStatement<'tx>>,
     select_row: Option<CachedStatement<'tx>>,
     select_indexed_row: Option<CachedStatement<'tx>>,
+    select_indexed: Option<CachedStatement<'tx>>,
+    any_indexed: Option<CachedStatement<'tx>>,
     row_is: Option<CachedStatement<'tx>>,
     materialize: Option<CachedStatement<'tx>>,
     update_in_place: Option<CachedStatement<'tx>>,
@@ -1280,6 +1302,8 @@ impl<'tx> Statements<'tx> {
             insert_record: None,
             select_row: None,
             select_indexed_row: None,
+            select_indexed: None,
+            any_indexed: None,
             row_is: None,
             materialize: None,
             update_in_place: None,
@@ -1380,22 +1404,53 @@ impl<'tx> Statements<'tx> {
         if !self.recent.may_be_indexed(key) {
             return Ok(None);
         }
-        let Some(row) = Self::prepared(self.tx, &mut self.select_indexed_row, SELECT_INDEXED_ROW)?
-            .query_row(params![tenant, id], |r| r.get::<_, i64>(0))
-            .optional()?
-        else {
-            return Ok(None);
-        };
-        match Self::prepared(self.tx, &mut self.select_row, &SELECT_ROW)?
-            .query_row(params![row, tenant, id], |row| read_row(row, r))
-            .optional()?
-        {
-            Some(found) => Ok(Some(found)),
+        let found = Self::prepared(self.tx, &mut self.select_indexed, &SELECT_INDEXED)?
+            .query_row(params![tenant, id], |row| {
+                let indexed: i64 = row.get(RECORD_COLUMN_COUNT + 2)?;
+                match row.get::<_, Option<i64>>(RECORD_COLUMN_COUNT)? {
+                    Some(_) => Ok(Ok(read_row(row, r)?)),
+                    None => Ok(Err(indexed)),
+                }
+            })
+            .optional()?;
+        match found {
+            None => Ok(None),
+            Some(Ok(found)) => Ok(Some(found)),
             // The index and its rows change in the same transactions: a bug, never passed over.
-            None => Err(StoreError::Invalid(format!(
+            Some(Err(row)) => Err(StoreError::Invalid(format!(
                 "{id}: the id index names row {row}, which is not this record's"
             ))),
         }
+    }
+
+    /// Whether any of `ids` (a chunk's) has a row: the recent ones by the map, the others by
+    /// one search of the index for those its filter does not rule out.
+    fn any_has_row(&mut self, tenant: &str, ids: &[&str]) -> Result<bool, StoreError> {
+        let mut asked: Vec<&str> = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let key = self.recent.key(tenant, id);
+            for row in self.recent.candidates_of(key) {
+                if Self::prepared(self.tx, &mut self.row_is, ROW_IS)?
+                    .exists(params![row, tenant, id])?
+                {
+                    return Ok(true);
+                }
+            }
+            if self.recent.may_be_indexed(key) {
+                asked.push(id);
+            }
+        }
+        let Some(&last) = asked.last() else {
+            return Ok(false);
+        };
+        debug_assert!(asked.len() <= LOOKUP_CHUNK);
+        let stmt = Self::prepared(self.tx, &mut self.any_indexed, &ANY_INDEXED)?;
+        stmt.raw_bind_parameter(1, tenant)?;
+        for n in 0..LOOKUP_CHUNK {
+            stmt.raw_bind_parameter(2 + n, asked.get(n).copied().unwrap_or(last))?;
+        }
+        let mut rows = stmt.raw_query();
+        Ok(rows.next()?.is_some())
     }
 
     /// Copy the row at `rowid` into the snapshot of its lazy event `seq`: the row is about to
@@ -1514,6 +1569,8 @@ fn apply_change(
 /// statement costs SQLite its cursors, and the events table its AUTOINCREMENT counter, once
 /// per statement.
 const CREATION_CHUNK: usize = 64;
+// A chunk's ids are asked of the index in one statement (`any_has_row`).
+const _: () = assert!(CREATION_CHUNK <= LOOKUP_CHUNK);
 
 /// The next sequence number an event may take: past every event there ever was (the
 /// AUTOINCREMENT counter, which a deleted last event leaves behind) and every one there is.
@@ -1593,10 +1650,9 @@ fn create_chunk(
             return Ok(false);
         }
     }
-    for r in &records {
-        if statements.row_of(tenant, &r.external_id)?.is_some() {
-            return Ok(false);
-        }
+    let chunk_ids: Vec<&str> = records.iter().map(|r| r.external_id.as_str()).collect();
+    if statements.any_has_row(tenant, &chunk_ids)? {
+        return Ok(false);
     }
     let tx = statements.tx;
     let first: i64 = Statements::prepared(tx, &mut statements.next_event, NEXT_EVENT)?
@@ -3365,6 +3421,33 @@ mod recent_id_tests {
         assert_eq!(counts(&store), (300, 300, 0));
         assert_eq!(found(&store, 300..400), 0);
         index_matches_rows(&store);
+    }
+
+    #[test]
+    fn an_index_entry_naming_another_row_is_an_error_not_a_second_row() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store
+            .apply("t", &files(0..2, "a"), Some(&point("1")))
+            .unwrap();
+        // Damage the index: id 0's entry names id 1's row.
+        store
+            .conn()
+            .execute(
+                "UPDATE record_ids SET row = (SELECT row FROM records WHERE external_id = 'id:00001')
+                 WHERE external_id = 'id:00000'",
+                [],
+            )
+            .unwrap();
+        let mut edited = rec("id:00000", "/a/f0", RecordKind::File);
+        edited.size = 7;
+        let err = store
+            .apply("t", &[up(edited, ChangeKind::Content)], Some(&point("2")))
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Invalid(m) if m.contains("the id index names row")),
+            "{err}"
+        );
+        assert_eq!(counts(&store), (2, 2, 0));
     }
 
     #[test]
