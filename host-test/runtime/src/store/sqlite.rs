@@ -666,7 +666,7 @@ impl RecordStore for SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         // The id index gives the byte order of ids (BINARY collation) up to the merged mark;
-        // the rows past it (a few listing pages' worth at most) are read in full and sorted.
+        // the rows past it (at most a merge's worth, during a listing) are read and sorted.
         let of_r = &*RECORD_COLUMNS_OF_R;
         let records = {
             let mut stmt = tx.prepare_cached(&format!(
@@ -679,7 +679,8 @@ impl RecordStore for SqliteStore {
                    SELECT * FROM (
                      SELECT {RECORD_COLUMNS} FROM records
                      WHERE rowid > (SELECT through FROM record_ids_merged) AND tenant = ?1
-                       AND (?2 IS NULL OR external_id > ?2) AND pending_removal = 0))
+                       AND (?2 IS NULL OR external_id > ?2) AND pending_removal = 0
+                     ORDER BY external_id LIMIT ?3))
                  ORDER BY external_id LIMIT ?3"
             ))?;
             let rows = stmt.query_map(params![tenant, after, limit], read_stored)?;
