@@ -126,10 +126,15 @@ impl RecentIds {
     /// Forget everything: the next `catch_up` loads the unmerged rows from the database.
     pub(super) fn invalidate(&mut self) {
         self.through = None;
+        self.clear_rows();
+        self.indexed = None;
+    }
+
+    /// An empty map, in new tables: the memory of a large merge's worth goes back.
+    fn clear_rows(&mut self) {
         self.rows = HashMap::default();
         self.more = HashMap::default();
         self.len = 0;
-        self.indexed = None;
     }
 
     /// Bring the map up to the database as `conn` sees it (inside the caller's transaction):
@@ -148,8 +153,8 @@ impl RecentIds {
         )?;
         let mut found = stmt.query(params![self.seen_to])?;
         while let Some(r) = found.next()? {
-            let (row, tenant, id): (i64, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
-            self.note(&tenant, &id, row);
+            let (tenant, id) = (r.get_ref(1)?.as_str()?, r.get_ref(2)?.as_str()?);
+            self.note(tenant, id, r.get(0)?);
         }
         Ok(())
     }
@@ -222,10 +227,7 @@ impl RecentIds {
                 filter.add(key);
             }
         }
-        // New tables: the memory of a large merge's worth goes back.
-        self.rows = HashMap::default();
-        self.more = HashMap::default();
-        self.len = 0;
+        self.clear_rows();
         self.through = Some(through);
         self.seen_to = self.seen_to.max(through);
     }

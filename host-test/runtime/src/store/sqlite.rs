@@ -1325,12 +1325,8 @@ impl<'tx> Statements<'tx> {
     /// be sure), else in the id index.
     fn row_of(&mut self, tenant: &str, id: &str) -> Result<Option<i64>, StoreError> {
         let key = self.recent.key(tenant, id);
-        for row in self.recent.candidates_of(key) {
-            if Self::prepared(self.tx, &mut self.row_is, ROW_IS)?
-                .exists(params![row, tenant, id])?
-            {
-                return Ok(Some(row));
-            }
+        if let Some(row) = self.recent_row(key, tenant, id)? {
+            return Ok(Some(row));
         }
         if !self.recent.may_be_indexed(key) {
             return Ok(None);
@@ -1340,6 +1336,31 @@ impl<'tx> Statements<'tx> {
                 .query_row(params![tenant, id], |r| r.get(0))
                 .optional()?,
         )
+    }
+
+    /// The row of (tenant, id) among the recent rows (`key` is theirs in the map): each
+    /// candidate the map gives is read to be sure.
+    fn recent_row(&mut self, key: u64, tenant: &str, id: &str) -> Result<Option<i64>, StoreError> {
+        for row in self.recent.candidates_of(key) {
+            if Self::prepared(self.tx, &mut self.row_is, ROW_IS)?
+                .exists(params![row, tenant, id])?
+            {
+                return Ok(Some(row));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Flag the row of (tenant, id), if it has one, as pending removal.
+    fn mark_pending(&mut self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        if let Some(row) = self.row_of(tenant, id)? {
+            self.tx
+                .prepare_cached(
+                    "UPDATE records SET pending_removal = 1 WHERE rowid = ?1 AND pending_removal = 0",
+                )?
+                .execute(params![row])?;
+        }
+        Ok(())
     }
 
     /// A new row for `r` (whose id has none), as the newest of the recent rows. The outer
@@ -1430,12 +1451,8 @@ impl<'tx> Statements<'tx> {
         let mut asked: Vec<&str> = Vec::with_capacity(ids.len());
         for &id in ids {
             let key = self.recent.key(tenant, id);
-            for row in self.recent.candidates_of(key) {
-                if Self::prepared(self.tx, &mut self.row_is, ROW_IS)?
-                    .exists(params![row, tenant, id])?
-                {
-                    return Ok(true);
-                }
+            if self.recent_row(key, tenant, id)?.is_some() {
+                return Ok(true);
             }
             if self.recent.may_be_indexed(key) {
                 asked.push(id);
@@ -1513,22 +1530,12 @@ fn apply_change(
                 // Only the replaced folder goes; its descendants stay as they are. Updating
                 // their parent and display path is the connector's (one upsert, one event,
                 // each), so that a child also named by the page is not reported twice.
-                if let Some(row) = statements.row_of(tenant, &old_id)? {
-                    tx.prepare_cached("UPDATE records SET pending_removal = 1 WHERE rowid = ?1")?
-                        .execute(params![row])?;
-                }
+                statements.mark_pending(tenant, &old_id)?;
             } else {
                 mark_subtree(tx, tenant, path_lower)?;
             }
         }
-        Change::Remove(id) => {
-            if let Some(row) = statements.row_of(tenant, id)? {
-                tx.prepare_cached(
-                    "UPDATE records SET pending_removal = 1 WHERE rowid = ?1 AND pending_removal = 0",
-                )?
-                .execute(params![row])?;
-            }
-        }
+        Change::Remove(id) => statements.mark_pending(tenant, id)?,
         Change::RemoveSubtree(path) => {
             mark_subtree(tx, tenant, path)?;
         }
@@ -1646,12 +1653,14 @@ fn create_chunk(
     }
     let mut ids = KeySet::with_capacity_and_hasher(CREATION_CHUNK, Default::default());
     let mut paths = KeySet::with_capacity_and_hasher(CREATION_CHUNK, Default::default());
+    let mut chunk_ids: Vec<&str> = Vec::with_capacity(CREATION_CHUNK);
     for r in &records {
-        if !ids.insert(r.external_id.as_str()) || r.path_lower().is_some_and(|p| !paths.insert(p)) {
+        let id = r.external_id.as_str();
+        if !ids.insert(id) || r.path_lower().is_some_and(|p| !paths.insert(p)) {
             return Ok(false);
         }
+        chunk_ids.push(id);
     }
-    let chunk_ids: Vec<&str> = records.iter().map(|r| r.external_id.as_str()).collect();
     if statements.any_has_row(tenant, &chunk_ids)? {
         return Ok(false);
     }
