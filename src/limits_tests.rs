@@ -85,6 +85,12 @@ struct FakeDropbox {
     fits_entries: u32,
     /// Answer the first `list_folder` with a 503 (a transient failure to retry).
     fail_first_listing: bool,
+    /// Answer every `sharing/list_shared_links` with `has_more`, no links and a fresh cursor.
+    endless_links: bool,
+    /// `sharing/list_shared_links` calls served.
+    link_pages: u32,
+    /// Answer a long-poll with a timeout instead of a result (the request ran out of time).
+    longpoll_times_out: bool,
     events: Events,
     limits_asked: Vec<u32>,
     largest_body: usize,
@@ -168,7 +174,23 @@ impl Http for FakeDropbox {
                 "name": {"display_name": "Owner"},
                 "email": "owner@example.com",
             })),
-            "sharing/list_shared_links" => ok_json(&json!({"links": [], "has_more": false})),
+            "sharing/list_shared_links" => {
+                self.link_pages += 1;
+                if self.link_pages > 1_000 {
+                    // Far past any bound: a connector without one fails here instead of hanging.
+                    Err(HttpError::InvalidRequest(
+                        "no end to the shared links".into(),
+                    ))
+                } else if self.endless_links {
+                    ok_json(&json!({
+                        "links": [],
+                        "has_more": true,
+                        "cursor": format!("l{}", self.link_pages),
+                    }))
+                } else {
+                    ok_json(&json!({"links": [], "has_more": false}))
+                }
+            }
             "files/list_folder" => {
                 self.events.borrow_mut().push("list_folder".into());
                 let limit = arg["limit"].as_u64().map_or(u32::MAX, |l| l as u32);
@@ -202,7 +224,11 @@ impl Http for FakeDropbox {
                 self.events
                     .borrow_mut()
                     .push(format!("read timeout {:?}", request.timeout_ms));
-                ok_json(&json!({"changes": false}))
+                if self.longpoll_times_out {
+                    Err(HttpError::Timeout("no answer in time".into()))
+                } else {
+                    ok_json(&json!({"changes": false}))
+                }
             }
             other => Err(HttpError::InvalidRequest(format!(
                 "unexpected route {other}"
@@ -280,6 +306,9 @@ fn dropbox(cap: u64, file: Vec<u8>, pages: Vec<Vec<Value>>, events: &Events) -> 
         pages,
         fits_entries: u32::MAX,
         fail_first_listing: false,
+        endless_links: false,
+        link_pages: 0,
+        longpoll_times_out: false,
         events: events.clone(),
         limits_asked: Vec::new(),
         largest_body: 0,
@@ -542,9 +571,14 @@ fn a_long_poll_waits_no_longer_than_the_host_lets_a_request_last() {
             .to_string(),
     );
     let mut creds = NoRefresh;
-    for (max_timeout_ms, asked, expected) in
-        [(300_000, 480, 200), (600_000, 480, 480), (60_000, 300, 30)]
-    {
+    // (the host's longest request, the wait asked for, what Dropbox is asked, the cut in ms)
+    for (max_timeout_ms, asked, expected, cut) in [
+        (300_000, 480, 210, 300_000),
+        (600_000, 480, 390, 480_000),
+        (60_000, 300, 30, 60_000),
+        (600_000, 5, 30, 5_000),
+        (600_000, 0, 30, 1_000),
+    ] {
         let mut host = FakeHost {
             limits: HostLimits {
                 max_timeout_ms,
@@ -571,7 +605,47 @@ fn a_long_poll_waits_no_longer_than_the_host_lets_a_request_last() {
             Some(format!("longpoll {expected}")),
             "max {max_timeout_ms} ms"
         );
+        let timeout = events.borrow().last().cloned().unwrap_or_default();
+        let ms: u64 = timeout
+            .strip_prefix("read timeout Some(")
+            .and_then(|t| t.strip_suffix(')'))
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("no read timeout in {timeout}"));
+        // The budget counts down from the call's start: a few ms may have passed.
+        assert!(
+            ms <= cut && ms + 1_000 > cut,
+            "asked {asked} s, cut at {ms} ms, not {cut}"
+        );
     }
+}
+
+#[test]
+fn a_long_poll_cut_at_its_timeout_reports_no_changes_without_a_retry() {
+    let events = Events::default();
+    let mut http = dropbox(MIB, Vec::new(), Vec::new(), &events);
+    http.longpoll_times_out = true;
+    let mut store = store(&events);
+    store.inner.sync_point = Some(
+        json!({"cursor": "c9", "filters": crate::config::Filters::default().fingerprint()})
+            .to_string(),
+    );
+    let (mut creds, mut host) = (NoRefresh, host_1_mib());
+    let mut ports = Ports {
+        http: &mut http,
+        credentials: &mut creds,
+        host: &mut host,
+        store: &mut store,
+    };
+    let hint = crate::operations::wait_for_changes(&mut ports, 5)
+        .unwrap_or_else(|e| panic!("a cut long-poll is not an error: {e}"));
+    assert!(!hint.changes);
+    let polls = events
+        .borrow()
+        .iter()
+        .filter(|e| e.starts_with("longpoll"))
+        .count();
+    // A retry would wait a second budget: the call would outlast its timeout.
+    assert_eq!(polls, 1, "{:?}", events.borrow());
 }
 
 /// A host that runs started requests only when they are waited for (the contract allows it),
@@ -790,4 +864,82 @@ fn calls_started_together_refresh_an_expired_token_once() {
     assert_eq!(summary.api_calls, 8);
     let live = store.inner.records.values().filter(|(_, p)| !p).count();
     assert_eq!(live, 6);
+}
+
+#[test]
+fn shared_links_that_never_end_stop_the_sync_after_a_bound() {
+    let events = Events::default();
+    let mut http = dropbox(MIB, Vec::new(), listing(1, 2), &events);
+    http.endless_links = true;
+    let mut store = store(&events);
+    let (mut creds, mut host) = (NoRefresh, host_1_mib());
+    let result = sync_through(&mut http, &mut creds, &mut host, &mut store);
+    match result {
+        Err(ConnectorError::Internal(m)) => {
+            assert!(m.contains("no links"), "{m}")
+        }
+        other => panic!("expected an internal error, got {other:?}"),
+    }
+    assert_eq!(
+        http.link_pages,
+        crate::sync::MAX_EMPTY_PAGES + 1,
+        "the bound, then the end"
+    );
+    assert!(store.points.is_empty(), "nothing was committed");
+}
+
+#[test]
+fn a_resumed_listing_reports_the_kind_it_began_as() {
+    for (resync, expected) in [
+        (true, crate::model::SyncKind::Resync),
+        (false, crate::model::SyncKind::Full),
+    ] {
+        let events = Events::default();
+        let mut http = dropbox(MIB, Vec::new(), listing(3, 2), &events);
+        let mut store = store(&events);
+        // A listing interrupted after its first page: it resumes at that page's cursor.
+        let mut state = json!({
+            "cursor": "c1",
+            "filters": crate::config::Filters::default().fingerprint(),
+            "listing": true,
+            "unfinished": true,
+        });
+        if resync {
+            state["resync"] = json!(true);
+        }
+        store.inner.sync_point = Some(state.to_string());
+        let (mut creds, mut host) = (NoRefresh, host_1_mib());
+        let summary = sync_through(&mut http, &mut creds, &mut host, &mut store)
+            .unwrap_or_else(|e| panic!("sync failed: {e}"));
+        assert_eq!(summary.kind, expected, "resync: {resync}");
+        // Once the listing is complete, the flag is gone.
+        let last = store.points.last().map(|p| p.position.clone());
+        assert!(
+            last.as_deref().is_some_and(|p| !p.contains("resync")),
+            "{last:?}"
+        );
+    }
+}
+
+#[test]
+fn a_re_listing_after_a_filter_change_stores_that_it_is_one() {
+    let events = Events::default();
+    let mut http = dropbox(MIB, Vec::new(), listing(3, 2), &events);
+    let mut store = store(&events);
+    store.inner.sync_point = Some(json!({"cursor": "old", "filters": "other filters"}).to_string());
+    let (mut creds, mut host) = (NoRefresh, host_1_mib());
+    let summary = sync_through(&mut http, &mut creds, &mut host, &mut store)
+        .unwrap_or_else(|e| panic!("sync failed: {e}"));
+    assert_eq!(summary.kind, crate::model::SyncKind::Resync);
+    let listing: Vec<&str> = store
+        .points
+        .iter()
+        .map(|p| p.position.as_str())
+        .filter(|p| p.contains("\"listing\":true"))
+        .collect();
+    assert!(!listing.is_empty(), "the listing took several commits");
+    assert!(
+        listing.iter().all(|p| p.contains("\"resync\":true")),
+        "{listing:?}"
+    );
 }

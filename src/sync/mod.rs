@@ -62,8 +62,9 @@ use planner::{FollowUp, PagePlan, SharedLinks, plan_page};
 /// Resets in one run beyond which the run gives up (a service that resets every fresh cursor
 /// would otherwise keep the connector re-listing forever).
 const MAX_RESETS_PER_RUN: u32 = 3;
-/// Consecutive pages with `has_more` and no entries beyond which the run gives up.
-const MAX_EMPTY_PAGES: u32 = 50;
+/// Consecutive pages with `has_more` and nothing in them (folder entries, or shared links)
+/// beyond which the run gives up.
+pub(crate) const MAX_EMPTY_PAGES: u32 = 50;
 /// Times the same cursor may come back with `has_more` before the run gives up.
 const MAX_REPEATED_CURSOR: u32 = 3;
 /// Entries per listing page (the maximum Dropbox accepts).
@@ -107,10 +108,18 @@ pub struct SyncState {
     /// Pages of the unfinished listing committed so far (for the status line only).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub listed_pages: u32,
+    /// The unfinished listing replaces a complete one (a reset, or changed filters), so a run
+    /// that resumes it reports `resync`, not `full` (for the summary only).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub resync: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl SyncState {
@@ -378,6 +387,7 @@ impl PageCommit<'_> {
                 } else {
                     0
                 },
+                resync: listing && self.before.resync,
             }
         } else {
             // Part of the page is committed: its marks belong to a sequence that resumes at
@@ -390,6 +400,7 @@ impl PageCommit<'_> {
                 follow,
                 orphans,
                 listed_pages: self.before.listed_pages,
+                resync: self.before.resync,
             }
         }
     }
@@ -428,6 +439,7 @@ fn list_shared_links(
     let mut links = SharedLinks::default();
     let mut cursor: Option<String> = None;
     let mut repeated = 0u32;
+    let mut empty_pages = 0u32;
     loop {
         let result = client.rpc_or_finish(
             first.take(),
@@ -447,6 +459,18 @@ fn list_shared_links(
             }
             Err(e) => return Err(e.into()),
         };
+        // A service that keeps answering `has_more` with empty pages and fresh cursors would
+        // hold the sync here forever; the folder listing has the same bound.
+        if page.has_more && page.links.is_empty() {
+            empty_pages += 1;
+            if empty_pages > MAX_EMPTY_PAGES {
+                return Err(ConnectorError::Internal(format!(
+                    "sharing/list_shared_links returned {empty_pages} pages in a row with has_more and no links; the shared links cannot be listed completely"
+                )));
+            }
+        } else {
+            empty_pages = 0;
+        }
         let mut unreadable = 0usize;
         for value in page.links {
             match SharedLinkMetadata::deserialize(value) {
@@ -758,6 +782,7 @@ pub fn run_sync(
         follow: Vec::new(),
         orphans: BTreeSet::new(),
         listed_pages: 0,
+        resync: false,
     };
     let (mut kind, mut state) = match stored {
         None => (SyncKind::Full, fresh()),
@@ -766,10 +791,21 @@ pub fn run_sync(
                 Level::Info,
                 "the filters changed: re-listing the account to apply them",
             );
-            (SyncKind::Resync, fresh())
+            (
+                SyncKind::Resync,
+                SyncState {
+                    resync: true,
+                    ..fresh()
+                },
+            )
         }
+        // The contract's kinds: resuming a listing is `full` or `resync` as the listing was.
         Some(state) if state.listing || state.cursor.is_none() => (
-            SyncKind::Full,
+            if state.resync {
+                SyncKind::Resync
+            } else {
+                SyncKind::Full
+            },
             SyncState {
                 listing: true,
                 ..state
@@ -862,6 +898,7 @@ pub fn run_sync(
                         kind = SyncKind::Resync;
                         state = SyncState {
                             follow: std::mem::take(&mut state.follow),
+                            resync: true,
                             ..fresh()
                         };
                         mark_all = true;
