@@ -5,7 +5,7 @@
 
 #![allow(clippy::result_large_err)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -334,10 +334,14 @@ impl<'a> DropboxClient<'a> {
 
     /// `files/list_folder/longpoll`: no Authorization header (the route refuses one), and a read
     /// timeout above the server's `timeout` plus its up to 90 s of jitter.
+    /// `files/list_folder/longpoll`, asking Dropbox to wait `timeout_secs`, within `budget`:
+    /// every attempt's timeout is what is left of it, and no retry starts after it, so a cut
+    /// wait ends as a transport timeout.
     pub fn longpoll<R: DeserializeOwned>(
         &mut self,
         cursor: &str,
         timeout_secs: u64,
+        budget: Duration,
     ) -> Result<R, CallError> {
         let route = "files/list_folder/longpoll";
         let arg = crate::api::types::LongpollArg {
@@ -351,9 +355,10 @@ impl<'a> DropboxClient<'a> {
             headers: vec![("Content-Type".to_string(), "application/json".to_string())],
             body,
             authenticated: false,
-            timeout_ms: Some((timeout_secs + 90 + 10) * 1000),
+            timeout_ms: None,
         };
-        let response = self.execute(route, request, None)?;
+        let deadline = Instant::now() + budget;
+        let response = self.execute_until(route, request, None, Some(deadline))?;
         decode(&response.body).map_err(|error| CallError::Decode {
             route: route.into(),
             error,
@@ -367,7 +372,19 @@ impl<'a> DropboxClient<'a> {
         &mut self,
         route: &str,
         request: HttpRequest,
+        first: Option<(Result<HttpResponse, HttpError>, u32)>,
+    ) -> Result<HttpResponse, CallError> {
+        self.execute_until(route, request, first, None)
+    }
+
+    /// [`Self::execute`], within a `deadline` when one is given: each attempt may last only
+    /// what is left of it, and a retry that would start after it is not made.
+    fn execute_until(
+        &mut self,
+        route: &str,
+        mut request: HttpRequest,
         mut first: Option<(Result<HttpResponse, HttpError>, u32)>,
+        deadline: Option<Instant>,
     ) -> Result<HttpResponse, CallError> {
         let mut attempt: u32 = 0;
         let mut refreshed = false;
@@ -376,6 +393,16 @@ impl<'a> DropboxClient<'a> {
             let (outcome, sent_after_refreshes) = match first.take() {
                 Some(first) => first,
                 None => {
+                    if let Some(deadline) = deadline {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            return Err(CallError::Transport {
+                                route: route.into(),
+                                error: HttpError::Timeout("the call's time ran out".into()),
+                            });
+                        }
+                        request.timeout_ms = Some(left.as_millis().max(1) as u64);
+                    }
                     self.calls += 1;
                     (self.http.send(request.clone()), self.refreshes)
                 }
@@ -444,6 +471,22 @@ impl<'a> DropboxClient<'a> {
                         .decide(attempt, &Failure::Connection(&text), jitter)
                 }
                 (None, None) => Decision::GiveUp,
+            };
+            // Within a deadline, an attempt that timed out had all that was left of it.
+            let decision = match decision {
+                Decision::Retry { .. }
+                    if deadline.is_some()
+                        && matches!(failure_conn, Some(HttpError::Timeout(_))) =>
+                {
+                    Decision::GiveUp
+                }
+                Decision::Retry { after_ms, .. }
+                    if deadline
+                        .is_some_and(|d| Instant::now() + Duration::from_millis(after_ms) >= d) =>
+                {
+                    Decision::GiveUp
+                }
+                decision => decision,
             };
             match decision {
                 Decision::Retry { after_ms, reason } => {

@@ -317,12 +317,20 @@ pub fn reindex_records(
     let no_orphans = std::collections::BTreeSet::new();
     let mut totals = crate::model::ApplySummary::default();
     let mut summary = ReindexSummary::default();
-    for id in ids {
-        let Ok((record, pending)) = stored_record(store, id) else {
-            client
-                .host()
-                .log(Level::Warn, &format!("reindex: no record {id}; skipped"));
-            continue;
+    // The contract: each id is checked once however often it is given, and an id the store
+    // does not hold is skipped, not counted.
+    let mut seen = std::collections::HashSet::new();
+    for id in ids.iter().filter(|id| seen.insert(id.as_str())) {
+        let (record, pending) = match stored_record(store, id) {
+            Ok(found) => found,
+            Err(ConnectorError::NotFound(_)) => {
+                client
+                    .host()
+                    .log(Level::Warn, &format!("reindex: no record {id}; skipped"));
+                continue;
+            }
+            // A store that cannot answer is not a record that is missing.
+            Err(e) => return Err(e),
         };
         summary.checked += 1;
         let mut follow_ups = Vec::new();

@@ -3,15 +3,20 @@
 //! component (`connector_sdk::export_connector!` in `lib.rs`); native tests call the same
 //! functions with fakes.
 
+use std::time::Duration;
+
 use connector_sdk::Connector;
 
 use crate::api::types::{FullAccount, LongpollResult};
-use crate::client::DropboxClient;
+use crate::client::{CallError, DropboxClient};
 use crate::model::{
     ChangeHint, ConnectorError, Manifest, ReindexSummary, SignedUrl, StreamSummary, SyncSummary,
     User,
 };
-use crate::ports::{Level, Ports, Sink, Store};
+use crate::ports::{HttpError, Level, Ports, Sink, Store};
+
+/// Seconds Dropbox may add to a long-poll's wait (host-test/emulator/DROPBOX-API.md §3.6).
+const LONGPOLL_JITTER_SECS: u64 = 90;
 use crate::sync::{self, load_state, owner_and_group};
 
 /// Dropbox Personal, as a source connector.
@@ -131,12 +136,16 @@ pub fn wait_for_changes(
     let Some(cursor) = state.cursor.as_deref().filter(|_| !state.work_pending()) else {
         return Ok(sync_now);
     };
-    // Dropbox accepts 30..=480 seconds. The read timeout covers the wait plus Dropbox's up to
-    // 90 s of jitter and a margin (`DropboxClient::longpoll`, 100 s in all); a host that clamps
-    // timeouts lower (`limits.max-timeout-ms`) is asked for a shorter wait, not cut off.
-    let fits_host = (client.limits().max_timeout_ms / 1000).saturating_sub(100);
-    let timeout = u64::from(timeout_seconds).min(fits_host).clamp(30, 480);
-    match client.longpoll::<LongpollResult>(cursor, timeout) {
+    // The contract: the call returns within `timeout_seconds` (plus connecting). Dropbox waits
+    // at least 30 s and adds up to 90 s of jitter, so it is asked for what fits in the budget
+    // after the jitter (30 to 480 s), and the request is cut at the budget. A wait cut short
+    // reports no changes: the next long-poll, from the same cursor, answers at once for
+    // anything that arrived meanwhile. The host's longest request bounds the budget too.
+    let budget_ms = (u64::from(timeout_seconds.max(1)) * 1000).min(client.limits().max_timeout_ms);
+    let asked = (budget_ms / 1000)
+        .saturating_sub(LONGPOLL_JITTER_SECS)
+        .clamp(30, 480);
+    match client.longpoll::<LongpollResult>(cursor, asked, Duration::from_millis(budget_ms)) {
         Ok(result) => Ok(ChangeHint {
             changes: result.changes,
             backoff_seconds: result.backoff.map(|b| b.min(u64::from(u32::MAX)) as u32),
@@ -144,6 +153,13 @@ pub fn wait_for_changes(
         // A reset cursor needs a sync (which re-lists).
         Err(e) if e.route_error().is_some_and(|r| r.is_reset()) => Ok(ChangeHint {
             changes: true,
+            backoff_seconds: None,
+        }),
+        Err(CallError::Transport {
+            error: HttpError::Timeout(_),
+            ..
+        }) => Ok(ChangeHint {
+            changes: false,
             backoff_seconds: None,
         }),
         Err(e) => Err(e.into()),

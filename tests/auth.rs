@@ -745,6 +745,26 @@ fn a_denied_authorization_reaches_the_listener_as_a_typed_error() {
 // ---- refresh ----
 
 #[test]
+fn a_refresh_authenticates_the_client_with_http_basic_as_the_code_exchange_does() {
+    // wit/connector.wit (`refresh-access-token`): a host authenticates to the token URL with
+    // HTTP Basic when the tenant has a client secret. A server that takes only Basic refuses
+    // a secret sent in the form.
+    let (h, _) = connected(
+        EmulatorConfig {
+            token_requires_basic: true,
+            ..config(20, 32)
+        },
+        60,
+    );
+    h.emulator.expire_access_tokens();
+    h.emulator.reset_counts();
+    h.try_sync()
+        .expect("the refresh is accepted by a Basic-only token endpoint");
+    assert_eq!(token_calls(&h.emulator), 1);
+    h.assert_matches_truth();
+}
+
+#[test]
 fn a_token_about_to_expire_is_refreshed_once_before_the_sync_uses_it() {
     let (h, pair) = connected(config(200, 26), 60);
     // The service already considers the old token expired: only a fresh one can work.

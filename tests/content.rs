@@ -697,8 +697,28 @@ fn reindex_reports_only_what_changed() {
     );
     assert_eq!(summary.deletions, 1);
     // Never a re-index of what is gone: a second reindex of it does nothing.
-    let (_, events) = reindex(&[&gone]);
+    let (summary, events) = reindex(&[&gone]);
     assert!(events.is_empty(), "{events:#?}");
+    assert_eq!(
+        summary.checked, 0,
+        "an id the store no longer holds is not counted"
+    );
+
+    // The contract (wit/connector.wit, reindex-records): an unknown id is skipped and not
+    // counted, a repeated id is checked once.
+    let unknown = "id:never-stored".to_string();
+    let metadata_calls = || {
+        h.emulator
+            .request_counts()
+            .get("files/get_metadata")
+            .copied()
+            .unwrap_or(0)
+    };
+    let calls = metadata_calls();
+    let (summary, events) = reindex(&[&unknown, &same, &same]);
+    assert!(events.is_empty(), "{events:#?}");
+    assert_eq!(summary.checked, 1);
+    assert_eq!(metadata_calls() - calls, 1);
 
     // What was re-indexed now matches Dropbox, and the event stream replays to the store.
     h.assert_matches_truth();

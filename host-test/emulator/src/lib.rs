@@ -122,6 +122,9 @@ pub struct EmulatorConfig {
     pub snapshot_capacity: usize,
     pub client_id: String,
     pub client_secret: String,
+    /// Refuse a token request whose client sends its secret in the form instead of with HTTP
+    /// Basic. Dropbox accepts both; tests use this to see which one a host sends.
+    pub token_requires_basic: bool,
     pub email: String,
     pub display_name: String,
 }
@@ -149,6 +152,7 @@ impl Default for EmulatorConfig {
             snapshot_capacity: 256,
             client_id: "emu-app-key".into(),
             client_secret: "emu-app-secret".into(),
+            token_requires_basic: false,
             email: "franz@example.com".into(),
             display_name: "Franz Ferdinand (Personal)".into(),
         }

@@ -205,25 +205,17 @@ impl CredentialManager {
             ("grant_type", "refresh_token".to_string()),
             ("refresh_token", refresh_token),
         ];
-        if let Some(id) = &creds.client_id {
-            form.push(("client_id", id.clone()));
-        }
-        if let Some(secret) = &creds.client_secret {
-            form.push(("client_secret", secret.clone()));
-        }
+        // The same client authentication as the code exchange (the contract's rule).
+        let headers = match &creds.client_id {
+            Some(id) => {
+                crate::oauth::token_request_auth(id, creds.client_secret.as_deref(), &mut form)
+            }
+            None => crate::oauth::token_request_auth_none(),
+        };
         let body = form_encode(&form);
         let url = policy.rewrite(&self.token_url);
         let response = http
-            .send(
-                "POST",
-                &url,
-                &[(
-                    "Content-Type".into(),
-                    "application/x-www-form-urlencoded".into(),
-                )],
-                body.into_bytes(),
-                None,
-            )
+            .send("POST", &url, &headers, body.into_bytes(), None)
             .map_err(|e| CredentialError::Transient(e.to_string()))?;
         if response.status == 200 {
             // One parser for every token response the host reads (code exchange and refresh).

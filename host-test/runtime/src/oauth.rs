@@ -652,6 +652,35 @@ struct TokenErrorBody {
     error_description: Option<String>,
 }
 
+/// How the host authenticates to a token endpoint, for every grant (wit/connector.wit,
+/// `refresh-access-token`): HTTP Basic with the client id and secret when the tenant has a
+/// secret (RFC 6749 §2.3.1, which every server must accept), else the `client_id` form field
+/// of a public client. Adds to `form`; returns the request's headers.
+pub fn token_request_auth(
+    client_id: &str,
+    client_secret: Option<&str>,
+    form: &mut Vec<(&'static str, String)>,
+) -> Vec<(String, String)> {
+    let mut headers = token_request_auth_none();
+    match client_secret {
+        Some(secret) => {
+            let basic = STANDARD.encode(format!("{client_id}:{secret}"));
+            headers.push(("Authorization".to_string(), format!("Basic {basic}")));
+        }
+        None => form.push(("client_id", client_id.to_string())),
+    }
+    headers
+}
+
+/// The headers of a token request that carries no client authentication (no client id is
+/// stored: a token given directly, with its refresh token).
+pub fn token_request_auth_none() -> Vec<(String, String)> {
+    vec![(
+        "Content-Type".to_string(),
+        "application/x-www-form-urlencoded".to_string(),
+    )]
+}
+
 /// Exchange an authorization code at the token endpoint. Client authentication is HTTP Basic
 /// (id:secret) when there is a secret, the `client_id` form field otherwise; the PKCE verifier
 /// and the redirect URI used in the authorization URL go with it.
@@ -671,17 +700,11 @@ pub fn exchange_code(
     if let Some(uri) = redirect_uri {
         form.push(("redirect_uri", uri.to_string()));
     }
-    let mut headers = vec![(
-        "Content-Type".to_string(),
-        "application/x-www-form-urlencoded".to_string(),
-    )];
-    match &client.client_secret {
-        Some(secret) => {
-            let basic = STANDARD.encode(format!("{}:{}", client.client_id, secret));
-            headers.push(("Authorization".to_string(), format!("Basic {basic}")));
-        }
-        None => form.push(("client_id", client.client_id.clone())),
-    }
+    let headers = token_request_auth(
+        &client.client_id,
+        client.client_secret.as_deref(),
+        &mut form,
+    );
     let response = http
         .send(
             "POST",

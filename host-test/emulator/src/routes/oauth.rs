@@ -258,6 +258,12 @@ pub(crate) fn token(shared: &Shared, req: &Request) -> Response {
             "Invalid Authorization header; expecting HTTP Basic client credentials",
         );
     }
+    if shared.cfg.token_requires_basic && basic.is_none() && param("client_secret").is_some() {
+        return token_error(
+            "invalid_client",
+            "this server takes client credentials with HTTP Basic only",
+        );
+    }
     let (client_id, secret) = match &basic {
         Some((id, s)) => (Some(id.as_str()), Some(s.as_str())),
         None => (param("client_id"), param("client_secret")),
