@@ -597,3 +597,76 @@ fn demo_cat_and_disconnect_print_json_with_json() {
     let again = s.run(&["disconnect"], &["--json"], false).json();
     assert_eq!(again["had_credentials"], false);
 }
+
+/// One writer per tenant across processes (SQLite): while another process holds the tenant's
+/// writer right, `sync` is refused with its own exit code and a message naming the holder, and
+/// writes nothing; a holder that is killed releases it at once (the operating system drops the
+/// lock with the process), so the next `sync` goes on.
+#[test]
+fn a_second_process_writing_a_tenant_is_refused_and_a_killed_holder_releases_it() {
+    use host_test::store::writer_lock::WriterLocks;
+    let s = Setup::new(30, 21);
+    s.synced();
+    let before = s.events(&["--json"]).json_lines().len();
+    s.emulator
+        .create_file("/new.txt", Content::Bytes(b"new".to_vec()))
+        .unwrap();
+
+    // This test process holds the tenant, as a `watch` worker in the middle of a sync would.
+    let held = WriterLocks::beside(&s.db)
+        .try_acquire(TENANT, "pid 4242 (watch), writing since unix time 1")
+        .expect("the lock is free");
+    let refused = s.sync(&[]);
+    assert_class("a sync beside another writer", &refused, ExitClass::Busy);
+    assert!(
+        refused.stderr.contains("pid 4242 (watch)"),
+        "the message names the holder:\n{}",
+        refused.all()
+    );
+    assert_eq!(
+        s.events(&["--json"]).json_lines().len(),
+        before,
+        "a refused sync writes nothing"
+    );
+    drop(held);
+    s.synced();
+    assert!(s.events(&["--json"]).json_lines().len() > before);
+
+    // A holder killed in the middle of its sync: the lock goes with the process.
+    let slow = Emulator::start(EmulatorConfig {
+        files: 3_000,
+        seed: 22,
+        max_page_size: Some(50),
+        ..Default::default()
+    })
+    .expect("the emulator starts");
+    slow.set_latency(std::time::Duration::from_millis(100));
+    let db = s._dir.path().join("killed.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_host-test-cli"))
+        .args(["sync", "--db"])
+        .arg(&db)
+        .args(["--tenant", TENANT, "--api-url", &slow.base_url(), "--quiet"])
+        .env("DROPBOX_ACCESS_TOKEN", slow.access_token())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sync starts");
+    // Wait until it holds the tenant (it notes itself as the holder once it has the lock),
+    // then kill it.
+    let locks = WriterLocks::beside(&db);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !locks.noted_holder(TENANT).contains("(sync)") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sync never took the tenant"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().expect("kill");
+    child.wait().expect("the child ends");
+    locks
+        .try_acquire(TENANT, "after the kill")
+        .expect("the killed process's lock is gone with it");
+}

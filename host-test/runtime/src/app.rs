@@ -28,6 +28,9 @@ pub enum HostError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Setup(String),
+    /// Another process holds the tenant's writer right.
+    #[error(transparent)]
+    Busy(#[from] crate::store::WriterLockError),
 }
 
 pub fn describe(e: &ConnectorError) -> String {
@@ -81,7 +84,8 @@ pub struct ConnectorHost {
     metrics: std::sync::RwLock<Option<Arc<crate::metrics::Metrics>>>,
     /// One writer per tenant: operations that write records and the sync position (`sync`,
     /// `reindex-records`) of one tenant run one at a time, so neither purges marks the other
-    /// is still making, nor overwrites the position the other just committed.
+    /// is still making, nor overwrites the position the other just committed. Within this
+    /// process by these mutexes; across processes by the store's writer right (`writing`).
     writers: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
@@ -146,6 +150,17 @@ impl ConnectorHost {
             .entry(tenant.to_string())
             .or_default()
             .clone()
+    }
+
+    /// The tenant's writer right across processes, taken under its in-process mutex: a second
+    /// process that writes the tenant is refused with who holds it (`HostError::Busy`).
+    fn writing(
+        &self,
+        tenant: &str,
+        operation: &str,
+    ) -> Result<Option<crate::store::WriterRight>, HostError> {
+        let holder = crate::store::writer_lock::this_process(operation);
+        Ok(self.services.store.writer_right(tenant, &holder)?)
     }
 
     /// The same host (component, manifest, network policy, run tokens, metrics) over another
@@ -331,6 +346,7 @@ impl ConnectorHost {
         let _span = crate::telemetry::op_span(tenant, "sync");
         let writer = self.writer(tenant);
         let _writing = writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _right = self.writing(tenant, "sync")?;
         let mut ctx = self.context(tenant)?;
         if let Some(o) = observer {
             ctx = ctx.with_observer(o);
@@ -404,6 +420,7 @@ impl ConnectorHost {
         let _span = crate::telemetry::op_span(tenant, "reindex-records");
         let writer = self.writer(tenant);
         let _writing = writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _right = self.writing(tenant, "reindex-records")?;
         self.invoke("reindex-records", self.context(tenant)?, |i| {
             i.reindex_records(ids)
         })

@@ -368,6 +368,7 @@ pub fn error_kind(e: &HostError) -> &'static str {
         },
         HostError::Store(_) => "store",
         HostError::Setup(_) => "setup",
+        HostError::Busy(_) => "busy",
     }
 }
 

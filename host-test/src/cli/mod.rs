@@ -1273,10 +1273,13 @@ pub enum ExitClass {
     /// The connector does not offer the operation (a source without signed URLs, say); asking
     /// again will not help.
     Unsupported = 10,
+    /// Another process is writing the tenant (a `watch` worker, another `sync`); the message
+    /// says which. Try again when it ends.
+    Busy = 11,
 }
 
 impl ExitClass {
-    pub const ALL: [ExitClass; 10] = [
+    pub const ALL: [ExitClass; 11] = [
         ExitClass::Failure,
         ExitClass::Usage,
         ExitClass::AuthRequired,
@@ -1287,6 +1290,7 @@ impl ExitClass {
         ExitClass::Integrity,
         ExitClass::Internal,
         ExitClass::Unsupported,
+        ExitClass::Busy,
     ];
 
     /// The process exit code.
@@ -1306,6 +1310,7 @@ impl ExitClass {
             ExitClass::Integrity => "integrity",
             ExitClass::Internal => "internal",
             ExitClass::Unsupported => "unsupported",
+            ExitClass::Busy => "tenant busy (another process writes it)",
         }
     }
 
@@ -1339,6 +1344,8 @@ impl ExitClass {
             HostError::Store(s) => ExitClass::of_store(s),
             // Setting up a host fails on what it was given (an --api-url that is no URL).
             HostError::Setup(_) => ExitClass::InvalidConfig,
+            HostError::Busy(crate::store::WriterLockError::Held { .. }) => ExitClass::Busy,
+            HostError::Busy(crate::store::WriterLockError::Io { .. }) => ExitClass::Failure,
         }
     }
 

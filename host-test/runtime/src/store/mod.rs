@@ -27,6 +27,7 @@ pub mod pg;
 mod recent_ids;
 mod sqlite;
 mod wal_vfs;
+pub mod writer_lock;
 
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
@@ -37,6 +38,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::secrets::{Keyring, SecretError};
+pub use writer_lock::{WriterLockError, WriterRight};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -365,6 +367,16 @@ pub trait RecordStore: Send + Sync {
     fn set_tenant_api_url(&self, tenant: &str, api_url: Option<&str>) -> Result<(), StoreError>;
     fn tenant_api_url(&self, tenant: &str) -> Result<Option<String>, StoreError>;
     fn tenants(&self) -> Result<Vec<String>, StoreError>;
+    /// The tenant's writer right across processes, held as long as the value lives, or who
+    /// holds it (`holder` says who this process is). `None`: this backend's writers agree
+    /// otherwise (PostgreSQL's workers: the lease), or no other process can open it.
+    fn writer_right(
+        &self,
+        _tenant: &str,
+        _holder: &str,
+    ) -> Result<Option<WriterRight>, WriterLockError> {
+        Ok(None)
+    }
 
     // ---- the connector's records (the `records` and `paths` interfaces) ----
 

@@ -49,6 +49,7 @@ use crate::secrets::{
 
 use super::checkpointer::{CheckpointPolicy, Checkpointer};
 use super::recent_ids::RecentIds;
+use super::writer_lock::{WriterLockError, WriterLocks, WriterRight};
 use super::{
     ApplySummary, Change, ChangeKind, Event, GroupKind, Permission, Record, RecordGroup,
     RecordKind, RecordPath, RecordStore, Role, StoreError, StoredCredentials, StoredRecord,
@@ -69,6 +70,9 @@ pub struct SqliteStore {
     /// The ids of the rows not yet in the id index (`recent_ids`); locked only by a holder of
     /// `conn`.
     recent: Mutex<RecentIds>,
+    /// The tenants' writer locks beside the database file; None for a store in memory, which
+    /// no other process can open.
+    writers: Option<WriterLocks>,
 }
 
 const RECORD_COLUMNS: &str = "external_id, revision, name, path_display, path_lower, parent_external_id, kind, \
@@ -256,6 +260,7 @@ impl SqliteStore {
             conn,
             KeySource::BesideDatabase(path.to_path_buf(), Mutex::new(None)),
         )?;
+        store.writers = Some(WriterLocks::beside(path));
         let writer = store.conn.get_mut().unwrap_or_else(|p| p.into_inner());
         store.checkpointer = Checkpointer::start(writer, path, vfs, policy).map_err(open_error)?;
         Ok(store)
@@ -294,6 +299,7 @@ impl SqliteStore {
             conn: Mutex::new(conn),
             keys,
             fail_after: Mutex::new(None),
+            writers: None,
             recent: Mutex::new(RecentIds::new()),
         })
     }
@@ -474,6 +480,17 @@ impl SqliteStore {
 }
 
 impl RecordStore for SqliteStore {
+    fn writer_right(
+        &self,
+        tenant: &str,
+        holder: &str,
+    ) -> Result<Option<WriterRight>, WriterLockError> {
+        self.writers
+            .as_ref()
+            .map(|locks| locks.try_acquire(tenant, holder))
+            .transpose()
+    }
+
     /// Test hook: let `calls` more `apply` calls through, then fail every later one at its
     /// change number `at_change` (None: never fail).
     fn inject_apply_failure(&self, plan: Option<(usize, usize)>) {
