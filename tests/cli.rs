@@ -673,3 +673,62 @@ fn a_tenant_connected_again_after_its_row_was_deleted_syncs_on() {
         });
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
+
+/// Two `sync` processes writing one SQLite file at once (two tenants, a commit per record):
+/// each waits for the other's write lock instead of failing with "database is locked", and
+/// both stores end equal to the account.
+#[test]
+fn two_sync_processes_write_one_database_file_at_once() {
+    let s = Setup::new(300, 24);
+    let token = s.emulator.access_token();
+    let api = s.emulator.base_url();
+    let db = s.db.to_str().unwrap();
+    let cli = |command: &str, args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_host-test-cli"));
+        cmd.arg(command)
+            .args(["--db", db, "--api-url", &api])
+            .args(args)
+            .env_remove("DROPBOX_ACCESS_TOKEN")
+            .stdin(Stdio::null());
+        cmd
+    };
+    for tenant in ["a", "b"] {
+        let run = Run::of(&mut cli(
+            "connect",
+            &["--tenant", tenant, "--access-token", &token],
+        ));
+        assert!(run.output.status.success(), "{}", run.all());
+        let run = Run::of(&mut cli(
+            "config",
+            &["--tenant", tenant, "set", "batch_size", "1"],
+        ));
+        assert!(run.output.status.success(), "{}", run.all());
+    }
+    let children: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|tenant| {
+            cli("sync", &["--tenant", tenant, "--quiet"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("the CLI starts")
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let store = SqliteStore::open(&s.db).unwrap();
+    for tenant in ["a", "b"] {
+        let diffs = e2e_tests::diff_with_truth(
+            &s.emulator.truth(),
+            &store.records(tenant).unwrap(),
+            |_| true,
+        );
+        assert!(diffs.is_empty(), "{tenant}: {}", diffs.join("\n"));
+    }
+}
