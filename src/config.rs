@@ -31,14 +31,14 @@ pub struct SyncConfig {
 }
 
 /// Record changes per store transaction unless the tenant says otherwise (also the manifest's
-/// default). A crash repeats the page whatever the batch size (a page's batches before its last
-/// store the position the page was fetched from), so the size only trades the length of one
-/// transaction against the cost of committing: at 100 a full sync spent about a third of its
-/// store time on commits. The default is a whole listing page (`sync::PAGE_LIMIT`): each
-/// commit writes every index page it dirtied, and a page's entries dirty nearly as many pages
-/// of the (randomly ordered) id index as half of them do, so one commit per page writes about
-/// half the index pages that two do (BENCHMARKS.md, third round).
-pub const DEFAULT_BATCH_SIZE: usize = crate::sync::PAGE_LIMIT as usize;
+/// default): 100, the guide's. A crash repeats the page whatever the batch size (a page's
+/// batches before its last store the position the page was fetched from), so the size only
+/// trades the length of one transaction against the cost of committing. A whole page (2,000)
+/// per commit was the default for a while, for the store's cost per commit; an independent
+/// emulator measured no gain from it, and with every commit synced (the SQLite store's
+/// `synchronous=FULL`) the cost of 100 is measured in BENCHMARKS.md. A tenant sets its own
+/// `batch_size` (1 to 10,000).
+pub const DEFAULT_BATCH_SIZE: usize = 100;
 
 impl Default for SyncConfig {
     fn default() -> Self {
@@ -199,17 +199,17 @@ mod tests {
     #[test]
     fn defaults() {
         let c = parse(&[]).unwrap();
-        assert_eq!(c.batch_size, 2000);
+        assert_eq!(c.batch_size, 100);
         assert!(c.filters.is_empty());
         assert!(!c.create_preview_links);
         // An empty value is no value: the default again, the same as the manifest's.
-        assert_eq!(parse(&s(&[("batch_size", " ")])).unwrap().batch_size, 2000);
+        assert_eq!(parse(&s(&[("batch_size", " ")])).unwrap().batch_size, 100);
         let manifest_default = manifest()
             .config_fields
             .into_iter()
             .find(|f| f.key == keys::BATCH_SIZE)
             .and_then(|f| f.default_value);
-        assert_eq!(manifest_default.as_deref(), Some("2000"));
+        assert_eq!(manifest_default.as_deref(), Some("100"));
     }
 
     #[test]

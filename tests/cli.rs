@@ -669,4 +669,137 @@ fn a_second_process_writing_a_tenant_is_refused_and_a_killed_holder_releases_it(
     locks
         .try_acquire(TENANT, "after the kill")
         .expect("the killed process's lock is gone with it");
+/// `connect` tests the token before it stores it: one the server refuses (a revoked token, a
+/// 401; or one Dropbox cannot parse, a 400 in plain text) is an authentication failure
+/// (exit 3, not an internal error) and leaves nothing behind: no tenant, no credentials, no
+/// settings. A tenant connected before keeps the credentials it had.
+#[test]
+fn a_token_the_server_refuses_is_not_stored() {
+    let s = Setup::new(5, 21);
+    let revoked = s.emulator.access_token();
+    s.emulator.revoke_all();
+    for (what, token) in [("malformed", "not-a-token"), ("revoked", revoked.as_str())] {
+        let run = s.run(&["connect"], &["--access-token", token], false);
+        assert_class(what, &run, ExitClass::AuthRequired);
+        assert!(run.stderr.contains("nothing was stored"), "{}", run.all());
+        assert!(!run.all().contains(token), "the token is never printed");
+        let store = SqliteStore::open(&s.db).unwrap();
+        assert!(store.tenants().unwrap().is_empty(), "{what}");
+        assert!(store.settings(TENANT).unwrap().is_empty(), "{what}");
+        assert_eq!(store.status(TENANT).unwrap().needs_reauth, false);
+        drop(store);
+        // No key file either: the first credentials stored would create it.
+        assert!(!s.db.with_extension("db.key").exists(), "{what}");
+        let status = s.run(&["status"], &["--json"], false).json();
+        assert_eq!(status["connected"], false, "{what}: {status}");
+    }
+
+    let connected = Setup::new(5, 22);
+    let token = connected.emulator.access_token();
+    let run = connected.run(&["connect"], &["--access-token", &token], false);
+    assert!(run.output.status.success(), "{}", run.all());
+    let run = connected.run(&["connect"], &["--access-token", "not-a-token"], false);
+    assert_class("a malformed token", &run, ExitClass::AuthRequired);
+    // The stored token is still the good one: a sync without any token given works.
+    let run = connected.run(&["sync"], &["--quiet"], false);
+    assert!(run.output.status.success(), "{}", run.all());
+}
+
+/// The tenant's row deleted (as an operator removing the tenant would), then the tenant
+/// connected again under the same name: its syncs go on, its new events come after every
+/// earlier event, and the store equals the account.
+#[test]
+fn a_tenant_connected_again_after_its_row_was_deleted_syncs_on() {
+    let s = Setup::new(30, 23);
+    let token = s.emulator.access_token();
+    let run = s.run(&["connect"], &["--access-token", &token], false);
+    assert!(run.output.status.success(), "{}", run.all());
+    let run = s.run(&["sync"], &["--quiet"], false);
+    assert!(run.output.status.success(), "{}", run.all());
+    let before = SqliteStore::open(&s.db).unwrap().last_event_seq().unwrap();
+    rusqlite::Connection::open(&s.db)
+        .unwrap()
+        .execute("DELETE FROM tenants WHERE name = ?1", [TENANT])
+        .unwrap();
+    s.emulator
+        .create_file("/after/new.txt", Content::Bytes(b"new".to_vec()))
+        .unwrap();
+    let run = s.run(&["connect"], &["--access-token", &token], false);
+    assert!(run.output.status.success(), "{}", run.all());
+    let run = s.run(&["sync"], &["--quiet"], false);
+    assert!(run.output.status.success(), "{}", run.all());
+    let store = SqliteStore::open(&s.db).unwrap();
+    let events = store.events(Some(TENANT), 0).unwrap();
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let after: Vec<&str> = events
+        .iter()
+        .filter(|e| e.seq > before)
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert!(after.contains(&"created"), "{after:?}");
+    let diffs =
+        e2e_tests::diff_with_truth(&s.emulator.truth(), &store.records(TENANT).unwrap(), |_| {
+            true
+        });
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+/// Two `sync` processes writing one SQLite file at once (two tenants, a commit per record):
+/// each waits for the other's write lock instead of failing with "database is locked", and
+/// both stores end equal to the account.
+#[test]
+fn two_sync_processes_write_one_database_file_at_once() {
+    let s = Setup::new(300, 24);
+    let token = s.emulator.access_token();
+    let api = s.emulator.base_url();
+    let db = s.db.to_str().unwrap();
+    let cli = |command: &str, args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_host-test-cli"));
+        cmd.arg(command)
+            .args(["--db", db, "--api-url", &api])
+            .args(args)
+            .env_remove("DROPBOX_ACCESS_TOKEN")
+            .stdin(Stdio::null());
+        cmd
+    };
+    for tenant in ["a", "b"] {
+        let run = Run::of(&mut cli(
+            "connect",
+            &["--tenant", tenant, "--access-token", &token],
+        ));
+        assert!(run.output.status.success(), "{}", run.all());
+        let run = Run::of(&mut cli(
+            "config",
+            &["--tenant", tenant, "set", "batch_size", "1"],
+        ));
+        assert!(run.output.status.success(), "{}", run.all());
+    }
+    let children: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|tenant| {
+            cli("sync", &["--tenant", tenant, "--quiet"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("the CLI starts")
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let store = SqliteStore::open(&s.db).unwrap();
+    for tenant in ["a", "b"] {
+        let diffs = e2e_tests::diff_with_truth(
+            &s.emulator.truth(),
+            &store.records(tenant).unwrap(),
+            |_| true,
+        );
+        assert!(diffs.is_empty(), "{tenant}: {}", diffs.join("\n"));
+    }
 }

@@ -593,3 +593,102 @@ fn the_owner_of_a_change_notifications_tenant_holds_its_long_poll_and_a_change_i
         .sum();
     assert_eq!(ok_syncs, 2, "syncs: {ok_syncs}");
 }
+
+/// `connect` with a token the server refuses stores nothing: no tenant row, no credentials,
+/// no settings (a worker would otherwise find the tenant and retry it forever). A token
+/// Dropbox cannot even parse (its answer is a 400 in plain text, not a 401) is refused as an
+/// authentication failure too, not as an internal error.
+#[test]
+fn a_refused_token_leaves_nothing_in_postgres() {
+    let db = TestDatabase::create();
+    let emulator = Emulator::start(EmulatorConfig {
+        files: 5,
+        seed: 31,
+        ..Default::default()
+    })
+    .expect("the emulator starts");
+    let api = emulator.base_url();
+    let key = Keyring::generate_key();
+    let target = ["--tenant", TENANT, "--api-url", api.as_str()];
+    let revoked = emulator.access_token();
+    emulator.revoke_all();
+    for (what, token) in [("malformed", "not-a-token"), ("revoked", revoked.as_str())] {
+        let (refused, all) = cli(
+            &db,
+            Some(&key),
+            &[&["connect"][..], &target, &["--access-token", token]].concat(),
+        );
+        assert_eq!(
+            refused.status.code(),
+            Some(ExitClass::AuthRequired.code()),
+            "{what}: {all}"
+        );
+        assert!(all.contains("nothing was stored"), "{what}: {all}");
+        let mut admin = db.client();
+        for table in ["tenants", "credentials", "settings", "schedules"] {
+            let rows: i64 = admin
+                .query_one(&format!("SELECT COUNT(*) FROM {table}"), &[])
+                .unwrap()
+                .get(0);
+            assert_eq!(rows, 0, "{what}: {table} has rows: {all}");
+        }
+    }
+    let status: Value =
+        serde_json::from_str(&ok(&db, &key, &["status", "--tenant", TENANT, "--json"]))
+            .expect("status --json");
+    assert_eq!(status["connected"], false, "{status}");
+}
+
+/// A tenant's row deleted (as an operator removing the tenant would) and the tenant connected
+/// again under the same name: its syncs go on, its new events continue its numbering (no
+/// number of its earlier events is given again), and the store equals the account.
+#[test]
+fn a_tenant_connected_again_after_its_row_was_deleted_continues_its_numbering() {
+    let db = TestDatabase::create();
+    let emulator = Emulator::start(EmulatorConfig {
+        files: 30,
+        seed: 32,
+        ..Default::default()
+    })
+    .expect("the emulator starts");
+    let api = emulator.base_url();
+    let key = Keyring::generate_key();
+    let target = ["--tenant", TENANT, "--api-url", api.as_str()];
+    let token = emulator.access_token();
+    let connect = [&["connect"][..], &target, &["--access-token", &token]].concat();
+    let sync = [&["sync"][..], &target, &["--quiet"]].concat();
+    ok(&db, &key, &connect);
+    ok(&db, &key, &sync);
+    let store = PgStore::connect(db.url(), Keyring::parse(&key, "t").unwrap()).unwrap();
+    let before = store.last_tenant_seq(TENANT).unwrap();
+    assert!(before > 10, "{before}");
+
+    db.client()
+        .execute("DELETE FROM tenants WHERE name = $1", &[&TENANT])
+        .unwrap();
+    emulator
+        .create_file(
+            "/after/new.txt",
+            dropbox_emulator::Content::Bytes(b"new".to_vec()),
+        )
+        .unwrap();
+    ok(&db, &key, &connect);
+    ok(&db, &key, &sync);
+    ok(&db, &key, &sync);
+
+    let numbers: Vec<i64> = store
+        .read_outbox("audit", TENANT, 100_000)
+        .unwrap()
+        .iter()
+        .map(|o| o.tenant_seq)
+        .collect();
+    assert!(numbers.len() as i64 > before, "{numbers:?}");
+    assert_eq!(
+        numbers,
+        (1..=numbers.len() as i64).collect::<Vec<_>>(),
+        "one number per event, none given twice"
+    );
+    let records = store.records(TENANT).unwrap();
+    let diffs = diff_with_truth(&emulator.truth(), &records, |_| true);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}

@@ -903,7 +903,7 @@ fn settings_out_of_bounds_are_refused_with_a_clear_message() {
     }
     // Nothing refused was stored: the defaults (the manifest's) still show.
     let out = cli(&["config", "--db", db, "--tenant", "t", "get", "batch_size"]);
-    assert_eq!(text(&out.stdout).trim(), "2000");
+    assert_eq!(text(&out.stdout).trim(), "100");
     let ok = cli(&[
         "config",
         "--db",
@@ -918,7 +918,7 @@ fn settings_out_of_bounds_are_refused_with_a_clear_message() {
     let list = text(&cli(&["config", "--db", db, "--tenant", "t", "list"]).stdout);
     assert!(
         list.contains("sync_interval_minutes = 10080\n")
-            && list.contains("batch_size = 2000 (default)"),
+            && list.contains("batch_size = 100 (default)"),
         "{list}"
     );
 

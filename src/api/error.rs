@@ -19,7 +19,8 @@ pub enum ApiError {
     /// 400: the request itself is wrong (plain-text explanation). Retrying won't help.
     #[error("bad request: {0}")]
     BadRequest(String),
-    /// 401: token expired, invalid or lacking a scope.
+    /// 401: token expired, invalid or lacking a scope; also the 400 that refuses a credential
+    /// Dropbox cannot parse ([`AuthError::MalformedAccessToken`]).
     #[error("authentication failed: {0}")]
     Auth(AuthError),
     /// 403: the account may not use this endpoint or feature.
@@ -83,6 +84,11 @@ pub enum AuthError {
     MissingScope(String),
     #[error("user suspended")]
     UserSuspended,
+    /// A 400, not a 401: the Authorization header holds no token Dropbox can parse (not token
+    /// shaped, not a Bearer value, or missing). Only a new token fixes it. The server's text is
+    /// not kept: it may echo the header's value.
+    #[error("access token malformed")]
+    MalformedAccessToken,
     /// Any other tag, e.g. `route_access_denied`.
     #[error("{0}")]
     Other(String),
@@ -177,6 +183,7 @@ pub fn classify(status: u16, headers: &[(String, String)], body: &[u8]) -> ApiEr
     };
 
     match status {
+        400 if refuses_the_credential(body) => ApiError::Auth(AuthError::MalformedAccessToken),
         400 => ApiError::BadRequest(text()),
         401 => ApiError::Auth(auth_error(error)),
         403 => ApiError::AccessDenied(described()),
@@ -206,6 +213,25 @@ pub fn classify(status: u16, headers: &[(String, String)], body: &[u8]) -> ApiEr
             message: text(),
         },
     }
+}
+
+/// Whether a 400's text refuses the request's credential rather than the request: Dropbox
+/// answers an Authorization header it cannot parse with 400 plain text, not a 401 JSON error
+/// (observed, and documented in dropbox-api.md's authentication section and the emulator's
+/// DROPBOX-API.md section 7): `Error in call to API function "<route>": ` and then one of these.
+fn refuses_the_credential(body: &[u8]) -> bool {
+    const REFUSALS: [&str; 3] = [
+        "The given OAuth 2 access token is malformed",
+        "Invalid authorization value in HTTP header \"Authorization\"",
+        "Must provide HTTP header \"Authorization\"",
+    ];
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let details = text
+        .strip_prefix("Error in call to API function \"")
+        .and_then(|rest| rest.split_once("\": "))
+        .map_or(text, |(_route, details)| details);
+    REFUSALS.iter().any(|refusal| details.starts_with(refusal))
 }
 
 /// The `.tag` of a union value; a bare string is the shorthand of a void member.
@@ -383,6 +409,35 @@ mod tests {
             classify(409, &[], br#"{"error":{}}"#),
             ApiError::Unexpected { status: 409, .. }
         ));
+    }
+
+    #[test]
+    fn a_400_refusing_the_credential_is_an_auth_error_and_keeps_no_token() {
+        let token = format!("sl.{}", "B".repeat(130));
+        for body in [
+            r#"Error in call to API function "users/get_current_account": The given OAuth 2 access token is malformed."#.to_string(),
+            format!(
+                r#"Error in call to API function "users/get_current_account": Invalid authorization value in HTTP header "Authorization": "{token}".  Expecting "Bearer <oauth2-access-token>"."#
+            ),
+            r#"Error in call to API function "files/list_folder": Must provide HTTP header "Authorization" or URL parameter "authorization"."#.to_string(),
+        ] {
+            let error = classify(400, &[], body.as_bytes());
+            assert_eq!(error, ApiError::Auth(AuthError::MalformedAccessToken), "{body}");
+            assert!(!error.to_string().contains("BBBB"), "{error}");
+            assert!(!error.is_retryable() && !error.is_expired_token());
+        }
+        // Any other 400 is the request's fault, even when it names the header elsewhere.
+        for body in [
+            r#"Error in call to API function "files/list_folder": request body: path: Specify the root folder as an empty string rather than as "/"."#,
+            r#"Error in call to API function "files/list_folder/longpoll": Your request includes an Authorization header, but this function does not use it."#,
+            r#"Error in call to API function "files/upload": Bad HTTP "Content-Type" header: "application/json".  Expecting one of "application/octet-stream"."#,
+        ] {
+            let error = classify(400, &[], body.as_bytes());
+            assert!(
+                matches!(error, ApiError::BadRequest(_)),
+                "{body}: {error:?}"
+            );
+        }
     }
 
     #[test]

@@ -315,6 +315,7 @@ fn any_status_headers_and_body_classify_by_status() {
         let error = classify(status, &headers, &body);
         // The class follows the status, whatever the body says.
         let expected_class = match status {
+            // (A 400 refusing the credential is an auth error: random bodies never spell it.)
             400 => matches!(error, ApiError::BadRequest(_)),
             401 => matches!(error, ApiError::Auth(_)),
             403 => matches!(error, ApiError::AccessDenied(_)),

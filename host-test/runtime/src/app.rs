@@ -167,12 +167,20 @@ impl ConnectorHost {
     /// store: how a worker runs one tenant's sync through the fenced store of its lease, whose
     /// writes fail once the lease is lost. Costs no instantiation.
     pub fn over_store(&self, store: Arc<dyn RecordStore>) -> ConnectorHost {
+        self.over_store_with(store, self.run_tokens.clone())
+    }
+
+    fn over_store_with(
+        &self,
+        store: Arc<dyn RecordStore>,
+        run_tokens: Arc<RunTokens>,
+    ) -> ConnectorHost {
         let services = Services::with_run_tokens(
             store,
             self.services.policy.clone(),
             self.http.clone(),
             token_url(&self.manifest),
-            self.run_tokens.clone(),
+            run_tokens.clone(),
         );
         ConnectorHost {
             runtime: self.runtime.clone(),
@@ -180,7 +188,7 @@ impl ConnectorHost {
             manifest: self.manifest.clone(),
             http: self.http.clone(),
             redirected: Mutex::new(HashMap::new()),
-            run_tokens: self.run_tokens.clone(),
+            run_tokens,
             metrics: std::sync::RwLock::new(self.metrics()),
             writers: Mutex::new(HashMap::new()),
         }
@@ -216,12 +224,43 @@ impl ConnectorHost {
     }
 
     /// Store an access token (and optionally a refresh token) for the tenant, replacing what
-    /// was stored. This is the explicit "store these credentials" operation; it also ends any
-    /// token given for one run to that tenant, so the stored credentials are the ones used.
+    /// was stored, without testing them ([`ConnectorHost::connect_checked`] tests first). It
+    /// also ends any token given for one run to that tenant, so the stored credentials are the
+    /// ones used.
     pub fn connect(&self, tenant: &str, creds: StoredCredentials) -> Result<(), HostError> {
         self.services.store.put_credentials(tenant, &creds)?;
         self.run_tokens.remove(tenant);
         Ok(())
+    }
+
+    /// Connect the tenant: test `creds` against the service (the component's
+    /// `test-connection`), and store them only if it accepted them. Nothing of the tenant is
+    /// written before that: the test runs over a store of its own in memory, holding only the
+    /// given credentials and a copy of the tenant's settings and base URL, so a refused token
+    /// leaves no tenant row, no credentials, no flag and no setting behind (a tenant connected
+    /// before keeps what it had). A token refreshed during the test is stored as refreshed.
+    pub fn connect_checked(
+        &self,
+        tenant: &str,
+        creds: StoredCredentials,
+    ) -> Result<Outcome<User>, HostError> {
+        let store = &self.services.store;
+        let trial = SqliteStore::open_in_memory()?;
+        for (key, value) in store.settings(tenant)? {
+            trial.set_setting(tenant, &key, &value)?;
+        }
+        if let Some(url) = store.tenant_api_url(tenant)? {
+            trial.set_tenant_api_url(tenant, Some(&url))?;
+        }
+        trial.put_credentials(tenant, &creds)?;
+        let trial: Arc<dyn RecordStore> = Arc::new(trial);
+        // No token given for one run applies to the test: it is of the credentials given.
+        let account = self
+            .over_store_with(trial.clone(), Arc::default())
+            .test_connection(tenant)?;
+        let tested = trial.credentials(tenant)?.unwrap_or(creds);
+        self.connect(tenant, tested)?;
+        Ok(account)
     }
 
     /// Use `token` for the tenant's requests while this host lives, without writing it

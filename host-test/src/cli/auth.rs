@@ -135,11 +135,10 @@ pub(super) fn auth(args: AuthArgs) -> Result<()> {
             "warning: no refresh token was issued (offline access refused?); the connection ends when the access token expires"
         );
     }
-    host.connect(tenant, token.into_credentials(&client))?;
     let account = host
-        .test_connection(tenant)
+        .connect_checked(tenant, token.into_credentials(&client))
         .with_context(|| {
-            format!("the tokens were stored for tenant {tenant}, but the connection test failed")
+            format!("the connection test of tenant {tenant} failed; the tokens were not stored")
         })?
         .value;
     writeln!(

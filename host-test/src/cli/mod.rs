@@ -248,6 +248,8 @@ enum Command {
     /// This is the command that writes a token to the database: it replaces whatever
     /// credentials the tenant has stored, including a refresh token, client id and client
     /// secret from `auth`. (`sync` never stores DROPBOX_ACCESS_TOKEN; see `sync --help`.)
+    /// The token is tested first (the connector's connection test): one the source refuses is
+    /// not stored, and nothing else of the tenant is written either (exit code 3 when refused).
     Connect {
         #[command(flatten)]
         target: Target,
@@ -486,14 +488,22 @@ pub fn run(cli: Cli) -> Result<()> {
                 usage("give --access-token or set HOST_TEST_ACCESS_TOKEN (or DROPBOX_ACCESS_TOKEN)")
             })?;
             let host = open(&target)?;
-            host.connect(
-                &target.tenant,
-                StoredCredentials {
-                    access_token: token,
-                    ..Default::default()
-                },
-            )?;
-            let account = host.test_connection(&target.tenant)?.value;
+            // Stored only once the source accepted it: a refused token leaves nothing behind.
+            let account = host
+                .connect_checked(
+                    &target.tenant,
+                    StoredCredentials {
+                        access_token: token,
+                        ..Default::default()
+                    },
+                )
+                .with_context(|| {
+                    format!(
+                        "the connection test of tenant {} failed; nothing was stored",
+                        target.tenant
+                    )
+                })?
+                .value;
             if json {
                 println!(
                     "{}",

@@ -794,6 +794,69 @@ pub(crate) fn long_lookups_answer_every_key_in_order(store: &dyn RecordStore) {
     assert_eq!(stored, expected);
 }
 
+/// A tenant whose row is deleted (an operator's `DELETE FROM tenants`, or whatever removes a
+/// tenant; `delete_row` does it in the backend's own way) and then created again under the same
+/// name: its batches apply, and its new events never take a number of its earlier ones.
+pub(crate) fn a_tenant_created_again_never_reuses_an_event_number(
+    store: &dyn RecordStore,
+    delete_row: &dyn Fn(&str),
+) {
+    store
+        .apply(
+            "t",
+            &[
+                up(rec("id:a", "/a", RecordKind::File), ChangeKind::Created),
+                up(rec("id:b", "/b", RecordKind::File), ChangeKind::Created),
+            ],
+            Some(&point("1")),
+        )
+        .unwrap();
+    store
+        .apply(
+            "u",
+            &[up(rec("id:u", "/u", RecordKind::File), ChangeKind::Created)],
+            Some(&point("1")),
+        )
+        .unwrap();
+    let earlier = store.events(Some("t"), 0).unwrap();
+    assert_eq!(earlier.len(), 2);
+
+    delete_row("t");
+    assert!(!store.tenants().unwrap().contains(&"t".to_string()));
+    // Connected again under the same name: the row is created anew.
+    store.set_setting("t", "k", "v").unwrap();
+    let mut changed = rec("id:a", "/a", RecordKind::File);
+    changed.content_hash = Some("new".into());
+    store
+        .apply(
+            "t",
+            &[
+                up(changed, ChangeKind::Content),
+                up(rec("id:c", "/c", RecordKind::File), ChangeKind::Created),
+                Change::Remove("id:b".into()),
+                Change::Purge,
+            ],
+            Some(&point("2")),
+        )
+        .unwrap();
+    store
+        .apply(
+            "t",
+            &[up(rec("id:d", "/d", RecordKind::File), ChangeKind::Created)],
+            Some(&point("3")),
+        )
+        .unwrap();
+    let events = store.events(Some("t"), 0).unwrap();
+    assert_eq!(events.len(), 6, "{events:?}");
+    assert_eq!(&events[..2], &earlier[..]);
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let kinds: Vec<&str> = events[2..].iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["content", "created", "deleted", "created"]);
+    assert_eq!(ids(store.records("t").unwrap()), ["id:a", "id:c", "id:d"]);
+    assert_eq!(ids(store.records("u").unwrap()), ["id:u"]);
+}
+
 /// Every check above as a `#[test]`, for the backend that `$fresh()` makes.
 macro_rules! contract_tests {
     ($fresh:path) => {

@@ -40,7 +40,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
-use rusqlite::{CachedStatement, Connection, OpenFlags, OptionalExtension, Transaction, params};
+use rusqlite::{
+    CachedStatement, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+    params,
+};
 use serde_json::Value;
 
 use crate::secrets::{
@@ -225,6 +228,15 @@ pub(super) fn open_connection(
     }
 }
 
+/// A transaction that writes: it takes SQLite's write lock when it begins (`BEGIN IMMEDIATE`),
+/// waiting for another writer (another store or process on the file) up to the busy timeout.
+/// A deferred transaction that reads first would take a snapshot, then fail at its first write
+/// with SQLITE_BUSY ("database is locked") at once, without waiting, if another writer
+/// committed in between: its snapshot is stale, and waiting cannot help.
+fn write_transaction(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
 impl SqliteStore {
     /// Open (creating and migrating) the database file. A new file is readable by its owner
     /// only: it holds credentials.
@@ -276,7 +288,13 @@ impl SqliteStore {
     fn init(conn: Connection, keys: KeySource) -> Result<SqliteStore, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Every commit is synced (FULL: the WAL is fsynced before the commit returns; the WAL
+        // VFS writes its buffer out before forwarding that sync), so an event, once it has a
+        // sequence number, survives an OS crash or a power loss. NORMAL syncs only at
+        // checkpoints: a crash could roll back committed events, and their numbers would then
+        // be given to other events that a consumer could not tell from the ones it had read.
+        // Its cost is measured in README (the store's durability).
+        conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // The pages a sync keeps touching (the indexes' upper levels, the tables' last pages)
         // stay cached; 32 MiB bounds the host's memory whatever the database's size (no
@@ -347,7 +365,7 @@ impl SqliteStore {
             return Err(crate::secrets::SecretError::MissingKey.into());
         }
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = write_transaction(&mut conn)?;
         let rows: Vec<(String, StoredCredentials)> = {
             let mut stmt = tx.prepare(
                 "SELECT tenant, access_token, refresh_token, client_secret FROM credentials ORDER BY tenant",
@@ -554,7 +572,7 @@ impl RecordStore for SqliteStore {
             }
         };
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = write_transaction(&mut conn)?;
         // Taken out for the transaction and put back once it commits: on any failure the slot
         // keeps a new, empty map, loaded afresh next time (its rows may not exist).
         let mut recent_slot = self.recent.lock().unwrap_or_else(|p| p.into_inner());
@@ -814,7 +832,7 @@ impl RecordStore for SqliteStore {
         permissions: &[Permission],
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = write_transaction(&mut conn)?;
         tx.execute(
             "INSERT INTO users(tenant, external_id, email, display_name, is_owner) VALUES (?1, ?2, ?3, ?4, 1)
              ON CONFLICT(tenant, external_id) DO UPDATE SET email = excluded.email, display_name = excluded.display_name, is_owner = 1",
@@ -886,7 +904,7 @@ impl RecordStore for SqliteStore {
 
     fn clear(&self, tenant: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = write_transaction(&mut conn)?;
         // The event stream keeps its history: the records' snapshots go into their events.
         materialize_before_delete(&tx, tenant, false)?;
         for table in [
@@ -974,9 +992,13 @@ impl RecordStore for SqliteStore {
     fn put_credentials(&self, tenant: &str, creds: &StoredCredentials) -> Result<(), StoreError> {
         // Sealed first: a missing key fails before any write.
         let creds = &seal_credentials(&self.keyring(true)?, tenant, creds)?;
-        self.ensure_tenant(tenant)?;
-        let conn = self.conn();
-        conn.execute(
+        let mut conn = self.conn();
+        let tx = write_transaction(&mut conn)?;
+        tx.execute(
+            "INSERT INTO tenants(name, created_at) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
+            params![tenant, now()],
+        )?;
+        tx.execute(
             "INSERT INTO credentials(tenant, access_token, refresh_token, expires_at, client_id, client_secret, account_id, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT(tenant) DO UPDATE SET access_token = excluded.access_token, refresh_token = excluded.refresh_token,
@@ -993,10 +1015,11 @@ impl RecordStore for SqliteStore {
                 now()
             ],
         )?;
-        conn.execute(
+        tx.execute(
             "UPDATE tenants SET needs_reauth = 0 WHERE name = ?1",
             params![tenant],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -1138,22 +1161,23 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL);")?;
+    // The version is read under the write lock: two processes opening a new file at once
+    // must not both find it empty and both create the schema.
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     let version: Option<i64> =
-        conn.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))?;
+        tx.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))?;
     match version {
         None => {
-            conn.execute_batch(&format!(
-                "BEGIN; {SCHEMA_V2} {V2_TO_V3} {V3_TO_V4} {V4_TO_V5} COMMIT;"
-            ))?;
+            tx.execute_batch(&format!("{SCHEMA_V2} {V2_TO_V3} {V3_TO_V4} {V4_TO_V5}"))?;
         }
         Some(2) => {
-            conn.execute_batch(&format!("BEGIN; {V2_TO_V3} {V3_TO_V4} {V4_TO_V5} COMMIT;"))?;
+            tx.execute_batch(&format!("{V2_TO_V3} {V3_TO_V4} {V4_TO_V5}"))?;
         }
         Some(3) => {
-            conn.execute_batch(&format!("BEGIN; {V3_TO_V4} {V4_TO_V5} COMMIT;"))?;
+            tx.execute_batch(&format!("{V3_TO_V4} {V4_TO_V5}"))?;
         }
         Some(4) => {
-            conn.execute_batch(&format!("BEGIN; {V4_TO_V5} COMMIT;"))?;
+            tx.execute_batch(V4_TO_V5)?;
         }
         Some(SCHEMA_VERSION) => {}
         Some(found) => {
@@ -1163,6 +1187,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
             });
         }
     }
+    tx.commit()?;
     Ok(())
 }
 
@@ -2715,6 +2740,20 @@ mod contract_suite {
     }
 
     crate::store::contract::contract_tests!(fresh);
+
+    #[test]
+    fn a_tenant_created_again_never_reuses_an_event_number() {
+        let (_, store) = fresh();
+        crate::store::contract::a_tenant_created_again_never_reuses_an_event_number(
+            &store,
+            &|tenant| {
+                store
+                    .conn()
+                    .execute("DELETE FROM tenants WHERE name = ?1", [tenant])
+                    .unwrap();
+            },
+        );
+    }
 }
 
 #[cfg(test)]
@@ -3508,5 +3547,96 @@ mod recent_id_tests {
         store.apply("u", &[], Some(&point("2"))).unwrap();
         assert_eq!(counts(&store), (10, 10, 0));
         index_matches_rows(&store);
+    }
+}
+
+/// Several writers on one file (two stores stand for two processes: SQLite locks the file the
+/// same way), and what a commit leaves on disk.
+#[cfg(test)]
+mod writers_and_durability {
+    use super::tests::{point, rec, up};
+    use super::*;
+
+    fn batch(tenant: &str, round: usize) -> Vec<Change> {
+        (0..5)
+            .map(|i| {
+                up(
+                    rec(
+                        &format!("id:{tenant}{round:04}{i}"),
+                        &format!("/{tenant}/{round}/f{i}"),
+                        RecordKind::File,
+                    ),
+                    ChangeKind::Created,
+                )
+            })
+            .collect()
+    }
+
+    /// Each store's batches read before they write (the last event, the recent ids): in a
+    /// deferred transaction, a commit of the other store in between failed the write at once
+    /// with "database is locked". Immediate transactions wait for the lock instead.
+    #[test]
+    fn two_stores_writing_one_file_wait_for_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let rounds = 150;
+        let writers: Vec<_> = ["a", "b", "c"]
+            .into_iter()
+            .map(|tenant| {
+                let path = path.clone();
+                std::thread::spawn(move || -> Result<(), StoreError> {
+                    let store = SqliteStore::open(&path)?;
+                    for round in 0..rounds {
+                        store.apply(
+                            tenant,
+                            &batch(tenant, round),
+                            Some(&point(&round.to_string())),
+                        )?;
+                        store.set_setting(tenant, "k", &round.to_string())?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap().unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        for tenant in ["a", "b", "c"] {
+            assert_eq!(store.record_count(tenant).unwrap(), 5 * rounds as u64);
+            assert_eq!(store.events(Some(tenant), 0).unwrap().len(), 5 * rounds);
+        }
+        let seqs: Vec<i64> = store
+            .events(None, 0)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, (1..=15 * rounds as i64).collect::<Vec<_>>());
+    }
+
+    /// A commit that numbers events syncs the WAL before it returns (`synchronous=FULL`): an
+    /// OS crash cannot take back an event whose number a consumer may have read. With NORMAL,
+    /// the WAL was synced only at checkpoints, never by a commit.
+    #[test]
+    fn every_commit_that_numbers_events_syncs_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("d.db")).unwrap();
+        let synchronous: i64 = store
+            .conn()
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(synchronous, 2, "FULL");
+        for round in 0..5 {
+            let before = super::super::wal_vfs::tests::syncs_on_this_thread();
+            store
+                .apply("t", &batch("t", round), Some(&point("p")))
+                .unwrap();
+            let after = super::super::wal_vfs::tests::syncs_on_this_thread();
+            assert!(
+                after > before,
+                "round {round}: no sync of the WAL at commit"
+            );
+        }
     }
 }

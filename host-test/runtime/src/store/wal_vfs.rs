@@ -253,12 +253,28 @@ macro_rules! flush_then_forward {
 flush_then_forward! {
     fn read(data: *mut c_void, len: c_int, at: ffi::sqlite3_int64) => xRead or ffi::SQLITE_IOERR_READ;
     fn truncate(size: ffi::sqlite3_int64) => xTruncate or ffi::SQLITE_IOERR_TRUNCATE;
-    fn sync(flags: c_int) => xSync or ffi::SQLITE_IOERR_FSYNC;
     fn file_size(size: *mut ffi::sqlite3_int64) => xFileSize or ffi::SQLITE_IOERR_FSTAT;
     fn lock(level: c_int) => xLock or ffi::SQLITE_OK;
     fn unlock(level: c_int) => xUnlock or ffi::SQLITE_OK;
     fn check_reserved_lock(out: *mut c_int) => xCheckReservedLock or ffi::SQLITE_OK;
     fn file_control(op: c_int, arg: *mut c_void) => xFileControl or ffi::SQLITE_NOTFOUND;
+}
+
+/// A sync of the WAL: at every commit with `synchronous=FULL`, before a checkpoint copies it.
+/// The buffer is written out first, so the sync covers every frame SQLite has written.
+unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
+    #[cfg(test)]
+    tests::count_sync();
+    // SAFETY: as for `read`.
+    let w = unsafe { wal(file) };
+    let rc = w.flush();
+    if rc != ffi::SQLITE_OK {
+        return rc;
+    }
+    match w.methods().xSync {
+        Some(method) => unsafe { method(w.inner, flags) },
+        None => ffi::SQLITE_IOERR_FSYNC,
+    }
 }
 
 unsafe extern "C" fn write(
@@ -320,13 +336,27 @@ static WAL_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
 };
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use rusqlite::{Connection, OpenFlags, params};
 
     static WRITES: AtomicU64 = AtomicU64::new(0);
     static BYTES: AtomicU64 = AtomicU64::new(0);
+
+    thread_local! {
+        static SYNCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    pub(super) fn count_sync() {
+        SYNCS.with(|n| n.set(n.get() + 1));
+    }
+
+    /// Syncs of a WAL made by this thread (a store's commits run on the caller's thread; the
+    /// checkpoint thread's syncs are its own).
+    pub(crate) fn syncs_on_this_thread() -> u64 {
+        SYNCS.with(|n| n.get())
+    }
 
     pub(super) fn count_write(len: super::c_int) {
         WRITES.fetch_add(1, Ordering::Relaxed);

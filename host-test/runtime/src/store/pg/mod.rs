@@ -973,7 +973,8 @@ pub(crate) struct LockedTenant {
     pub lease_worker: Option<String>,
     /// Milliseconds since the epoch, by the database's clock; None while nobody holds it.
     pub lease_expires_at: Option<i64>,
-    /// The number of the tenant's last event (0 before the first).
+    /// The number of the tenant's last event (0 before the first), past every surviving
+    /// event of the tenant's name (see `lock_tenant`).
     pub event_seq: i64,
     pub now_ms: i64,
 }
@@ -988,8 +989,17 @@ fn lock_tenant(tx: &mut Transaction<'_>, tenant: &str) -> Result<LockedTenant, S
     )?;
     // NO KEY UPDATE: queues other batches of the tenant, but not the key-share locks of
     // unrelated writes that merely refer to the tenant.
+    // The tenant's numbering never starts over: a row deleted and created again (by an
+    // operator, or by whatever removes a tenant) starts at 0, while the events of its earlier
+    // life are still there with their numbers; the next number is past both. So a name used
+    // again continues its stream: every consumer's position (kept per tenant name) stays
+    // valid, and (tenant, tenant_seq) names one event forever. One probe of the
+    // `(tenant, tenant_seq)` index per transaction.
     let row = tx.query_one(
-        "SELECT lease_epoch, lease_worker, lease_expires_at, event_seq, conn_rt_now_ms()
+        "SELECT lease_epoch, lease_worker, lease_expires_at,
+                GREATEST(event_seq,
+                         COALESCE((SELECT max(tenant_seq) FROM events WHERE tenant = $1), 0)),
+                conn_rt_now_ms()
          FROM tenants WHERE name = $1 FOR NO KEY UPDATE",
         &[&tenant],
     )?;
