@@ -10,7 +10,8 @@
 
 use crate::blob::Blob;
 use crate::content_hash::to_hex;
-use crate::{EmulatorError, EntryInfo, Kind, TruthEntry};
+use crate::error::EmulatorError;
+use crate::model::EntryInfo;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -792,55 +793,6 @@ impl State {
             .collect();
         (self.tree.clone(), links)
     }
-}
-
-/// Every live item as a TruthEntry, sorted by path_lower (built outside the state lock, on all
-/// cores: a million entries are a million small formatting jobs).
-pub(crate) fn truth(
-    account: &Account,
-    tree: &Tree,
-    links: &HashMap<u64, String>,
-) -> Vec<TruthEntry> {
-    let nodes: Vec<&Arc<Node>> = tree.live.values().collect();
-    let entry = |n: &Arc<Node>| TruthEntry {
-        id: account.format_id(n.id),
-        kind: if n.is_folder() {
-            Kind::Folder
-        } else {
-            Kind::File
-        },
-        name: n.name().to_string(),
-        path_lower: n.path_lower.to_string(),
-        path_display: n.path_display.to_string(),
-        rev: n.file.as_ref().map(|f| format_rev(f.rev)),
-        size: n.size(),
-        content_hash: n.file.as_ref().and_then(|f| f.hash).map(|h| to_hex(&h)),
-        client_modified: n
-            .file
-            .as_ref()
-            .map(|f| crate::wire::fmt_time(f.client_modified)),
-        server_modified: n
-            .file
-            .as_ref()
-            .map(|f| crate::wire::fmt_time(f.server_modified)),
-        is_downloadable: n.is_downloadable(),
-        shared_url: links.get(&n.id).cloned(),
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || nodes.len() < 10_000 {
-        return nodes.into_iter().map(entry).collect();
-    }
-    let chunk = nodes.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let parts: Vec<_> = nodes
-            .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(|n| entry(n)).collect::<Vec<_>>()))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
 }
 
 /// Percent-encode a path segment (RFC 3986 unreserved characters stay as they are).
