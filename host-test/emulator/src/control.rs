@@ -18,8 +18,12 @@
 //! | POST issue_tokens | `{"scopes": [...], "expires_in"}` | TokenPair |
 //! | GET counters, truth, token | - | map / list / `{"access_token"}` |
 
-use crate::server::{Request, Response};
-use crate::{Content, EmulatorError, Fault, Shared, auth};
+use crate::auth;
+use crate::error::EmulatorError;
+use crate::faults::Fault;
+use crate::http::{Request, Response};
+use crate::model::Content;
+use crate::shared::Shared;
 use base64::Engine;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -188,7 +192,7 @@ fn run(shared: &Shared, op: &str, method: &str, b: &Value) -> Result<Response, R
             done()
         }
         ("GET", "truth") => ok(&shared.truth()),
-        // The server stops after writing this answer (see `server::dispatch`).
+        // The server stops after writing this answer (see `router::dispatch`).
         ("POST", "stop") => done(),
         _ => fail(
             404,

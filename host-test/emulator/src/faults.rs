@@ -5,7 +5,7 @@
 //! mistyped JSON, unknown fields and tags, a huge body, a corrupted byte, a cut body, a delay).
 
 use crate::blob::Blob;
-use crate::server::{Body, Response};
+use crate::http::{Body, Response};
 use crate::wire::{auth_error, rate_limited_json, rate_limited_text, tag_error};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

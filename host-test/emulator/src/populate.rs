@@ -6,8 +6,9 @@
 //! computed on all cores, and the whole batch enters the tree under one lock.
 
 use crate::blob::Blob;
+use crate::error::EmulatorError;
+use crate::shared::Shared;
 use crate::state::{Export, FileInfo, Node, lower};
-use crate::{EmulatorError, Shared};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;

@@ -6,7 +6,7 @@
 //! dialect, and a wire detail (a header, an escaping rule, a message) is fixed in one spot.
 
 use crate::content_hash::to_hex;
-use crate::server::Response;
+use crate::http::Response;
 use crate::state::{Account, JEntry, Node, format_rev};
 use serde::Serialize;
 use serde_json::{Map, Value, json};

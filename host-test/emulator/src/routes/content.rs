@@ -1,15 +1,16 @@
 //! Content routes: `files/download`, `files/export`, `files/get_temporary_link`, and serving the
 //! temporary links themselves (no auth, Range, 410 after four hours).
 
-use super::lookup_failure;
-use crate::auth::random_token;
+use super::{ApiError, ApiResult, Ctx, lookup_failure};
 use crate::blob::Blob;
-use crate::server::{ApiError, ApiResult, Body, Ctx, Request, Response};
+use crate::content_hash;
+use crate::http::{Body, Request, Response};
+use crate::shared::Shared;
 use crate::state::{Lookup, Node, TempLink, parse_rev};
+use crate::tokens::random_token;
 use crate::wire::{
     Args, PATTERN_READ_PATH, file_md, lookup_error, matches_read_path, tag_error, to_header_json,
 };
-use crate::{Shared, content_hash};
 use serde_json::{Value, json};
 use std::sync::Arc;
 

@@ -4,8 +4,8 @@
 //! made between pages never tear it; its final cursor points at the journal position of that
 //! snapshot, and `continue` replays the journal from there (DROPBOX-API.md §3, §3.7, §4).
 
-use super::lookup_failure;
-use crate::server::{ApiError, ApiResult, Ctx, Response};
+use super::{ApiError, ApiResult, Ctx, lookup_failure};
+use crate::http::Response;
 use crate::state::{Cursor, JEntry, Lookup, has_change, journal_page, lower, snapshot_page};
 use crate::wire::{
     Args, Md, PATTERN_PATH_R_OR_ID, PATTERN_READ_PATH, entry_md, lookup_error,

@@ -1,5 +1,7 @@
 //! The API routes, one file per area. Each handler receives the decoded argument (transport,
-//! call style and auth were already handled by `server`) and returns a complete response.
+//! call style and auth were already handled by `server` and `router`) and returns a complete
+//! response. This file holds what they share: the context a handler sees ([`Ctx`]) and how it
+//! fails ([`ApiError`]).
 
 pub(crate) mod content;
 pub(crate) mod files;
@@ -7,9 +9,34 @@ pub(crate) mod oauth;
 pub(crate) mod sharing;
 pub(crate) mod users;
 
-use crate::server::ApiError;
+use crate::http::{Request, Response};
+use crate::shared::Shared;
 use crate::state::Lookup;
 use crate::wire::lookup_error;
+
+/// How an API route fails before or inside its handler.
+pub(crate) enum ApiError {
+    /// A Stone validation message about the argument (prefixed by where the argument came from).
+    Arg(String),
+    /// A complete response (409 route errors and the like).
+    Resp(Response),
+}
+
+impl From<Response> for ApiError {
+    fn from(r: Response) -> ApiError {
+        ApiError::Resp(r)
+    }
+}
+
+pub(crate) type ApiResult = Result<Response, ApiError>;
+
+/// What a handler sees.
+pub(crate) struct Ctx<'a> {
+    pub shared: &'a Shared,
+    pub req: &'a Request,
+    /// The caller's access token (user routes).
+    pub token: Option<String>,
+}
 
 /// Stone validation failures become 400s with the argument prefix.
 impl From<String> for ApiError {

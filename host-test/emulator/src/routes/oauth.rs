@@ -2,9 +2,11 @@
 //! (DROPBOX-API.md §7). Codes are single-use and short-lived; PKCE S256 (and plain) is checked;
 //! refresh returns a new access token only.
 
-use crate::Shared;
-use crate::auth::{ALL_SCOPES, AuthCode, KNOWN_SCOPES, PendingAuth, random_token};
-use crate::server::{ApiResult, Ctx, Request, Response};
+use super::{ApiResult, Ctx};
+use crate::auth::{ALL_SCOPES, KNOWN_SCOPES};
+use crate::http::{Request, Response};
+use crate::shared::Shared;
+use crate::tokens::{AuthCode, PendingAuth, random_token};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};

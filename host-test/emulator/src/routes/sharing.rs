@@ -1,7 +1,7 @@
 //! `sharing/*`: creating and listing shared links (DROPBOX-API.md §6).
 
-use super::lookup_failure;
-use crate::server::{ApiError, ApiResult, Ctx, Response};
+use super::{ApiError, ApiResult, Ctx, lookup_failure};
+use crate::http::Response;
 use crate::state::{Account, Link, Lookup, Node, State, format_rev};
 use crate::wire::{
     Args, PATTERN_READ_PATH, fmt_time, matches_read_path, parse_time, route_error, summary,

@@ -1,6 +1,7 @@
 //! `users/*`: the account itself (FullAccount, space usage).
 
-use crate::server::{ApiResult, Ctx, Response};
+use super::{ApiResult, Ctx};
+use crate::http::Response;
 use serde_json::{Value, json};
 
 pub(crate) fn get_current_account(ctx: &Ctx, _arg: &Value) -> ApiResult {
