@@ -669,6 +669,8 @@ fn a_second_process_writing_a_tenant_is_refused_and_a_killed_holder_releases_it(
     locks
         .try_acquire(TENANT, "after the kill")
         .expect("the killed process's lock is gone with it");
+}
+
 /// `connect` tests the token before it stores it: one the server refuses (a revoked token, a
 /// 401; or one Dropbox cannot parse, a 400 in plain text) is an authentication failure
 /// (exit 3, not an internal error) and leaves nothing behind: no tenant, no credentials, no
