@@ -163,6 +163,7 @@ fn exit_codes_are_stable_and_distinct() {
         (ExitClass::Integrity, 8),
         (ExitClass::Internal, 9),
         (ExitClass::Unsupported, 10),
+        (ExitClass::Busy, 11),
     ];
     for (class, code) in table {
         assert_eq!(class.code(), code, "{class:?}");
