@@ -689,7 +689,7 @@ fn a_token_the_server_refuses_is_not_stored() {
         let store = SqliteStore::open(&s.db).unwrap();
         assert!(store.tenants().unwrap().is_empty(), "{what}");
         assert!(store.settings(TENANT).unwrap().is_empty(), "{what}");
-        assert_eq!(store.status(TENANT).unwrap().needs_reauth, false);
+        assert!(!store.status(TENANT).unwrap().needs_reauth, "{what}");
         drop(store);
         // No key file either: the first credentials stored would create it.
         assert!(!s.db.with_extension("db.key").exists(), "{what}");
