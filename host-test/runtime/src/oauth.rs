@@ -751,12 +751,20 @@ const MAX_EXCERPT_CHARS: usize = 200;
 /// The longest `error` code quoted (RFC 6749's codes are under 30 characters).
 const MAX_CODE_CHARS: usize = 64;
 
-/// At most `max_chars` of `text`, with `secrets` blanked out. The whole text is redacted
-/// before it is cut: cutting first would leave the head of a secret that straddles the cut.
+/// At most `max_chars` of `text`, with `secrets` blanked out and control characters escaped
+/// (an error stays one line, whatever the server sent). The whole text is redacted before it
+/// is cut: cutting first would leave the head of a secret that straddles the cut.
 pub fn excerpt(text: &str, secrets: &[&str], max_chars: usize) -> String {
     let redacted = redact(text, secrets);
     let mut chars = redacted.chars();
-    let mut out: String = chars.by_ref().take(max_chars).collect();
+    let mut out = String::new();
+    for c in chars.by_ref().take(max_chars) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
     if chars.next().is_some() {
         out.push('…');
     }
@@ -976,6 +984,7 @@ mod tests {
         }
         assert!(!excerpt.contains("s3cret"), "{excerpt}");
         assert!(excerpt.contains("Basic <redacted>"), "{excerpt}");
+        assert!(!excerpt.contains(['\r', '\n']), "one line: {excerpt}");
 
         // A secret straddling the 200th character: cut first, its head would survive.
         let long = "sEcReT-StRaDdLeS-ThE-CuT-0123456789";

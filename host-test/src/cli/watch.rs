@@ -409,11 +409,13 @@ fn withhold_values(message: &str) -> String {
             return out;
         };
         let quoted = &after[..close];
+        // A key name, or the punctuation the parser expected (`"`, `=`, `]]`).
         let plain_key = quote == '`'
-            && quoted.len() <= 40
-            && quoted
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && ((quoted.len() <= 40
+                && quoted
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                || (quoted.len() <= 3 && quoted.chars().all(|c| c.is_ascii_punctuation())));
         out.push_str(if plain_key { quoted } else { "…" });
         out.push(quote);
         rest = &after[close + 1..];
@@ -502,5 +504,9 @@ mod tests {
             "unknown field `…`"
         );
         assert_eq!(withhold_values("open \"sl.secret"), "open \"…");
+        assert_eq!(
+            withhold_values("invalid basic string, expected `\"`"),
+            "invalid basic string, expected `\"`"
+        );
     }
 }
