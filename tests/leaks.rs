@@ -171,8 +171,8 @@ enum Echo {
     OAuthJson,
 }
 
-/// A real HTTP server on loopback that answers every request with the request itself, and
-/// keeps what it received.
+/// A real HTTP server on loopback that answers every request with the request itself (its
+/// Authorization header first), and keeps what it received.
 struct EchoServer {
     base_url: String,
     received: Arc<Mutex<Vec<String>>>,
@@ -192,6 +192,13 @@ impl EchoServer {
                     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
                     let request = read_request(&mut stream);
                     log.lock().unwrap().push(request.clone());
+                    // The credentials first (an error excerpt is short), then everything.
+                    let credentials = request
+                        .lines()
+                        .filter(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    let request = format!("{credentials} {request}");
                     let (status, body) = match style {
                         Echo::Plain => ("500 Internal Server Error", request),
                         Echo::OAuthJson => (
@@ -309,15 +316,15 @@ fn tenants_files_that_do_not_parse_never_show_their_tokens() {
             ],
             &[],
         );
+        out.check(
+            &format!("tenants file {i}"),
+            &[("the access token", &token)],
+        );
         assert_eq!(out.code, Some(6), "invalid configuration: {}", out.all());
         assert!(
             out.stderr.contains("is not a valid tenants file: line "),
             "the position is given: {}",
             out.all()
-        );
-        out.check(
-            &format!("tenants file {i}"),
-            &[("the access token", &token)],
         );
         messages.push(out.stderr);
     }
