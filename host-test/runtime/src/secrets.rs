@@ -102,8 +102,8 @@ pub enum SecretError {
     /// was interrupted leaves this. No value can have been sealed under it.
     #[error(
         "the key file {path} is empty, so no credential can have been sealed under it (an \
-         interrupted creation?); delete it to have a new key made, or put the database's key \
-         in it"
+         interrupted creation?): put the key in it, or, for the key file beside a SQLite \
+         database, delete it to have a new one made"
     )]
     EmptyKeyFile { path: PathBuf },
     #[error("the value could not be sealed")]
@@ -287,10 +287,6 @@ impl Keyring {
         if let Some(keyring) = Keyring::beside_database(db)? {
             return Ok(keyring);
         }
-        let key_file_error = |e: std::io::Error| SecretError::KeyFile {
-            path: path.clone(),
-            message: e.to_string(),
-        };
         let text = format!(
             "# Secret key of {} (created by host-test; keep it with the database; see \
              `host-test secrets --help` to rotate)\n{}\n",
@@ -304,7 +300,10 @@ impl Keyring {
             }
             // Another process created it first: use its key.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Keyring::from_file(&path),
-            Err(e) => Err(key_file_error(e)),
+            Err(e) => Err(SecretError::KeyFile {
+                path,
+                message: e.to_string(),
+            }),
         }
     }
 
@@ -820,6 +819,7 @@ mod tests {
         assert!(shown.contains(keys.current_key_id().unwrap()));
         assert!(!shown.contains(&key));
     }
+
     #[test]
     fn the_key_beside_a_database_appears_whole_and_racing_creators_share_one_key() {
         for round in 0..20 {

@@ -387,7 +387,11 @@ fn tenants_file_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
 
 /// The 1-based line and column (in characters) of byte `offset` of `text`.
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     (line, before[line_start..].chars().count() + 1)
@@ -487,6 +491,8 @@ mod tests {
         assert_eq!(line_and_column(text, 2), (2, 1));
         assert_eq!(line_and_column(text, "a\nbé".len()), (2, 3));
         assert_eq!(line_and_column(text, 999), (3, 1));
+        // Inside `é`: counted from the start of that character.
+        assert_eq!(line_and_column(text, 4), (2, 2));
     }
 
     #[test]
