@@ -558,7 +558,7 @@ fn cli_auth_without_a_listener_takes_the_pasted_redirect_or_the_bare_code() {
 }
 
 #[test]
-fn cli_auth_refuses_a_redirect_whose_state_is_not_its_own() {
+fn cli_auth_ignores_a_redirect_whose_state_is_not_its_own_and_keeps_waiting() {
     let emulator = Emulator::start(config(0, 23)).expect("emulator");
     let base = emulator.base_url();
     let dir = tempfile::tempdir().unwrap();
@@ -593,30 +593,122 @@ fn cli_auth_refuses_a_redirect_whose_state_is_not_its_own() {
         .unwrap()
         .1
         .into_owned();
-    // An attacker's page sends the browser to the listener with a code of the attacker's choosing.
+    // Any web page can send the browser to the listener: with a code of its choosing and
+    // another state, or with a denial and no state at all. Neither may end the user's wait.
     let forged = location.replace(&format!("state={state}"), "state=forged-by-someone-else");
     assert_ne!(forged, location);
-    let page = get(&forged);
-    assert_eq!(page.status, 400);
-    let out = auth.finish();
-    assert!(
-        !out.status.success(),
-        "a forged redirect must fail the command:\n{}",
-        out.all()
+    let callback = location.split('?').next().unwrap().to_string();
+    for attempt in [forged, format!("{callback}?error=access_denied")] {
+        let page = get(&attempt);
+        assert_eq!(page.status, 400, "{attempt}");
+        assert!(String::from_utf8_lossy(&page.body).contains("state does not match"));
+    }
+    assert_eq!(
+        token_calls(&emulator),
+        0,
+        "nothing is exchanged for a forgery"
     );
+    // The real redirect still arrives and completes the authorization.
+    let page = get(&location);
+    assert_eq!(page.status, 200);
+    let out = auth.finish();
+    assert!(out.status.success(), "{}", out.all());
     assert!(
-        out.stderr.contains("state does not match"),
+        out.stderr
+            .contains("ignored a request to the OAuth callback"),
         "{}",
         out.stderr
     );
-    assert_eq!(token_calls(&emulator), 0, "nothing is exchanged");
+    assert_eq!(token_calls(&emulator), 1);
     assert!(
         SqliteStore::open(&db_path)
             .unwrap()
             .credentials("bob")
             .unwrap()
-            .is_none()
+            .is_some_and(|c| c.refresh_token.is_some())
     );
+}
+
+/// The URL opener (`xdg-open`, found on PATH) and the browser it starts outlive the command;
+/// they get none of the secrets the command read from its environment.
+#[cfg(unix)]
+#[test]
+fn the_browser_opener_inherits_no_secret_from_the_environment() {
+    use std::os::unix::fs::PermissionsExt;
+    let emulator = Emulator::start(config(0, 24)).expect("emulator");
+    let base = emulator.base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let seen = dir.path().join("opener-saw");
+    // A stand-in opener that records its arguments and environment.
+    let opener = bin.join("xdg-open");
+    std::fs::write(
+        &opener,
+        format!(
+            "#!/bin/sh\n{{ echo \"ARG=$1\"; env; }} > '{0}.tmp' && mv '{0}.tmp' '{0}'\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&opener, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let db = dir.path().join("opener.db");
+    let key = host_test::secrets::Keyring::generate_key();
+    let secrets = [
+        ("HOST_TEST_ACCESS_TOKEN", "opener-access-token-Qm7Zr2"),
+        ("DROPBOX_ACCESS_TOKEN", "opener-dropbox-token-Vx9Lp4"),
+        ("DROPBOX_CLIENT_SECRET", CLIENT_SECRET),
+        ("HOST_TEST_SECRET_KEY", key.as_str()),
+    ];
+    let mut env: Vec<(&str, &str)> = vec![
+        ("PATH", path.as_str()),
+        ("DROPBOX_CLIENT_ID", CLIENT_ID),
+        ("OPENER_TEST_MARKER", "not-a-secret"),
+    ];
+    env.extend(secrets);
+    let mut auth = Running::spawn(
+        &[
+            "auth",
+            "--db",
+            db.to_str().unwrap(),
+            "--tenant",
+            "opener",
+            "--api-url",
+            &base,
+            "--redirect-base",
+            "http://127.0.0.1:0",
+            "--no-sync",
+        ],
+        &env,
+    );
+    let url = auth.wait_for_line(is_authorize_url);
+    let deadline = Instant::now() + CHILD_TIMEOUT;
+    while !seen.exists() {
+        assert!(Instant::now() < deadline, "the opener never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let saw = std::fs::read_to_string(&seen).unwrap();
+    assert!(
+        saw.contains(&format!("ARG={url}")),
+        "the opener got the URL: {saw}"
+    );
+    assert!(
+        saw.contains("OPENER_TEST_MARKER=not-a-secret"),
+        "the rest of the environment is passed on"
+    );
+    for (name, value) in secrets {
+        assert!(!saw.contains(&format!("{name}=")), "the opener got {name}");
+        assert_no_secret("the opener's environment", &saw, &[value]);
+    }
+    // Finish the authorization the opener would have started.
+    assert_eq!(get(&authorize(&url)).status, 200);
+    let out = auth.finish();
+    assert!(out.status.success(), "{}", out.all());
 }
 
 // ---- the protocol pieces against the emulator, in process ----

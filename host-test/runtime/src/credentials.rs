@@ -231,8 +231,13 @@ impl CredentialManager {
             self.store.put_credentials(tenant, &updated)?;
             return Ok(parsed.access_token);
         }
+        // The code is quoted in the error below; an endpoint that echoes the request could
+        // put the refresh token or the client secret in it.
+        let mut secrets = vec![creds.access_token.as_str()];
+        secrets.extend(creds.refresh_token.as_deref());
+        secrets.extend(creds.client_secret.as_deref());
         let error = serde_json::from_slice::<OAuthErrorBody>(&response.body)
-            .map(|b| b.error)
+            .map(|b| crate::oauth::excerpt(&b.error, &secrets, 64))
             .unwrap_or_default();
         if response.status == 400 && (error == "invalid_grant" || error == "invalid_client") {
             self.store.set_needs_reauth(tenant, true)?;

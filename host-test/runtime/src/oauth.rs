@@ -360,7 +360,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Listens on loopback at the redirect path for the browser's redirect. Requests to any other
-/// path (a browser's `/favicon.ico`) get a 404 and do not end the wait.
+/// path (a browser's `/favicon.ico`) get a 404, and requests with another `state` a 400; neither
+/// ends the wait.
 pub struct CallbackListener {
     listener: TcpListener,
     path: String,
@@ -441,8 +442,10 @@ impl CallbackListener {
         &self.redirect_uri
     }
 
-    /// Wait for the redirect and return its code. A state mismatch, a denial or a missing code
-    /// ends the wait with that error (the browser is told so); so does the timeout.
+    /// Wait for the redirect and return its code. A denial or a missing code in a redirect
+    /// that carries this request's `state` ends the wait with that error (the browser is told
+    /// so); so does the timeout. A request whose `state` is not ours (a forged or stale
+    /// redirect, which any web page can trigger) is answered 400 and ignored: the wait goes on.
     pub fn wait(&self, expected_state: &str, timeout: Duration) -> Result<String, OAuthError> {
         self.listener
             .set_nonblocking(true)
@@ -508,6 +511,21 @@ fn serve_callback(
         return None;
     }
     let result = callback_code(query, expected_state);
+    if result == Err(OAuthError::StateMismatch) {
+        // Not the answer to this authorization: any page the user visits can send the browser
+        // here, so a stranger's request must not end (or decide) the wait. The browser is told
+        // why, and the real redirect is still awaited.
+        tracing::warn!(
+            "ignored a request to the OAuth callback whose state is not this authorization's; still waiting"
+        );
+        respond(
+            &mut stream,
+            400,
+            "Authorization failed",
+            &OAuthError::StateMismatch.to_string(),
+        );
+        return None;
+    }
     match &result {
         Ok(_) => respond(
             &mut stream,
@@ -714,11 +732,15 @@ pub fn exchange_code(
             None,
         )
         .map_err(|e| OAuthError::Transport(e.to_string()))?;
-    // Whatever the endpoint echoes, none of our secrets may end up in an error message.
+    // Whatever the endpoint echoes, none of our secrets may end up in an error message: not
+    // the code, the verifier or the client secret, nor the Basic header that carries it.
+    let basic = client
+        .client_secret
+        .as_deref()
+        .map(|secret| STANDARD.encode(format!("{}:{secret}", client.client_id)));
     let mut secrets = vec![code, verifier];
-    if let Some(s) = client.client_secret.as_deref() {
-        secrets.push(s);
-    }
+    secrets.extend(client.client_secret.as_deref());
+    secrets.extend(basic.as_deref());
     token_result(response.status, &response.body, &secrets)
 }
 
@@ -733,23 +755,61 @@ pub fn token_result(
     }
     if let Ok(error) = serde_json::from_slice::<TokenErrorBody>(body) {
         return Err(OAuthError::Refused {
-            code: TokenErrorCode::parse(&error.error),
-            description: redact(&error.error_description.unwrap_or_default(), secrets),
+            code: TokenErrorCode::parse(&excerpt(&error.error, secrets, MAX_CODE_CHARS)),
+            description: excerpt(
+                &error.error_description.unwrap_or_default(),
+                secrets,
+                MAX_EXCERPT_CHARS,
+            ),
         });
     }
-    let text = String::from_utf8_lossy(body);
-    let excerpt: String = text.chars().take(200).collect();
     Err(OAuthError::Endpoint {
         status,
-        excerpt: redact(&excerpt, secrets),
+        excerpt: excerpt(&String::from_utf8_lossy(body), secrets, MAX_EXCERPT_CHARS),
     })
 }
 
-fn redact(text: &str, secrets: &[&str]) -> String {
-    secrets
-        .iter()
-        .filter(|s| s.len() >= 4)
-        .fold(text.to_string(), |acc, s| acc.replace(s, "<redacted>"))
+/// The longest excerpt of a token endpoint's answer an error quotes.
+const MAX_EXCERPT_CHARS: usize = 200;
+/// The longest `error` code quoted (RFC 6749's codes are under 30 characters).
+const MAX_CODE_CHARS: usize = 64;
+
+/// At most `max_chars` of `text`, with `secrets` blanked out and control characters escaped
+/// (an error stays one line, whatever the server sent). The whole text is redacted before it
+/// is cut: cutting first would leave the head of a secret that straddles the cut.
+pub fn excerpt(text: &str, secrets: &[&str], max_chars: usize) -> String {
+    let redacted = redact(text, secrets);
+    let mut chars = redacted.chars();
+    let mut out = String::new();
+    for c in chars.by_ref().take(max_chars) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// `text` with every secret replaced by `<redacted>`, in each form an endpoint may echo it:
+/// as given, and form-encoded as it travelled in a request body.
+pub fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut forms: Vec<String> = Vec::new();
+    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        forms.push(secret.to_string());
+        let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        if encoded != *secret {
+            forms.push(encoded);
+        }
+    }
+    // Longest first, so that a secret containing another is blanked whole.
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    forms.iter().fold(text.to_string(), |acc, s| {
+        acc.replace(s.as_str(), "<redacted>")
+    })
 }
 
 #[cfg(test)]
@@ -926,6 +986,46 @@ mod tests {
     }
 
     #[test]
+    fn an_echoed_request_is_redacted_whole_before_it_is_cut() {
+        let secret = "s3cret/with+signs=and more";
+        let basic = STANDARD.encode(format!("app:{secret}"));
+        let secrets = ["the-code-123", "verifier-456", secret, basic.as_str()];
+        // An endpoint that echoes the request it got: headers, then the form.
+        let echo = format!(
+            "POST /oauth2/token HTTP/1.1\r\nAuthorization: Basic {basic}\r\n\r\n\
+             grant_type=authorization_code&code=the-code-123&code_verifier=verifier-456&\
+             client_secret={}",
+            url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>()
+        );
+        let Err(OAuthError::Endpoint { excerpt, .. }) =
+            token_result(500, echo.as_bytes(), &secrets)
+        else {
+            panic!("an endpoint error");
+        };
+        for s in &secrets {
+            assert!(!excerpt.contains(s), "{excerpt}");
+        }
+        assert!(!excerpt.contains("s3cret"), "{excerpt}");
+        assert!(excerpt.contains("Basic <redacted>"), "{excerpt}");
+        assert!(!excerpt.contains(['\r', '\n']), "one line: {excerpt}");
+
+        // A secret straddling the 200th character: cut first, its head would survive.
+        let long = "sEcReT-StRaDdLeS-ThE-CuT-0123456789";
+        let body = format!("{}{long} and more", "x".repeat(190));
+        let Err(OAuthError::Endpoint { excerpt, .. }) = token_result(502, body.as_bytes(), &[long])
+        else {
+            panic!("an endpoint error");
+        };
+        assert!(!excerpt.contains("sEcReT"), "{excerpt}");
+        assert!(excerpt.chars().count() <= MAX_EXCERPT_CHARS + 1);
+
+        // The `error` code itself may be an echo.
+        let body = format!(r#"{{"error":"got refresh_token={long}"}}"#);
+        let err = token_result(400, body.as_bytes(), &[long]).unwrap_err();
+        assert!(!err.to_string().contains("sEcReT"), "{err}");
+    }
+
+    #[test]
     fn the_listener_serves_only_loopback_and_its_path() {
         assert!(matches!(
             CallbackListener::bind("https://127.0.0.1:0", "cb"),
@@ -956,16 +1056,28 @@ mod tests {
                 out
             };
             let favicon = get("/favicon.ico");
+            // Another page's forged redirects (another state, or none, even with an error)
+            // are answered and ignored; they neither end the wait nor decide it.
+            let forged = [
+                get("/connectors/oauth/callback/Example%20Source?code=evil&state=forged"),
+                get("/connectors/oauth/callback/Example%20Source?error=access_denied"),
+            ];
             let callback =
                 get("/connectors/oauth/callback/Example%20Source?code=the-code&state=st");
-            (favicon, callback)
+            (favicon, forged, callback)
         });
         assert_eq!(
             listener.wait("st", Duration::from_secs(20)),
             Ok("the-code".into())
         );
-        let (favicon, callback) = client.join().unwrap();
+        let (favicon, forged, callback) = client.join().unwrap();
         assert!(favicon.starts_with("HTTP/1.1 404"), "{favicon}");
+        for page in forged {
+            assert!(
+                page.starts_with("HTTP/1.1 400") && page.contains("state does not match"),
+                "{page}"
+            );
+        }
         assert!(
             callback.starts_with("HTTP/1.1 200") && callback.contains("connected"),
             "{callback}"

@@ -98,6 +98,14 @@ pub enum SecretError {
     KeyFile { path: PathBuf, message: String },
     #[error("the key file {path} may be read by other users (mode {mode:o}); run chmod 600 on it")]
     KeyFileExposed { path: PathBuf, mode: u32 },
+    /// The file exists but holds nothing: a key file written in place by an older host that
+    /// was interrupted leaves this. No value can have been sealed under it.
+    #[error(
+        "the key file {path} is empty, so no credential can have been sealed under it (an \
+         interrupted creation?): put the key in it, or, for the key file beside a SQLite \
+         database, delete it to have a new one made"
+    )]
+    EmptyKeyFile { path: PathBuf },
     #[error("the value could not be sealed")]
     SealFailed,
 }
@@ -218,6 +226,11 @@ impl Keyring {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
+        if text.trim().is_empty() {
+            return Err(SecretError::EmptyKeyFile {
+                path: path.to_path_buf(),
+            });
+        }
         Keyring::parse(&text, &format!("the key file {}", path.display()))
     }
 
@@ -263,36 +276,29 @@ impl Keyring {
     /// The keys of the key file beside a SQLite database, creating it (one new random key,
     /// readable by its owner only) when there is none: the out-of-the-box setup, where the
     /// host was given no key and the database and its key live on the same machine anyway.
-    /// Creating never replaces a file another process created first.
+    ///
+    /// The file appears whole or not at all: the key is written to a temporary file in the
+    /// same directory (mode 0600) and synced, then hard-linked to its name, which never
+    /// replaces an existing file, and the directory is synced. A crash leaves at most a
+    /// stray temporary file, never an empty key file; two processes creating it at once end
+    /// up with the one key whose link came first.
     pub fn beside_database_or_create(db: &Path) -> Result<Keyring, SecretError> {
         let path = Keyring::beside_database_path(db);
         if let Some(keyring) = Keyring::beside_database(db)? {
             return Ok(keyring);
         }
-        let key = Keyring::generate_key();
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let created = options.open(&path).and_then(|mut file| {
-            use std::io::Write as _;
-            writeln!(
-                file,
-                "# Secret key of {} (created by host-test; keep it with the database; see \
-                 `host-test secrets --help` to rotate)\n{key}",
-                db.display()
-            )?;
-            file.sync_all()
-        });
-        match created {
+        let text = format!(
+            "# Secret key of {} (created by host-test; keep it with the database; see \
+             `host-test secrets --help` to rotate)\n{}\n",
+            db.display(),
+            Keyring::generate_key()
+        );
+        match create_no_replace(&path, text.as_bytes()) {
             Ok(()) => {
                 tracing::info!(key_file = %path.display(), "no secret key given: created one beside the database to seal credentials");
                 Keyring::from_file(&path)
             }
-            // Another process created it between the check and the open: use its key.
+            // Another process created it first: use its key.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Keyring::from_file(&path),
             Err(e) => Err(SecretError::KeyFile {
                 path,
@@ -387,6 +393,44 @@ impl Keyring {
         }
         let plaintext = self.open(sealed, context)?;
         self.seal(&plaintext, context).map(Some)
+    }
+}
+
+/// Create `path` holding `contents` (mode 0600), atomically and without replacing a file that
+/// is already there (`AlreadyExists`): temporary file, fsync, link(2) to the name, fsync of the
+/// directory.
+fn create_no_replace(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".key-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o600));
+    }
+    // Removed when dropped, whatever happens below: only the link keeps the key.
+    let mut tmp = builder.tempfile_in(&dir)?;
+    tmp.write_all(contents)?;
+    tmp.as_file().sync_all()?;
+    std::fs::hard_link(tmp.path(), path)?;
+    drop(tmp);
+    sync_dir(&dir)
+}
+
+/// Make a directory's entries durable (the new name of a file linked into it).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
     }
 }
 
@@ -774,5 +818,90 @@ mod tests {
         let shown = format!("{keys:?}");
         assert!(shown.contains(keys.current_key_id().unwrap()));
         assert!(!shown.contains(&key));
+    }
+
+    #[test]
+    fn the_key_beside_a_database_appears_whole_and_racing_creators_share_one_key() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join(format!("r{round}.db"));
+            let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let ids: Vec<Result<Vec<String>, SecretError>> = (0..8)
+                .map(|_| {
+                    let (db, start) = (db.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        Keyring::beside_database_or_create(&db)
+                            .map(|k| k.key_ids().iter().map(|s| s.to_string()).collect())
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .collect();
+            // Each creator either made the key or read the one made first, never a partial
+            // file.
+            let first = ids[0].clone().unwrap();
+            for id in &ids {
+                assert_eq!(id.as_ref(), Ok(&first), "round {round}");
+            }
+            let path = Keyring::beside_database_path(&db);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600);
+            }
+            let names: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(
+                names,
+                [path.file_name().unwrap()],
+                "no temporary file is left"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_key_file_is_a_typed_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("e.db");
+        let path = Keyring::beside_database_path(&db);
+        // What an interrupted in-place creation left behind.
+        std::fs::write(&path, b"").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let err = Keyring::beside_database_or_create(&db).unwrap_err();
+        assert_eq!(err, SecretError::EmptyKeyFile { path: path.clone() });
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        // Nothing was replaced behind the operator's back.
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        // Deleting it, as the message says, gives a new key.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            Keyring::beside_database_or_create(&db)
+                .unwrap()
+                .key_ids()
+                .len(),
+            1
+        );
+        // A stray temporary file of a creation that crashed is no obstacle either.
+        let db2 = dir.path().join("f.db");
+        std::fs::write(dir.path().join(".key-crashed.tmp"), b"half").unwrap();
+        assert_eq!(
+            Keyring::beside_database_or_create(&db2)
+                .unwrap()
+                .key_ids()
+                .len(),
+            1
+        );
     }
 }

@@ -59,7 +59,7 @@ pub(super) fn auth(args: AuthArgs) -> Result<()> {
         .ok_or_else(|| usage("give --client-id (the app key) or set DROPBOX_CLIENT_ID"))?;
     let client_secret = args
         .client_secret
-        .or_else(|| std::env::var("DROPBOX_CLIENT_SECRET").ok())
+        .or_else(|| std::env::var(CLIENT_SECRET_ENV).ok())
         .filter(|s| !s.is_empty());
     let client = ClientCredentials {
         client_id,
@@ -173,9 +173,25 @@ pub(super) fn auth(args: AuthArgs) -> Result<()> {
     Ok(())
 }
 
-/// Best effort: a desktop's URL opener, if there is one. Failing is fine, the URL is printed.
+/// The environment variables this CLI reads secrets from: the URL opener (and the browser it
+/// starts, which outlives us) is not given them.
+fn secret_variables() -> impl Iterator<Item = &'static str> {
+    super::TOKEN_VARIABLES
+        .into_iter()
+        .chain([CLIENT_SECRET_ENV, crate::secrets::SECRET_KEY_ENV])
+}
+
+/// The variable `--client-secret` defaults to.
+const CLIENT_SECRET_ENV: &str = "DROPBOX_CLIENT_SECRET";
+
+/// Best effort: a desktop's URL opener (`xdg-open`, found on PATH), if there is one. Failing is
+/// fine, the URL is printed.
 fn open_browser(url: &str) {
-    let spawned = Process::new("xdg-open")
+    let mut opener = Process::new("xdg-open");
+    for name in secret_variables() {
+        opener.env_remove(name);
+    }
+    let spawned = opener
         .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -77,6 +77,8 @@ pub(crate) fn open_store(db: &str) -> Result<Arc<dyn RecordStore>> {
 /// when neither). A PostgreSQL database refuses to run without one: a database shared by
 /// many hosts must not depend on a file on one machine.
 pub(crate) fn host_keyring(db: &str) -> Result<Keyring> {
+    // Every command that opens --db comes through here first.
+    check_db(db)?;
     let file = SECRET_KEY_FILE
         .read()
         .unwrap_or_else(|p| p.into_inner())
@@ -92,6 +94,26 @@ pub(crate) fn host_keyring(db: &str) -> Result<Keyring> {
         ));
     }
     Ok(keyring)
+}
+
+/// A `--db` that looks like a URL of another scheme (a misspelt `postgress://user:pass@...`)
+/// would otherwise be taken for a SQLite file name and echoed, password and all, in the error
+/// about that file. It is refused naming its scheme only. (A PostgreSQL URL is only ever shown
+/// through [`crate::store::pg::redact`].)
+fn check_db(db: &str) -> Result<()> {
+    if let Some((scheme, _)) = db.split_once("://")
+        && !crate::store::pg::is_postgres_url(db)
+        && !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        return Err(usage(format!(
+            "--db {scheme}://...: not a database this host opens; give a SQLite file or a \
+             postgres:// (postgresql://) URL"
+        )));
+    }
+    Ok(())
 }
 
 /// The component `--component` named for this process (None: the embedded default).
@@ -1382,7 +1404,8 @@ impl ExitClass {
                 | SecretError::WrongKey { .. }
                 | SecretError::InvalidKey { .. }
                 | SecretError::KeyFile { .. }
-                | SecretError::KeyFileExposed { .. } => ExitClass::InvalidConfig,
+                | SecretError::KeyFileExposed { .. }
+                | SecretError::EmptyKeyFile { .. } => ExitClass::InvalidConfig,
                 SecretError::Tampered { .. } | SecretError::Malformed(_) => ExitClass::Integrity,
                 SecretError::SealFailed => ExitClass::Internal,
             },

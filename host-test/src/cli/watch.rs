@@ -311,8 +311,12 @@ fn run_cluster_worker(args: WatchArgs) -> Result<()> {
 fn configure_from_file(host: &ConnectorHost, path: &Path) -> Result<Vec<String>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let file: TenantsFile = toml::from_str(&text)
-        .with_context(|| format!("{} is not a valid tenants file", path.display()))?;
+    let file: TenantsFile = toml::from_str(&text).map_err(|e| {
+        super::classified(
+            super::ExitClass::InvalidConfig,
+            tenants_file_error(path, &text, &e),
+        )
+    })?;
     let mut names = Vec::new();
     for entry in file.tenant {
         let name = entry.name.trim().to_string();
@@ -360,6 +364,68 @@ fn configure_from_file(host: &ConnectorHost, path: &Path) -> Result<Vec<String>>
         names.push(name);
     }
     Ok(names)
+}
+
+/// What is wrong with a tenants file, for people: its line and column and the parser's message,
+/// never the text found there. The file holds access tokens, and the parser's own rendering
+/// quotes the offending line (a misspelt `acces_token = "sl.…"` would put the token on the
+/// screen); values it quotes in its message are withheld too.
+fn tenants_file_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
+    let at = match e.span() {
+        Some(span) => {
+            let (line, column) = line_and_column(text, span.start);
+            format!("line {line}, column {column}: ")
+        }
+        None => String::new(),
+    };
+    format!(
+        "{} is not a valid tenants file: {at}{}",
+        path.display(),
+        withhold_values(e.message())
+    )
+}
+
+/// The 1-based line and column (in characters) of byte `offset` of `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// A parser message with the values it quotes withheld: any "double-quoted" text, and any
+/// `backquoted` text that is not a plain key name (field names such as `acces_token` stay, so
+/// the message still says which key is wrong).
+fn withhold_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find(['"', '`']) {
+        let quote = rest[open..].chars().next().unwrap_or('"');
+        out.push_str(&rest[..=open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find(quote) else {
+            // An unpaired quote: withhold everything after it.
+            out.push('…');
+            return out;
+        };
+        let quoted = &after[..close];
+        // A key name, or the punctuation the parser expected (`"`, `=`, `]]`).
+        let plain_key = quote == '`'
+            && ((quoted.len() <= 40
+                && quoted
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                || (quoted.len() <= 3 && quoted.chars().all(|c| c.is_ascii_punctuation())));
+        out.push_str(if plain_key { quoted } else { "…" });
+        out.push(quote);
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn print_event(event: &WatchEvent, started: Instant, syncs: &AtomicU64, json: bool) {
@@ -411,5 +477,42 @@ fn print_event(event: &WatchEvent, started: Instant, syncs: &AtomicU64, json: bo
         }
         // Logged by the watcher, in the tenant's span.
         WatchEvent::Longpoll { .. } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_counted_in_lines_and_characters() {
+        let text = "a\nbé = 1\n";
+        assert_eq!(line_and_column(text, 0), (1, 1));
+        assert_eq!(line_and_column(text, 2), (2, 1));
+        assert_eq!(line_and_column(text, "a\nbé".len()), (2, 3));
+        assert_eq!(line_and_column(text, 999), (3, 1));
+        // Inside `é`: counted from the start of that character.
+        assert_eq!(line_and_column(text, 4), (2, 2));
+    }
+
+    #[test]
+    fn quoted_values_are_withheld_and_key_names_kept() {
+        assert_eq!(
+            withhold_values("unknown field `acces_token`, expected one of `name`, `api_url`"),
+            "unknown field `acces_token`, expected one of `name`, `api_url`"
+        );
+        assert_eq!(
+            withhold_values("invalid type: string \"sl.secret\", expected u64"),
+            "invalid type: string \"…\", expected u64"
+        );
+        assert_eq!(
+            withhold_values("unknown field `sl.Secret.Token+x`"),
+            "unknown field `…`"
+        );
+        assert_eq!(withhold_values("open \"sl.secret"), "open \"…");
+        assert_eq!(
+            withhold_values("invalid basic string, expected `\"`"),
+            "invalid basic string, expected `\"`"
+        );
     }
 }

@@ -1266,14 +1266,32 @@ pub fn is_postgres_url(db: &str) -> bool {
     matches!(scheme, Some(s) if s.eq_ignore_ascii_case("postgres") || s.eq_ignore_ascii_case("postgresql"))
 }
 
-/// The URL as errors and logs may show it: the password replaced. A `key=value` connection
-/// string is not echoed at all (it may hold `password=`).
-pub(crate) fn redact(url: &str) -> String {
+/// The URL as errors and logs may show it: the password replaced, whether in the user info
+/// (`postgres://user:pass@host/db`) or in a query parameter (`?password=...`, `sslpassword`,
+/// any parameter whose name mentions a password). A `key=value` connection string, or a URL
+/// that does not parse, is not echoed at all (it may hold `password=`). Every place that shows
+/// a `--db` value shows it through this.
+pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if matches!(parsed.scheme(), "postgres" | "postgresql") => {
             if parsed.password().is_some() {
                 // Setting a password only fails for URLs that cannot have one.
                 let _ = parsed.set_password(Some("***"));
+            }
+            if parsed.query().is_some() {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let secret = k.to_ascii_lowercase().contains("pass");
+                        let v = if secret {
+                            "***".to_string()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
             }
             parsed.to_string()
         }

@@ -461,6 +461,26 @@ fn only_postgres_urls_select_this_backend() {
 }
 
 #[test]
+fn a_shown_url_never_holds_a_password() {
+    for (url, shown) in [
+        ("postgres://u:hunter2@h/db", "postgres://u:***@h/db"),
+        (
+            "postgres://u@h:5433/db?sslmode=disable&password=hunter2",
+            "postgres://u@h:5433/db?sslmode=disable&password=***",
+        ),
+        (
+            "postgresql://u@h/db?SSLPASSWORD=hunter2",
+            "postgresql://u@h/db?SSLPASSWORD=***",
+        ),
+        ("postgres://u@h/db", "postgres://u@h/db"),
+    ] {
+        assert_eq!(redact(url), shown);
+    }
+    assert!(!redact("host=h password=hunter2").contains("hunter2"));
+    assert!(!redact("postgres://u:hunter2@[bad/db").contains("hunter2"));
+}
+
+#[test]
 fn a_database_error_says_what_the_server_said() {
     let db = TestDatabase::create();
     let err = db
