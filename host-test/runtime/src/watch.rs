@@ -750,24 +750,66 @@ enum AfterFailure {
     WaitForSchedule,
 }
 
+/// The back-off policy of failed syncs, shared by this scheduler and the PostgreSQL workers
+/// (which count the consecutive failures in the database, across workers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureBackoff {
+    /// The wait after one failure, doubled per consecutive failure up to `cap`.
+    pub base: Duration,
+    pub cap: Duration,
+    /// What the source asked for (a rate limit): never earlier than that, whatever the cap.
+    pub retry_after: Option<Duration>,
+    /// Nothing a retry can fix (revoked token, invalid settings): wait for the next scheduled
+    /// time (and, for a token, re-authentication) instead of retrying.
+    pub wait_for_schedule: bool,
+}
+
+impl FailureBackoff {
+    /// The wait after the `failures`-th consecutive failure.
+    pub fn wait(&self, failures: u32) -> Duration {
+        let exp = doubling(self.base, failures, self.cap);
+        self.retry_after.map_or(exp, |r| exp.max(r))
+    }
+}
+
+/// How a sync that failed with `error` backs its tenant off (`interval`: the tenant's, None
+/// for manual).
+pub fn failure_backoff(
+    error: &HostError,
+    interval: Option<Duration>,
+    options: &WatchOptions,
+) -> FailureBackoff {
+    let cap = interval.map_or(options.sync_retry_max, |i| i.min(options.sync_retry_max));
+    let mut backoff = FailureBackoff {
+        base: options.sync_retry_base,
+        cap,
+        retry_after: None,
+        wait_for_schedule: false,
+    };
+    match error {
+        HostError::Connector(
+            ConnectorError::AuthRequired(_) | ConnectorError::InvalidConfig(_),
+        )
+        | HostError::Setup(_) => backoff.wait_for_schedule = true,
+        HostError::Connector(ConnectorError::RateLimited(r)) => {
+            backoff.retry_after = Some(Duration::from_millis(r.retry_after_ms));
+        }
+        _ => {}
+    }
+    backoff
+}
+
 fn after_failure(
     error: &HostError,
     failures: u32,
     interval: Option<Duration>,
     options: &WatchOptions,
 ) -> AfterFailure {
-    let cap = interval.map_or(options.sync_retry_max, |i| i.min(options.sync_retry_max));
-    let exp = doubling(options.sync_retry_base, failures, cap);
-    match error {
-        HostError::Connector(
-            ConnectorError::AuthRequired(_) | ConnectorError::InvalidConfig(_),
-        )
-        | HostError::Setup(_) => AfterFailure::WaitForSchedule,
-        // The source said how long: never earlier than that, whatever the cap.
-        HostError::Connector(ConnectorError::RateLimited(r)) => {
-            AfterFailure::Retry(exp.max(Duration::from_millis(r.retry_after_ms)))
-        }
-        _ => AfterFailure::Retry(exp),
+    let backoff = failure_backoff(error, interval, options);
+    if backoff.wait_for_schedule {
+        AfterFailure::WaitForSchedule
+    } else {
+        AfterFailure::Retry(backoff.wait(failures))
     }
 }
 
