@@ -22,7 +22,9 @@
 //!   then calls the component's `wait_for_changes`, and on `changes` requests a sync. It holds
 //!   no slot: a long-poll and a sync of one tenant may overlap, only syncs are single-flight.
 //!   The `backoff` the source asks for is slept before the next long-poll; a failed long-poll is
-//!   retried with a doubling delay while the schedule keeps the tenant current;
+//!   retried with a doubling delay while the schedule keeps the tenant current. A tenant backing
+//!   off from a failed sync does not long-poll until its back-off ends (a long-poll is a request
+//!   too), and a long-poll answered with a rate limit backs the tenant's syncs off as well;
 //! - failures stay with their tenant: a failed sync backs that tenant off (a rate limit for as
 //!   long as the source asked, a revoked token until the next scheduled attempt) and nothing
 //!   else. Tenants share only the store (whose writes are short transactions), the host's HTTP
@@ -394,6 +396,18 @@ impl Shared {
         } else if slot.requested.is_none() {
             slot.requested = Some((trigger, Instant::now()));
             self.work.notify_all();
+        }
+    }
+
+    /// The source asked to wait `d` before the tenant's next request (a long-poll was rate
+    /// limited): no sync of it starts before then either, asked for or not.
+    fn hold_off(&self, index: usize, d: Duration) {
+        let mut st = self.lock();
+        let Some(slot) = st.slots.get_mut(index) else {
+            return;
+        };
+        if let Some(until) = Instant::now().checked_add(d) {
+            slot.backoff_until = Some(slot.backoff_until.map_or(until, |b| b.max(until)));
         }
     }
 
@@ -948,10 +962,26 @@ fn longpoll_loop(shared: &Shared, index: usize, name: &str) {
                 if shared.stopping() {
                     return;
                 }
-                if st.slots.get(index).is_none_or(|s| s.idle(Instant::now())) {
+                let now = Instant::now();
+                let Some(slot) = st.slots.get(index) else {
                     break;
+                };
+                if !slot.idle(now) {
+                    st = shared.idle.wait(st).unwrap_or_else(|p| p.into_inner());
+                    continue;
                 }
-                st = shared.idle.wait(st).unwrap_or_else(|p| p.into_inner());
+                // A failed sync's back-off (a rate limit's window, a refused token's wait for
+                // the next scheduled time) holds the long-poll too: it is a request as well.
+                match slot.backoff_until.filter(|b| *b > now) {
+                    Some(until) => {
+                        st = shared
+                            .idle
+                            .wait_timeout(st, until - now)
+                            .map(|(g, _)| g)
+                            .unwrap_or_else(|p| p.into_inner().0);
+                    }
+                    None => break,
+                }
             }
         }
         let started = Instant::now();
@@ -992,6 +1022,10 @@ fn longpoll_loop(shared: &Shared, index: usize, name: &str) {
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
+                if let HostError::Connector(ConnectorError::RateLimited(r)) = &e {
+                    // The tenant's syncs wait for the source's window too.
+                    shared.hold_off(index, Duration::from_millis(r.retry_after_ms));
+                }
                 (
                     Err(e.to_string()),
                     Some(doubling(
