@@ -650,7 +650,9 @@ fn a_relisting_whose_batch_outlives_the_lease_commits_on_its_first_attempt() {
     })
     .expect("the emulator starts");
     connect_in_store(&store, NAME, &emulator, emulator.access_token());
-    store.set_setting(NAME, "sync_strategy", "scheduled").unwrap();
+    store
+        .set_setting(NAME, "sync_strategy", "scheduled")
+        .unwrap();
     let mut worker = Worker::start_with(&db, &key, "slow", &TTL_SECS.to_string(), false);
     wait_for("the first sync", Duration::from_secs(120), || {
         !lines_of(&[&worker], NAME).is_empty()
@@ -679,9 +681,11 @@ fn a_relisting_whose_batch_outlives_the_lease_commits_on_its_first_attempt() {
             .unwrap()
             .get(0)
     };
-    wait_for("the re-listing's batch waits", Duration::from_secs(60), || {
-        waiting() > 0
-    });
+    wait_for(
+        "the re-listing's batch waits",
+        Duration::from_secs(60),
+        || waiting() > 0,
+    );
     std::thread::sleep(Duration::from_secs(3 * TTL_SECS));
     // The batch has outlived its lease, by the database's clock, and still holds the
     // tenant's row (the renewal queues behind it).
@@ -750,7 +754,8 @@ fn failures_back_off_across_three_workers_and_a_disconnected_tenant_is_unschedul
         })
         .expect("the emulator starts")
     };
-    let (healthy, revoked, limited, leaving) = (start(30, 1), start(30, 2), start(30, 3), start(20, 4));
+    let (healthy, revoked, limited, leaving) =
+        (start(30, 1), start(30, 2), start(30, 3), start(20, 4));
     connect_in_store(&store, "healthy", &healthy, healthy.access_token());
     connect_in_store(&store, "revoked", &revoked, revoked.access_token());
     connect_in_store(&store, "limited", &limited, limited.access_token());
@@ -776,11 +781,21 @@ fn failures_back_off_across_three_workers_and_a_disconnected_tenant_is_unschedul
         Worker::start_with(&db, &key, "b2", "3", true),
         Worker::start_with(&db, &key, "b3", "3", true),
     ];
-    let all = |ws: &[Worker; 3]| -> Vec<Value> { ws.iter().flat_map(|w| w.lines.lock().unwrap().clone()).collect() };
-    let synced_ok = |ws: &[Worker; 3], t: &str| all(ws).iter().any(|l| l["tenant"] == t && l["result"] == "ok");
-    wait_for("healthy and leaving synced", Duration::from_secs(60), || {
-        synced_ok(&workers, "healthy") && synced_ok(&workers, "leaving")
-    });
+    let all = |ws: &[Worker; 3]| -> Vec<Value> {
+        ws.iter()
+            .flat_map(|w| w.lines.lock().unwrap().clone())
+            .collect()
+    };
+    let synced_ok = |ws: &[Worker; 3], t: &str| {
+        all(ws)
+            .iter()
+            .any(|l| l["tenant"] == t && l["result"] == "ok")
+    };
+    wait_for(
+        "healthy and leaving synced",
+        Duration::from_secs(60),
+        || synced_ok(&workers, "healthy") && synced_ok(&workers, "leaving"),
+    );
     wait_for("limited tried", Duration::from_secs(30), || {
         all(&workers).iter().any(|l| l["tenant"] == "limited")
     });
@@ -794,13 +809,30 @@ fn failures_back_off_across_three_workers_and_a_disconnected_tenant_is_unschedul
     wait_for("leaving's long-poll held", Duration::from_secs(30), || {
         !store.poll_history(Some("leaving")).unwrap().is_empty()
     });
-    let out = ok(&db, &key, &["disconnect", "--tenant", "leaving", "--api-url", &leaving.base_url()]);
+    let out = ok(
+        &db,
+        &key,
+        &[
+            "disconnect",
+            "--tenant",
+            "leaving",
+            "--api-url",
+            &leaving.base_url(),
+        ],
+    );
     assert!(out.contains("deleted"), "{out}");
     assert!(
-        !store.schedules().unwrap().iter().any(|s| s.tenant == "leaving"),
+        !store
+            .schedules()
+            .unwrap()
+            .iter()
+            .any(|s| s.tenant == "leaving"),
         "unscheduled at once"
     );
-    assert!(!store.request_sync("leaving").unwrap(), "nothing to request");
+    assert!(
+        !store.request_sync("leaving").unwrap(),
+        "nothing to request"
+    );
     let leases_at_disconnect = store.lease_history(Some("leaving")).unwrap().len();
 
     while started.elapsed() < Duration::from_secs(20) {
@@ -808,7 +840,12 @@ fn failures_back_off_across_three_workers_and_a_disconnected_tenant_is_unschedul
     }
     let counts = |e: &Emulator| e.request_counts();
     eprintln!("requests per route after 20 s with 3 workers:");
-    for (name, e) in [("healthy", &healthy), ("revoked", &revoked), ("limited", &limited), ("leaving", &leaving)] {
+    for (name, e) in [
+        ("healthy", &healthy),
+        ("revoked", &revoked),
+        ("limited", &limited),
+        ("leaving", &leaving),
+    ] {
         eprintln!("  {name}: {:?}", counts(e));
     }
     let history = store.lease_history(None).unwrap();
@@ -825,7 +862,8 @@ fn failures_back_off_across_three_workers_and_a_disconnected_tenant_is_unschedul
     let attempts = lines_of(&workers.iter().collect::<Vec<_>>(), "revoked");
     assert!(!attempts.is_empty() && attempts.len() <= 2, "{attempts:?}");
     assert!(leases("revoked") <= 2, "{history:?}");
-    let status: Value = serde_json::from_str(&ok(&db, &key, &["status", "--tenant", "revoked", "--json"])).unwrap();
+    let status: Value =
+        serde_json::from_str(&ok(&db, &key, &["status", "--tenant", "revoked", "--json"])).unwrap();
     assert_eq!(status["needs_reauthentication"], true, "{status}");
     // The rate-limited tenant: the first sync's requests (sent at once, all answered 429),
     // then none inside the window.
@@ -837,22 +875,35 @@ fn failures_back_off_across_three_workers_and_a_disconnected_tenant_is_unschedul
     let schedules = store.schedules().unwrap();
     let of = |t: &str| schedules.iter().find(|s| s.tenant == t).unwrap().clone();
     let l = of("limited");
-    assert!(l.rate_limited_until.unwrap() >= l.last_completed_at.unwrap() + 299_000, "{l:?}");
+    assert!(
+        l.rate_limited_until.unwrap() >= l.last_completed_at.unwrap() + 299_000,
+        "{l:?}"
+    );
     // The disconnected tenant stayed unscheduled: no lease since.
-    assert_eq!(store.lease_history(Some("leaving")).unwrap().len(), leases_at_disconnect);
+    assert_eq!(
+        store.lease_history(Some("leaving")).unwrap().len(),
+        leases_at_disconnect
+    );
     assert!(!schedules.iter().any(|s| s.tenant == "leaving"));
 
     // Re-authentication: the revoked tenant is synced again at once.
     connect_in_store(&store, "revoked", &revoked, revoked.access_token());
     let back = Instant::now();
-    wait_for("the re-authenticated tenant synced", Duration::from_secs(30), || {
-        synced_ok(&workers, "revoked")
-    });
-    eprintln!("re-authenticated tenant synced {:.1}s after its new token", back.elapsed().as_secs_f64());
+    wait_for(
+        "the re-authenticated tenant synced",
+        Duration::from_secs(30),
+        || synced_ok(&workers, "revoked"),
+    );
+    eprintln!(
+        "re-authenticated tenant synced {:.1}s after its new token",
+        back.elapsed().as_secs_f64()
+    );
     for w in &mut workers {
         w.interrupt();
     }
-    let diffs = diff_with_truth(&revoked.truth(), &store.records("revoked").unwrap(), |_| true);
+    let diffs = diff_with_truth(&revoked.truth(), &store.records("revoked").unwrap(), |_| {
+        true
+    });
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
 
@@ -890,7 +941,9 @@ fn long_polls_are_capped_per_worker_and_tenant_limits_what_a_worker_takes() {
     };
     let mut capped = Worker::start_args(&db, &key, "capped", "2", &["--max-polls", "2"]);
     wait_for("every tenant synced", Duration::from_secs(60), || {
-        names.iter().all(|n| lines_of(&[&capped], n).iter().any(|l| l["result"] == "ok"))
+        names
+            .iter()
+            .all(|n| lines_of(&[&capped], n).iter().any(|l| l["result"] == "ok"))
     });
     // Settled: two polls held, never more, over several renewals.
     std::thread::sleep(Duration::from_secs(2));
@@ -899,7 +952,11 @@ fn long_polls_are_capped_per_worker_and_tenant_limits_what_a_worker_takes() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let held = live_polls("capped");
-    let offered: Vec<&str> = names.iter().copied().filter(|n| !held.iter().any(|h| h == n)).collect();
+    let offered: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !held.iter().any(|h| h == n))
+        .collect();
     assert_eq!(offered.len(), 2);
 
     // A worker limited to one of the offered tenants (and one of the held ones) takes that

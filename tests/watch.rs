@@ -1175,12 +1175,16 @@ fn a_backing_off_tenant_does_not_long_poll_and_a_rate_limited_long_poll_holds_it
     wait_until(Duration::from_secs(30), "both first syncs", || {
         !log.reports("revoked").is_empty() && log.ok_syncs("limited") == 1
     });
-    wait_until(Duration::from_secs(10), "the rate-limited long-poll", || {
-        limited
-            .request_counts()
-            .get("files/list_folder/longpoll")
-            .is_some_and(|n| *n >= 1)
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the rate-limited long-poll",
+        || {
+            limited
+                .request_counts()
+                .get("files/list_folder/longpoll")
+                .is_some_and(|n| *n >= 1)
+        },
+    );
     let polls_at_limit = limited.request_counts()["files/list_folder/longpoll"];
     let syncs_at_limit = limited.request_counts()["files/list_folder"];
     // "Sync now" inside the window: it waits.

@@ -178,7 +178,9 @@ pub struct Backoff {
 pub enum PollGate {
     Open,
     /// Not before `for_ms` from now (a failure back-off or a rate-limit window).
-    Wait { for_ms: i64 },
+    Wait {
+        for_ms: i64,
+    },
     /// The tenant needs re-authentication: nothing to poll until then.
     NeedsReauth,
     /// The tenant has no schedule any more (disconnected, removed or not on

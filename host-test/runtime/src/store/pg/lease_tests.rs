@@ -172,9 +172,15 @@ fn a_superseded_lease_commits_nothing_but_one_only_run_out_still_writes() {
     fenced_a
         .apply("t", &page("a2", 3), Some(&point("a2")))
         .unwrap();
-    let extended = a.lease_holder("t").unwrap().expect("extended by the commit");
+    let extended = a
+        .lease_holder("t")
+        .unwrap()
+        .expect("extended by the commit");
     assert_eq!((extended.epoch, extended.worker.as_str()), (1, "a"));
-    assert!(b.try_acquire("t", "b", LONG).unwrap().is_none(), "a's again");
+    assert!(
+        b.try_acquire("t", "b", LONG).unwrap().is_none(),
+        "a's again"
+    );
     thread::sleep(ttl + Duration::from_millis(100));
     let lease_b = b.try_acquire("t", "b", LONG).unwrap().unwrap();
     let fenced_b = b.fenced(&lease_b);
@@ -287,7 +293,10 @@ fn a_write_that_outlives_its_lease_commits_first_time_extends_it_and_the_taker_w
     slow.join()
         .expect("no panic")
         .expect("committed on its first attempt");
-    lease_a = renewer.join().expect("no panic").expect("renewed after the write");
+    lease_a = renewer
+        .join()
+        .expect("no panic")
+        .expect("renewed after the write");
     assert_eq!(b.get_records("t", &["late".into()]).unwrap().len(), 1);
     assert_eq!(b.last_tenant_seq("t").unwrap(), 1);
     let history = b.lease_history(Some("t")).unwrap();
@@ -296,7 +305,10 @@ fn a_write_that_outlives_its_lease_commits_first_time_extends_it_and_the_taker_w
     assert_no_overlap(&history);
     // Once it runs out and somebody takes the tenant over, the old holder is refused.
     thread::sleep(ttl + Duration::from_millis(100));
-    let lease_b = b.try_acquire("t", "b", LONG).unwrap().expect("ran out, so free");
+    let lease_b = b
+        .try_acquire("t", "b", LONG)
+        .unwrap()
+        .expect("ran out, so free");
     assert_eq!(lease_b.epoch, 2);
     assert_eq!(
         lost(a.fenced(&lease_a).apply("t", &page("stale", 1), None)),
@@ -812,7 +824,11 @@ fn an_authentication_failure_stops_the_tenant_until_reauthentication_and_a_setti
         )
         .unwrap();
     assert_eq!(store.poll_gate("t").unwrap(), PollGate::Open);
-    let lease = store.claim_due("w", 1, LONG).unwrap().pop().expect("due again");
+    let lease = store
+        .claim_due("w", 1, LONG)
+        .unwrap()
+        .pop()
+        .expect("due again");
     store
         .complete_failed(
             &lease,
@@ -829,10 +845,21 @@ fn an_authentication_failure_stops_the_tenant_until_reauthentication_and_a_setti
     store.set_setting("t", "recursive", "false").unwrap();
     let lease = store.claim_due("w", 1, LONG).unwrap().pop().expect("reset");
     store
-        .complete_failed(&lease, Some(Duration::ZERO), &Backoff { base: LONG, cap: LONG, retry_after: None })
+        .complete_failed(
+            &lease,
+            Some(Duration::ZERO),
+            &Backoff {
+                base: LONG,
+                cap: LONG,
+                retry_after: None,
+            },
+        )
         .unwrap();
     store.set_setting("t", "recursive", "false").unwrap();
-    assert!(claimed(&store, "w").is_empty(), "the same value changes nothing");
+    assert!(
+        claimed(&store, "w").is_empty(),
+        "the same value changes nothing"
+    );
     // A refresh of the access token alone is not a re-authentication.
     let refreshable = |access: &str| StoredCredentials {
         access_token: access.into(),
@@ -848,7 +875,15 @@ fn an_authentication_failure_stops_the_tenant_until_reauthentication_and_a_setti
         .pop()
         .expect("re-authenticated");
     store
-        .complete_failed(&lease, Some(Duration::ZERO), &Backoff { base: LONG, cap: LONG, retry_after: None })
+        .complete_failed(
+            &lease,
+            Some(Duration::ZERO),
+            &Backoff {
+                base: LONG,
+                cap: LONG,
+                retry_after: None,
+            },
+        )
         .unwrap();
     store.put_credentials("t", &refreshable("a2")).unwrap();
     assert_eq!(schedule_of(&store, "t").unwrap().failures, 1);
@@ -866,7 +901,12 @@ fn a_disconnected_or_removed_tenant_is_unscheduled() {
     db.client()
         .execute("DELETE FROM tenants WHERE name = 'removed'", &[])
         .unwrap();
-    let names: Vec<String> = store.schedules().unwrap().into_iter().map(|s| s.tenant).collect();
+    let names: Vec<String> = store
+        .schedules()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.tenant)
+        .collect();
     assert_eq!(names, ["stays"]);
     assert!(!store.request_sync("leaves").unwrap());
     assert_eq!(claimed(&store, "w"), ["stays"]);
@@ -880,7 +920,8 @@ fn polls_are_capped_per_worker_and_limited_to_its_tenants() {
     let ttl = Duration::from_millis(400);
     let names: Vec<String> = (0..5).map(|i| format!("t{i}")).collect();
     for t in &names {
-        a.set_schedule(t, Strategy::ChangeNotifications, LONG).unwrap();
+        a.set_schedule(t, Strategy::ChangeNotifications, LONG)
+            .unwrap();
     }
     // a completes every sync but holds two polls; it offers the rest.
     let mut taken = Vec::new();
@@ -937,13 +978,17 @@ fn claims_are_limited_to_the_workers_tenants() {
 fn the_histories_keep_a_bounded_number_of_rows_and_never_the_live_lease() {
     let db = TestDatabase::create();
     let store = worker_store(&db);
-    store.set_schedule("t", Strategy::ChangeNotifications, LONG).unwrap();
+    store
+        .set_schedule("t", Strategy::ChangeNotifications, LONG)
+        .unwrap();
     for _ in 0..6 {
         let lease = store.claim_due("w", 1, LONG).unwrap().pop().expect("due");
         store
             .complete(&lease, SyncOutcome::Ok, Some(Duration::ZERO))
             .unwrap();
-        store.take_poll("t", &format!("p{}", lease.epoch), LONG).unwrap();
+        store
+            .take_poll("t", &format!("p{}", lease.epoch), LONG)
+            .unwrap();
     }
     let live = store.claim_due("w", 1, LONG).unwrap().pop().expect("due");
     assert_eq!(store.lease_history(Some("t")).unwrap().len(), 7);
@@ -954,7 +999,13 @@ fn the_histories_keep_a_bounded_number_of_rows_and_never_the_live_lease() {
             max_rows_per_tenant: 3,
         })
         .unwrap();
-    assert_eq!(pruned, Pruned { leases: 4, polls: 3 });
+    assert_eq!(
+        pruned,
+        Pruned {
+            leases: 4,
+            polls: 3
+        }
+    );
     let epochs: Vec<i64> = store
         .lease_history(Some("t"))
         .unwrap()
@@ -970,9 +1021,18 @@ fn the_histories_keep_a_bounded_number_of_rows_and_never_the_live_lease() {
             max_rows_per_tenant: 1000,
         })
         .unwrap();
-    assert_eq!(pruned, Pruned { leases: 2, polls: 2 });
+    assert_eq!(
+        pruned,
+        Pruned {
+            leases: 2,
+            polls: 2
+        }
+    );
     let left = store.lease_history(Some("t")).unwrap();
-    assert_eq!(left.iter().map(|h| h.epoch).collect::<Vec<_>>(), [live.epoch]);
+    assert_eq!(
+        left.iter().map(|h| h.epoch).collect::<Vec<_>>(),
+        [live.epoch]
+    );
     assert_eq!(store.lease_holder("t").unwrap().unwrap().epoch, live.epoch);
     assert_eq!(store.poll_history(Some("t")).unwrap().len(), 1);
 }
