@@ -234,14 +234,16 @@ impl Worker {
 
     /// A worker that holds long-polls when `longpoll` (else syncs on intervals only).
     fn start_with(db: &TestDatabase, key: &str, id: &str, ttl: &str, longpoll: bool) -> Worker {
+        let extra: &[&str] = if longpoll { &[] } else { &["--no-longpoll"] };
+        Worker::start_args(db, key, id, ttl, extra)
+    }
+
+    /// A worker with more flags of its own (`--tenant`, `--max-polls`, `--no-longpoll`).
+    fn start_args(db: &TestDatabase, key: &str, id: &str, ttl: &str, extra: &[&str]) -> Worker {
         use std::io::BufRead as _;
         let mut child = Command::new(env!("CARGO_BIN_EXE_host-test-cli"))
             .args(["watch", "--db", db.url(), "--json"])
-            .args(if longpoll {
-                None
-            } else {
-                Some("--no-longpoll")
-            })
+            .args(extra)
             .args([
                 "--lease-ttl",
                 ttl,
@@ -691,4 +693,400 @@ fn a_tenant_connected_again_after_its_row_was_deleted_continues_its_numbering() 
     let records = store.records(TENANT).unwrap();
     let diffs = diff_with_truth(&emulator.truth(), &records, |_| true);
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+/// Connect `name` to `emulator` with `token`, straight in the store (as `connect` would).
+fn connect_in_store(store: &PgStore, name: &str, emulator: &Emulator, token: String) {
+    store
+        .set_tenant_api_url(name, Some(&emulator.base_url()))
+        .unwrap();
+    store
+        .put_credentials(
+            name,
+            &host_test::store::StoredCredentials {
+                access_token: token,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+}
+
+/// The JSON lines of every worker about `tenant`.
+fn lines_of(workers: &[&Worker], tenant: &str) -> Vec<Value> {
+    workers
+        .iter()
+        .flat_map(|w| w.lines.lock().unwrap().clone())
+        .filter(|l| l["tenant"] == tenant)
+        .collect()
+}
+
+fn wait_for(what: &str, within: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Goal 3 (no wedge): a re-listing's first batch takes longer than the lease's TTL (the
+/// database is slow: a lock the test holds makes its writes wait, for three TTLs). The
+/// renewal cannot run meanwhile (it needs the tenant's row lock the batch holds), so the lease
+/// runs out by the clock; nobody took the tenant over, so the batch commits on its first
+/// attempt, and the re-listing completes under its one lease.
+#[test]
+fn a_relisting_whose_batch_outlives_the_lease_commits_on_its_first_attempt() {
+    use std::time::Duration;
+
+    const NAME: &str = "big";
+    const TTL_SECS: u64 = 1;
+    let db = TestDatabase::create();
+    let key = Keyring::generate_key();
+    let store = PgStore::connect(db.url(), Keyring::parse(&key, "test").unwrap()).unwrap();
+    let emulator = Emulator::start(EmulatorConfig {
+        files: 1500,
+        seed: 77,
+        ..Default::default()
+    })
+    .expect("the emulator starts");
+    connect_in_store(&store, NAME, &emulator, emulator.access_token());
+    store
+        .set_setting(NAME, "sync_strategy", "scheduled")
+        .unwrap();
+    let mut worker = Worker::start_with(&db, &key, "slow", &TTL_SECS.to_string(), false);
+    wait_for("the first sync", Duration::from_secs(120), || {
+        !lines_of(&[&worker], NAME).is_empty()
+    });
+    assert_eq!(lines_of(&[&worker], NAME)[0]["result"], "ok");
+
+    // The database turns slow: every write of records, sync points or events waits for the
+    // test's lock. Then the filters change (a re-listing) and a sync is asked for.
+    let mut admin = db.client();
+    admin
+        .batch_execute("BEGIN; LOCK TABLE records, sync_points, events IN EXCLUSIVE MODE")
+        .unwrap();
+    store
+        .set_setting(NAME, "exclude_extensions", "nothing-has-this")
+        .unwrap();
+    assert!(store.request_sync(NAME).unwrap());
+    let mut probe = db.client();
+    let mut waiting = move || -> i64 {
+        probe
+            .query_one(
+                "SELECT count(*) FROM pg_locks
+                 WHERE NOT granted AND locktype = 'relation'
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    wait_for(
+        "the re-listing's batch waits",
+        Duration::from_secs(60),
+        || waiting() > 0,
+    );
+    std::thread::sleep(Duration::from_secs(3 * TTL_SECS));
+    // The batch has outlived its lease, by the database's clock, and still holds the
+    // tenant's row (the renewal queues behind it).
+    let ran_out: bool = db
+        .client()
+        .query_one(
+            "SELECT lease_expires_at < conn_rt_now_ms() FROM tenants WHERE name = $1",
+            &[&NAME],
+        )
+        .unwrap()
+        .get(0);
+    assert!(ran_out, "the lease ran out during the batch");
+    assert!(waiting() > 0, "the batch still waits");
+    admin.batch_execute("COMMIT").unwrap();
+
+    wait_for("the re-listing", Duration::from_secs(120), || {
+        lines_of(&[&worker], NAME).len() >= 2
+    });
+    worker.interrupt();
+    let relisting = &lines_of(&[&worker], NAME)[1];
+    assert_eq!(relisting["result"], "ok", "{relisting}");
+    assert_eq!(relisting["kind"], "resync", "{relisting}");
+    // One lease for the re-listing, never lost, completed; no second attempt.
+    let history = store.lease_history(Some(NAME)).unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert!(
+        history
+            .iter()
+            .all(|h| h.ended == Some(host_test::store::pg::LeaseEnd::Completed)),
+        "{history:?}"
+    );
+    assert!(history[1].commits >= 1, "{history:?}");
+    // The store equals the account, and nothing was deleted or created twice.
+    let records = store.records(NAME).unwrap();
+    let diffs = diff_with_truth(&emulator.truth(), &records, |_| true);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    let events: Vec<_> = store
+        .read_outbox("check", NAME, 1_000_000)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.event)
+        .collect();
+    e2e_tests::assert_no_duplicate_events(&events);
+    assert_eq!(e2e_tests::count(&events, "deleted"), 0);
+}
+
+/// Goal 4 and item 6: three workers (long-polls on) for 20 seconds, over a tenant whose token
+/// is revoked, one the API answers 429 with `retry_after` 300, a healthy one, and one that is
+/// disconnected during the run. The revoked tenant is tried once and then waits for
+/// re-authentication (status says so); the rate-limited one gets no request inside the
+/// window, not for a "sync now" either, nor from a long-poll; the disconnected one is
+/// unscheduled. Re-authentication brings the revoked tenant back at once.
+#[test]
+fn failures_back_off_across_three_workers_and_a_disconnected_tenant_is_unscheduled() {
+    use dropbox_emulator::{Fault, FaultKind};
+    use std::time::{Duration, Instant};
+
+    let db = TestDatabase::create();
+    let key = Keyring::generate_key();
+    let store = PgStore::connect(db.url(), Keyring::parse(&key, "test").unwrap()).unwrap();
+    let start = |files, seed| {
+        Emulator::start(EmulatorConfig {
+            files,
+            seed,
+            ..Default::default()
+        })
+        .expect("the emulator starts")
+    };
+    let (healthy, revoked, limited, leaving) =
+        (start(30, 1), start(30, 2), start(30, 3), start(20, 4));
+    connect_in_store(&store, "healthy", &healthy, healthy.access_token());
+    connect_in_store(&store, "revoked", &revoked, revoked.access_token());
+    connect_in_store(&store, "limited", &limited, limited.access_token());
+    connect_in_store(&store, "leaving", &leaving, leaving.access_token());
+    revoked.revoke_all();
+    limited.inject(Fault {
+        route: None,
+        skip: 0,
+        count: 1_000_000,
+        kind: FaultKind::RateLimitJson {
+            retry_after: 300,
+            reason: "too_many_requests".into(),
+            include_field: true,
+        },
+    });
+    for e in [&healthy, &revoked, &limited, &leaving] {
+        e.reset_counts();
+    }
+
+    let started = Instant::now();
+    let mut workers = [
+        Worker::start_with(&db, &key, "b1", "3", true),
+        Worker::start_with(&db, &key, "b2", "3", true),
+        Worker::start_with(&db, &key, "b3", "3", true),
+    ];
+    let all = |ws: &[Worker; 3]| -> Vec<Value> {
+        ws.iter()
+            .flat_map(|w| w.lines.lock().unwrap().clone())
+            .collect()
+    };
+    let synced_ok = |ws: &[Worker; 3], t: &str| {
+        all(ws)
+            .iter()
+            .any(|l| l["tenant"] == t && l["result"] == "ok")
+    };
+    wait_for(
+        "healthy and leaving synced",
+        Duration::from_secs(60),
+        || synced_ok(&workers, "healthy") && synced_ok(&workers, "leaving"),
+    );
+    wait_for("limited tried", Duration::from_secs(30), || {
+        all(&workers).iter().any(|l| l["tenant"] == "limited")
+    });
+    // The first sync's requests went out together, before any answer came back: they are
+    // what the 429s answered. The window starts with those answers.
+    let limited_first: u64 = limited.request_counts().values().sum();
+    // "Sync now" inside the window.
+    assert!(store.request_sync("limited").unwrap());
+
+    // Disconnect `leaving` with the CLI, while its long-poll is held.
+    wait_for("leaving's long-poll held", Duration::from_secs(30), || {
+        !store.poll_history(Some("leaving")).unwrap().is_empty()
+    });
+    let out = ok(
+        &db,
+        &key,
+        &[
+            "disconnect",
+            "--tenant",
+            "leaving",
+            "--api-url",
+            &leaving.base_url(),
+        ],
+    );
+    assert!(out.contains("deleted"), "{out}");
+    assert!(
+        !store
+            .schedules()
+            .unwrap()
+            .iter()
+            .any(|s| s.tenant == "leaving"),
+        "unscheduled at once"
+    );
+    assert!(
+        !store.request_sync("leaving").unwrap(),
+        "nothing to request"
+    );
+    let leases_at_disconnect = store.lease_history(Some("leaving")).unwrap().len();
+
+    while started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let counts = |e: &Emulator| e.request_counts();
+    eprintln!("requests per route after 20 s with 3 workers:");
+    for (name, e) in [
+        ("healthy", &healthy),
+        ("revoked", &revoked),
+        ("limited", &limited),
+        ("leaving", &leaving),
+    ] {
+        eprintln!("  {name}: {:?}", counts(e));
+    }
+    let history = store.lease_history(None).unwrap();
+    let leases = |t: &str| history.iter().filter(|h| h.tenant == t).count();
+    eprintln!(
+        "lease_history rows: healthy {}, revoked {}, limited {}, leaving {}",
+        leases("healthy"),
+        leases("revoked"),
+        leases("limited"),
+        leases("leaving")
+    );
+
+    // The revoked token: at most two attempts (one here), then stopped, and status says so.
+    let attempts = lines_of(&workers.iter().collect::<Vec<_>>(), "revoked");
+    assert!(!attempts.is_empty() && attempts.len() <= 2, "{attempts:?}");
+    assert!(leases("revoked") <= 2, "{history:?}");
+    let status: Value =
+        serde_json::from_str(&ok(&db, &key, &["status", "--tenant", "revoked", "--json"])).unwrap();
+    assert_eq!(status["needs_reauthentication"], true, "{status}");
+    // The rate-limited tenant: the first sync's requests (sent at once, all answered 429),
+    // then none inside the window.
+    let limited_requests: u64 = counts(&limited).values().sum();
+    eprintln!("limited: {limited_first} requests in its first sync, {limited_requests} in all");
+    assert!((1..=3).contains(&limited_first), "{:?}", counts(&limited));
+    assert_eq!(limited_requests, limited_first, "{:?}", counts(&limited));
+    assert_eq!(leases("limited"), 1, "{history:?}");
+    let schedules = store.schedules().unwrap();
+    let of = |t: &str| schedules.iter().find(|s| s.tenant == t).unwrap().clone();
+    let l = of("limited");
+    assert!(
+        l.rate_limited_until.unwrap() >= l.last_completed_at.unwrap() + 299_000,
+        "{l:?}"
+    );
+    // The disconnected tenant stayed unscheduled: no lease since.
+    assert_eq!(
+        store.lease_history(Some("leaving")).unwrap().len(),
+        leases_at_disconnect
+    );
+    assert!(!schedules.iter().any(|s| s.tenant == "leaving"));
+
+    // Re-authentication: the revoked tenant is synced again at once.
+    connect_in_store(&store, "revoked", &revoked, revoked.access_token());
+    let back = Instant::now();
+    wait_for(
+        "the re-authenticated tenant synced",
+        Duration::from_secs(30),
+        || synced_ok(&workers, "revoked"),
+    );
+    eprintln!(
+        "re-authenticated tenant synced {:.1}s after its new token",
+        back.elapsed().as_secs_f64()
+    );
+    for w in &mut workers {
+        w.interrupt();
+    }
+    let diffs = diff_with_truth(&revoked.truth(), &store.records("revoked").unwrap(), |_| {
+        true
+    });
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+/// Item 8: a worker holds at most `--max-polls` long-polls and offers the rest; a worker with
+/// `--tenant` claims and polls only its tenants.
+#[test]
+fn long_polls_are_capped_per_worker_and_tenant_limits_what_a_worker_takes() {
+    use std::time::Duration;
+
+    let db = TestDatabase::create();
+    let key = Keyring::generate_key();
+    let store = PgStore::connect(db.url(), Keyring::parse(&key, "test").unwrap()).unwrap();
+    let emulator = Emulator::start(EmulatorConfig {
+        files: 10,
+        seed: 9,
+        ..Default::default()
+    })
+    .expect("the emulator starts");
+    let names = ["p0", "p1", "p2", "p3"];
+    for n in names {
+        connect_in_store(&store, n, &emulator, emulator.access_token());
+    }
+    let mut admin = db.client();
+    let mut live_polls = |worker: &str| -> Vec<String> {
+        admin
+            .query(
+                "SELECT tenant FROM schedules
+                 WHERE poll_worker = $1 AND poll_expires_at > conn_rt_now_ms() ORDER BY tenant",
+                &[&worker],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let mut capped = Worker::start_args(&db, &key, "capped", "2", &["--max-polls", "2"]);
+    wait_for("every tenant synced", Duration::from_secs(60), || {
+        names
+            .iter()
+            .all(|n| lines_of(&[&capped], n).iter().any(|l| l["result"] == "ok"))
+    });
+    // Settled: two polls held, never more, over several renewals.
+    std::thread::sleep(Duration::from_secs(2));
+    for _ in 0..5 {
+        assert_eq!(live_polls("capped").len(), 2, "{:?}", live_polls("capped"));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let held = live_polls("capped");
+    let offered: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !held.iter().any(|h| h == n))
+        .collect();
+    assert_eq!(offered.len(), 2);
+
+    // A worker limited to one of the offered tenants (and one of the held ones) takes that
+    // poll only, and claims only its tenants.
+    let mut limited = Worker::start_args(
+        &db,
+        &key,
+        "limited",
+        "2",
+        &["--tenant", offered[0], "--tenant", &held[0]],
+    );
+    wait_for("the offered poll taken", Duration::from_secs(30), || {
+        live_polls("limited") == [offered[0].to_string()]
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(live_polls("limited"), [offered[0].to_string()]);
+    assert_eq!(live_polls("capped").len(), 2);
+    // A sync asked for of a tenant outside its list goes to the other worker.
+    let before = store.lease_history(Some(offered[1])).unwrap().len();
+    assert!(store.request_sync(offered[1]).unwrap());
+    wait_for("the requested sync", Duration::from_secs(30), || {
+        store.lease_history(Some(offered[1])).unwrap().len() > before
+    });
+    limited.interrupt();
+    capped.interrupt();
+    let history = store.lease_history(None).unwrap();
+    for h in history.iter().filter(|h| h.worker == "limited") {
+        assert!(
+            h.tenant == offered[0] || h.tenant == held[0],
+            "limited claimed {}",
+            h.tenant
+        );
+    }
+    let requested = history.iter().rfind(|h| h.tenant == offered[1]).unwrap();
+    assert_eq!(requested.worker, "capped");
 }

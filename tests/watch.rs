@@ -1149,3 +1149,67 @@ fn threads() -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// Issue 30, goal 4 on the single-process watcher: a tenant whose sync failed does not
+/// long-poll during its back-off (a revoked token waits for its next scheduled time), and a
+/// long-poll answered with a rate limit holds the tenant's syncs for the window, "sync now"
+/// included.
+#[test]
+fn a_backing_off_tenant_does_not_long_poll_and_a_rate_limited_long_poll_holds_its_syncs() {
+    let mut fleet = Fleet::new();
+    let revoked = fleet.add("revoked", emulator(10, 40));
+    let limited = fleet.add("limited", emulator(10, 41));
+    revoked.revoke_all();
+    limited.inject(Fault {
+        route: Some("files/list_folder/longpoll".into()),
+        skip: 0,
+        count: 1_000_000,
+        kind: FaultKind::RateLimitJson {
+            retry_after: 300,
+            reason: "too_many_requests".into(),
+            include_field: true,
+        },
+    });
+    let log = Log::default();
+    let mut watcher = start(&fleet, &["revoked", "limited"], options(), &log);
+    wait_until(Duration::from_secs(30), "both first syncs", || {
+        !log.reports("revoked").is_empty() && log.ok_syncs("limited") == 1
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "the rate-limited long-poll",
+        || {
+            limited
+                .request_counts()
+                .get("files/list_folder/longpoll")
+                .is_some_and(|n| *n >= 1)
+        },
+    );
+    let polls_at_limit = limited.request_counts()["files/list_folder/longpoll"];
+    let syncs_at_limit = limited.request_counts()["files/list_folder"];
+    // "Sync now" inside the window: it waits.
+    assert!(watcher.request_sync("limited"));
+    std::thread::sleep(Duration::from_secs(4));
+    let revoked_counts = revoked.request_counts();
+    let limited_counts = limited.request_counts();
+    watcher.stop();
+    eprintln!("revoked: {revoked_counts:?}\nlimited: {limited_counts:?}");
+    // Without the back-off the revoked tenant's long-poll would be retried every second or
+    // less (the options' 200 ms doubling to 1 s).
+    assert_eq!(
+        revoked_counts.get("files/list_folder/longpoll"),
+        None,
+        "{revoked_counts:?}"
+    );
+    assert_eq!(log.reports("revoked").len(), 1);
+    assert_eq!(polls_at_limit, 1, "{limited_counts:?}");
+    assert_eq!(
+        limited_counts["files/list_folder/longpoll"], polls_at_limit,
+        "no long-poll inside the window: {limited_counts:?}"
+    );
+    assert_eq!(
+        limited_counts["files/list_folder"], syncs_at_limit,
+        "no sync inside the window: {limited_counts:?}"
+    );
+    assert_eq!(log.reports("limited").len(), 1, "the request waits");
+}

@@ -22,7 +22,9 @@
 //!   then calls the component's `wait_for_changes`, and on `changes` requests a sync. It holds
 //!   no slot: a long-poll and a sync of one tenant may overlap, only syncs are single-flight.
 //!   The `backoff` the source asks for is slept before the next long-poll; a failed long-poll is
-//!   retried with a doubling delay while the schedule keeps the tenant current;
+//!   retried with a doubling delay while the schedule keeps the tenant current. A tenant backing
+//!   off from a failed sync does not long-poll until its back-off ends (a long-poll is a request
+//!   too), and a long-poll answered with a rate limit backs the tenant's syncs off as well;
 //! - failures stay with their tenant: a failed sync backs that tenant off (a rate limit for as
 //!   long as the source asked, a revoked token until the next scheduled attempt) and nothing
 //!   else. Tenants share only the store (whose writes are short transactions), the host's HTTP
@@ -397,6 +399,18 @@ impl Shared {
         }
     }
 
+    /// The source asked to wait `d` before the tenant's next request (a long-poll was rate
+    /// limited): no sync of it starts before then either, asked for or not.
+    fn hold_off(&self, index: usize, d: Duration) {
+        let mut st = self.lock();
+        let Some(slot) = st.slots.get_mut(index) else {
+            return;
+        };
+        if let Some(until) = Instant::now().checked_add(d) {
+            slot.backoff_until = Some(slot.backoff_until.map_or(until, |b| b.max(until)));
+        }
+    }
+
     /// Sleep up to `d`, waking early when stopping.
     fn pause(&self, d: Duration) {
         let Some(deadline) = Instant::now().checked_add(d) else {
@@ -750,24 +764,66 @@ enum AfterFailure {
     WaitForSchedule,
 }
 
+/// The back-off policy of failed syncs, shared by this scheduler and the PostgreSQL workers
+/// (which count the consecutive failures in the database, across workers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureBackoff {
+    /// The wait after one failure, doubled per consecutive failure up to `cap`.
+    pub base: Duration,
+    pub cap: Duration,
+    /// What the source asked for (a rate limit): never earlier than that, whatever the cap.
+    pub retry_after: Option<Duration>,
+    /// Nothing a retry can fix (revoked token, invalid settings): wait for the next scheduled
+    /// time (and, for a token, re-authentication) instead of retrying.
+    pub wait_for_schedule: bool,
+}
+
+impl FailureBackoff {
+    /// The wait after the `failures`-th consecutive failure.
+    pub fn wait(&self, failures: u32) -> Duration {
+        let exp = doubling(self.base, failures, self.cap);
+        self.retry_after.map_or(exp, |r| exp.max(r))
+    }
+}
+
+/// How a sync that failed with `error` backs its tenant off (`interval`: the tenant's, None
+/// for manual).
+pub fn failure_backoff(
+    error: &HostError,
+    interval: Option<Duration>,
+    options: &WatchOptions,
+) -> FailureBackoff {
+    let cap = interval.map_or(options.sync_retry_max, |i| i.min(options.sync_retry_max));
+    let mut backoff = FailureBackoff {
+        base: options.sync_retry_base,
+        cap,
+        retry_after: None,
+        wait_for_schedule: false,
+    };
+    match error {
+        HostError::Connector(
+            ConnectorError::AuthRequired(_) | ConnectorError::InvalidConfig(_),
+        )
+        | HostError::Setup(_) => backoff.wait_for_schedule = true,
+        HostError::Connector(ConnectorError::RateLimited(r)) => {
+            backoff.retry_after = Some(Duration::from_millis(r.retry_after_ms));
+        }
+        _ => {}
+    }
+    backoff
+}
+
 fn after_failure(
     error: &HostError,
     failures: u32,
     interval: Option<Duration>,
     options: &WatchOptions,
 ) -> AfterFailure {
-    let cap = interval.map_or(options.sync_retry_max, |i| i.min(options.sync_retry_max));
-    let exp = doubling(options.sync_retry_base, failures, cap);
-    match error {
-        HostError::Connector(
-            ConnectorError::AuthRequired(_) | ConnectorError::InvalidConfig(_),
-        )
-        | HostError::Setup(_) => AfterFailure::WaitForSchedule,
-        // The source said how long: never earlier than that, whatever the cap.
-        HostError::Connector(ConnectorError::RateLimited(r)) => {
-            AfterFailure::Retry(exp.max(Duration::from_millis(r.retry_after_ms)))
-        }
-        _ => AfterFailure::Retry(exp),
+    let backoff = failure_backoff(error, interval, options);
+    if backoff.wait_for_schedule {
+        AfterFailure::WaitForSchedule
+    } else {
+        AfterFailure::Retry(backoff.wait(failures))
     }
 }
 
@@ -906,10 +962,26 @@ fn longpoll_loop(shared: &Shared, index: usize, name: &str) {
                 if shared.stopping() {
                     return;
                 }
-                if st.slots.get(index).is_none_or(|s| s.idle(Instant::now())) {
+                let now = Instant::now();
+                let Some(slot) = st.slots.get(index) else {
                     break;
+                };
+                if !slot.idle(now) {
+                    st = shared.idle.wait(st).unwrap_or_else(|p| p.into_inner());
+                    continue;
                 }
-                st = shared.idle.wait(st).unwrap_or_else(|p| p.into_inner());
+                // A failed sync's back-off (a rate limit's window, a refused token's wait for
+                // the next scheduled time) holds the long-poll too: it is a request as well.
+                match slot.backoff_until.filter(|b| *b > now) {
+                    Some(until) => {
+                        st = shared
+                            .idle
+                            .wait_timeout(st, until - now)
+                            .map(|(g, _)| g)
+                            .unwrap_or_else(|p| p.into_inner().0);
+                    }
+                    None => break,
+                }
             }
         }
         let started = Instant::now();
@@ -950,6 +1022,10 @@ fn longpoll_loop(shared: &Shared, index: usize, name: &str) {
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
+                if let HostError::Connector(ConnectorError::RateLimited(r)) = &e {
+                    // The tenant's syncs wait for the source's window too.
+                    shared.hold_off(index, Duration::from_millis(r.retry_after_ms));
+                }
                 (
                     Err(e.to_string()),
                     Some(doubling(

@@ -72,6 +72,10 @@ pub struct WatchArgs {
     /// by the others within this time. Seconds, fractions allowed.
     #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
     lease_ttl: f64,
+    /// PostgreSQL only: the most long-polls this worker holds at once (one thread each); the
+    /// other workers take the rest.
+    #[arg(long, default_value_t = 64)]
+    max_polls: u32,
     /// PostgreSQL only: this worker's name in the leases and their history (default:
     /// host:pid). Must differ between live workers.
     #[arg(long)]
@@ -264,6 +268,9 @@ fn run_cluster_worker(args: WatchArgs) -> Result<()> {
     if args.max_concurrent == 0 {
         bail!("--max-concurrent must be at least 1");
     }
+    if args.max_polls == 0 {
+        bail!("--max-polls must be at least 1 (--no-longpoll turns long-polls off)");
+    }
     if args.metrics_listen.is_some() {
         bail!("--metrics-listen is not offered with a PostgreSQL database yet");
     }
@@ -289,7 +296,9 @@ fn run_cluster_worker(args: WatchArgs) -> Result<()> {
                 .unwrap_or_else(super::watch_pg::default_worker_id),
             ttl: Duration::from_secs_f64(args.lease_ttl),
             max_concurrent: args.max_concurrent,
+            max_polls: args.max_polls,
             only,
+            retention: Default::default(),
             watch: WatchOptions {
                 interval,
                 longpoll: !args.no_longpoll,

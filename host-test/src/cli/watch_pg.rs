@@ -19,7 +19,19 @@
 //! hint calls `PgStore::request_sync`: the tenant is due at once, for any worker to claim. The
 //! poll is held by one worker at a time: a newer completer takes it over (the old holder stops
 //! at its next renewal), and a killed worker's polls, no longer renewed, are taken over by
-//! another after the TTL. A long-poll writes nothing to the records store.
+//! another after the TTL. A long-poll writes nothing to the records store. A worker holds at
+//! most `--max-polls` long-polls (one thread each): a worker at its cap offers a poll it would
+//! take to the others, and takes over expired ones only up to its cap, so after a restart of
+//! the cluster the polls spread over the workers.
+//!
+//! Failures back off across the cluster: a failed sync's back-off (doubling per consecutive
+//! failure, counted in the database) and a rate limit's Retry-After are stored with the
+//! tenant's schedule, so no worker claims the tenant before they end, whatever asks for a
+//! sync; a long-poll asks the schedule before each request (`PgStore::poll_gate`) and stores a
+//! rate limit it meets. A tenant whose token is refused needs re-authentication (the host
+//! flags it) and is neither claimed nor polled until then. A tenant without credentials
+//! (disconnected) or removed has no schedule. `--tenant` limits what the worker claims and
+//! polls, not only what it schedules. The lease and poll histories are pruned periodically.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
@@ -34,16 +46,19 @@ use serde_json::json;
 
 use crate::app::{ConnectorHost, HostError};
 use crate::bindings::types::ConnectorError;
-use crate::store::pg::{Lease, Strategy};
+use crate::store::pg::{Backoff, Lease, PollGate, PollTaken, Retention, Strategy};
 use crate::store::{PgStore, RecordStore, StoreError, SyncOutcome};
-use crate::watch::{WatchOptions, WatchTenant, schedule_of};
+use crate::watch::{WatchOptions, WatchTenant, failure_backoff, schedule_of};
 
 /// How often a worker brings the schedules in step with the tenants and their settings.
 const RECONCILE_EVERY: Duration = Duration::from_secs(3);
 /// How long an idle worker waits before asking for due tenants again.
 const IDLE_POLL: Duration = Duration::from_millis(250);
-/// The longest wait before retrying a tenant whose sync failed.
-const MAX_RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
+/// How often a worker applies the histories' retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// The longest a long-poll sleeps before asking its tenant's schedule again while it may not
+/// poll (a re-authentication or a configuration change can open it early).
+const MAX_GATE_SLEEP: Duration = Duration::from_secs(5);
 /// The longest time between two renewals of a worker's long-polls: a poll another worker
 /// took over is stopped here within this time.
 const MAX_POLL_RENEWAL: Duration = Duration::from_secs(1);
@@ -52,8 +67,13 @@ pub(super) struct ClusterOptions {
     pub worker: String,
     pub ttl: Duration,
     pub max_concurrent: usize,
-    /// Only these tenants (empty: every tenant of the database with credentials).
+    /// The most long-polls this worker holds at once (one thread each).
+    pub max_polls: u32,
+    /// Only these tenants (empty: every tenant of the database with credentials): the ones
+    /// this worker schedules, claims and polls.
     pub only: Vec<String>,
+    /// How much of the lease and poll histories to keep.
+    pub retention: Retention,
     pub watch: WatchOptions,
     pub json: bool,
 }
@@ -82,6 +102,7 @@ pub(super) fn run(
     let syncs = Arc::new(AtomicUsize::new(0));
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     let mut last_reconcile: Option<Instant> = None;
+    let mut last_prune: Option<Instant> = None;
     let started = Instant::now();
     let mut polls = Polls::default();
     tracing::info!(
@@ -98,6 +119,18 @@ pub(super) fn run(
             }
             last_reconcile = Some(Instant::now());
         }
+        if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            match pg.prune_history(options.retention) {
+                Ok(p) if p.leases + p.polls > 0 => tracing::debug!(
+                    leases = p.leases,
+                    polls = p.polls,
+                    "pruned the lease and poll histories"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("cannot prune the histories: {e}"),
+            }
+            last_prune = Some(Instant::now());
+        }
         threads.retain(|t| !t.is_finished());
         if options.watch.longpoll {
             polls.tick(&host, &pg, &options);
@@ -107,7 +140,7 @@ pub(super) fn run(
             .saturating_sub(running.load(Ordering::SeqCst));
         let mut claimed = 0;
         if free > 0 {
-            match pg.claim_due(&options.worker, free as u32, options.ttl) {
+            match pg.claim_due_among(&options.worker, free as u32, options.ttl, options.only()) {
                 Ok(leases) => {
                     claimed = leases.len();
                     for lease in leases {
@@ -168,8 +201,16 @@ pub(super) fn run(
     Ok(())
 }
 
+impl ClusterOptions {
+    /// The tenants this worker is limited to, if any.
+    fn only(&self) -> Option<&[String]> {
+        (!self.only.is_empty()).then_some(self.only.as_slice())
+    }
+}
+
 /// Bring the database's schedules in step with its tenants: a schedule for each tenant with
-/// credentials (strategy and interval from its settings), none for a tenant without.
+/// credentials (strategy and interval from its settings), none for a tenant without (a
+/// disconnected one: deleting its credentials also unschedules it at once, see migration 4).
 fn reconcile(host: &ConnectorHost, pg: &PgStore, options: &ClusterOptions) -> Result<()> {
     let existing: HashMap<String, (Strategy, Duration)> = pg
         .schedules()?
@@ -182,15 +223,18 @@ fn reconcile(host: &ConnectorHost, pg: &PgStore, options: &ClusterOptions) -> Re
         options.only.clone()
     };
     for name in &names {
-        // A tenant already scheduled had credentials; a new one must have them to be synced.
-        if !existing.contains_key(name) {
-            match pg.credentials(name) {
-                Ok(Some(_)) => {}
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(tenant = %name, "not scheduled: {e}");
-                    continue;
+        // Only a tenant with credentials is synced.
+        match pg.credentials(name) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                if existing.contains_key(name) && pg.remove_schedule(name)? {
+                    tracing::info!(tenant = %name, "no credentials (disconnected): unscheduled");
                 }
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %name, "not scheduled: {e}");
+                continue;
             }
         }
         let wanted = match schedule_of(host, &WatchTenant::new(name), &options.watch) {
@@ -269,14 +313,32 @@ impl LeaseJob {
             Err(_) => SyncOutcome::Failed,
         };
         let stopped_by_worker = self.stopping.load(Ordering::SeqCst);
-        let next_due_in = if stopped_by_worker {
+        // A failure backs the tenant off for every worker (the database counts the
+        // consecutive failures): a retry once the back-off ends, or, when a retry cannot help
+        // (a refused token, invalid settings), the next scheduled time.
+        let backoff = match &result {
+            Err(e) => {
+                let policy = failure_backoff(e, interval, &self.options.watch);
+                Some((
+                    Backoff {
+                        base: policy.base,
+                        cap: policy.cap,
+                        retry_after: policy.retry_after,
+                    },
+                    policy.wait_for_schedule,
+                ))
+            }
+            Ok(_) => None,
+        };
+        let next_due_in = if stopped_by_worker && backoff.is_none() {
             // This worker is stopping: the tenant is due again at once, for another.
             Some(Duration::ZERO)
         } else {
-            match (outcome, interval) {
-                (SyncOutcome::Failed, Some(i)) => Some(i.min(MAX_RETRY_AFTER_FAILURE)),
+            match (outcome, &backoff) {
+                (SyncOutcome::Failed, Some((_, true))) => interval,
+                (SyncOutcome::Failed, _) => Some(Duration::ZERO),
                 (SyncOutcome::Interrupted, _) => Some(Duration::ZERO),
-                (_, interval) => interval,
+                (_, _) => interval,
             }
         };
         let mut result_word = match outcome {
@@ -288,14 +350,25 @@ impl LeaseJob {
             result_word = "lease-lost";
         } else {
             let lease = lease.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            match self.pg.complete(&lease, outcome, next_due_in) {
-                // The worker that completed the sync owns the tenant's long-poll from now.
+            let completed = match &backoff {
+                Some((b, _)) => self.pg.complete_failed(&lease, next_due_in, b),
+                None => self.pg.complete(&lease, outcome, next_due_in),
+            };
+            match completed {
+                // The worker that completed the sync owns the tenant's long-poll from now
+                // (unless at its cap: then another takes it).
                 Ok(()) if longpolls && !stopped_by_worker => {
-                    if let Err(e) =
-                        self.pg
-                            .take_poll(&tenant, &self.options.worker, self.options.ttl)
-                    {
-                        tracing::warn!("cannot take the tenant's long-poll: {e}");
+                    match self.pg.take_poll_capped(
+                        &tenant,
+                        &self.options.worker,
+                        self.options.ttl,
+                        self.options.max_polls,
+                    ) {
+                        Ok(PollTaken::Offered) => tracing::debug!(
+                            "at the cap of long-polls: the tenant's is left to another worker"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!("cannot take the tenant's long-poll: {e}"),
                     }
                 }
                 Ok(()) => {}
@@ -414,7 +487,13 @@ impl Polls {
             return;
         }
         self.last_renewal = Some(Instant::now());
-        let held: HashSet<String> = match pg.hold_polls(&options.worker, options.ttl) {
+        let held = pg.hold_polls_capped(
+            &options.worker,
+            options.ttl,
+            options.max_polls,
+            options.only(),
+        );
+        let held: HashSet<String> = match held {
             Ok(held) => held.into_iter().collect(),
             Err(e) => {
                 // The polls keep running: hints still reach the database if it comes back;
@@ -470,8 +549,11 @@ impl Polls {
 }
 
 /// Hold one tenant's long-poll until `stop`: `wait-for-changes` in a loop, a change hint
-/// making the tenant due at once. Respects the source's backoff, and spaces failed attempts
-/// out. Returns true when the connector does not support change notifications.
+/// making the tenant due at once. Before each request it asks the tenant's schedule
+/// ([`PgStore::poll_gate`]): no request while the tenant backs off from a failed sync, is inside
+/// a rate-limit window or needs re-authentication. A rate limit met here is stored there, for
+/// every worker. Respects the source's backoff, and spaces failed attempts out. Returns true
+/// when the connector does not support change notifications.
 fn longpoll_loop(
     host: &ConnectorHost,
     pg: &PgStore,
@@ -483,6 +565,28 @@ fn longpoll_loop(
     let watch = &options.watch;
     let mut failures: u32 = 0;
     while !stop.load(Ordering::SeqCst) {
+        let gate = match pg.poll_gate(tenant) {
+            Ok(gate) => gate,
+            Err(e) => {
+                // Without the schedule, no request: the database decides when the tenant may
+                // be asked.
+                tracing::warn!("cannot read the tenant's schedule: {e}");
+                PollGate::Wait { for_ms: 1000 }
+            }
+        };
+        let hold = match gate {
+            PollGate::Open => None,
+            PollGate::Wait { for_ms } => Some(Duration::from_millis(for_ms.max(0) as u64)),
+            PollGate::NeedsReauth => Some(MAX_GATE_SLEEP),
+            // Disconnected, removed or no longer on change-notifications: the next renewal
+            // of the polls drops it; nothing to ask meanwhile.
+            PollGate::Unscheduled => return false,
+        };
+        if let Some(hold) = hold {
+            tracing::debug!(?gate, "long-poll held back by the tenant's schedule");
+            sleep_unless(stop, hold.min(MAX_GATE_SLEEP));
+            continue;
+        }
         let started = Instant::now();
         let result = host.wait_for_changes(tenant, watch.longpoll_timeout_secs, Some(stop.clone()));
         let pause = match result {
@@ -514,6 +618,13 @@ fn longpoll_loop(
                     failures,
                     watch.longpoll_retry_max,
                 );
+                if let HostError::Connector(ConnectorError::RateLimited(r)) = &e {
+                    // The server's window holds for the tenant's syncs too, on every worker.
+                    let window = Duration::from_millis(r.retry_after_ms);
+                    if let Err(e) = pg.note_rate_limit(tenant, window) {
+                        tracing::warn!("cannot store the rate limit's window: {e}");
+                    }
+                }
                 tracing::warn!(
                     error = %e,
                     retry_in_ms = retry_in.as_millis() as u64,
@@ -523,12 +634,19 @@ fn longpoll_loop(
             }
         };
         let pause = pause.max(watch.longpoll_min_spacing.saturating_sub(started.elapsed()));
-        let until = Instant::now() + pause;
-        while !stop.load(Ordering::SeqCst) && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        sleep_unless(stop, pause);
     }
     false
+}
+
+/// Sleep `d`, or less when `stop` is set meanwhile.
+fn sleep_unless(stop: &AtomicBool, d: Duration) {
+    let until = Instant::now() + d;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+        std::thread::sleep(
+            Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())),
+        );
+    }
 }
 
 fn now_ms() -> i64 {

@@ -41,8 +41,8 @@ pub mod testing;
 mod tests;
 
 pub use lease::{
-    FencedStore, Lease, LeaseEnd, LeaseLost, LeaseLostReason, LeaseRecord, PollRecord, Schedule,
-    Strategy,
+    Backoff, FencedStore, Lease, LeaseEnd, LeaseLost, LeaseLostReason, LeaseRecord, PollGate,
+    PollRecord, PollTaken, Pruned, Retention, Schedule, Strategy,
 };
 pub use outbox::OutboxEvent;
 

@@ -244,6 +244,95 @@ CREATE TABLE poll_history (
 );
 "#,
     },
+    Migration {
+        version: 4,
+        name: "workers: fencing by epoch, cluster-wide back-off, unscheduling, history retention",
+        sql: r#"
+-- Fencing by epoch: a fenced commit whose lease is still the tenant's (same epoch, not
+-- released) commits even after the lease's clock time ran out, and extends the lease by the
+-- ttl it was granted with (kept here: `lease::seal_fenced` needs it under the row lock).
+ALTER TABLE tenants ADD COLUMN lease_ttl_ms BIGINT;
+
+-- A tenant's back-off, shared by every worker and by the long-polls (see `lease.rs`):
+-- `failures` counts consecutive failed syncs; `backoff_until` is when the last failure's
+-- exponential back-off ends (never before a rate limit's window); `rate_limited_until` is
+-- the end of the window the server asked for (Retry-After), during which no worker sends
+-- the tenant's requests at all, not even for a requested sync or a long-poll.
+ALTER TABLE schedules
+    ADD COLUMN failures           INTEGER NOT NULL DEFAULT 0 CHECK (failures >= 0),
+    ADD COLUMN backoff_until      BIGINT,
+    ADD COLUMN rate_limited_until BIGINT;
+
+-- A tenant re-authenticated or reconfigured starts afresh: its failure back-off is dropped
+-- and, if its last sync failed, it is due at once (a rate limit's window stays: the server
+-- set it, not the tenant's configuration). Done by triggers, so every writer of the
+-- credentials, settings or API URL (the CLI, another host, a worker) resets it, at once.
+CREATE FUNCTION conn_rt_reset_backoff(who TEXT) RETURNS void LANGUAGE sql AS $$
+    UPDATE schedules SET failures = 0, backoff_until = NULL,
+        next_due_at = CASE
+            WHEN last_outcome = 'failed' AND strategy <> 'manual'
+            THEN LEAST(COALESCE(next_due_at, conn_rt_now_ms()), conn_rt_now_ms())
+            ELSE next_due_at
+        END
+    WHERE tenant = who AND (failures > 0 OR backoff_until IS NOT NULL)
+$$;
+
+-- A re-authentication: credentials stored for the first time (or again after a disconnect),
+-- or a bare access token stored (`connect`: the host never refreshes a token without a
+-- refresh token, so such a write is always the user's). The host refreshing an access token
+-- (a refresh token present) is not one: otherwise a server that keeps refusing fresh tokens
+-- would reset the back-off on every attempt. The values are sealed with a random nonce, so
+-- they cannot be compared; an OAuth re-authentication of a tenant that needed it clears
+-- `needs_reauth`, which the tenants trigger below sees.
+CREATE FUNCTION conn_rt_credentials_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' OR NEW.refresh_token IS NULL THEN
+        PERFORM conn_rt_reset_backoff(NEW.tenant);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER credentials_reset_backoff AFTER INSERT OR UPDATE ON credentials
+    FOR EACH ROW EXECUTE FUNCTION conn_rt_credentials_changed();
+
+-- A disconnected tenant (its credentials deleted) is unscheduled at once: no worker claims
+-- it or polls it again. A removed tenant loses its schedule by the foreign key.
+CREATE FUNCTION conn_rt_credentials_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM schedules WHERE tenant = OLD.tenant;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER credentials_unschedule AFTER DELETE ON credentials
+    FOR EACH ROW EXECUTE FUNCTION conn_rt_credentials_deleted();
+
+CREATE FUNCTION conn_rt_settings_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM conn_rt_reset_backoff(OLD.tenant);
+    ELSIF TG_OP = 'INSERT' OR NEW.value IS DISTINCT FROM OLD.value THEN
+        PERFORM conn_rt_reset_backoff(NEW.tenant);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER settings_reset_backoff AFTER INSERT OR UPDATE OR DELETE ON settings
+    FOR EACH ROW EXECUTE FUNCTION conn_rt_settings_changed();
+
+-- Re-authenticated (the flag cleared) or pointed at another API: a fresh start too.
+CREATE FUNCTION conn_rt_tenant_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF (OLD.needs_reauth AND NOT NEW.needs_reauth)
+       OR NEW.api_url IS DISTINCT FROM OLD.api_url THEN
+        PERFORM conn_rt_reset_backoff(NEW.name);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER tenants_reset_backoff AFTER UPDATE OF needs_reauth, api_url ON tenants
+    FOR EACH ROW EXECUTE FUNCTION conn_rt_tenant_changed();
+
+-- The histories' retention (`PgStore::prune_history`) deletes by age.
+CREATE INDEX lease_history_by_end ON lease_history (expires_at);
+CREATE INDEX poll_history_by_end ON poll_history (expires_at);
+"#,
+    },
 ];
 
 /// The newest schema version this host knows.
