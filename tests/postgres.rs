@@ -693,6 +693,8 @@ fn a_tenant_connected_again_after_its_row_was_deleted_continues_its_numbering() 
     let records = store.records(TENANT).unwrap();
     let diffs = diff_with_truth(&emulator.truth(), &records, |_| true);
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
 /// Connect `name` to `emulator` with `token`, straight in the store (as `connect` would).
 fn connect_in_store(store: &PgStore, name: &str, emulator: &Emulator, token: String) {
     store
