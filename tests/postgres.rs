@@ -1092,3 +1092,57 @@ fn long_polls_are_capped_per_worker_and_tenant_limits_what_a_worker_takes() {
     let requested = history.iter().rfind(|h| h.tenant == offered[1]).unwrap();
     assert_eq!(requested.worker, "capped");
 }
+
+/// The CLI's `sync` on PostgreSQL holds the tenant's writer right as a worker does: a lease of
+/// its own, its writes fenced by it, given back at the end. While a worker holds the tenant,
+/// the CLI is refused with exit code 11, names the worker, and writes nothing.
+#[test]
+fn the_cli_sync_takes_the_tenants_lease_and_is_refused_while_a_worker_holds_it() {
+    let db = TestDatabase::create();
+    let emulator = Emulator::start(EmulatorConfig {
+        files: 40,
+        seed: 33,
+        ..Default::default()
+    })
+    .expect("the emulator starts");
+    let api = emulator.base_url();
+    let key = Keyring::generate_key();
+    let target = ["--tenant", TENANT, "--api-url", api.as_str()];
+    let token = emulator.access_token();
+    ok(
+        &db,
+        &key,
+        &[&["connect"][..], &target, &["--access-token", &token]].concat(),
+    );
+    let store = PgStore::connect(db.url(), Keyring::parse(&key, "test").unwrap()).unwrap();
+    let held = store
+        .try_acquire(TENANT, "worker-w7", std::time::Duration::from_secs(60))
+        .unwrap()
+        .expect("the tenant is free");
+    let (refused, all) = cli(
+        &db,
+        Some(&key),
+        &[&["sync"][..], &target, &["--quiet"]].concat(),
+    );
+    assert_eq!(refused.status.code(), Some(ExitClass::Busy.code()), "{all}");
+    assert!(all.contains("worker-w7"), "the holder is named: {all}");
+    assert_eq!(
+        store.records(TENANT).unwrap().len(),
+        0,
+        "nothing was written"
+    );
+    assert!(store.release(&held).unwrap());
+
+    ok(&db, &key, &[&["sync"][..], &target, &["--quiet"]].concat());
+    let records = store.records(TENANT).unwrap();
+    let diffs = diff_with_truth(&emulator.truth(), &records, |_| true);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    // The run held a lease of its own, and gave it back.
+    let history = store.lease_history(Some(TENANT)).unwrap();
+    let own: Vec<_> = history
+        .iter()
+        .filter(|h| h.worker.starts_with("sync@"))
+        .collect();
+    assert_eq!(own.len(), 1, "{history:?}");
+    assert!(store.lease_holder(TENANT).unwrap().is_none(), "{history:?}");
+}

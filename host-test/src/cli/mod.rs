@@ -8,6 +8,7 @@ mod demo;
 mod emulator;
 mod watch;
 mod watch_pg;
+mod writer_right;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -560,7 +561,15 @@ pub fn run(cli: Cli) -> Result<()> {
                 let stored = host.store().status(&target.tenant)?.records;
                 Some(progress_bar_expecting(Some(stored)))
             };
-            let outcome = host.sync(&target.tenant, observer, None);
+            // The tenant's writer right for the whole run: on SQLite the runtime takes the
+            // store's lock; on PostgreSQL a lease of this command's, as a worker's.
+            let outcome = if crate::store::pg::is_postgres_url(&target.db) {
+                writer_right::on_postgres(&host, &target.db, &target.tenant, "sync", |h, stop| {
+                    Ok(h.sync(&target.tenant, observer, Some(stop))?)
+                })
+            } else {
+                Ok(host.sync(&target.tenant, observer, None)?)
+            };
             let outcome =
                 outcome.with_context(|| format!("sync of tenant {} failed", target.tenant))?;
             let s = &outcome.value;

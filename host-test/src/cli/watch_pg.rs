@@ -422,7 +422,7 @@ impl LeaseJob {
 
 /// Renew the lease every third of its TTL until the sync is done; on a lost lease, stop the
 /// sync (its writes would be refused anyway); on the worker stopping, stop the sync cleanly.
-fn renew_until_done(
+pub(super) fn renew_until_done(
     pg: &PgStore,
     lease: &Mutex<Lease>,
     ttl: Duration,
