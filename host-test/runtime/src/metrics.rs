@@ -363,6 +363,9 @@ pub fn error_kind(e: &HostError) -> &'static str {
         HostError::Invoke(i) => match i {
             InvokeError::Runaway => "runaway",
             InvokeError::MemoryLimit { .. } => "memory_limit",
+            InvokeError::ResourceLimit(_) => "resource_limit",
+            InvokeError::NoProgress { .. } => "no_progress",
+            InvokeError::Stopped => "stopped",
             InvokeError::Trap(_) => "trap",
             InvokeError::Instantiate(_) => "instantiate",
         },
