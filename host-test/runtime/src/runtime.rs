@@ -207,10 +207,7 @@ pub struct SandboxLimiter {
 
 impl SandboxLimiter {
     fn grow(&mut self, what: &str, current: usize, desired: usize) -> wasmtime::Result<bool> {
-        let total = self
-            .total
-            .saturating_sub(current)
-            .saturating_add(desired);
+        let total = self.total.saturating_sub(current).saturating_add(desired);
         if total > self.limit {
             self.refused = true;
             return Err(wasmtime::Error::msg(format!(

@@ -106,7 +106,8 @@ impl Host for TenantState {
 
     fn list_shared(&mut self) -> Result<Vec<Record>, StoreError> {
         // One more than the cap, to tell "exactly the cap" from "more".
-        let shared = self.timed(|store, tenant| store.list_shared(tenant, MAX_LIST_ITEMS as u32 + 1))?;
+        let shared =
+            self.timed(|store, tenant| store.list_shared(tenant, MAX_LIST_ITEMS as u32 + 1))?;
         if shared.len() > MAX_LIST_ITEMS {
             return Err(StoreError::Invalid(format!(
                 "more than {MAX_LIST_ITEMS} shared records: list-shared returns at most {MAX_LIST_ITEMS} (host.limits)"

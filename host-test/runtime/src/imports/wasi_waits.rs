@@ -78,7 +78,8 @@ impl poll::HostPollable for TenantState {
     fn block(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
         let rep = pollable.rep();
         self.bounded_wait(None, |state, slice| {
-            let waiting = async_poll::HostPollable::block(&mut state.table, Resource::new_borrow(rep));
+            let waiting =
+                async_poll::HostPollable::block(&mut state.table, Resource::new_borrow(rep));
             match within(slice, waiting) {
                 Some(result) => result.map(|()| true),
                 None => Ok(false),

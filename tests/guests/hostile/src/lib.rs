@@ -307,8 +307,10 @@ mod guest {
                 };
                 let started = std::time::Instant::now();
                 host::sleep(ms);
-                while verb == "host-sleep-loop" {
-                    host::sleep(ms);
+                if verb == "host-sleep-loop" {
+                    loop {
+                        host::sleep(ms);
+                    }
                 }
                 ok(format!("slept:{}", started.elapsed().as_millis()))
             }
