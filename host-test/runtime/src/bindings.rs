@@ -13,6 +13,11 @@ wasmtime::component::bindgen!({
         "wasi": wasmtime_wasi::p2::bindings::sync,
     },
     require_store_data_send: true,
+    // `host.sleep` may end the operation: a guest that only waits (no progress) past the
+    // sandbox's bound is stopped there (`crate::runtime::InvokeError::NoProgress`).
+    imports: {
+        "pipeshub:connector/host.sleep": trappable,
+    },
 });
 
 pub use exports::pipeshub::connector::connector;

@@ -1,6 +1,9 @@
 //! The host's HTTP client (rustls): connect and read timeouts, no redirects, a cap on response
 //! bodies. Transport only: what may be requested is decided by `policy` first.
 
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -13,6 +16,8 @@ pub enum TransportError {
     BodyTooLarge(u64),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    #[error("cancelled: the instance that started the request ended")]
+    Cancelled,
 }
 
 #[derive(Debug, Clone)]
@@ -71,7 +76,21 @@ pub struct HttpClient {
     /// thread of its own with a clone.
     agent: ureq::Agent,
     settings: HttpSettings,
+    /// Requests running on threads of their own (`http.start`), over every instance.
+    background: Arc<AtomicUsize>,
 }
+
+/// Counts a background request while its thread runs.
+pub struct BackgroundGuard(Arc<AtomicUsize>);
+
+impl Drop for BackgroundGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A body is read in pieces of this size, so a cancelled request stops within one read.
+const READ_PIECE: usize = 64 * 1024;
 
 impl HttpClient {
     pub fn new(settings: HttpSettings) -> HttpClient {
@@ -86,7 +105,22 @@ impl HttpClient {
             .max_idle_connections_per_host(16)
             .build()
             .new_agent();
-        HttpClient { agent, settings }
+        HttpClient {
+            agent,
+            settings,
+            background: Arc::default(),
+        }
+    }
+
+    /// Requests started with `http.start` whose threads are still running.
+    pub fn background_requests(&self) -> usize {
+        self.background.load(Ordering::SeqCst)
+    }
+
+    /// Count one more background request until the guard is dropped.
+    pub fn background_guard(&self) -> BackgroundGuard {
+        self.background.fetch_add(1, Ordering::SeqCst);
+        BackgroundGuard(self.background.clone())
     }
 
     pub fn settings(&self) -> &HttpSettings {
@@ -102,6 +136,31 @@ impl HttpClient {
         body: Vec<u8>,
         read_timeout: Option<Duration>,
     ) -> Result<HttpResponse, TransportError> {
+        self.send_cancellable(
+            method,
+            url,
+            headers,
+            body,
+            read_timeout,
+            &AtomicBool::new(false),
+        )
+    }
+
+    /// [`HttpClient::send`], given up as soon as `cancel` is set: before sending, or between
+    /// two reads of the body (the connection is then closed, not pooled). Waiting for the
+    /// response's head cannot be interrupted; the read timeout bounds it.
+    pub fn send_cancellable(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+        read_timeout: Option<Duration>,
+        cancel: &AtomicBool,
+    ) -> Result<HttpResponse, TransportError> {
+        if cancel.load(Ordering::SeqCst) {
+            return Err(TransportError::Cancelled);
+        }
         let mut builder = ureq::http::Request::builder().method(method).uri(url);
         for (name, value) in headers {
             builder = builder.header(name.as_str(), value.as_str());
@@ -130,12 +189,24 @@ impl HttpClient {
                 )
             })
             .collect();
-        let body = response
+        let mut reader = response
             .body_mut()
             .with_config()
             .limit(self.settings.max_body_bytes)
-            .read_to_vec()
-            .map_err(map_error)?;
+            .reader();
+        let mut body = Vec::new();
+        let mut piece = vec![0u8; READ_PIECE];
+        loop {
+            if cancel.load(Ordering::SeqCst) {
+                return Err(TransportError::Cancelled);
+            }
+            match reader.read(&mut piece) {
+                Ok(0) => break,
+                Ok(n) => body.extend_from_slice(&piece[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(map_error(ureq::Error::from(e))),
+            }
+        }
         Ok(HttpResponse {
             status,
             headers,

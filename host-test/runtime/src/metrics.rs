@@ -34,8 +34,9 @@
 //! | `host_test_ready` | gauge | 1 while `/readyz` answers 200 |
 //!
 //! Error kinds: `auth_required`, `rate_limited`, `not_found`, `invalid_config`, `transient`,
-//! `integrity`, `internal`, `unsupported` (the connector's typed errors), `runaway`, `memory_limit`, `trap`,
-//! `instantiate` (the sandbox), `store`, `setup` (the host).
+//! `integrity`, `internal`, `unsupported` (the connector's typed errors), `runaway`, `memory_limit`,
+//! `resource_limit`, `no_progress`, `stopped`, `trap`, `instantiate` (the sandbox), `store`,
+//! `setup` (the host).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -363,6 +364,9 @@ pub fn error_kind(e: &HostError) -> &'static str {
         HostError::Invoke(i) => match i {
             InvokeError::Runaway => "runaway",
             InvokeError::MemoryLimit { .. } => "memory_limit",
+            InvokeError::ResourceLimit(_) => "resource_limit",
+            InvokeError::NoProgress { .. } => "no_progress",
+            InvokeError::Stopped => "stopped",
             InvokeError::Trap(_) => "trap",
             InvokeError::Instantiate(_) => "instantiate",
         },

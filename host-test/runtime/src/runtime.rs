@@ -4,12 +4,20 @@
 //! Every guarantee the sandbox gives is configured here, in one screen:
 //! - WASI with no preopened directories, no environment, no arguments, no sockets, closed stdin
 //!   and discarded stdout/stderr;
-//! - a cap on each instance's linear memory (a growth past it traps the instance with a typed
-//!   error, and the host carries on);
+//! - one cap on all of an instance's linear memories and tables together, and small counts of
+//!   instances, memories and tables ([`SandboxLimiter`]): a growth past the cap traps the
+//!   instance with a typed error, and the host carries on;
 //! - a bound on guest computation between two host calls (an epoch deadline whose callback
 //!   checks when the guest last called the host): a runaway loop that stops calling the host is
 //!   interrupted, a long sync that keeps making calls never is, and time spent inside host calls
 //!   (network, waits) never counts;
+//! - bounded waits (`host.sleep` and the WASI clock waits, `imports/wasi_waits.rs`): each ends
+//!   when the host asks the operation to stop, and an operation that waits without progress (a
+//!   host call other than a wait) for longer than `max_wait_without_progress` ends with
+//!   [`InvokeError::NoProgress`];
+//! - bounded copies: wasmtime's hostcall fuel, the WASI resource table, the random-bytes
+//!   request and the component handles are capped, and every list a host call takes or
+//!   returns holds at most [`MAX_LIST_ITEMS`] items (a typed error past it, never a cut list);
 //! - HTTP only through the `http` import, which applies `policy` and caps response bodies.
 //!
 //! A trap poisons an instance, so none is ever reused.
@@ -22,7 +30,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::compile_cache::{CacheOutcome, CompileCache};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
@@ -38,14 +46,44 @@ use crate::bindings::{CONTRACT_PACKAGE, CONTRACT_VERSION, SourceConnector, Sourc
 use crate::imports::http::PendingRequests;
 use crate::tenant::{InvocationStats, TenantContext};
 
+/// Items one list of a host call may hold (changes of an `apply`, ids, paths, the records a
+/// listing returns), the contract's figure (`wit/connector.wit`, `host.limits`).
+pub const MAX_LIST_ITEMS: usize = 10_000;
+/// Hostcall fuel per list item, on top of the bytes: wasmtime charges a lifted list the size of
+/// its host-side items (a `records.change` is a few hundred bytes), so a list of
+/// [`MAX_LIST_ITEMS`] items always fits.
+pub const FUEL_PER_ITEM: usize = 1024;
+/// Bytes a table element counts against [`SandboxConfig::memory_limit`] (a pointer).
+pub const TABLE_ELEMENT_BYTES: usize = 8;
+/// Core instances, memories and tables one component instance may create. A Rust component has
+/// a handful of each (one memory; the connectors in this repository run under these); the caps
+/// leave room without letting a component multiply the host's per-instance bookkeeping.
+pub const MAX_INSTANCES: usize = 32;
+pub const MAX_MEMORIES: usize = 4;
+pub const MAX_TABLES: usize = 16;
+/// WASI resources (pollables, streams) and component handles one instance may hold at once.
+pub const MAX_HANDLES: usize = 1_000;
+/// The largest `wasi:random` request, in bytes.
+pub const MAX_RANDOM_BYTES: u64 = 1024 * 1024;
+/// The longest `host.sleep` by default: five times the longest `Retry-After` the Dropbox
+/// connector honours (60 s, `src/retry.rs`).
+pub const DEFAULT_MAX_SLEEP: Duration = Duration::from_secs(300);
+
 /// The limits every instance runs under.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
-    /// Maximum linear memory of one instance, in bytes.
+    /// All of an instance's linear memories and tables together, in bytes (a table element
+    /// counts [`TABLE_ELEMENT_BYTES`]).
     pub memory_limit: usize,
     /// Longest stretch of guest computation without any host call before the guest is
     /// interrupted as a runaway.
     pub max_compute_between_calls: Duration,
+    /// Longest time an operation may go without progress (a host call other than a wait)
+    /// while it waits (`host.sleep`, WASI clock waits); past it the operation ends with
+    /// [`InvokeError::NoProgress`]. A WASI clock wait is clamped to a second past it.
+    pub max_wait_without_progress: Duration,
+    /// Longest single `host.sleep`: a longer one returns after this.
+    pub max_sleep: Duration,
     /// Use the pooling allocator (faster instantiation, fixed reservations).
     pub pooling: bool,
     /// Instances that may run at once with the pooling allocator.
@@ -57,6 +95,8 @@ impl Default for SandboxConfig {
         SandboxConfig {
             memory_limit: 64 * 1024 * 1024,
             max_compute_between_calls: Duration::from_secs(10),
+            max_wait_without_progress: Duration::from_secs(600),
+            max_sleep: DEFAULT_MAX_SLEEP,
             pooling: false,
             max_instances: 64,
         }
@@ -68,8 +108,16 @@ impl Default for SandboxConfig {
 pub enum InvokeError {
     #[error("the guest computed for longer than allowed without calling the host (runaway loop?)")]
     Runaway,
-    #[error("the guest exceeded its memory limit of {limit} bytes")]
+    #[error("the guest exceeded its memory limit of {limit} bytes (memories and tables together)")]
     MemoryLimit { limit: usize },
+    #[error("the guest exceeded a sandbox limit: {0}")]
+    ResourceLimit(String),
+    #[error(
+        "the guest waited without making progress for longer than {bound:?} (no host call other than a wait)"
+    )]
+    NoProgress { bound: Duration },
+    #[error("the host asked the operation to stop and the guest kept waiting")]
+    Stopped,
     #[error("the guest trapped: {0}")]
     Trap(String),
     #[error("could not instantiate the component: {0}")]
@@ -146,50 +194,108 @@ fn compatible(found: &str, wanted: &str) -> bool {
     }
 }
 
-/// Records each instance's memory growth: refuses growth past the cap and remembers the peak.
-pub struct MemoryLimiter {
+/// One total over every linear memory and table of an instance (wasmtime asks it about every
+/// creation and growth): refuses what would take the total past the cap, and remembers the
+/// peak. Also caps how many instances, memories and tables a component may create.
+pub struct SandboxLimiter {
     limit: usize,
+    /// Bytes of the instance's memories and tables as they are now.
+    total: usize,
     peak: usize,
     refused: bool,
 }
 
-impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
+impl SandboxLimiter {
+    fn grow(&mut self, what: &str, current: usize, desired: usize) -> wasmtime::Result<bool> {
+        let total = self.total.saturating_sub(current).saturating_add(desired);
+        if total > self.limit {
             self.refused = true;
             return Err(wasmtime::Error::msg(format!(
-                "memory limit exceeded: {desired} bytes requested, {} allowed",
+                "memory limit exceeded: growing a {what} to {desired} bytes takes the instance to {total} bytes, {} allowed",
                 self.limit
             )));
         }
-        self.peak = self.peak.max(desired);
+        self.total = total;
+        self.peak = self.peak.max(total);
         Ok(true)
+    }
+}
+
+impl ResourceLimiter for SandboxLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.grow("memory", current, desired)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+        self.grow(
+            "table",
+            current.saturating_mul(TABLE_ELEMENT_BYTES),
+            desired.saturating_mul(TABLE_ELEMENT_BYTES),
+        )
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
+
+/// Why the host ended an operation from inside a host call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    NoProgress,
+    Stopped,
+}
+
+/// How a bounded wait ended (when it did not end the operation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitEnd {
+    /// What was waited for is ready.
+    Ready,
+    /// The requested length passed.
+    Elapsed,
+    /// The host asked the operation to stop: the wait was cut short.
+    Stopped,
+}
+
+/// A wait checks the stop flag and the no-progress bound at least this often.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
 
 /// Per-invocation state of the store: WASI, limits, and the tenant's context.
 pub struct TenantState {
     wasi: WasiCtx,
-    table: ResourceTable,
-    limiter: MemoryLimiter,
+    pub(crate) table: ResourceTable,
+    limiter: SandboxLimiter,
     clock: Arc<AtomicU64>,
     /// The clock's tick when the guest last called the host (or got control back from it).
     last_host_call: u64,
     runaway: bool,
+    /// When the guest last made progress: a host call other than a wait.
+    last_progress: Instant,
+    /// A wait was cut short by a stop request since the last progress: the next one ends the
+    /// operation.
+    waited_after_stop: bool,
+    /// Set when a host call ends the operation, so `classify` names why.
+    ended: Option<Ended>,
+    pub(crate) max_wait_without_progress: Duration,
+    pub(crate) max_sleep: Duration,
     /// Requests begun with `http.start` and not yet waited for.
     pub(crate) http_pending: PendingRequests,
     pub tenant: TenantContext,
@@ -197,10 +303,72 @@ pub struct TenantState {
 }
 
 impl TenantState {
-    /// Record that the guest is making progress through the host; every import calls this
-    /// when it starts and when it is about to return.
+    /// Record that the guest is making progress through the host; every import but the waits
+    /// calls this when it starts and when it is about to return.
     pub(crate) fn touch(&mut self) {
         self.last_host_call = self.clock.load(Ordering::Relaxed);
+        self.last_progress = Instant::now();
+        self.waited_after_stop = false;
+    }
+
+    /// End the operation from inside a host call: the error traps the guest, and `classify`
+    /// turns it into the matching [`InvokeError`].
+    pub(crate) fn end(&mut self, why: Ended) -> wasmtime::Error {
+        self.ended = Some(why);
+        match why {
+            Ended::NoProgress => wasmtime::Error::msg(format!(
+                "no progress for {:?}: the guest only waited",
+                self.max_wait_without_progress
+            )),
+            Ended::Stopped => wasmtime::Error::msg("stopped: the guest kept waiting"),
+        }
+    }
+
+    /// Wait in slices of at most [`WAIT_SLICE`]: `step(state, slice)` waits up to `slice` and
+    /// says whether what it waits for is ready. The wait also ends when `length` (if any)
+    /// passes, or when the host asks the operation to stop (once; a second wait after a stop
+    /// without progress in between ends the operation). Past `max_wait_without_progress` since
+    /// the last progress, the operation ends. Time spent here is not computation.
+    pub(crate) fn bounded_wait(
+        &mut self,
+        length: Option<Duration>,
+        mut step: impl FnMut(&mut TenantState, Duration) -> wasmtime::Result<bool>,
+    ) -> wasmtime::Result<WaitEnd> {
+        let started = Instant::now();
+        let until = length.and_then(|l| started.checked_add(l));
+        let result = loop {
+            if self.tenant.should_stop() {
+                if self.waited_after_stop {
+                    break Err(self.end(Ended::Stopped));
+                }
+                self.waited_after_stop = true;
+                break Ok(WaitEnd::Stopped);
+            }
+            let now = Instant::now();
+            if until.is_some_and(|u| now >= u) {
+                break Ok(WaitEnd::Elapsed);
+            }
+            let bound = self
+                .last_progress
+                .checked_add(self.max_wait_without_progress)
+                .unwrap_or(now + WAIT_SLICE);
+            if now >= bound {
+                break Err(self.end(Ended::NoProgress));
+            }
+            let mut slice = WAIT_SLICE.min(bound - now);
+            if let Some(u) = until {
+                slice = slice.min(u - now);
+            }
+            match step(self, slice) {
+                Ok(true) => break Ok(WaitEnd::Ready),
+                Ok(false) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.stats.wait_time += started.elapsed();
+        // Waiting is not computation: the compute budget starts again from here.
+        self.last_host_call = self.clock.load(Ordering::Relaxed);
+        result
     }
 }
 
@@ -304,6 +472,11 @@ impl Runtime {
         // WASI from wasmtime-wasi (the bindings map the world's WASI imports to it), then the
         // contract's own interfaces.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        // ...except the clock waits: the sandbox's own replace wasmtime-wasi's
+        // `monotonic-clock` and `poll` (clamped, stop-aware, bounded without progress).
+        linker.allow_shadowing(true);
+        crate::imports::wasi_waits::add_to_linker(&mut linker)?;
+        linker.allow_shadowing(false);
         add_contract_to_linker(&mut linker)?;
         let pre = linker
             .instantiate_pre(&component)
@@ -355,24 +528,39 @@ impl Runtime {
     /// A fresh, sandboxed instance for one invocation on behalf of `tenant`.
     pub fn instantiate(&self, tenant: TenantContext) -> Result<Instance, InvokeError> {
         // Nothing of the host leaks in: no args, no env, no preopens, no network, no stdio.
-        let wasi = WasiCtxBuilder::new().build();
+        let wasi = WasiCtxBuilder::new()
+            .max_random_size(MAX_RANDOM_BYTES)
+            .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_HANDLES);
+        let body_cap = tenant.services.http.settings().max_body_bytes;
         let state = TenantState {
             wasi,
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter {
+            table,
+            limiter: SandboxLimiter {
                 limit: self.config.memory_limit,
+                total: 0,
                 peak: 0,
                 refused: false,
             },
             clock: self.clock.clone(),
             last_host_call: self.clock.load(Ordering::Relaxed),
             runaway: false,
+            last_progress: Instant::now(),
+            waited_after_stop: false,
+            ended: None,
+            max_wait_without_progress: self.config.max_wait_without_progress,
+            max_sleep: self.config.max_sleep,
             http_pending: PendingRequests::default(),
             tenant,
             stats: InvocationStats::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        // What one guest-to-host call may copy: the contract's bytes (strings and byte lists,
+        // twice the body cap) plus the host-side size of the most items the contract allows.
+        store.set_hostcall_fuel(hostcall_fuel(body_cap));
+        store.set_max_component_handles(MAX_HANDLES);
         let budget =
             (self.config.max_compute_between_calls.as_millis() / TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(1);
@@ -431,16 +619,48 @@ fn engine_config(config: &SandboxConfig) -> Config {
     c
 }
 
+/// The hostcall fuel of an instance whose body cap is `body_cap` bytes.
+pub fn hostcall_fuel(body_cap: u64) -> usize {
+    usize::try_from(body_cap)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2)
+        .saturating_add(MAX_LIST_ITEMS * FUEL_PER_ITEM)
+}
+
 fn classify(store: &Store<TenantState>, error: wasmtime::Error) -> InvokeError {
-    if store.data().limiter.refused {
+    let state = store.data();
+    if state.limiter.refused {
         return InvokeError::MemoryLimit {
-            limit: store.data().limiter.limit,
+            limit: state.limiter.limit,
         };
     }
-    if store.data().runaway {
+    match state.ended {
+        Some(Ended::NoProgress) => {
+            return InvokeError::NoProgress {
+                bound: state.max_wait_without_progress,
+            };
+        }
+        Some(Ended::Stopped) => return InvokeError::Stopped,
+        None => {}
+    }
+    if state.runaway {
         return InvokeError::Runaway;
     }
-    InvokeError::Trap(format!("{error:#}"))
+    let message = format!("{error:#}");
+    // wasmtime's own limits, in its words: counts of instances, memories and tables, the
+    // resource table, the hostcall fuel, the random-bytes request.
+    if [
+        "resource limit exceeded",
+        "resource table has no free keys",
+        "fuel allocated for hostcalls has been exhausted",
+        "exceeds limit",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+    {
+        return InvokeError::ResourceLimit(message);
+    }
+    InvokeError::Trap(message)
 }
 
 /// One live instance. Use it for one operation, then drop it.
@@ -468,7 +688,7 @@ impl Instance {
     export_call!(wait_for_changes, call_wait_for_changes, (timeout_seconds: u32), Result<ChangeHint, ConnectorError>);
     export_call!(cleanup, call_cleanup, (), Result<(), ConnectorError>);
 
-    /// The largest linear memory the guest reached, in bytes.
+    /// The most memory (linear memories and tables together) the guest held, in bytes.
     pub fn peak_memory(&self) -> usize {
         self.store.data().limiter.peak
     }
@@ -494,6 +714,22 @@ pub type StopFlag = Arc<AtomicBool>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hostcall fuel gives each list item [`FUEL_PER_ITEM`]: every item type a call may
+    /// take must fit in it, or a list within the contract's count could be refused.
+    #[test]
+    fn every_list_item_fits_its_share_of_the_hostcall_fuel() {
+        use crate::bindings::{records, types};
+        for size in [
+            std::mem::size_of::<records::Change>(),
+            std::mem::size_of::<types::Permission>(),
+            std::mem::size_of::<(String, String)>(),
+            std::mem::size_of::<String>(),
+        ] {
+            assert!(size <= FUEL_PER_ITEM, "{size} bytes");
+        }
+        assert!(hostcall_fuel(1 << 20) >= 2 << 20);
+    }
 
     #[test]
     fn only_a_compatible_contract_version_is_accepted() {

@@ -125,8 +125,10 @@ pub struct InvocationStats {
     pub requests: BTreeMap<String, u64>,
     pub http_time: Duration,
     pub store_time: Duration,
-    /// Time the guest asked to wait (retries).
+    /// Time the guest spent in `host.sleep` (retries).
     pub sleep_time: Duration,
+    /// Time the guest spent in any wait: `host.sleep` and the WASI clock waits.
+    pub wait_time: Duration,
     pub host_calls: u64,
     pub bytes_received: u64,
     /// Responses with status 429 delivered to the guest: the source asked it to slow down.

@@ -1,5 +1,7 @@
 //! `host`: logging, progress, the tenant's settings and the stop signal.
 
+use std::time::{Duration, Instant};
+
 use crate::bindings::host::{Host, HostLimits, Level, Progress};
 use crate::bindings::types::Setting;
 use crate::runtime::TenantState;
@@ -102,19 +104,18 @@ impl Host for TenantState {
         self.tenant.should_stop()
     }
 
-    fn sleep(&mut self, milliseconds: u64) {
+    fn sleep(&mut self, milliseconds: u64) -> wasmtime::Result<()> {
         self.stats.host_calls += 1;
-        // Wake early when the host wants the operation to stop.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(milliseconds);
-        while !self.tenant.should_stop() {
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                break;
-            }
-            std::thread::sleep((deadline - now).min(std::time::Duration::from_millis(100)));
-        }
-        self.stats.sleep_time += std::time::Duration::from_millis(milliseconds);
-        self.touch();
+        // A wait, not progress: capped at `max_sleep`, cut short when the host wants the
+        // operation to stop, and ended (with the operation) past the no-progress bound.
+        let length = Duration::from_millis(milliseconds).min(self.max_sleep);
+        let started = Instant::now();
+        let result = self.bounded_wait(Some(length), |_, slice| {
+            std::thread::sleep(slice);
+            Ok(false)
+        });
+        self.stats.sleep_time += started.elapsed();
+        result.map(|_| ())
     }
 
     fn limits(&mut self) -> HostLimits {

@@ -4,20 +4,23 @@
 //! `send` runs a request on the calling thread. `start` runs the same checks at once (policy,
 //! headers, the token) and hands the request to a thread of its own, so the guest can work
 //! while the network does; `wait` collects it. At most `max_pending_requests` are pending per
-//! instance. A request never waited for is dropped with the instance: its thread finishes the
-//! request it is in (a blocking transport cannot be cancelled) and its response is discarded.
+//! instance. A request never waited for is cancelled when the instance ends (the operation
+//! returned, trapped or was stopped): not sent if it has not been, else its connection is
+//! closed at the next read of the body; a thread still waiting for the response's head ends at
+//! the request's timeout at the latest. Nothing of it reaches anyone.
 //! With `background_requests` off, `start` only checks and remembers the request and `wait`
 //! runs it: the contract allows both, and the benchmark compares them.
 
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::bindings::http::{Host, HttpError, Method, Request, Response};
 use crate::credentials::CredentialError;
 use crate::http::{HttpClient, HttpResponse, TransportError};
 use crate::policy::PolicyError;
-use crate::runtime::TenantState;
+use crate::runtime::{MAX_LIST_ITEMS, TenantState};
 
 /// A request that passed every check and only needs the network.
 struct Prepared {
@@ -31,7 +34,10 @@ struct Prepared {
 /// A request begun with `start`: running on its own thread, or (when the host is set not to
 /// overlap, [`crate::http::HttpSettings::background_requests`]) waiting to run in `wait`.
 enum Pending {
-    Running(mpsc::Receiver<Result<HttpResponse, TransportError>>),
+    Running {
+        response: mpsc::Receiver<Result<HttpResponse, TransportError>>,
+        cancel: Arc<AtomicBool>,
+    },
     Deferred(Prepared),
 }
 
@@ -42,12 +48,24 @@ pub(crate) struct PendingRequests {
     pending: HashMap<u64, Pending>,
 }
 
+impl Drop for PendingRequests {
+    /// The instance ended: cancel every request still pending.
+    fn drop(&mut self) {
+        for pending in self.pending.values() {
+            if let Pending::Running { cancel, .. } = pending {
+                cancel.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
 fn transport_error(e: TransportError) -> HttpError {
     match e {
         TransportError::Timeout(m) => HttpError::Timeout(m),
         TransportError::Connection(m) => HttpError::Connection(m),
         TransportError::BodyTooLarge(n) => HttpError::BodyTooLarge(n),
         TransportError::InvalidRequest(m) => HttpError::InvalidRequest(m),
+        TransportError::Cancelled => HttpError::Connection(TransportError::Cancelled.to_string()),
     }
 }
 
@@ -67,6 +85,12 @@ impl TenantState {
             return Err(HttpError::InvalidRequest(format!(
                 "the request body ({} bytes) exceeds the host's limit of {cap} bytes",
                 req.body.len()
+            )));
+        }
+        if req.headers.len() > MAX_LIST_ITEMS {
+            return Err(HttpError::InvalidRequest(format!(
+                "{} headers: at most {MAX_LIST_ITEMS} (host.limits)",
+                req.headers.len()
             )));
         }
         let mut headers = Vec::with_capacity(req.headers.len() + 1);
@@ -162,11 +186,19 @@ impl Host for TenantState {
         let pending = if self.tenant.services.http.settings().background_requests {
             let client = self.tenant.services.http.clone();
             let (tx, rx) = mpsc::sync_channel(1);
+            let cancel = Arc::new(AtomicBool::new(false));
+            let cancelled = cancel.clone();
+            let guard = client.background_guard();
             std::thread::Builder::new()
                 .name("http-start".into())
                 .spawn(move || {
+                    let _running = guard;
+                    let p = prepared;
+                    let result = client.send_cancellable(
+                        p.method, &p.url, &p.headers, p.body, p.timeout, &cancelled,
+                    );
                     // The receiver is gone when the instance was dropped: nothing to deliver.
-                    let _ = tx.send(run(&client, prepared));
+                    let _ = tx.send(result);
                 })
                 .map_err(|e| HttpError::Connection(format!("cannot start the request: {e}")))?;
             // Let the new thread put the request on the wire now. Linux may queue a new thread
@@ -175,7 +207,10 @@ impl Host for TenantState {
             // a sixth of the time a 50 ms round trip's sync spent beyond its round trips.
             // Yielded to, it sends within half a millisecond and blocks on the network.
             std::thread::yield_now();
-            Pending::Running(rx)
+            Pending::Running {
+                response: rx,
+                cancel,
+            }
         } else {
             Pending::Deferred(prepared)
         };
@@ -197,7 +232,7 @@ impl Host for TenantState {
         // Only the time the guest is blocked counts as its network time.
         let started = Instant::now();
         let result = match pending {
-            Pending::Running(rx) => rx.recv().unwrap_or_else(|_| {
+            Pending::Running { response, .. } => response.recv().unwrap_or_else(|_| {
                 Err(TransportError::Connection(
                     "the request's thread ended without a response".into(),
                 ))

@@ -7,6 +7,7 @@ mod credentials;
 mod host;
 pub(crate) mod http;
 mod records;
+pub(crate) mod wasi_waits;
 
 use crate::bindings::{manifest_types, types};
 use crate::runtime::TenantState;

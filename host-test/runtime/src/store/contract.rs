@@ -579,7 +579,8 @@ pub(crate) fn shared_records_are_listed_and_sizes_beyond_i64_round_trip(store: &
     };
     assert_eq!(find("id:h"), Some(huge.clone()));
     assert_eq!(find("id:b"), Some(big));
-    assert_eq!(store.list_shared("t").unwrap(), vec![huge]);
+    assert_eq!(store.list_shared("t", 2).unwrap(), vec![huge.clone()]);
+    assert_eq!(store.list_shared("t", 0).unwrap(), vec![]);
 }
 
 pub(crate) fn the_host_notes_owner_settings_and_credentials_round_trip(store: &dyn RecordStore) {

@@ -413,7 +413,9 @@ pub trait RecordStore: Send + Sync {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Record>, StoreError>;
-    fn list_shared(&self, tenant: &str) -> Result<Vec<Record>, StoreError>;
+    /// Live records marked shared, at most `limit` of them (the host asks for one more than
+    /// it may return, to tell "exactly the cap" from "more").
+    fn list_shared(&self, tenant: &str, limit: u32) -> Result<Vec<Record>, StoreError>;
     fn put_owner(
         &self,
         tenant: &str,

@@ -758,12 +758,12 @@ impl RecordStore for SqliteStore {
         Ok(found.into_iter().map(|s| s.map(|s| s.record)).collect())
     }
 
-    fn list_shared(&self, tenant: &str) -> Result<Vec<Record>, StoreError> {
+    fn list_shared(&self, tenant: &str, limit: u32) -> Result<Vec<Record>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM records INDEXED BY records_shared WHERE tenant = ?1 AND is_shared = 1 AND pending_removal = 0"
+            "SELECT {RECORD_COLUMNS} FROM records INDEXED BY records_shared WHERE tenant = ?1 AND is_shared = 1 AND pending_removal = 0 LIMIT ?2"
         ))?;
-        let rows = stmt.query_map(params![tenant], read_stored)?;
+        let rows = stmt.query_map(params![tenant, limit], read_stored)?;
         Ok(rows
             .map(|r| r.map(|s| s.record))
             .collect::<Result<Vec<_>, _>>()?)

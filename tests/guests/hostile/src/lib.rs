@@ -17,7 +17,7 @@ mod guest {
         ChangeHint, Guest, ReindexSummary, SignedUrl, StreamSummary, SyncKind, SyncSummary,
     };
     use manifest_types::{Schedule, SyncStrategy};
-    use pipeshub::connector::{credentials, host, http, manifest_types, records, types};
+    use pipeshub::connector::{credentials, host, http, manifest_types, paths, records, types};
     use types::ConnectorError;
 
     struct Hostile;
@@ -271,6 +271,114 @@ mod guest {
                     Ok(id) => ok(format!("left:{id}")),
                     Err(e) => ok(http_error(e)),
                 }
+            }
+            // Clock waits that wasmtime-wasi would make last for ever.
+            "clock-block-forever" => {
+                wasi::clocks::monotonic_clock::subscribe_duration(u64::MAX).block();
+                ok("woke".into())
+            }
+            "clock-instant-forever" => {
+                wasi::clocks::monotonic_clock::subscribe_instant(u64::MAX).block();
+                ok("woke".into())
+            }
+            "poll-forever" => {
+                let a = wasi::clocks::monotonic_clock::subscribe_duration(u64::MAX);
+                let b = wasi::clocks::monotonic_clock::subscribe_instant(u64::MAX);
+                let ready = wasi::io::poll::poll(&[&a, &b]);
+                ok(format!("polled:{ready:?}"))
+            }
+            // `std::thread::sleep` for `rest` milliseconds (`max`: Duration::MAX, which std
+            // sleeps in chunks), then how long it took.
+            "std-sleep" => {
+                let length = match rest {
+                    "max" => std::time::Duration::MAX,
+                    ms => std::time::Duration::from_millis(ms.parse().unwrap_or(0)),
+                };
+                let started = std::time::Instant::now();
+                std::thread::sleep(length);
+                ok(format!("slept:{}", started.elapsed().as_millis()))
+            }
+            // `host.sleep` for `rest` milliseconds (`max`: u64::MAX), then how long it took;
+            // `host-sleep-loop` sleeps again and again, never calling anything else.
+            "host-sleep" | "host-sleep-loop" => {
+                let ms = match rest {
+                    "max" => u64::MAX,
+                    ms => ms.parse().unwrap_or(0),
+                };
+                let started = std::time::Instant::now();
+                host::sleep(ms);
+                if verb == "host-sleep-loop" {
+                    loop {
+                        host::sleep(ms);
+                    }
+                }
+                ok(format!("slept:{}", started.elapsed().as_millis()))
+            }
+            // One `apply` of `rest` upserts of realistic size.
+            "apply-many" => {
+                let n: usize = rest.parse().unwrap_or(0);
+                let changes: Vec<records::Change> = (0..n)
+                    .map(|i| {
+                        let mut r = record(
+                            &format!("id:AAAAAAAAAAAAAAAAAAAA{i:08}"),
+                            &format!("/some folder/with a longer name/file number {i:08}.txt"),
+                        );
+                        r.revision = Some(format!("01{i:014x}0000000012345678"));
+                        r.content_hash = Some(format!("{:064x}", i));
+                        r.server_modified = Some("2024-05-01T12:00:00Z".into());
+                        r.client_modified = Some("2024-05-01T12:00:00Z".into());
+                        r.size = i as u64;
+                        records::Change::Upsert(records::Upsert {
+                            record: r,
+                            event: records::ChangeKind::Created,
+                        })
+                    })
+                    .collect();
+                match records::apply(&changes, None) {
+                    Ok(s) => ok(format!("apply:ok:{}", s.created)),
+                    Err(e) => ok(format!("apply:err:{e:?}")),
+                }
+            }
+            "list-records-limit" => match records::list_records(None, rest.parse().unwrap_or(0)) {
+                Ok(found) => ok(format!("listed:{}", found.len())),
+                Err(e) => ok(format!("list:err:{e:?}")),
+            },
+            "list-subtree-limit" => {
+                match paths::list_subtree("/some folder", None, rest.parse().unwrap_or(0)) {
+                    Ok(found) => ok(format!("listed:{}", found.len())),
+                    Err(e) => ok(format!("list:err:{e:?}")),
+                }
+            }
+            "list-shared" => match records::list_shared() {
+                Ok(found) => ok(format!("listed:{}", found.len())),
+                Err(e) => ok(format!("list:err:{e:?}")),
+            },
+            "get-many" => {
+                let ids: Vec<String> = (0..rest.parse::<usize>().unwrap_or(0))
+                    .map(|i| format!("id:{i}"))
+                    .collect();
+                match records::get_records(&ids) {
+                    Ok(found) => ok(format!("got:{}", found.len())),
+                    Err(e) => ok(format!("get:err:{e:?}")),
+                }
+            }
+            "random" => {
+                let bytes = wasi::random::random::get_random_bytes(rest.parse().unwrap_or(0));
+                ok(format!("random:{}", bytes.len()))
+            }
+            // Hold `rest` pollables at once.
+            "pollables" => {
+                let n: usize = rest.parse().unwrap_or(0);
+                let held: Vec<_> = (0..n)
+                    .map(|_| wasi::clocks::monotonic_clock::subscribe_duration(1))
+                    .collect();
+                ok(format!("pollables:{}", held.len()))
+            }
+            // One host call carrying a string of `rest` bytes.
+            "log-bytes" => {
+                let text = "x".repeat(rest.parse().unwrap_or(0));
+                host::log(host::Level::Debug, &text);
+                ok("logged".into())
             }
             "refresh" => match credentials::refresh_access_token() {
                 Ok(()) => ok("refresh:ok".into()),

@@ -1244,8 +1244,8 @@ impl RecordStore for FencedStore {
     ) -> Result<Vec<Record>, StoreError> {
         self.store.list_subtree(tenant, path, after, limit)
     }
-    fn list_shared(&self, tenant: &str) -> Result<Vec<Record>, StoreError> {
-        self.store.list_shared(tenant)
+    fn list_shared(&self, tenant: &str, limit: u32) -> Result<Vec<Record>, StoreError> {
+        self.store.list_shared(tenant, limit)
     }
     fn records(&self, tenant: &str) -> Result<Vec<Record>, StoreError> {
         self.store.records(tenant)

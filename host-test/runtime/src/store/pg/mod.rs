@@ -653,14 +653,15 @@ impl RecordStore for PgStore {
         )
     }
 
-    fn list_shared(&self, tenant: &str) -> Result<Vec<Record>, StoreError> {
+    fn list_shared(&self, tenant: &str, limit: u32) -> Result<Vec<Record>, StoreError> {
         self.query_records(
             &format!(
                 "SELECT {RECORD_COLUMNS} FROM records
                  WHERE tenant = $1 AND is_shared AND NOT pending_removal
-                 ORDER BY path_lower NULLS FIRST, external_id"
+                 ORDER BY path_lower NULLS FIRST, external_id
+                 LIMIT $2"
             ),
-            &[&tenant],
+            &[&tenant, &i64::from(limit)],
         )
     }
 
