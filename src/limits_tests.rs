@@ -246,6 +246,8 @@ struct LoggedStore {
     inner: FakeStore,
     events: Events,
     points: Vec<SyncPoint>,
+    /// `list-shared` refuses more shared records than this.
+    shared_cap: Option<usize>,
 }
 
 impl Records for LoggedStore {
@@ -274,7 +276,15 @@ impl Records for LoggedStore {
         self.inner.list_records(after, limit)
     }
     fn list_shared(&mut self) -> Result<Vec<Record>, StoreError> {
-        self.inner.list_shared()
+        let shared = self.inner.list_shared()?;
+        // A host refuses more than its list cap (wit/connector.wit, `list-shared`).
+        match self.shared_cap {
+            Some(cap) if shared.len() > cap => Err(StoreError::Invalid(format!(
+                "{} shared records, more than {cap}",
+                shared.len()
+            ))),
+            _ => Ok(shared),
+        }
     }
     fn put_owner(&mut self, o: User, g: RecordGroup, p: Vec<Permission>) -> Result<(), StoreError> {
         self.inner.put_owner(o, g, p)
@@ -321,6 +331,7 @@ fn store(events: &Events) -> LoggedStore {
         inner: FakeStore::default(),
         events: events.clone(),
         points: Vec::new(),
+        shared_cap: None,
     }
 }
 
@@ -942,4 +953,34 @@ fn a_re_listing_after_a_filter_change_stores_that_it_is_one() {
         listing.iter().all(|p| p.contains("\"resync\":true")),
         "{listing:?}"
     );
+}
+
+#[test]
+fn more_shared_records_than_the_hosts_list_cap_are_found_by_paging() {
+    // Three stored records marked shared, a host whose list-shared answers at most two, and
+    // an account with no shared link any more: every one is unshared all the same.
+    let events = Events::default();
+    let files: Vec<Value> = (0..3)
+        .map(|i| file_meta(&format!("id:s{i}"), &format!("s{i}.txt"), 1, "h"))
+        .collect();
+    let mut http = dropbox(MIB, Vec::new(), vec![files], &events);
+    let mut store = store(&events);
+    let (mut creds, mut host) = (NoRefresh, host_1_mib());
+    sync_through(&mut http, &mut creds, &mut host, &mut store)
+        .unwrap_or_else(|e| panic!("first sync failed: {e}"));
+    for (record, _) in store.inner.records.values_mut() {
+        record.is_shared = true;
+        record.shared_url = Some("https://link".into());
+    }
+    store.shared_cap = Some(2);
+    store.inner.sync_point = None;
+    sync_through(&mut http, &mut creds, &mut host, &mut store)
+        .unwrap_or_else(|e| panic!("a sync past the list cap failed: {e}"));
+    let still_shared = store
+        .inner
+        .records
+        .values()
+        .filter(|(r, _)| r.is_shared || r.shared_url.is_some())
+        .count();
+    assert_eq!(still_shared, 0);
 }

@@ -604,6 +604,33 @@ fn add_link(links: &mut SharedLinks, link: &SharedLinkMetadata) {
     }
 }
 
+/// Records per page when the shared records are found by paging through every record.
+const SHARED_SCAN_PAGE: u32 = 1000;
+
+/// Every live record marked shared. One `list-shared` answers at most the host's list cap
+/// (10,000) and refuses a tenant with more (`invalid`, never a part of them); such a tenant's
+/// records are paged through instead (`list-records`), which reads every record, but only for
+/// an account with that many shared items.
+fn shared_records(store: &mut dyn Store) -> Result<Vec<Record>, ConnectorError> {
+    match store.list_shared() {
+        Ok(records) => Ok(records),
+        Err(crate::ports::StoreError::Invalid(_)) => {
+            let mut shared = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = store.list_records(after.as_deref(), SHARED_SCAN_PAGE)?;
+                let full = page.len() == SHARED_SCAN_PAGE as usize;
+                after = page.last().map(|r| r.external_id.clone());
+                shared.extend(page.into_iter().filter(|r| r.is_shared));
+                if !full {
+                    return Ok(shared);
+                }
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Bring the stored shared state in line with the links, touching only records whose state
 /// differs (an incremental sync does not walk every record).
 fn reconcile_shared(
@@ -613,7 +640,7 @@ fn reconcile_shared(
     totals: &mut ApplySummary,
 ) -> Result<(), ConnectorError> {
     let mut changes = Vec::new();
-    let shared_now = store.list_shared()?;
+    let shared_now = shared_records(store)?;
     let mut seen = hashing::PageSet::default();
     for record in shared_now {
         seen.insert(record.external_id.clone());
