@@ -210,6 +210,16 @@ function guestWasi() {
 const ok = (val) => ({ tag: 'ok', val });
 const err = (val) => ({ tag: 'err', val });
 
+/** The contract's list cap (wit/connector.wit, `host-limits`): a list a call takes or returns
+ * holds at most this many items; more is `invalid`, never a list cut short. */
+const MAX_LIST_ITEMS = 10_000;
+
+function withinCap(count, what) {
+  if (count > MAX_LIST_ITEMS) {
+    throw new StoreFailure('invalid', `${what}: ${count} items, more than the list cap of ${MAX_LIST_ITEMS}`);
+  }
+}
+
 /** Run a store call; a StoreFailure becomes the `store-error` the guest sees. */
 function storeCall(fn) {
   try {
@@ -233,17 +243,26 @@ function connectorImports(op) {
         err({ tag: 'reauthentication-required', val: 'this host holds no refresh token' }),
     },
     'pipeshub:connector/records': {
-      apply: (changes, syncPoint) => storeCall(() => store.apply(changes, syncPoint)),
+      apply: (changes, syncPoint) =>
+        storeCall(() => (withinCap(changes.length, 'apply'), store.apply(changes, syncPoint))),
       getSyncPoint: () => storeCall(() => store.getSyncPoint()),
-      getRecords: (ids) => storeCall(() => store.getRecords(ids)),
-      listRecords: (after, limit) => storeCall(() => store.listRecords(after, limit)),
-      listShared: () => storeCall(() => store.listShared()),
-      putOwner: (owner, group, permissions) => storeCall(() => store.putOwner(owner, group, permissions)),
+      getRecords: (ids) => storeCall(() => (withinCap(ids.length, 'get-records'), store.getRecords(ids))),
+      listRecords: (after, limit) =>
+        storeCall(() => (withinCap(limit, 'list-records limit'), store.listRecords(after, limit))),
+      listShared: () =>
+        storeCall(() => {
+          const shared = store.listShared();
+          withinCap(shared.length, 'list-shared');
+          return shared;
+        }),
+      putOwner: (owner, group, permissions) =>
+        storeCall(() => (withinCap(permissions.length, 'put-owner'), store.putOwner(owner, group, permissions))),
       clear: () => storeCall(() => store.clear()),
     },
     'pipeshub:connector/paths': {
-      findByPaths: (paths) => storeCall(() => store.findByPaths(paths)),
-      listSubtree: (path, after, limit) => storeCall(() => store.listSubtree(path, after, limit)),
+      findByPaths: (paths) => storeCall(() => (withinCap(paths.length, 'find-by-paths'), store.findByPaths(paths))),
+      listSubtree: (path, after, limit) =>
+        storeCall(() => (withinCap(limit, 'list-subtree limit'), store.listSubtree(path, after, limit))),
     },
     'pipeshub:connector/content-sink': {
       write(chunk) {

@@ -51,6 +51,16 @@ MAX_TIMEOUT_MS = 600_000
 # `http.start` only remembers the request; `wait` performs it. One pending request is enough
 # for that, and the contract allows a host to say so.
 MAX_PENDING_REQUESTS = 1
+# The contract's list cap (connector.wit, `host-limits`): a list a call takes or returns holds
+# at most this many items; more is `invalid`, never a list cut short.
+MAX_LIST_ITEMS = 10_000
+
+
+def over_cap(count: int, what: str) -> Optional[Variant]:
+    """The `invalid` store-error for a list past the cap, else None."""
+    if count > MAX_LIST_ITEMS:
+        return Variant("invalid", f"{what}: {count} items, more than the list cap of {MAX_LIST_ITEMS}")
+    return None
 CONNECT_TIMEOUT_S = 10
 # The longest `list<u8>` a guest can pass to a host function of this binding in one call (a
 # content-sink chunk, a request body), measured with wasmtime 50.0.1: Wasmtime's per-call
@@ -640,19 +650,19 @@ class ConnectorHost:
                 "apply": self._records_apply,
                 "get-sync-point": lambda _s: None if self.store.sync_point is None
                 else self.store.sync_point["position"],
-                "get-records": lambda _s, ids: [
+                "get-records": lambda _s, ids: over_cap(len(ids), "get-records") or [
                     wit_record(record=record_to_wit(e.record), pending_removal=e.pending)
                     for e in self.store.get_records(ids)],
-                "list-records": lambda _s, after, limit: [
+                "list-records": lambda _s, after, limit: over_cap(limit, "list-records limit") or [
                     record_to_wit(r) for r in self.store.list_records(after, limit)],
-                "list-shared": lambda _s: [record_to_wit(r) for r in self.store.list_shared()],
+                "list-shared": self._list_shared,
                 "put-owner": self._put_owner,
                 "clear": lambda _s: self.store.clear(),
             },
             "paths": {
-                "find-by-paths": lambda _s, paths: [
+                "find-by-paths": lambda _s, paths: over_cap(len(paths), "find-by-paths") or [
                     None if r is None else record_to_wit(r) for r in self.store.find_by_paths(paths)],
-                "list-subtree": lambda _s, path, after, limit: [
+                "list-subtree": lambda _s, path, after, limit: over_cap(limit, "list-subtree limit") or [
                     record_to_wit(r) for r in self.store.list_subtree(path, after, limit)],
             },
             "content-sink": {"write": self._sink_write},
@@ -663,7 +673,8 @@ class ConnectorHost:
                 # No tenant settings: the connector's defaults apply.
                 "config": lambda _s: [],
                 "should-stop": lambda _s: False,
-                "sleep": lambda _s, ms: time.sleep(ms / 1000),
+                # A real wait, capped at the 5 minutes the contract lets a host cap a sleep at.
+                "sleep": lambda _s, ms: time.sleep(min(ms, 300_000) / 1000),
                 "limits": lambda _s: wit_record(
                     max_response_body=self.body_cap, default_timeout_ms=DEFAULT_TIMEOUT_MS,
                     max_timeout_ms=MAX_TIMEOUT_MS, max_pending_requests=MAX_PENDING_REQUESTS),
@@ -709,14 +720,24 @@ class ConnectorHost:
         # This host is given an access token and holds no refresh token.
         return Variant("reauthentication-required", "the host holds no refresh token")
 
+    def _list_shared(self, _store: Any) -> Any:
+        shared = self.store.list_shared()
+        return over_cap(len(shared), "list-shared") or [record_to_wit(r) for r in shared]
+
     def _records_apply(self, _store: Any, changes: list, sync_point: Optional[Record]) -> Any:
+        refused = over_cap(len(changes), "apply")
+        if refused is not None:
+            return refused
         try:
             return wit_record(**{k.replace("-", "_"): v
                                  for k, v in self.store.apply(changes, sync_point).items()})
         except StoreError as e:
             return e.to_wit()
 
-    def _put_owner(self, _store: Any, owner: Record, group: Record, permissions: list) -> None:
+    def _put_owner(self, _store: Any, owner: Record, group: Record, permissions: list) -> Any:
+        refused = over_cap(len(permissions), "put-owner")
+        if refused is not None:
+            return refused
         self.store.owner = {
             "user": {"external_id": wit_get(owner, "external-id"), "email": owner.email},
             "group": {"external_id": wit_get(group, "external-id"), "name": group.name,
