@@ -1104,7 +1104,15 @@ fn inspect() -> Result<()> {
             "exports": exports,
             "sandbox": {
                 "memory_limit_bytes": config.memory_limit,
+                "max_core_instances": crate::runtime::MAX_INSTANCES,
+                "max_memories": crate::runtime::MAX_MEMORIES,
+                "max_tables": crate::runtime::MAX_TABLES,
+                "max_handles": crate::runtime::MAX_HANDLES,
+                "max_random_bytes": crate::runtime::MAX_RANDOM_BYTES,
+                "max_list_items": crate::runtime::MAX_LIST_ITEMS,
                 "max_compute_between_host_calls_ms": config.max_compute_between_calls.as_millis() as u64,
+                "max_wait_without_progress_ms": config.max_wait_without_progress.as_millis() as u64,
+                "max_sleep_ms": config.max_sleep.as_millis() as u64,
                 "pooling_allocator": config.pooling,
                 "wasi": "no preopened directories, no environment, no arguments, no sockets, no stdio",
                 "http": {
