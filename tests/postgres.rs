@@ -156,24 +156,58 @@ fn the_cli_syncs_a_tenant_into_postgres_with_sealed_credentials() {
     assert_eq!(again["kind"], "incremental", "{again}");
 }
 
+/// A fresh database, an emulator account of `files` files, and the tenant connected to it
+/// through the CLI under a new key.
+struct Connected {
+    db: TestDatabase,
+    emulator: Emulator,
+    key: String,
+    api: String,
+}
+
+impl Connected {
+    fn new(files: usize, seed: u64) -> Connected {
+        let db = TestDatabase::create();
+        let emulator = Emulator::start(EmulatorConfig {
+            files,
+            seed,
+            ..Default::default()
+        })
+        .expect("the emulator starts");
+        let api = emulator.base_url();
+        let key = Keyring::generate_key();
+        let token = emulator.access_token();
+        ok(
+            &db,
+            &key,
+            &[
+                "connect",
+                "--tenant",
+                TENANT,
+                "--api-url",
+                &api,
+                "--access-token",
+                &token,
+            ],
+        );
+        Connected {
+            db,
+            emulator,
+            key,
+            api,
+        }
+    }
+}
+
 #[test]
 fn a_consumer_reads_the_outbox_after_its_durable_position() {
-    let db = TestDatabase::create();
-    let emulator = Emulator::start(EmulatorConfig {
-        files: 40,
-        seed: 3,
-        ..Default::default()
-    })
-    .expect("the emulator starts");
-    let api = emulator.base_url();
-    let key = Keyring::generate_key();
+    let Connected {
+        db,
+        emulator,
+        key,
+        api,
+    } = Connected::new(40, 3);
     let target = ["--tenant", TENANT, "--api-url", api.as_str()];
-    let token = emulator.access_token();
-    ok(
-        &db,
-        &key,
-        &[&["connect"][..], &target, &["--access-token", &token]].concat(),
-    );
     ok(&db, &key, &[&["sync"][..], &target, &["--quiet"]].concat());
     let total = PgStore::connect(db.url(), Keyring::parse(&key, "t").unwrap())
         .unwrap()
@@ -1098,22 +1132,13 @@ fn long_polls_are_capped_per_worker_and_tenant_limits_what_a_worker_takes() {
 /// the CLI is refused with exit code 11, names the worker, and writes nothing.
 #[test]
 fn the_cli_sync_takes_the_tenants_lease_and_is_refused_while_a_worker_holds_it() {
-    let db = TestDatabase::create();
-    let emulator = Emulator::start(EmulatorConfig {
-        files: 40,
-        seed: 33,
-        ..Default::default()
-    })
-    .expect("the emulator starts");
-    let api = emulator.base_url();
-    let key = Keyring::generate_key();
+    let Connected {
+        db,
+        emulator,
+        key,
+        api,
+    } = Connected::new(40, 33);
     let target = ["--tenant", TENANT, "--api-url", api.as_str()];
-    let token = emulator.access_token();
-    ok(
-        &db,
-        &key,
-        &[&["connect"][..], &target, &["--access-token", &token]].concat(),
-    );
     let store = PgStore::connect(db.url(), Keyring::parse(&key, "test").unwrap()).unwrap();
     let held = store
         .try_acquire(TENANT, "worker-w7", std::time::Duration::from_secs(60))

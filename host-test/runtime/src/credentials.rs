@@ -232,10 +232,12 @@ impl CredentialManager {
             return Ok(parsed.access_token);
         }
         // The code is quoted in the error below; an endpoint that echoes the request could
-        // put the refresh token or the client secret in it.
+        // put the refresh token, the client secret or the Basic header carrying it in it.
+        let credentials = crate::oauth::authorization_values(&headers);
         let mut secrets = vec![creds.access_token.as_str()];
         secrets.extend(creds.refresh_token.as_deref());
         secrets.extend(creds.client_secret.as_deref());
+        secrets.extend(credentials.iter().map(String::as_str));
         let error = serde_json::from_slice::<OAuthErrorBody>(&response.body)
             .map(|b| crate::oauth::excerpt(&b.error, &secrets, 64))
             .unwrap_or_default();

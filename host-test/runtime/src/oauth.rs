@@ -690,6 +690,21 @@ pub fn token_request_auth(
     headers
 }
 
+/// The credentials a request's `Authorization` headers carry (the value after the scheme), to
+/// be blanked out of whatever an endpoint echoes back.
+pub fn authorization_values(headers: &[(String, String)]) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        .map(|(_, value)| {
+            value
+                .split_once(' ')
+                .map_or(value.as_str(), |(_, credential)| credential)
+                .to_string()
+        })
+        .collect()
+}
+
 /// The headers of a token request that carries no client authentication (no client id is
 /// stored: a token given directly, with its refresh token).
 pub fn token_request_auth_none() -> Vec<(String, String)> {
@@ -734,13 +749,10 @@ pub fn exchange_code(
         .map_err(|e| OAuthError::Transport(e.to_string()))?;
     // Whatever the endpoint echoes, none of our secrets may end up in an error message: not
     // the code, the verifier or the client secret, nor the Basic header that carries it.
-    let basic = client
-        .client_secret
-        .as_deref()
-        .map(|secret| STANDARD.encode(format!("{}:{secret}", client.client_id)));
+    let credentials = authorization_values(&headers);
     let mut secrets = vec![code, verifier];
     secrets.extend(client.client_secret.as_deref());
-    secrets.extend(basic.as_deref());
+    secrets.extend(credentials.iter().map(String::as_str));
     token_result(response.status, &response.body, &secrets)
 }
 

@@ -282,9 +282,13 @@ fn millis(d: Duration) -> i64 {
 fn grant_sql(wanted: &str) -> String {
     format!(
         "WITH wanted AS ({wanted}),
+         -- An epoch is never given twice, even to a tenant whose row was deleted and made
+         -- again: a worker still holding the old incarnation's epoch must stay fenced out.
          taken AS (
              UPDATE tenants t
-             SET lease_epoch = t.lease_epoch + 1, lease_worker = $1::text,
+             SET lease_epoch = GREATEST(t.lease_epoch,
+                     COALESCE((SELECT max(h.epoch) FROM lease_history h WHERE h.tenant = t.name), 0)) + 1,
+                 lease_worker = $1::text,
                  lease_expires_at = conn_rt_now_ms() + $2::bigint, lease_ttl_ms = $2::bigint
              FROM wanted WHERE t.name = wanted.name
              RETURNING t.name, t.lease_epoch, t.lease_expires_at
