@@ -125,7 +125,7 @@ pub struct InvocationStats {
     pub requests: BTreeMap<String, u64>,
     pub http_time: Duration,
     pub store_time: Duration,
-    /// Time the guest spent in `host.sleep` (retries).
+    /// Time the guest asked to wait in `host.sleep` (retries), after the host's cap.
     pub sleep_time: Duration,
     /// Time the guest spent in any wait: `host.sleep` and the WASI clock waits.
     pub wait_time: Duration,
