@@ -201,9 +201,10 @@ impl Connected {
 
 #[test]
 fn a_consumer_reads_the_outbox_after_its_durable_position() {
+    // The emulator is kept alive: the syncs below talk to it.
     let Connected {
         db,
-        emulator,
+        emulator: _emulator,
         key,
         api,
     } = Connected::new(40, 3);
