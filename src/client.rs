@@ -332,11 +332,9 @@ impl<'a> DropboxClient<'a> {
         })
     }
 
-    /// `files/list_folder/longpoll`: no Authorization header (the route refuses one), and a read
-    /// timeout above the server's `timeout` plus its up to 90 s of jitter.
-    /// `files/list_folder/longpoll`, asking Dropbox to wait `timeout_secs`, within `budget`:
-    /// every attempt's timeout is what is left of it, and no retry starts after it, so a cut
-    /// wait ends as a transport timeout.
+    /// `files/list_folder/longpoll`, asking Dropbox to wait `timeout_secs`, within `budget`: no
+    /// Authorization header (the route refuses one); every attempt's timeout is what is left of
+    /// the budget, and no retry starts after it, so a cut wait ends as a transport timeout.
     pub fn longpoll<R: DeserializeOwned>(
         &mut self,
         cursor: &str,
@@ -472,21 +470,16 @@ impl<'a> DropboxClient<'a> {
                 }
                 (None, None) => Decision::GiveUp,
             };
-            // Within a deadline, an attempt that timed out had all that was left of it.
-            let decision = match decision {
-                Decision::Retry { .. }
-                    if deadline.is_some()
-                        && matches!(failure_conn, Some(HttpError::Timeout(_))) =>
+            // Within a deadline, no retry: after an attempt that timed out (it had all that was
+            // left), nor one that would start past it.
+            let decision = match (decision, deadline) {
+                (Decision::Retry { after_ms, .. }, Some(d))
+                    if matches!(failure_conn, Some(HttpError::Timeout(_)))
+                        || Instant::now() + Duration::from_millis(after_ms) >= d =>
                 {
                     Decision::GiveUp
                 }
-                Decision::Retry { after_ms, .. }
-                    if deadline
-                        .is_some_and(|d| Instant::now() + Duration::from_millis(after_ms) >= d) =>
-                {
-                    Decision::GiveUp
-                }
-                decision => decision,
+                (decision, _) => decision,
             };
             match decision {
                 Decision::Retry { after_ms, reason } => {

@@ -14,10 +14,10 @@ use crate::model::{
     User,
 };
 use crate::ports::{HttpError, Level, Ports, Sink, Store};
+use crate::sync::{self, load_state, owner_and_group};
 
 /// Seconds Dropbox may add to a long-poll's wait (host-test/emulator/DROPBOX-API.md §3.6).
 const LONGPOLL_JITTER_SECS: u64 = 90;
-use crate::sync::{self, load_state, owner_and_group};
 
 /// Dropbox Personal, as a source connector.
 pub struct DropboxConnector;

@@ -281,32 +281,19 @@ impl LeaseJob {
                 Err(_) => (None, false),
             };
         let fenced: Arc<dyn RecordStore> = Arc::new(self.pg.fenced(&lease));
-        let lease = Arc::new(Mutex::new(lease));
-        let sync_stop = Arc::new(AtomicBool::new(false));
-        let lost = Arc::new(AtomicBool::new(false));
-        let done = Arc::new(AtomicBool::new(false));
-        let renewer = {
-            let (pg, lease, sync_stop, lost, done, stopping) = (
-                self.pg.clone(),
-                lease.clone(),
-                sync_stop.clone(),
-                lost.clone(),
-                done.clone(),
-                self.stopping.clone(),
-            );
-            let ttl = self.options.ttl;
-            std::thread::spawn(move || {
-                renew_until_done(&pg, &lease, ttl, &sync_stop, &lost, &done, &stopping)
-            })
-        };
+        let renewal = Renewal::start(
+            self.pg.clone(),
+            lease,
+            self.options.ttl,
+            self.stopping.clone(),
+        );
         let started_at = now_ms();
         let started = Instant::now();
-        let result = self
-            .host
-            .over_store(fenced)
-            .sync(&tenant, None, Some(sync_stop.clone()));
-        done.store(true, Ordering::SeqCst);
-        let _ = renewer.join();
+        let result =
+            self.host
+                .over_store(fenced)
+                .sync(&tenant, None, Some(renewal.sync_stop.clone()));
+        let (lease, lost) = renewal.finish();
         let outcome = match &result {
             Ok(o) if o.value.interrupted => SyncOutcome::Interrupted,
             Ok(_) => SyncOutcome::Ok,
@@ -346,10 +333,9 @@ impl LeaseJob {
             SyncOutcome::Interrupted => "interrupted",
             SyncOutcome::Failed => "failed",
         };
-        if lost.load(Ordering::SeqCst) {
+        if lost {
             result_word = "lease-lost";
         } else {
-            let lease = lease.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let completed = match &backoff {
                 Some((b, _)) => self.pg.complete_failed(&lease, next_due_in, b),
                 None => self.pg.complete(&lease, outcome, next_due_in),
@@ -422,7 +408,56 @@ impl LeaseJob {
 
 /// Renew the lease every third of its TTL until the sync is done; on a lost lease, stop the
 /// sync (its writes would be refused anyway); on the worker stopping, stop the sync cleanly.
-pub(super) fn renew_until_done(
+/// A lease renewed on a thread of its own while its holder writes the tenant
+/// ([`renew_until_done`]): how a worker's sync and a CLI command's hold the writer right.
+pub(super) struct Renewal {
+    lease: Arc<Mutex<Lease>>,
+    /// Set when the lease is lost or the worker stops: the sync stops at a page boundary.
+    pub(super) sync_stop: Arc<AtomicBool>,
+    lost: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Renewal {
+    /// Renew `lease` every third of `ttl` until [`Renewal::finish`]; `stopping` (the worker's
+    /// Ctrl-C) stops the sync too.
+    pub(super) fn start(
+        pg: Arc<PgStore>,
+        lease: Lease,
+        ttl: Duration,
+        stopping: Arc<AtomicBool>,
+    ) -> Renewal {
+        let lease = Arc::new(Mutex::new(lease));
+        let sync_stop = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (lease, sync_stop, lost, done) =
+                (lease.clone(), sync_stop.clone(), lost.clone(), done.clone());
+            std::thread::spawn(move || {
+                renew_until_done(&pg, &lease, ttl, &sync_stop, &lost, &done, &stopping)
+            })
+        };
+        Renewal {
+            lease,
+            sync_stop,
+            lost,
+            done,
+            thread,
+        }
+    }
+
+    /// Stop renewing: the lease as last renewed, and whether it was lost meanwhile.
+    pub(super) fn finish(self) -> (Lease, bool) {
+        self.done.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
+        let lease = self.lease.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (lease, self.lost.load(Ordering::SeqCst))
+    }
+}
+
+fn renew_until_done(
     pg: &PgStore,
     lease: &Mutex<Lease>,
     ttl: Duration,

@@ -8,8 +8,8 @@
 //! runtime for every writing operation; this module is only for PostgreSQL, whose writers
 //! agree through the database.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -55,33 +55,16 @@ pub(super) fn on_postgres<T>(
         .into());
     };
     let fenced: Arc<dyn RecordStore> = Arc::new(pg.fenced(&lease));
-    let held = Arc::new(Mutex::new(lease));
-    let stop = Arc::new(AtomicBool::new(false));
-    let lost = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicBool::new(false));
-    let renewer = {
-        let (pg, held, stop, lost, done) = (
-            pg.clone(),
-            held.clone(),
-            stop.clone(),
-            lost.clone(),
-            done.clone(),
-        );
-        // Never set: a command stops on Ctrl-C by its own means.
-        let stopping = AtomicBool::new(false);
-        std::thread::spawn(move || {
-            super::watch_pg::renew_until_done(&pg, &held, LEASE_TTL, &stop, &lost, &done, &stopping)
-        })
-    };
-    let result = op(&host.over_store(fenced), stop);
-    done.store(true, Ordering::SeqCst);
-    let _ = renewer.join();
-    let lease = held.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    // Never set: a command stops on Ctrl-C by its own means.
+    let stopping = Arc::new(AtomicBool::new(false));
+    let renewal = super::watch_pg::Renewal::start(pg.clone(), lease, LEASE_TTL, stopping);
+    let result = op(&host.over_store(fenced), renewal.sync_stop.clone());
+    let (lease, lost) = renewal.finish();
     if let Err(e) = pg.release(&lease) {
         // The lease runs out by itself; nothing else is owed.
         tracing::warn!(tenant, "cannot give the lease back: {e}");
     }
-    if lost.load(Ordering::SeqCst) && result.is_ok() {
+    if lost && result.is_ok() {
         tracing::warn!(
             tenant,
             "the lease was taken over during the run; it stopped early"
